@@ -110,6 +110,27 @@ class PolicyAdapter:
         self._preprocess = preprocess if preprocess is not None else default_preprocess
         self.action_names = tuple(action_names) if action_names is not None else None
 
+    @classmethod
+    def from_sb3(cls, model, action_names: Sequence[str] | None = None) -> PolicyAdapter:
+        """Stable-Baselines3 PPO/A2C/DQN policy (or algorithm); see :func:`rlviz.integrations.from_sb3`."""
+        from rlviz.integrations import from_sb3
+
+        return from_sb3(model, action_names=action_names)
+
+    @classmethod
+    def from_cleanrl(cls, agent: nn.Module, n_actions: int | None = None, action_names: Sequence[str] | None = None) -> PolicyAdapter:
+        """CleanRL-style agent; see :func:`rlviz.integrations.from_cleanrl`."""
+        from rlviz.integrations import from_cleanrl
+
+        return from_cleanrl(agent, n_actions=n_actions, action_names=action_names)
+
+    @classmethod
+    def from_callable(cls, fn, preprocess: Preprocess | None = None, action_names: Sequence[str] | None = None) -> PolicyAdapter:
+        """nn.Module or plain function returning logits or (logits, value)."""
+        from rlviz.integrations import from_callable
+
+        return from_callable(fn, preprocess=preprocess, action_names=action_names)
+
     @property
     def device(self) -> torch.device:
         """Device of the model's first parameter (CPU for a parameter-free model)."""

@@ -66,7 +66,7 @@ def capture(model: nn.Module, layers: str | Sequence[str]) -> Iterator[Captured]
         return hook
 
     try:
-        for name, module in zip(names, modules):
+        for name, module in zip(names, modules, strict=True):
             handles.append(module.register_forward_hook(make_hook(name)))
         yield captured
     finally:

@@ -1,0 +1,192 @@
+"""Other codebases' policies through PolicyAdapter: SB3 (PPO, DQN), CleanRL-style agents, callables."""
+
+import subprocess
+import sys
+import textwrap
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from torch.distributions import Categorical
+
+from rlviz import PolicyAdapter
+from rlviz.integrations import from_callable
+
+
+class ColourPatchEnv(gym.Env):
+    """Tiny RGB env: a bright patch left or right; the right action is its side. Cheap and learnable."""
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
+
+    def __init__(self, size: int = 40, horizon: int = 8):
+        self.observation_space = gym.spaces.Box(0, 255, (size, size, 3), np.uint8)
+        self.action_space = gym.spaces.Discrete(3)
+        self.size, self.horizon, self.render_mode = size, horizon, "rgb_array"
+
+    def _obs(self):
+        frame = np.full((self.size, self.size, 3), 30, np.uint8)
+        half = self.size // 2
+        cols = slice(0, half) if self.side == 0 else slice(half, self.size)
+        frame[self.size // 4 : 3 * self.size // 4, cols, 0] = 220
+        return frame
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t, self.side = 0, int(self.np_random.integers(2))
+        self.frame = self._obs()
+        return self.frame, {}
+
+    def step(self, action):
+        self.t += 1
+        reward = 1.0 if action == 2 * self.side else 0.0
+        self.side = int(self.np_random.integers(2))
+        self.frame = self._obs()
+        return self.frame, reward, False, self.t >= self.horizon, {}
+
+    def render(self):
+        return self.frame
+
+
+@pytest.fixture(scope="module")
+def sb3_ppo():
+    from stable_baselines3 import PPO
+
+    model = PPO("CnnPolicy", ColourPatchEnv(), n_steps=64, batch_size=32, n_epochs=1, seed=0, device="cpu",
+                policy_kwargs={"features_extractor_kwargs": {"features_dim": 32}})
+    model.learn(256)
+    return model
+
+
+@pytest.mark.slow
+def test_sb3_ppo_logits_and_values_match_sb3(sb3_ppo):
+    adapter = PolicyAdapter.from_sb3(sb3_ppo)
+    env = ColourPatchEnv()
+    obs = np.stack([env.reset(seed=s)[0] for s in range(6)])
+    out = adapter(obs)
+    obs_tensor, _ = sb3_ppo.policy.obs_to_tensor(obs)
+    with torch.no_grad():
+        dist = sb3_ppo.policy.get_distribution(obs_tensor)
+        values = sb3_ppo.policy.predict_values(obs_tensor)[:, 0]
+    assert torch.allclose(torch.log_softmax(out.logits, -1), dist.distribution.logits, atol=1e-6)
+    assert torch.allclose(out.value, values, atol=1e-6)
+    assert "features_extractor.cnn.0" in [n for n, _ in adapter.model.named_modules()]
+
+
+@pytest.mark.slow
+def test_sb3_dqn_q_values_match():
+    from stable_baselines3 import DQN
+
+    model = DQN("CnnPolicy", ColourPatchEnv(), buffer_size=200, learning_starts=50, seed=0, device="cpu",
+                policy_kwargs={"features_extractor_kwargs": {"features_dim": 32}})
+    model.learn(100)
+    adapter = PolicyAdapter.from_sb3(model)
+    obs = np.stack([ColourPatchEnv().reset(seed=s)[0] for s in range(4)])
+    with torch.no_grad():
+        q_values = model.q_net(model.q_net.obs_to_tensor(obs)[0])
+    out = adapter(obs)
+    assert torch.allclose(out.logits, q_values, atol=1e-6)
+    assert torch.allclose(out.value, q_values.max(-1).values)
+
+
+def test_from_sb3_rejects_other_objects():
+    with pytest.raises(TypeError, match="Stable-Baselines3"):
+        PolicyAdapter.from_sb3(nn.Linear(2, 2))
+
+
+class CleanRLAtariAgent(nn.Module):
+    """The shape of cleanrl/ppo_atari.py's Agent (scales by 1/255 inside)."""
+
+    def __init__(self, n_actions=3):
+        super().__init__()
+        self.network = nn.Sequential(nn.Conv2d(3, 8, 5, stride=2), nn.ReLU(), nn.Conv2d(8, 8, 3, stride=2), nn.ReLU(), nn.Flatten(), nn.LazyLinear(32), nn.ReLU())
+        self.actor = nn.Linear(32, n_actions)
+        self.critic = nn.Linear(32, 1)
+
+    def get_value(self, x):
+        return self.critic(self.network(x / 255.0))
+
+    def get_action_and_value(self, x, action=None):
+        hidden = self.network(x / 255.0)
+        probs = Categorical(logits=self.actor(hidden))
+        if action is None:
+            action = probs.sample()
+        return action, probs.log_prob(action), probs.entropy(), self.critic(hidden)
+
+
+class OpaqueAgent(CleanRLAtariAgent):
+    """Same maths, but the parts have other names: only get_action_and_value is usable."""
+
+    def __init__(self):
+        super().__init__()
+        self.trunk, self.pi, self.v = self.network, self.actor, self.critic
+        del self.network, self.actor, self.critic
+
+    def get_value(self, x):
+        return self.v(self.trunk(x / 255.0))
+
+    def get_action_and_value(self, x, action=None):
+        hidden = self.trunk(x / 255.0)
+        probs = Categorical(logits=self.pi(hidden))
+        if action is None:
+            action = probs.sample()
+        return action, probs.log_prob(action), probs.entropy(), self.v(hidden)
+
+
+@pytest.mark.parametrize("agent_cls", [CleanRLAtariAgent, OpaqueAgent])
+def test_cleanrl_agent_log_probs_match(agent_cls):
+    torch.manual_seed(0)
+    agent = agent_cls()
+    frames = np.random.default_rng(0).integers(0, 256, (5, 40, 40, 3), dtype=np.uint8)
+    agent.get_value(torch.zeros(1, 3, 40, 40))  # materialise LazyLinear
+    kwargs = {"n_actions": 3} if agent_cls is OpaqueAgent else {}
+    adapter = PolicyAdapter.from_cleanrl(agent, **kwargs)
+    out = adapter(frames)
+    x = torch.as_tensor(frames).permute(0, 3, 1, 2).float()
+    with torch.no_grad():
+        for k in range(3):
+            _, log_prob, _, value = agent.get_action_and_value(x, torch.full((5,), k))
+            assert torch.allclose(out.log_probs[:, k], log_prob, atol=1e-5)
+        assert torch.allclose(out.value, value[:, 0], atol=1e-5)
+
+
+def test_cleanrl_gradients_flow_to_input():
+    torch.manual_seed(0)
+    agent = CleanRLAtariAgent()
+    agent.get_value(torch.zeros(1, 3, 40, 40))
+    adapter = PolicyAdapter.from_cleanrl(agent)
+    x = adapter.preprocess(np.full((2, 40, 40, 3), 100, np.uint8)).requires_grad_(True)
+    grad = torch.autograd.grad(adapter.outputs(x).logits[:, 0].sum(), x)[0]
+    assert grad.abs().sum() > 0
+
+
+def test_from_callable_plain_function():
+    weights = torch.randn(3, 3 * 4 * 4)
+    adapter = from_callable(lambda x: x.flatten(1) @ weights.T)
+    out = adapter(np.zeros((2, 4, 4, 3), np.uint8))
+    assert out.logits.shape == (2, 3) and out.value is None
+    with pytest.raises(ValueError, match="no value head"):
+        adapter.value(np.zeros((1, 4, 4, 3), np.uint8))
+
+
+def test_import_rlviz_pulls_in_no_env_or_agent_code():
+    # Make every env/agent/SB3 import fail: `import rlviz` (and its API) must still work.
+    script = textwrap.dedent(
+        """
+        import sys
+        class Block:
+            def find_spec(self, name, path=None, target=None):
+                if name.split('.')[0] in {'envs', 'agents', 'miniworld', 'pyglet', 'stable_baselines3', 'gymnasium'}:
+                    raise ImportError('blocked: ' + name)
+        sys.meta_path.insert(0, Block())
+        import rlviz, rlviz.integrations, rlviz.cli
+        names = [n for n in getattr(rlviz, '__all__', [])]
+        for n in names:
+            getattr(rlviz, n)
+        print('ok', len(names))
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("ok")
