@@ -5,7 +5,11 @@ Stable-Baselines3 are never imported by ``import rlviz``.
 """
 
 from rlviz.adapters import PolicyAdapter, PolicyOutput
+from rlviz.explain import explain
 from rlviz.hooks import capture, get_layer, list_layers
+from rlviz.maps import colorize, normalize, overlay, upsample
+from rlviz.methods import AttributionMethod, available_methods, get_method
+from rlviz.render import render_video
 from rlviz.targets import (
     ActionLogit,
     ActionProb,
@@ -20,6 +24,7 @@ __version__ = "0.1.0"
 __all__ = [
     "ActionLogit",
     "ActionProb",
+    "AttributionMethod",
     "Entropy",
     "MostLikelyAction",
     "PolicyAdapter",
@@ -27,7 +32,15 @@ __all__ = [
     "TakenAction",
     "Value",
     "__version__",
+    "available_methods",
     "capture",
+    "colorize",
+    "explain",
     "get_layer",
+    "get_method",
     "list_layers",
+    "normalize",
+    "overlay",
+    "render_video",
+    "upsample",
 ]

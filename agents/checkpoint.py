@@ -1,0 +1,302 @@
+"""Checkpoints: safetensors weights + a JSON config, written atomically, loaded without unpickling.
+
+A checkpoint ``NAME.safetensors`` always has its config ``NAME.json`` beside it (architecture,
+observation shape, action names, env id and kwargs, steps, seed, rlviz version, the command that
+trained it, and the SHA-256 of the weights). A training checkpoint also has ``NAME.state.safetensors``
+(optimizer state, counters and RNG states for ``--resume``). Every file is written to a temporary
+file and moved into place with ``os.replace``; the JSON goes last, so a crash leaves either the old
+checkpoint or a new one whose hashes give it away.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+from torch import nn
+
+from agents.policy import ActorCritic, Architecture
+
+#: The trained BoxReach agent shipped with rlviz (weights; its config is the .json beside it).
+SHIPPED_CHECKPOINT = Path(__file__).resolve().parent / "checkpoints" / "boxreach.safetensors"
+
+FORMAT = "rlviz-agent"
+FORMAT_VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is missing, corrupt, or does not fit what it is loaded into."""
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same folder and ``os.replace``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def config_path(path: str | os.PathLike) -> Path:
+    """The JSON config that belongs to weights file ``path``."""
+    return Path(path).with_suffix(".json")
+
+
+def state_path(path: str | os.PathLike) -> Path:
+    """The training-state file (optimizer, counters, RNG) that belongs to weights file ``path``."""
+    return Path(path).with_suffix(".state.safetensors")
+
+
+def _weights_path(path: str | os.PathLike) -> Path:
+    path = Path(path)
+    if path.suffix == ".json":
+        path = path.with_suffix(".safetensors")
+    if path.suffix != ".safetensors":
+        raise CheckpointError(
+            f"checkpoint path {str(path)!r} should end in .safetensors (its config is the .json "
+            "beside it)"
+        )
+    return path
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+# Nested state (an optimizer's state_dict, RNG states, counters) goes into safetensors as flat
+# tensors plus a JSON skeleton in the file's metadata, where each tensor is {"__tensor__": key}.
+def _flatten(obj: Any, tensors: dict[str, torch.Tensor], prefix: str) -> Any:
+    if isinstance(obj, torch.Tensor):
+        key = prefix or "root"
+        tensors[key] = obj.detach().cpu().contiguous()
+        return {"__tensor__": key}
+    if isinstance(obj, dict):
+        # Keys become strings in JSON; remember which were ints (optimizer state is keyed by index).
+        return {
+            "__dict__": [
+                [k, isinstance(k, int), _flatten(v, tensors, f"{prefix}.{k}" if prefix else str(k))]
+                for k, v in obj.items()
+            ]
+        }
+    if isinstance(obj, (list, tuple)):
+        return {"__list__": [_flatten(v, tensors, f"{prefix}.{i}") for i, v in enumerate(obj)]}
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    raise TypeError(f"cannot store {type(obj).__name__} at {prefix!r} in a training state")
+
+
+def _unflatten(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    if isinstance(obj, dict):
+        if "__tensor__" in obj:
+            return tensors[obj["__tensor__"]]
+        if "__dict__" in obj:
+            return {(int(k) if is_int else k): _unflatten(v, tensors) for k, is_int, v in obj["__dict__"]}
+        if "__list__" in obj:
+            return [_unflatten(v, tensors) for v in obj["__list__"]]
+    return obj
+
+
+def save_checkpoint(
+    path: str | os.PathLike,
+    model: ActorCritic,
+    config: dict | None = None,
+    optimizer_state: dict | None = None,
+) -> Path:
+    """Save ``model`` to ``path`` (.safetensors) and its config to the .json beside it.
+
+    Args:
+        path: weights file, ``*.safetensors``.
+        model: an :class:`ActorCritic` (its architecture goes into the config).
+        config: anything JSON-serialisable to keep with the weights (env id and kwargs, steps,
+            seed, training config, command, metrics, ...).
+        optimizer_state: optional nested dict of tensors and plain values (optimizer state_dict,
+            RNG states, counters) written to ``*.state.safetensors`` for ``--resume``.
+
+    Returns:
+        The weights path.
+    """
+    from rlviz import __version__
+
+    path = _weights_path(path)
+    if not isinstance(model, ActorCritic):
+        raise TypeError(f"save_checkpoint saves an agents.ActorCritic, got {type(model).__name__}")
+    weights = st_save({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()})
+    meta = dict(config or {})
+    meta.update(
+        format=FORMAT,
+        format_version=FORMAT_VERSION,
+        rlviz_version=__version__,
+        architecture=model.arch.to_dict(),
+        obs_shape=list(model.arch.obs_shape),
+        action_names=list(model.action_names),
+        weights_file=path.name,
+        weights_sha256=_sha256(weights),
+    )
+    if optimizer_state is not None:
+        tensors: dict[str, torch.Tensor] = {}
+        skeleton = _flatten(optimizer_state, tensors, "")
+        state = st_save(tensors, metadata={"skeleton": json.dumps(skeleton)})
+        atomic_write_bytes(state_path(path), state)
+        meta["state_file"] = state_path(path).name
+        meta["state_sha256"] = _sha256(state)
+    else:
+        meta.pop("state_file", None)
+        meta.pop("state_sha256", None)
+    text = json.dumps(meta, indent=2, sort_keys=False) + "\n"  # fail before writing if not JSON-able
+    atomic_write_bytes(path, weights)
+    atomic_write_bytes(config_path(path), text.encode())
+    return path
+
+
+def read_config(path: str | os.PathLike) -> dict:
+    """The JSON config of checkpoint ``path`` (weights or .json path), checked for format."""
+    wpath = _weights_path(path)
+    cpath = config_path(wpath)
+    if not wpath.exists():
+        raise FileNotFoundError(
+            f"checkpoint {str(wpath)!r} does not exist; train one with `rlviz train` or pass the "
+            "shipped agents/checkpoints/boxreach.safetensors"
+        )
+    if not cpath.exists():
+        raise CheckpointError(
+            f"config {str(cpath)!r} is missing: a checkpoint is two files, NAME.safetensors and "
+            "NAME.json. Copy both, or re-save the model with agents.save_checkpoint."
+        )
+    try:
+        config = json.loads(cpath.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(
+            f"config {str(cpath)!r} is not valid JSON ({exc}); the file is corrupt: restore it or "
+            "re-save the checkpoint"
+        ) from None
+    if not isinstance(config, dict) or config.get("format") != FORMAT:
+        raise CheckpointError(
+            f"{str(cpath)!r} is not an rlviz agent config (expected \"format\": \"{FORMAT}\")"
+        )
+    if int(config.get("format_version", 0)) > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{str(cpath)!r} has format_version {config['format_version']}, newer than this rlviz "
+            f"reads ({FORMAT_VERSION}); upgrade rlviz"
+        )
+    return config
+
+
+def _read_verified(path: Path, expected_sha: str | None, what: str) -> bytes:
+    data = path.read_bytes()
+    if expected_sha is not None and _sha256(data) != expected_sha:
+        raise CheckpointError(
+            f"{what} {str(path)!r} does not match the SHA-256 recorded in its config: it is corrupt, "
+            "half-written or from another checkpoint. Restore both files together or retrain."
+        )
+    return data
+
+
+def _load_tensors(data: bytes, path: Path, what: str) -> dict[str, torch.Tensor]:
+    try:
+        return st_load(data)
+    except (SafetensorError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(
+            f"{what} {str(path)!r} is not a readable safetensors file ({exc}); it is corrupt: restore "
+            "it or retrain"
+        ) from None
+
+
+def load_checkpoint(
+    path: str | os.PathLike, device: str | torch.device = "cpu"
+) -> tuple[ActorCritic, dict]:
+    """Rebuild the model saved at ``path`` (weights or .json path).
+
+    Returns:
+        ``(model, config)``: the :class:`ActorCritic` in eval mode on ``device`` and the JSON config.
+
+    Raises:
+        FileNotFoundError: no such checkpoint.
+        CheckpointError: a missing/corrupt config, weights that fail their hash, or weights that do
+            not fit the architecture the config describes.
+    """
+    wpath = _weights_path(path)
+    config = read_config(wpath)
+    data = _read_verified(wpath, config.get("weights_sha256"), "weights file")
+    tensors = _load_tensors(data, wpath, "weights file")
+    try:
+        arch = Architecture.from_dict(config["architecture"])
+        model = ActorCritic(arch)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(
+            f"config {str(config_path(wpath))!r} has no usable architecture ({exc}); re-save the "
+            "checkpoint with agents.save_checkpoint"
+        ) from None
+    check_state_dict(model, tensors, wpath)
+    model.load_state_dict(tensors)
+    return model.to(device).eval(), config
+
+
+def check_state_dict(model: nn.Module, tensors: dict[str, torch.Tensor], where: object = "") -> None:
+    """Raise :class:`CheckpointError` listing every missing, unexpected or mis-shaped tensor."""
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    shapes = [
+        f"{k}: file {tuple(tensors[k].shape)} vs model {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in tensors and tuple(tensors[k].shape) != tuple(v.shape)
+    ]
+    if missing or unexpected or shapes:
+        parts = []
+        if missing:
+            parts.append(f"missing {missing}")
+        if unexpected:
+            parts.append(f"unexpected {unexpected}")
+        if shapes:
+            parts.append("shape mismatch " + "; ".join(shapes))
+        raise CheckpointError(
+            f"weights {str(where)!r} do not fit the architecture in their config ("
+            + ", ".join(parts)
+            + "). The .safetensors and .json come from different models: keep the pair together."
+        )
+
+
+def _safetensors_metadata(data: bytes) -> dict:
+    # The format: 8-byte little-endian header length, then a JSON header with "__metadata__".
+    size = int.from_bytes(data[:8], "little")
+    return json.loads(data[8 : 8 + size]).get("__metadata__") or {}
+
+
+def load_training_state(path: str | os.PathLike) -> dict | None:
+    """The resume state saved with checkpoint ``path`` (optimizer, counters, RNG), or None if absent.
+
+    Returns:
+        The nested dict given to :func:`save_checkpoint` as ``optimizer_state``, tensors on CPU.
+    """
+    wpath = _weights_path(path)
+    config = read_config(wpath)
+    spath = state_path(wpath)
+    if "state_file" not in config:
+        return None
+    if not spath.exists():
+        raise CheckpointError(
+            f"training state {str(spath)!r} is missing although {str(config_path(wpath))!r} "
+            "names it; restore it, or start a new run instead of --resume"
+        )
+    data = _read_verified(spath, config.get("state_sha256"), "training state")
+    tensors = _load_tensors(data, spath, "training state")
+    metadata = _safetensors_metadata(data)
+    if "skeleton" not in metadata:
+        raise CheckpointError(f"training state {str(spath)!r} has no skeleton metadata; it is corrupt")
+    return _unflatten(json.loads(metadata["skeleton"]), tensors)

@@ -1,0 +1,182 @@
+"""Class activation maps: CAM, Grad-CAM, Grad-CAM++.
+
+- Zhou et al. 2016, "Learning Deep Features for Discriminative Localization" (CAM),
+  https://arxiv.org/abs/1512.04150.
+- Selvaraju et al. 2017, "Grad-CAM", https://arxiv.org/abs/1610.02391.
+- Chattopadhay et al. 2018, "Grad-CAM++", https://arxiv.org/abs/1710.11063 (channel weights as in
+  pytorch-grad-cam's closed form).
+
+All three read one layer's activations A [B, K, h, w] and the target's gradient with respect to them,
+and weight the K maps. The forward pass runs without autograd up to that layer and with it after, so
+the single backward pass goes from the target to the layer only, never to the input.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from rlviz.adapters import PolicyAdapter
+from rlviz.hooks import get_layer, last_conv_layer, list_layers
+from rlviz.methods.base import AttributionMethod, scalar_per_sample
+from rlviz.methods.registry import register
+from rlviz.targets import Target
+
+_GLOBAL_POOLS = (nn.AdaptiveAvgPool2d, nn.AvgPool2d)
+
+
+def layer_activations_and_gradients(
+    adapter: PolicyAdapter,
+    x: torch.Tensor,
+    target: Target,
+    layer: str,
+    at_input: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Activations of ``layer`` (its output, or its input if ``at_input``) and d target / d them.
+
+    Returns:
+        (activations, gradients), both [B, K, h, w], detached.
+    """
+    module = get_layer(adapter.model, layer)
+    store: dict[str, torch.Tensor] = {}
+
+    def grab(value: object) -> torch.Tensor:
+        if not isinstance(value, torch.Tensor):
+            raise TypeError(
+                f"layer {layer!r} gives {type(value).__name__}; CAM methods need a Tensor"
+            )
+        # Autograd starts here: everything before the layer ran under no_grad. The outer
+        # torch.no_grad() block restores the caller's grad mode when the forward pass ends.
+        torch.set_grad_enabled(True)
+        leaf = value.detach().requires_grad_(True)
+        store["act"] = leaf
+        # The network continues on a copy, so an in-place op downstream (ReLU(inplace=True))
+        # neither corrupts the recorded activations nor trips autograd's leaf check.
+        return leaf.clone()
+
+    if at_input:
+        handle = module.register_forward_pre_hook(lambda _m, args: (grab(args[0]), *args[1:]))
+    else:
+        handle = module.register_forward_hook(lambda _m, _args, out: grab(out))
+    try:
+        with torch.no_grad():
+            values = target(adapter.outputs(x))
+    finally:
+        handle.remove()
+    if "act" not in store:
+        raise ValueError(
+            f"layer {layer!r} was not called in the policy's forward; pick a layer it runs"
+        )
+    acts = store["act"]
+    if acts.ndim != 4:
+        convs = ", ".join(list_layers(adapter.model, nn.Conv2d)) or "(none)"
+        raise ValueError(
+            f"CAM methods need a layer with a spatial output [B, K, h, w]; {layer!r} gives shape "
+            f"{tuple(acts.shape)}. Conv layers: {convs}"
+        )
+    values = scalar_per_sample(values, x.shape[0])
+    if not values.requires_grad:
+        raise ValueError(f"the target does not depend on layer {layer!r} through autograd")
+    with torch.enable_grad():  # the caller may be inside torch.no_grad()
+        (grads,) = torch.autograd.grad(values.sum(), acts, allow_unused=True)
+    if grads is None:
+        grads = torch.zeros_like(acts)
+    return acts.detach(), grads
+
+
+def default_cam_layer(model: nn.Module) -> str:
+    """The model's own ``cam_layer`` attribute if it names one (rlviz agents do), else the last
+    ``nn.Conv2d``."""
+    name = getattr(model, "cam_layer", None)
+    return name if isinstance(name, str) else last_conv_layer(model)
+
+
+class _LayerMethod(AttributionMethod):
+    """Shared by the CAM family: resolve the layer, get activations and gradients, weight maps."""
+
+    needs_layer = True
+    low_res = True
+
+    def default_layer(self, model: nn.Module) -> tuple[str, bool]:
+        """(layer name, read its input?) used when the caller names no layer."""
+        return default_cam_layer(model), False
+
+    def _maps(self, adapter, x, target, layer, pass_size):
+        name, at_input = (layer, False) if layer is not None else self.default_layer(adapter.model)
+        acts, grads = layer_activations_and_gradients(adapter, x, target, name, at_input)
+        return self._combine(acts, grads, name)
+
+    def _combine(self, acts: torch.Tensor, grads: torch.Tensor, layer: str) -> torch.Tensor:
+        raise NotImplementedError
+
+
+@register("cam")
+class CAM(_LayerMethod):
+    """Exact CAM (Zhou et al. 2016) for networks that end in global average pooling + linear heads.
+
+    M = sum_k w_k F_k, with F the pooled feature maps and w the head's weights for the target:
+    for an action-logit target the map's spatial mean plus the bias is exactly that logit. The
+    weights are read off the gradient (d target / d F = w / (h w), constant over space), which also
+    covers log-prob targets (w_a - E_pi[w]). By default F is the input of the model's last
+    ``AdaptiveAvgPool2d``/``AvgPool2d``. If the gradient varies over space (no global pooling, a
+    flatten + linear head, a ReLU after the layer) CAM is undefined and this raises; use
+    ``gradcam`` there.
+    """
+
+    signed = True
+    tolerance = 1e-4
+
+    def default_layer(self, model: nn.Module) -> tuple[str, bool]:
+        pools = [name for name, m in model.named_modules() if name and isinstance(m, _GLOBAL_POOLS)]
+        if pools:
+            return pools[-1], True
+        return default_cam_layer(model), False
+
+    def _combine(self, acts, grads, layer):
+        spread = (grads.amax(dim=(2, 3)) - grads.amin(dim=(2, 3))).abs().max()
+        scale = grads.abs().max()
+        if spread > self.tolerance * scale:
+            raise ValueError(
+                f"CAM needs global average pooling + linear heads after layer {layer!r}, but the "
+                f"target's gradient varies over the map (relative spread {float(spread / scale):.3g}); "
+                "this network's head is not GAP + linear there. Use 'gradcam', or name the layer "
+                "that feeds the global pooling with layer=..."
+            )
+        h, w = acts.shape[-2:]
+        return torch.einsum("bk,bkhw->bhw", grads.mean(dim=(2, 3)) * (h * w), acts)
+
+
+@register("gradcam")
+class GradCAM(_LayerMethod):
+    """Grad-CAM: ReLU(sum_k w_k A_k) with w_k the spatial mean of d target / d A_k.
+
+    Args:
+        relu: keep only positive evidence (the paper); ``False`` gives a signed map.
+    """
+
+    def __init__(self, relu: bool = True) -> None:
+        self.relu = bool(relu)
+        self.signed = not self.relu
+
+    def _combine(self, acts, grads, layer):
+        cam = torch.einsum("bk,bkhw->bhw", grads.mean(dim=(2, 3)), acts)
+        return cam.clamp_(min=0) if self.relu else cam
+
+
+@register("gradcam_pp")
+class GradCAMPlusPlus(_LayerMethod):
+    """Grad-CAM++: channel weights sum_ij relu(g_ij) a_ij with
+    a_ij = g^2 / (2 g^2 + sum(A) g^3) (Chattopadhay et al. eq. 19), then ReLU(sum_k w_k A_k)."""
+
+    eps = 1e-6
+
+    def _combine(self, acts, grads, layer):
+        # relu(g) * a_ij = g^3 / (2 g^2 + S g^3 + eps) where g > 0, else 0 (a_ij is zeroed where
+        # g == 0). Written with in-place ops: these maps are memory-bound, each pass counts.
+        total = acts.sum(dim=(2, 3), keepdim=True)
+        g = grads.clamp(min=0)
+        g2 = g.square()
+        g3 = g2 * g
+        denominator = g2.mul_(2).addcmul_(g3, total.expand_as(g3)).add_(self.eps)
+        weights = g3.div_(denominator).sum(dim=(2, 3))
+        return torch.einsum("bk,bkhw->bhw", weights, acts).clamp_(min=0)

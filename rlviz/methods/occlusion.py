@@ -1,0 +1,112 @@
+"""Occlusion (Zeiler & Fergus 2014, "Visualizing and Understanding Convolutional Networks",
+https://arxiv.org/abs/1311.2901).
+
+Slide a ``window`` over the frame with ``stride``, replace the pixels under it by ``fill`` and record
+how much the target drops: target(x) - target(x with the window filled). A pixel's score is the mean
+drop over the windows that cover it (captum's convention). All windows of all frames go through the
+network as one big batch, cut into passes of ``batch_size`` images.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from rlviz.methods.base import (
+    AttributionMethod,
+    block_target,
+    fill_values,
+    freeze_greedy,
+    job_blocks,
+    scalar_per_sample,
+)
+from rlviz.methods.registry import register
+
+
+def _pair(value: int | tuple[int, int], what: str) -> tuple[int, int]:
+    pair = (value, value) if isinstance(value, int) else tuple(value)
+    if len(pair) != 2 or any(int(v) < 1 for v in pair):
+        raise ValueError(f"{what} must be a positive int or (height, width), got {value!r}")
+    return int(pair[0]), int(pair[1])
+
+
+def window_starts(size: int, window: int, stride: int) -> list[int]:
+    """Start offsets of windows along an axis: every ``stride`` pixels until the window reaches the
+    end (the last one may hang over the edge and is clipped), as captum's Occlusion."""
+    if window > size:
+        raise ValueError(f"occlusion window {window} is larger than the input ({size} pixels)")
+    count = math.ceil((size - window) / stride) + 1
+    return [k * stride for k in range(count)]
+
+
+def window_masks(
+    size: tuple[int, int], window: tuple[int, int], stride: tuple[int, int], device=None
+) -> torch.Tensor:
+    """Boolean masks of every window position: [P, H, W], P = rows x columns of positions."""
+    axes = []
+    for n, w, s in zip(size, window, stride, strict=True):
+        starts = torch.tensor(window_starts(n, w, s), device=device)
+        pixels = torch.arange(n, device=device)
+        axes.append((pixels >= starts[:, None]) & (pixels < starts[:, None] + w))
+    rows, cols = axes
+    return (rows[:, None, :, None] & cols[None, :, None, :]).reshape(-1, *size)
+
+
+@register("occlusion")
+class Occlusion(AttributionMethod):
+    """Occlusion sensitivity: signed, > 0 where hiding the pixels lowers the target.
+
+    Args:
+        window: occluder size in pixels, int or (height, width).
+        stride: step between occluder positions, int or (height, width).
+        fill: what the occluder shows: a number, ``"mean"`` (the frame's mean colour), ``"blur"``
+            (the frame blurred with ``blur_sigma``) or a tensor broadcastable to [C, H, W].
+        blur_sigma: sigma in pixels for ``fill="blur"``.
+    """
+
+    perturbs_input = True
+    signed = True
+
+    def __init__(
+        self,
+        window: int | tuple[int, int] = 8,
+        stride: int | tuple[int, int] = 4,
+        fill: object = "mean",
+        blur_sigma: float = 5.0,
+    ) -> None:
+        self.window = _pair(window, "window")
+        self.stride = _pair(stride, "stride")
+        self.fill = fill
+        self.blur_sigma = float(blur_sigma)
+
+    def windows(self, size: tuple[int, int]) -> int:
+        """Number of occluder positions on an input of spatial ``size``."""
+        return math.prod(
+            len(window_starts(n, w, s))
+            for n, w, s in zip(size, self.window, self.stride, strict=True)
+        )
+
+    def _maps(self, adapter, x, target, layer, pass_size):
+        b, _, h, w = x.shape
+        masks = window_masks((h, w), self.window, self.stride, x.device)
+        n_windows = masks.shape[0]
+        with torch.no_grad():
+            clean_out = adapter.outputs(x)
+            target = freeze_greedy(target, clean_out)
+            clean = scalar_per_sample(target(clean_out), b)
+            fill = fill_values(x, self.fill, self.blur_sigma)
+            drops = x.new_zeros(b, n_windows)
+            for frames, wins in job_blocks(b, n_windows, pass_size):
+                n_wins = wins.stop - wins.start
+                frame_fill = fill[frames] if fill.shape[0] > 1 else fill
+                occluded = torch.where(
+                    masks[None, wins, None], frame_fill[:, None], x[frames, None]
+                ).flatten(0, 1)
+                out = adapter.outputs(occluded)
+                values = scalar_per_sample(block_target(target, frames, n_wins)(out), len(occluded))
+                drops[frames, wins] = clean[frames, None] - values.view(-1, n_wins)
+            weights = masks.reshape(n_windows, -1).to(x.dtype)
+            # Mean over covering windows; pixels no window covers (stride > window) stay 0.
+            counts = weights.sum(dim=0).clamp(min=1)
+            return ((drops @ weights) / counts).view(b, h, w)

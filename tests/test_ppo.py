@@ -1,0 +1,227 @@
+"""The PPO trainer: GAE by hand, the config CLI, diagnostics, a short run that learns, resume."""
+
+import argparse
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from agents.checkpoint import load_checkpoint, load_training_state, read_config
+from agents.diagnostics import (
+    COLUMNS,
+    CsvLog,
+    HealthCheck,
+    check_inputs,
+    dead_relu_fraction,
+    explained_variance,
+    plot_learning_curve,
+    read_csv,
+)
+from agents.policy import ActorCritic, preprocess
+from agents.train import (
+    Config,
+    Learner,
+    RolloutBuffer,
+    add_dataclass_arguments,
+    build_parser,
+    compute_gae,
+    main,
+)
+
+# A tiny, easy variant: 5x5 room, no distractors, big steps, 30-step episodes, 30x40 frames.
+TINY_ENV = {"size": 5, "num_distractors": 0, "fast": True, "max_episode_steps": 30, "obs_height": 30, "obs_width": 40}
+
+
+def test_gae_by_hand():
+    gamma, lam = 0.9, 0.5
+    rewards = np.array([[0.0], [1.0], [0.0]], np.float32)
+    values = np.array([[0.5], [0.4], [0.3]], np.float32)
+    ends = np.array([[False], [True], [False]])  # the episode ends after step 1
+    last = np.array([0.2], np.float32)
+    adv, ret = compute_gae(rewards, values, ends, last, gamma, lam)
+    d2 = 0.0 + gamma * 0.2 - 0.3
+    d1 = 1.0 - 0.4  # no bootstrap across the episode end
+    d0 = 0.0 + gamma * 0.4 - 0.5
+    a2, a1 = d2, d1  # a1 does not see a2 (episode ended)
+    a0 = d0 + gamma * lam * a1
+    assert np.allclose(adv[:, 0], [a0, a1, a2], atol=1e-6)
+    assert np.allclose(ret, adv + values)
+
+
+def test_explained_variance():
+    r = np.array([1.0, 2.0, 3.0])
+    assert explained_variance(r, r) == 1.0
+    assert explained_variance(np.full(3, 2.0), r) == pytest.approx(0.0)
+    assert math.isnan(explained_variance(r, np.ones(3)))
+
+
+def test_config_becomes_cli_flags():
+    parser = argparse.ArgumentParser()
+    add_dataclass_arguments(parser, Config)
+    args = parser.parse_args(
+        ["--no-async-learner", "--channels", "8", "16", "16", "--env-kwargs", '{"size": 8}', "--target-kl", "none", "--total-steps", "5"]
+    )
+    cfg = Config(**vars(args))
+    assert cfg.async_learner is False and cfg.channels == (8, 16, 16)
+    assert cfg.env_kwargs == {"size": 8} and cfg.target_kl is None and cfg.total_steps == 5
+    assert Config(**vars(parser.parse_args([]))) == Config()
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--env-kwargs", "[1, 2]"])
+    help_text = build_parser().format_help()
+    assert "--resume" in help_text and "Anneal the learning rate" in help_text and "--device" in help_text
+
+
+def test_health_check_warns():
+    check = HealthCheck(3)
+    assert check.check({"update": 1, "entropy": 1.0, "approx_kl": 0.01, "grad_norm": 1.0, "value_loss": 0.1,
+                        "policy_loss": 0.0, "success_rate_100": 0.2, "dead_relu": 0.0}) == []
+    warnings = check.check({"update": 2, "entropy": float("nan"), "grad_norm": float("inf"), "skipped": 3})
+    assert len(warnings) == 1 and "non-finite" in warnings[0] and "entropy" in warnings[0]
+    w = check.check({"update": 3, "entropy": 0.01, "success_rate_100": 0.1})
+    assert any("entropy collapsed" in x for x in w)
+    assert check.check({"update": 4, "entropy": 0.01, "success_rate_100": 0.99}) == []  # solved: fine
+    assert any("gradient norm" in x for x in check.check({"update": 5, "grad_norm": 1e3}))
+    assert any("approx KL" in x for x in check.check({"update": 6, "approx_kl": 0.5}))
+    assert check.check({"update": 7, "approx_kl": 0.5}) == []  # not repeated at once
+    assert any("dead" in x for x in check.check({"update": 8, "dead_relu": 0.9}))
+
+
+def test_input_checks():
+    frames = np.random.default_rng(0).integers(0, 256, (2, 30, 40, 3), dtype=np.uint8)
+    assert check_inputs(preprocess(frames)) == []
+    assert any("expected [0, 1]" in w for w in check_inputs(preprocess(frames) * 255))
+    assert any("blank" in w for w in check_inputs(torch.zeros(2, 3, 30, 40)))
+    assert any("NaN" in w for w in check_inputs(torch.full((2, 3, 30, 40), float("nan"))))
+
+
+def test_dead_relu_fraction():
+    torch.manual_seed(0)
+    model = ActorCritic(channels=(4, 8, 8), obs_shape=(30, 40, 3))
+    x = preprocess(np.random.default_rng(0).integers(0, 256, (8, 30, 40, 3), dtype=np.uint8))
+    with torch.no_grad():
+        model.conv2.conv.bias.fill_(-1e3)  # every conv2 unit is off, and so is every conv3 input
+    frac = dead_relu_fraction(model, x, model.conv_layers)
+    assert frac >= 8 / (4 + 8 + 8)
+    with torch.no_grad():
+        for name in model.conv_layers:
+            model.get_submodule(name).conv.bias.fill_(1e3)
+    assert dead_relu_fraction(model, x, model.conv_layers) == 0.0
+
+
+def _buffer(T=8, N=2, seed=0):
+    rng = np.random.default_rng(seed)
+    buf = RolloutBuffer(T, N, (30, 40, 3))
+    buf.obs[:] = rng.integers(0, 256, buf.obs.shape, dtype=np.uint8)
+    buf.actions[:] = rng.integers(0, 3, buf.actions.shape)
+    buf.logprobs[:] = math.log(1 / 3)
+    buf.rewards[:] = rng.random(buf.rewards.shape).astype(np.float32)
+    return buf
+
+
+def test_learner_skips_and_reports_non_finite_updates():
+    torch.manual_seed(0)
+    cfg = Config(total_steps=100, num_minibatches=2, update_epochs=2)
+    model = ActorCritic(channels=(4, 8, 8), obs_shape=(30, 40, 3))
+    learner = Learner(model, cfg, torch.device("cpu"))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    buf = _buffer()
+    buf.rewards[0, 0] = float("nan")
+    stats = learner.update(buf, step=16)
+    assert stats["skipped"] == 4  # every optimizer step refused
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), f"{k} was changed by a NaN update"
+    warnings = HealthCheck(3).check(stats)
+    assert warnings and "non-finite" in warnings[0]
+    # and a clean buffer trains: weights move, statistics are finite
+    stats = learner.update(_buffer(seed=1), step=32)
+    assert stats["skipped"] == 0 and set(stats) <= set(COLUMNS)
+    assert all(math.isfinite(stats[k]) for k in ("entropy", "approx_kl", "value_loss", "grad_norm", "clip_frac"))
+    assert any(not torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
+def test_csv_log_and_learning_curve(tmp_path):
+    log = CsvLog(tmp_path / "progress.csv")
+    for i in range(1, 4):
+        log.write({"update": i, "step": 100 * i, "success_rate_100": 0.1 * i, "entropy": 1.0})
+    rows = read_csv(tmp_path / "progress.csv")
+    assert [r["step"] for r in rows] == ["100", "200", "300"]
+    png = plot_learning_curve(tmp_path / "progress.csv", tmp_path / "curve.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    CsvLog(tmp_path / "progress.csv", keep_until_step=200)  # resuming from step 200
+    assert [r["step"] for r in read_csv(tmp_path / "progress.csv")] == ["100", "200"]
+
+
+def _tiny_args(tmp_path, *extra):
+    return [
+        "--env-id", "rlviz/BoxReachSmall-v0", "--env-kwargs", json.dumps(TINY_ENV),
+        "--runs-dir", str(tmp_path), "--run-name", "tiny", "--num-envs", "8", "--num-steps", "32",
+        "--channels", "8", "16", "16", "--update-epochs", "8", "--num-minibatches", "4",
+        "--learning-rate", "1e-3", "--seed", "0", "--no-progress", *extra,
+    ]
+
+
+@pytest.mark.slow
+def test_short_training_run_improves_success(tmp_path):
+    from agents.evaluate import evaluate, held_out_seeds
+
+    assert main(_tiny_args(tmp_path, "--total-steps", "4096", "--no-async-learner")) == 0
+    run = tmp_path / "tiny"
+    model, config = load_checkpoint(run / "checkpoint.safetensors")
+    assert config["steps"] == 4096 and config["command"].startswith("rlviz train")
+    assert (run / "learning_curve.png").exists() and len(read_csv(run / "progress.csv")) == 16
+    torch.manual_seed(0)  # the trainer seeds the initial weights with --seed 0
+    initial = ActorCritic(model.arch)
+    seeds = held_out_seeds(40)
+    before = evaluate(initial, "rlviz/BoxReachSmall-v0", seeds, env_kwargs=TINY_ENV)
+    after = evaluate(model, "rlviz/BoxReachSmall-v0", seeds, env_kwargs=TINY_ENV)
+    assert after["success_rate"] >= before["success_rate"] + 0.2, (before["success_rate"], after["success_rate"])
+    assert after["mean_steps"] < before["mean_steps"]
+
+
+@pytest.mark.slow
+def test_resume_continues_counters_optimizer_and_rng(tmp_path):
+    args = _tiny_args(tmp_path, "--total-steps", "512", "--num-envs", "4", "--num-steps", "32")
+    assert main(args) == 0
+    ckpt = tmp_path / "tiny" / "checkpoint.safetensors"
+    first = load_training_state(ckpt)
+    assert first["steps"] == 512 and first["learner"]["updates"] == 4
+    assert sum(first["episode_counts"]) == first["episodes"] > 0
+    # continue to 1024 steps from the checkpoint; flags given now override the saved config
+    assert main(["--resume", str(tmp_path / "tiny"), "--total-steps", "1024", "--no-progress"]) == 0
+    second = load_training_state(ckpt)
+    config = read_config(ckpt)
+    assert second["steps"] == 1024 and config["steps"] == 1024 and second["learner"]["updates"] == 8
+    assert config["train_config"]["total_steps"] == 1024
+    assert all(b >= a for a, b in zip(first["episode_counts"], second["episode_counts"], strict=True))
+    assert second["episodes"] > first["episodes"]
+    # Adam's step counter carried over (4 updates x 8 epochs x 4 minibatches, then as many again)
+    steps_first = {int(v["step"]) for v in first["learner"]["optimizer"]["state"].values()}
+    steps_second = {int(v["step"]) for v in second["learner"]["optimizer"]["state"].values()}
+    assert steps_first == {128} and steps_second == {256}
+    # the log continues where the checkpoint was, without duplicates
+    rows = read_csv(tmp_path / "tiny" / "progress.csv")
+    assert [int(r["update"]) for r in rows] == list(range(1, 9))
+    assert [int(r["step"]) for r in rows] == [128 * i for i in range(1, 9)]
+    # the learning-rate schedule continued too: linear in the steps of the whole run
+    assert float(rows[4]["lr"]) == pytest.approx(1e-3 * (1 - 512 / 1024), rel=1e-4)
+
+
+def test_resume_rejects_a_checkpoint_without_training_state(tmp_path, capsys):
+    from agents.checkpoint import save_checkpoint
+
+    path = save_checkpoint(tmp_path / "x" / "checkpoint.safetensors", ActorCritic(channels=(4, 8, 8)), {"train_config": {}})
+    assert main(["--resume", str(path), "--no-progress"]) == 2
+    assert "no training state" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["--resume", str(tmp_path / "missing"), "--no-progress"])
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_bad_device_is_explained():
+    from agents.train import resolve_device
+
+    with pytest.raises(ValueError, match="not a device"):
+        resolve_device("gpu0")
+    assert resolve_device("cpu") == torch.device("cpu")
