@@ -67,7 +67,7 @@ class Config:
     """Gymnasium id of the task (import envs registers rlviz/*)."""
     env_kwargs: dict = field(default_factory=dict)
     """Extra keyword arguments for gymnasium.make, as JSON (e.g. '{"num_distractors": 1}')."""
-    total_steps: int = 400_000
+    total_steps: int = 600_000
     """Env steps to train for."""
     seed: int = 1
     """Seeds weights, action sampling, minibatches and the episode-seed sequence."""
@@ -89,11 +89,11 @@ class Config:
     """Env worker processes; each renders on one core. The learner uses the main process."""
     num_steps: int = 64
     """Steps per env per rollout (rollout = num_envs * num_steps transitions)."""
-    update_epochs: int = 3
+    update_epochs: int = 6
     """Passes over each rollout."""
-    num_minibatches: int = 4
+    num_minibatches: int = 8
     """Minibatches per pass."""
-    learning_rate: float = 1e-3
+    learning_rate: float = 5e-4
     """Adam step size (linearly annealed to 0 with anneal_lr)."""
     anneal_lr: bool = True
     """Anneal the learning rate linearly to 0 over total_steps."""
@@ -129,6 +129,22 @@ class Config:
     """Warn when the pre-clip gradient norm exceeds this."""
     warn_kl: float = 0.1
     """Warn when one update's approx KL exceeds this."""
+
+    def __post_init__(self) -> None:
+        self.channels = tuple(int(c) for c in self.channels)
+        problems = []
+        if self.head not in ("gap", "mlp"):
+            problems.append(f"head={self.head!r}; expected gap or mlp")
+        if self.num_envs % (2 * self.num_workers):
+            problems.append(
+                f"num_envs={self.num_envs} must be a multiple of 2 x num_workers={self.num_workers} "
+                "(each worker steps two equal groups)"
+            )
+        for name in ("total_steps", "num_steps", "num_envs", "num_workers", "update_epochs", "num_minibatches"):
+            if getattr(self, name) < 1:
+                problems.append(f"{name}={getattr(self, name)}; expected >= 1")
+        if problems:
+            raise ValueError("invalid training config: " + "; ".join(problems))
 
 
 def _field_docs(cls: type) -> dict[str, str]:
@@ -734,23 +750,32 @@ def main(argv: list[str] | None = None) -> int:
     resume = args.pop("resume")
     if resume is not None:
         path = _resume_path(resume)
+        if not path.exists():
+            parser.error(
+                f"--resume {resume}: {str(path)!r} does not exist; pass a run folder "
+                "(runs/NAME) or its checkpoint.safetensors"
+            )
         try:
             saved = read_config(path)
         except (FileNotFoundError, CheckpointError) as exc:
             parser.error(str(exc))
         base = dict(saved.get("train_config", {}))
         base.update(args)  # flags given now win (e.g. a larger --total-steps)
-        cfg = config_from_dict(base)
+        try:
+            cfg = config_from_dict(base)
+        except (TypeError, ValueError) as exc:
+            parser.error(str(exc))
         if cfg.run_name is None:
             cfg.run_name = path.parent.name
             cfg.runs_dir = str(path.parent.parent)
         command = saved.get("command")
         resume = str(path)
     else:
-        cfg = Config(**args)
+        try:
+            cfg = Config(**args)
+        except ValueError as exc:
+            parser.error(str(exc))
         command = "rlviz train " + shlex.join(argv) if argv else "rlviz train"
-    if cfg.head not in ("gap", "mlp"):
-        parser.error(f"--head {cfg.head!r}; expected gap or mlp")
     try:
         summary = train(cfg, command=command, resume=resume)
     except (ValueError, CheckpointError) as exc:

@@ -68,10 +68,10 @@ def save_still(env, policy, embedding, seed: int, max_steps: int, path: Path, me
 
     from rlviz.compose import Composer
     from rlviz.panels import default_panels
-    from rlviz.render import _TopDownRecorder, explain_episode, select_panels
+    from rlviz.render import EpisodeRecorder, explain_episode, select_panels
 
     panels = default_panels(["gradient", "gradcam"], per_action="gradient")
-    recorder = _TopDownRecorder(env, next(p.map_size for p in panels if hasattr(p, "map_size")))
+    recorder = EpisodeRecorder(env, next(p.map_size for p in panels if hasattr(p, "map_size")))
     gen = torch.Generator().manual_seed(seed)
     rollout = run_episode(recorder, policy, seed=seed, generator=gen, max_steps=max_steps,
                           info_keys=("success", "goal_mask", "box_visible"))

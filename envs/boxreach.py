@@ -11,12 +11,13 @@ from typing import Any
 
 import numpy as np
 
+from envs import ACTION_NAMES
 from envs.headless import prepare, quiet
 
 prepare()
 
 from gymnasium import spaces, utils  # noqa: E402
-from miniworld.entity import COLORS, Box  # noqa: E402
+from miniworld.entity import Box  # noqa: E402
 from miniworld.miniworld import MiniWorldEnv  # noqa: E402
 from miniworld.opengl import drawBox  # noqa: E402
 from miniworld.params import DEFAULT_PARAMS  # noqa: E402
@@ -24,8 +25,6 @@ from PIL import Image, ImageDraw  # noqa: E402
 from pyglet import gl  # noqa: E402
 
 __all__ = ["BoxReachEnv", "ACTION_NAMES", "DISTRACTOR_COLORS"]
-
-ACTION_NAMES = ("left", "forward", "right")
 
 # Our action index -> MiniWorld's action id (MiniWorld: 0 turn_left, 1 turn_right, 2 move_forward).
 _TO_MINIWORLD = (
@@ -130,8 +129,9 @@ class BoxReachEnv(MiniWorldEnv, utils.EzPickle):
 
     Masks come from one extra flat-colour pass per step that redraws only the boxes inside the view
     frustum against the observation's own depth buffer (depth test EQUAL), four boxes per pass (one
-    per RGBA channel), and is skipped when no box is in the frustum. Cost: ~0.1 ms per step on one
-    core (BENCHMARKS.md, "## Environment"), under 10% of a step.
+    per RGBA channel), and is skipped when no box is in the frustum. Cost: ~0.15-0.2 ms per step on
+    an idle core, i.e. ~80% of the plain env's steps/s (target >= 70% of raw MiniWorld; figures in
+    BENCHMARKS.md, "## Environment"). Off by default.
 
     For videos, :meth:`top_down_map` draws the room from above with the agent and its path, and
     :meth:`world_to_map` maps world (x, z) to its pixel coordinates.
@@ -144,6 +144,13 @@ class BoxReachEnv(MiniWorldEnv, utils.EzPickle):
         "render_modes": ["human", "rgb_array"],
         "render_fps": 30,
     }
+    #: Names of the actions by index (also ``envs.ACTION_NAMES``).
+    ACTION_NAMES = ACTION_NAMES
+    action_names = ACTION_NAMES
+
+    def get_action_meanings(self) -> list[str]:
+        """Action names by index (the Atari-style accessor some tools look for)."""
+        return list(ACTION_NAMES)
 
     def __init__(
         self,
@@ -513,7 +520,9 @@ class BoxReachEnv(MiniWorldEnv, utils.EzPickle):
         p = np.array([x, z])
         back = p - 0.7 * r * fwd
         tri = np.stack([p + r * fwd, back + 0.7 * r * right, back - 0.7 * r * right])
-        ImageDraw.Draw(img).polygon([tuple(q) for q in self.world_to_map(tri, key)], fill=_MAP_AGENT)
+        ImageDraw.Draw(img).polygon(
+            [tuple(q) for q in self.world_to_map(tri, key)], fill=_MAP_AGENT
+        )
         return np.asarray(img, dtype=np.uint8)
 
 

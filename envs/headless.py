@@ -73,7 +73,7 @@ def prepare() -> None:
     """
     if _state["prepared"]:
         return
-    if "miniworld" in sys.modules or "pyglet.gl" in sys.modules:
+    if sys.modules.get("miniworld") is not None or sys.modules.get("pyglet.gl") is not None:
         import pyglet
 
         if not pyglet.options["headless"]:

@@ -30,7 +30,7 @@ import logging
 import os
 import warnings
 from collections.abc import Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -64,15 +64,32 @@ def _quiet_opentsne():
         logger.setLevel(level)
 
 
+_BLAS = {}
+
+
+def _single_blas_thread():
+    """Context limiting numpy's BLAS to one thread (a no-op without threadpoolctl)."""
+    if "controller" not in _BLAS:
+        try:
+            from threadpoolctl import ThreadpoolController
+
+            _BLAS["controller"] = ThreadpoolController()  # scanning libraries once: ~ms
+        except ImportError:  # threadpoolctl comes with scikit-learn; tolerate its absence
+            _BLAS["controller"] = None
+    controller = _BLAS["controller"]
+    return nullcontext() if controller is None else controller.limit(limits=1, user_api="blas")
+
+
 class StateEmbedding:
     """A 2-D map of states: fit once on features [N, D], then place new features on it.
 
     Args:
         method: ``"tsne"`` (openTSNE) or ``"pca"`` (first two principal components).
         perplexity: t-SNE perplexity; lowered to (N - 1) / 3 with a warning on small data.
-        seed: seeds PCA, the neighbour index and t-SNE's optimisation; same seed, same map.
-        n_jobs: threads for openTSNE (-1: all cores). Maps of 1,000+ states use an approximate
-            (Annoy) neighbour index, exactly reproducible only with ``n_jobs=1``.
+        seed: seeds PCA, the neighbour index and t-SNE's optimisation: same data and seed, same
+            map (tested with 1 and 2 threads, and for 1,000+ states, where openTSNE switches to
+            an approximate Annoy neighbour index).
+        n_jobs: threads for openTSNE (-1: all cores).
         pca_dims: features are reduced to this many principal components before t-SNE.
         standardize: scale each feature to unit variance first (units with std below 1e-3 of the
             largest are left unscaled, so dead units do not turn noise into signal).
@@ -299,12 +316,15 @@ class StateEmbedding:
         Returns:
             float32 [M, 2] map positions.
         """
-        z = self.reduce(features)
-        if self.method == "pca":
-            return z[:, :2].astype(np.float32)
-        if not fast:
-            return self._transform_accurate(z)
-        return self._transform_fast(z, batch_size)
+        if not fast and self.method == "tsne":
+            return self._transform_accurate(self.reduce(features))
+        # One BLAS thread: these products are too small to gain from threads, and on a shared
+        # CPU thread contention made single frames several times slower (BENCHMARKS.md).
+        with _single_blas_thread():
+            z = self.reduce(features)
+            if self.method == "pca":
+                return z[:, :2].astype(np.float32)
+            return self._transform_fast(z, batch_size)
 
     def _transform_fast(self, z: np.ndarray, batch_size: int) -> np.ndarray:
         ref = self.reduced_

@@ -27,6 +27,11 @@ from rlviz.rollout import Rollout, collect
 
 DEFAULT_METHODS = ("gradient", "gradcam")
 NORMALIZE_MODES = ("episode", "frame")
+#: Frames per attribution pass: big enough to batch well, small enough that a long episode's
+#: activations and gradients are never all alive at once (memory flat in episode length).
+EXPLAIN_BATCH = 128
+#: Display maps are stored as float16: [0, 1] to 1/2048, half the memory of float32.
+MAP_DTYPE = np.float16
 #: Ground truth the panels read (captions, events); other infos are not kept per step.
 INFO_KEYS = ("success", "goal_mask", "box_visible", "agent_pos", "agent_dir", "box_pos")
 
@@ -71,7 +76,8 @@ class EpisodeExplanation:
 
     Attributes:
         rollout: the episode (observations, actions, pi, V, rewards, ground-truth infos).
-        maps: method name -> float32 [T, H, W] in [0, 1], normalised as ``normalize`` says.
+        maps: method name -> [T, H, W] in [0, 1] (float16 from the pipeline), normalised as
+            ``normalize`` says ([-1, 1] for signed methods).
         map_ranges: method name -> (low, high) raw attribution values at 0 and 1 of the colour
             scale (the episode's range; per-frame scaling shows the episode's range for reference).
         map_signed: method name -> whether its maps are signed ([-1, 1], diverging colours).
@@ -80,8 +86,8 @@ class EpisodeExplanation:
             scaled on its own, as captum and pytorch-grad-cam show maps) or ``"running"`` (live
             rendering: scale of the episode so far).
         target_name: what the maps explain, for the panel footers (e.g. ``"log pi(a_t|s_t)"``).
-        action_maps: method -> float32 [T, A, H, W]: a map per action k of log pi(k|s_t), all
-            actions on one scale (for :class:`rlviz.panels.PerActionPanel`).
+        action_maps: method -> [T, A, H, W]: a map per action k of log pi(k|s_t), all actions on
+            one scale (for :class:`rlviz.panels.PerActionPanel`).
         embedding: the fitted :class:`rlviz.embedding.StateEmbedding`, or None.
         embedding_xy: float32 [T, 2]: each state's position on that map.
         top_down: T uint8 [h, w, 3] top-down maps (indexable), or None when the env has none.
@@ -191,7 +197,7 @@ def explain_episode(
     embedding_layer: str | None = None,
     top_down: Sequence[np.ndarray] | None = None,
     action_names: Sequence[str] | None = None,
-    batch_size: int | None = None,
+    batch_size: int | None = EXPLAIN_BATCH,
     meta: dict[str, Any] | None = None,
 ) -> EpisodeExplanation:
     """Explain a whole episode in batches (never frame by frame) for the video panels.
@@ -206,10 +212,10 @@ def explain_episode(
         embedding: a fitted ``StateEmbedding``: states are placed on it with ``transform(fast=True)``.
         embedding_layer: the layer its features come from (default: ``embedding.meta["layer"]``).
         top_down: per-step top-down images of the episode, if any.
-        batch_size: images per forward/backward pass (memory knob; default: the method's).
+        batch_size: images per forward/backward pass (memory knob; None: the method's default).
 
     Returns:
-        An :class:`EpisodeExplanation` with maps float32 [T, H, W].
+        An :class:`EpisodeExplanation` with maps float16 [T, H, W] in [0, 1].
     """
     import rlviz
     from rlviz.methods import get_method
@@ -217,12 +223,14 @@ def explain_episode(
 
     adapter = _as_adapter(policy)
     methods = list(methods)
-    raw = rlviz.explain(adapter, rollout.obs, methods=methods, layer=layer,
-                        target=TakenAction(rollout.actions), batch_size=batch_size) if methods else {}
     maps, ranges, signs = {}, {}, {}
-    for name in methods:
+    for name in methods:  # one method at a time: one raw [T, H, W] float32 alive at once
+        raw = rlviz.explain(adapter, rollout.obs, methods=[name], layer=layer,
+                            target=TakenAction(rollout.actions), batch_size=batch_size)[name]
         signs[name] = bool(getattr(get_method(name), "signed", False))
-        maps[name], ranges[name] = _normalize_maps(raw.pop(name), normalize, signs[name])
+        scaled, ranges[name] = _normalize_maps(raw, normalize, signs[name])
+        maps[name] = scaled.astype(MAP_DTYPE)
+        del raw, scaled
     action_maps = {}
     if per_action:
         n_actions = rollout.probs.shape[1]
@@ -236,7 +244,7 @@ def explain_episode(
         scaled, _ = _normalize_maps(
             stacked.reshape(len(rollout), -1, stacked.shape[-1]), normalize, signs[per_action]
         )
-        action_maps[per_action] = scaled.reshape(stacked.shape)
+        action_maps[per_action] = scaled.reshape(stacked.shape).astype(MAP_DTYPE)
     xy = None
     if embedding is not None:
         layer_name, pool = embedding_layer_of(embedding)
@@ -246,7 +254,10 @@ def explain_episode(
                 "the state embedding does not say which layer it was fitted on (meta['layer']); "
                 "pass embedding_layer=..."
             )
-        xy = embedding.transform(layer_features(adapter, rollout.obs, layer_name, pool), fast=True)
+        xy = np.concatenate([  # in chunks: features of a whole long episode are never held
+            embedding.transform(layer_features(adapter, rollout.obs[s : s + 256], layer_name, pool), fast=True)
+            for s in range(0, len(rollout), 256)
+        ])
     names = tuple(action_names or adapter.action_names or ())
     return EpisodeExplanation(
         rollout=rollout, maps=maps, map_ranges=ranges, map_signed=signs, action_names=names,
@@ -311,31 +322,45 @@ def render_episode(
     return chosen
 
 
-class _TopDownRecorder:
-    """Passes reset/step through to ``env`` and records ``top_down_map`` for each state s_t.
+class EpisodeRecorder:
+    """Passes reset/step through to ``env``, keeping only ``info_keys`` of each info and recording
+    ``top_down_map(size)`` of each state s_t when ``top_down_size`` is given.
 
-    Duck-typed (not a gymnasium.Wrapper) so that rlviz needs no gymnasium import here.
+    Dropping unused infos as they arrive (BoxReach also reports a mask per distractor box) keeps
+    a long rollout's memory to what the panels read. Duck-typed, not a gymnasium.Wrapper, so
+    rlviz needs no gymnasium import here.
+
+    Attributes:
+        frames: the top-down images of the current episode (compressed), one per state so far.
     """
 
-    def __init__(self, env, size: tuple[int, int]) -> None:
+    def __init__(self, env, top_down_size: tuple[int, int] | None = None,
+                 info_keys: Sequence[str] | None = INFO_KEYS) -> None:
         self.env = env
-        self.size = size
+        self.size = top_down_size
+        self.info_keys = None if info_keys is None else set(info_keys)
         self.frames = CompressedFrames()
+
+    def _filter(self, info: dict) -> dict:
+        if self.info_keys is None:
+            return info
+        return {k: v for k, v in info.items() if k in self.info_keys}
 
     def _record(self) -> None:
-        self.frames.append(self.env.unwrapped.top_down_map(size=self.size))
+        if self.size is not None:
+            self.frames.append(self.env.unwrapped.top_down_map(size=self.size))
 
     def reset(self, **kwargs):
-        out = self.env.reset(**kwargs)
+        obs, info = self.env.reset(**kwargs)
         self.frames = CompressedFrames()
         self._record()
-        return out
+        return obs, self._filter(info)
 
     def step(self, action):
-        out = self.env.step(action)
-        if not (out[2] or out[3]):  # the state after the last step is never shown
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        if not (terminated or truncated):  # the state after the last step is never shown
             self._record()
-        return out
+        return obs, reward, terminated, truncated, self._filter(info)
 
     def __getattr__(self, name):
         return getattr(self.env, name)
@@ -453,7 +478,7 @@ def render_video(
     normalize: str = "episode",
     per_action: str | None = None,
     max_steps: int | None = None,
-    batch_size: int | None = None,
+    batch_size: int | None = EXPLAIN_BATCH,
     gif: bool = False,
     agent_name: str | None = None,
     name_prefix: str = "rl-explain",
@@ -529,9 +554,9 @@ def render_video(
         return list(panels() if callable(panels) else panels)
 
     top_size = next((p.map_size for p in fresh_panels() if isinstance(p, TopDownPanel)), None)
-    recorder = None
-    if top_size is not None and callable(getattr(env.unwrapped, "top_down_map", None)):
-        recorder = _TopDownRecorder(env, top_size)
+    if not callable(getattr(env.unwrapped, "top_down_map", None)):
+        top_size = None
+    recorder = EpisodeRecorder(env, top_size, info_keys)
 
     summary = VideoSummary(timings={"rollout": 0.0, "explain": 0.0, "compose_encode": 0.0})
     start = time.perf_counter()
@@ -541,7 +566,7 @@ def render_video(
 
         bar = tqdm(total=0, unit="frame", desc="rendering", dynamic_ncols=True)
     try:
-        rollouts = collect(recorder or env, adapter, episodes, seed=seed, deterministic=deterministic,
+        rollouts = collect(recorder, adapter, episodes, seed=seed, deterministic=deterministic,
                            max_steps=max_steps, info_keys=info_keys)
         for i, path in enumerate(paths):
             t0 = time.perf_counter()
@@ -549,7 +574,7 @@ def render_video(
             t1 = time.perf_counter()
             names = _env_action_names(env, adapter, rollout.probs.shape[1])
             top_down = None
-            if recorder is not None:
+            if top_size is not None:
                 recorder.frames.truncate(len(rollout))
                 top_down = recorder.frames
             meta = {

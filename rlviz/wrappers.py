@@ -64,6 +64,11 @@ def _policy_outputs(adapter: PolicyAdapter, obs: np.ndarray, batch_size: int = 2
     return np.concatenate(probs).astype(np.float32), value
 
 
+def _kept(info: dict) -> dict:
+    """The infos the panels read (drops e.g. per-distractor masks before they pile up)."""
+    return {k: v for k, v in info.items() if k in INFO_KEYS}
+
+
 def _top_down_size(panels) -> tuple[int, int] | None:
     from rlviz.panels import TopDownPanel
 
@@ -182,7 +187,7 @@ class RecordExplanationVideo(gym.Wrapper):
         if self.episode_trigger(self.episode_id):
             self._buffer = _EpisodeBuffer(seed)
             self._buffer.obs.append(np.array(obs, copy=True))
-            self._buffer.infos.append(info)
+            self._buffer.infos.append(_kept(info))
             self._record_top_down()
         return obs, info
 
@@ -201,7 +206,7 @@ class RecordExplanationVideo(gym.Wrapper):
                 self._finish()
             else:
                 buf.obs.append(np.array(obs, copy=True))
-                buf.infos.append(info)
+                buf.infos.append(_kept(info))
                 self._record_top_down()
         return obs, reward, terminated, truncated, info
 
@@ -311,7 +316,7 @@ class ExplanationRender(gym.Wrapper):
 
     def _append(self, obs, info) -> None:
         self._obs.append(np.array(obs, copy=True))
-        self._infos.append(info)
+        self._infos.append(_kept(info))
         if self._top_size is not None:
             self._top.append(self.env.unwrapped.top_down_map(size=self._top_size))
 

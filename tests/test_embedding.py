@@ -119,6 +119,14 @@ def test_seeded_fit_is_deterministic(data):
     assert not np.allclose(a, c)
 
 
+@pytest.mark.slow
+def test_seeded_fit_is_deterministic_with_threads_and_annoy():
+    features, _ = clusters(1100, seed=7, dims=16)  # >= 1000 states: approximate neighbours
+    a = StateEmbedding(seed=1, n_jobs=2).fit(features).embedding_
+    b = StateEmbedding(seed=1, n_jobs=2).fit(features).embedding_
+    np.testing.assert_array_equal(a, b)
+
+
 def test_save_load_round_trip(tmp_path, fitted, data):
     new, _ = clusters(20, seed=2)
     before_fast, before_accurate = fitted.transform(new), fitted.transform(new, fast=False)

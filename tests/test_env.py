@@ -311,7 +311,9 @@ def test_touching_a_distractor_never_rewards():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("env_id,episodes", [("rlviz/BoxReach-v0", 6), ("rlviz/BoxReachFast-v0", 4)])
+@pytest.mark.parametrize(
+    "env_id,episodes", [("rlviz/BoxReach-v0", 6), ("rlviz/BoxReachFast-v0", 4)]
+)
 def test_oracle_reaches_the_red_box(env_id, episodes):
     from envs.oracle import OracleAgent
 

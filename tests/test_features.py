@@ -578,3 +578,62 @@ def test_forward_to_layers_stops_early_and_releases_hooks(tiny):
     with pytest.raises(ValueError, match="not found; available"):
         forward_to_layers(adapter, x, "conv7")
     assert hook_count(model) == before - 1
+
+
+def test_features_work_on_a_stable_baselines3_policy_by_dotted_names(tmp_path):
+    # Nothing in rlviz.features knows about our agents: an SB3 CnnPolicy (Nature CNN) through its
+    # adapter, layers addressed as SB3 names them.
+    from stable_baselines3 import PPO
+
+    from rlviz.features import optvis
+
+    class Frames(gym.Env):
+        observation_space = gym.spaces.Box(0, 255, (48, 64, 3), np.uint8)
+        action_space = gym.spaces.Discrete(3)
+
+        def reset(self, *, seed=None, options=None):
+            return np.zeros((48, 64, 3), np.uint8), {}
+
+        def step(self, action):
+            return np.zeros((48, 64, 3), np.uint8), 0.0, True, False, {}
+
+    model = PPO("CnnPolicy", Frames(), n_steps=8, batch_size=8, seed=0, device="cpu",
+                policy_kwargs={"features_extractor_kwargs": {"features_dim": 16}})
+    adapter = PolicyAdapter.from_sb3(model)
+    policy = adapter.model
+    layer = "features_extractor.cnn.4"  # the third conv of the Nature CNN
+    rf = receptive_field(policy, layer)
+    assert (rf.size, rf.stride) == ((36, 36), (8, 8))
+    obs = np.random.default_rng(0).integers(0, 256, (10, 48, 64, 3), dtype=np.uint8)
+    before = hook_count(policy)
+    top = top_k_examples(adapter, obs, layer, 5, k=3)
+    assert top.boxes.shape == (3, 4) and np.all(top.boxes[:, 2] - top.boxes[:, 0] <= 36)
+    masks = np.zeros((10, 48, 64), bool)
+    masks[:, 10:30, 20:40] = True
+    assert set(dissect(adapter, obs, masks, [layer], quantile=0.9).iou) == {layer}
+    assert action_change(adapter, obs, {layer: [0, 1, 2]}).kl.shape == (10,)
+    vis = optvis.optimize(adapter, optvis.channel(layer, 5), size=(48, 64), steps=3, progress=False)
+    assert vis.image.shape == (48, 64, 3)
+    assert rgb_filters(policy).shape == (32, 8, 8, 3)  # first conv: features_extractor.cnn.0
+    assert hook_count(policy) == before
+
+
+def test_unknown_geometry_falls_back_with_a_warning():
+    class Odd(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 2, 3, padding=1)
+            self.up = nn.Upsample(scale_factor=2)
+
+        def forward(self, x):
+            return self.up(self.conv(x)).mean((2, 3))
+
+    adapter = PolicyAdapter(Odd())
+    obs, masks = red_squares(6)
+    with pytest.warns(UserWarning, match="no receptive field for 'up'"):
+        top = top_k_examples(adapter, obs, "up", 0, k=2)
+    assert top.field.is_global and np.all(top.boxes == [0, 0, H, W])
+    with pytest.warns(UserWarning, match="no receptive field"):
+        result = dissect(adapter, obs, masks, ["up"], quantile=0.9)
+    assert result.iou["up"].shape == (2, 1)
+    assert receptive_field(Odd(), "conv").size == (3, 3)  # before the unknown layer: fine

@@ -35,7 +35,6 @@ def test_dissection_finds_a_planted_red_unit_on_real_boxreach_frames():
     # with the env's goal-box masks, which checks masks, frames, receptive-field upsampling and the
     # rollout's step bookkeeping together (masks one step out of line score far lower).
     import agents
-
     from rlviz.features import dissect
     from rlviz.render import make_env
     from rlviz.rollout import collect

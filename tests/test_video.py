@@ -241,9 +241,9 @@ def _peak_bytes(steps: int, folder: Path) -> int:
 
 def test_long_episode_does_not_hold_frames(tmp_path):
     _peak_bytes(5, tmp_path)  # warm-up: imports, fonts and colour tables are allocated once
-    short, long = _peak_bytes(50, tmp_path), _peak_bytes(400, tmp_path)
-    frame_bytes = read_video(tmp_path / "m50.mp4")[0].nbytes
-    per_step = (long - short) / 350
+    short, long = _peak_bytes(30, tmp_path), _peak_bytes(180, tmp_path)
+    frame_bytes = read_video(tmp_path / "m30.mp4")[0].nbytes
+    per_step = (long - short) / 150
     # Holding composed frames would cost >= frame_bytes (~1.6 MB) a step; the episode's own data
     # (observation, maps, masks, compressed top-down view) is a few KB.
     assert per_step < 0.05 * frame_bytes, (short, long, frame_bytes)

@@ -93,44 +93,53 @@ def _check_layers(model, layers: Sequence[str]) -> list[str]:
 def collect_dataset(env, adapter, episodes: int, *, seed: int = 0, deterministic: bool = False,
                     max_steps: int | None = None, ground_truth: bool = False, progress: bool = False):
     """Play ``episodes`` episodes; returns (obs uint8 [N, H, W, C], goal masks bool [N, H, W] or
-    None, list of rollouts)."""
+    None where the env gives none, list of rollouts). ``ground_truth``: fail without masks."""
     from tqdm.auto import tqdm
 
     from rlviz.rollout import collect
 
     if episodes < 1:
         raise _Fail(f"--episodes must be >= 1, got {episodes}")
-    keys = ("success", "goal_mask") if ground_truth else ("success",)
     rollouts = list(tqdm(collect(env, adapter, episodes, seed=seed, deterministic=deterministic,
-                                 info_keys=keys, max_steps=max_steps),
+                                 info_keys=("success", "goal_mask"), max_steps=max_steps),
                          total=episodes, desc="playing episodes", disable=not progress, leave=False))
     obs = np.concatenate([r.obs for r in rollouts])
     masks = None
-    if ground_truth:
-        if not all("goal_mask" in r.infos for r in rollouts):
-            raise _Fail("this env gives no info['goal_mask']; dissection needs an rlviz/BoxReach env "
-                        "made with ground_truth=True")
+    if all("goal_mask" in r.infos for r in rollouts):
         masks = np.concatenate([r.infos["goal_mask"] for r in rollouts]).astype(bool)
+    elif ground_truth:
+        raise _Fail("this env gives no info['goal_mask']; dissection needs an rlviz/BoxReach env "
+                    "made with ground_truth=True")
     return obs, masks, rollouts
 
 
-def pick_frame(env, adapter, seed: int, max_steps: int | None = None) -> np.ndarray:
+def showcase_index(masks: np.ndarray | None) -> int:
+    """Index of a state where the goal box is clearly in view (75th percentile of its visible
+    area), or 0 without masks or a visible box."""
+    if masks is None:
+        return 0
+    area = masks.reshape(len(masks), -1).sum(1)
+    visible = np.flatnonzero(area > 0)
+    if not len(visible):
+        return 0
+    order = visible[np.argsort(area[visible], kind="stable")]
+    return int(order[int(0.75 * (len(order) - 1))])
+
+
+def pick_frame(env, adapter, seed: int, max_steps: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """A frame worth showing: from one episode of the policy, a state where the goal box is
-    clearly in view (75th percentile of its visible area), else the first frame. uint8 [H, W, C]."""
+    clearly in view (75th percentile of its visible area), else the first frame.
+
+    Returns:
+        (frame uint8 [H, W, C], all the episode's frames [T, H, W, C]).
+    """
     import torch
 
     from rlviz.rollout import run_episode
 
     episode = run_episode(env, adapter, seed=seed, info_keys=("goal_mask",), max_steps=max_steps or 200,
                           generator=torch.Generator().manual_seed(seed))
-    if "goal_mask" not in episode.infos:
-        return episode.obs[0]
-    area = episode.infos["goal_mask"].reshape(len(episode), -1).sum(1)
-    visible = np.flatnonzero(area > 0)
-    if not len(visible):
-        return episode.obs[0]
-    order = visible[np.argsort(area[visible], kind="stable")]
-    return episode.obs[order[int(0.75 * (len(order) - 1))]]
+    return episode.obs[showcase_index(episode.infos.get("goal_mask"))], episode.obs
 
 
 def _run(main, prog: str, argv) -> int:
@@ -165,7 +174,7 @@ def _filters(argv) -> int:
     layers = _check_layers(model, args.layers or conv_blocks(model))
     env = _make_env(env_id)
     try:
-        frame = pick_frame(env, adapter, args.seed, args.max_steps)
+        frame, _ = pick_frame(env, adapter, args.seed, args.max_steps)
     finally:
         env.close()
     out = args.out
@@ -234,12 +243,13 @@ def _featvis(argv) -> int:
     p.add_argument("--objective", action="append", default=None, metavar="SPEC",
                    help="maximise: action:K | prob:K | logprob:K | value | channel:LAYER:C | "
                         "neuron:LAYER:C[:X:Y]; repeat for several (default: every action's logit and the value)")
-    p.add_argument("--param", choices=("fourier", "pixels"), default="fourier", help="image parameterisation")
+    p.add_argument("--param", choices=("fourier", "pixels"), default="fourier",
+                   help="image parameterisation (fourier: colours decorrelated by the env's own frames)")
     p.add_argument("--steps", type=int, default=None,
-                   help="optimisation steps (default 256; deepdream: per octave, 20; invert: 400)")
+                   help="optimisation steps (default 256; deepdream: per octave, 10; invert: 400)")
     p.add_argument("--lr", type=float, default=0.05, help="maximise / invert: Adam step size (default 0.05)")
     p.add_argument("--tv", type=float, default=None,
-                   help="total-variation weight (maximise default 0.01; invert default 0.05)")
+                   help="total-variation weight (maximise default 0.01; invert default 0.5)")
     p.add_argument("--l2", type=float, default=0.0, help="maximise: L2 weight (default 0)")
     p.add_argument("--blur", type=float, default=0.0, help="maximise: blur-penalty weight (default 0)")
     p.add_argument("--no-transforms", action="store_true", help="maximise: no jitter / scale / rotate")
@@ -260,7 +270,7 @@ def _featvis(argv) -> int:
     progress = not args.no_progress
     written = []
     try:
-        frame = pick_frame(env, adapter, args.seed, args.max_steps)
+        frame, episode = pick_frame(env, adapter, args.seed, args.max_steps)
         size = frame.shape[:2]
         if args.method == "maximise":
             n_actions = adapter(frame).logits.shape[1]
@@ -276,7 +286,12 @@ def _featvis(argv) -> int:
                     objective = objective - args.l2 * optvis.l2()
                 if args.blur:
                     objective = objective - args.blur * optvis.blur()
-                param = (optvis.fourier if args.param == "fourier" else optvis.pixels)(size, seed=args.seed)
+                if args.param == "fourier":
+                    # colours decorrelated by the statistics of this env's frames, not ImageNet's
+                    colours = optvis.color_correlation(episode) if episode.shape[-1] == 3 else False
+                    param = optvis.fourier(size, channels=episode.shape[-1], decorrelate=colours, seed=args.seed)
+                else:
+                    param = optvis.pixels(size, channels=episode.shape[-1], seed=args.seed)
                 try:
                     results.append(optvis.optimize(adapter, objective, param=param,
                                                    transforms=[] if args.no_transforms else None,
@@ -294,7 +309,7 @@ def _featvis(argv) -> int:
             from rlviz.features import deepdream, plot_dreams
 
             layers = _check_layers(model, args.layers or conv_blocks(model))
-            dreams = [deepdream(adapter, frame, layer, args.channel, octaves=args.octaves, steps=args.steps or 20,
+            dreams = [deepdream(adapter, frame, layer, args.channel, octaves=args.octaves, steps=args.steps or 10,
                                 seed=args.seed, progress=progress) for layer in layers]
             written.append(plot_dreams(frame, dreams, out / "deepdream.png"))
         elif args.method == "invert":
@@ -304,7 +319,7 @@ def _featvis(argv) -> int:
             inversions = []
             for layer in layers:
                 inv = invert(adapter, frame, layer, steps=args.steps or 400, lr=args.lr, param=args.param,
-                             tv_weight=0.05 if args.tv is None else args.tv, seed=args.seed, progress=progress)
+                             tv_weight=0.5 if args.tv is None else args.tv, seed=args.seed, progress=progress)
                 print(f"{layer}: relative feature distance {inv.initial_distance:.3f} -> {inv.final_distance:.4f}")
                 inversions.append(inv)
             written.append(plot_inversions(frame, inversions, out / "inversion.png"))
@@ -361,7 +376,7 @@ def _topk(argv) -> int:
     p.add_argument("--min-separation", type=int, default=5,
                    help="keep chosen states at least this many steps apart (default 5)")
     p.add_argument("--neighbours", action="store_true", help="also draw nearest neighbours of --query")
-    p.add_argument("--query", type=int, default=None, help="index of the query state (default: the middle one)")
+    p.add_argument("--query", type=int, default=None, help="index of the query state (default: one with the goal box well in view)")
     args = p.parse_args(argv)
     from rlviz.features import (
         layer_features,
@@ -378,9 +393,9 @@ def _topk(argv) -> int:
     layer = _check_layers(model, [args.layer or conv_blocks(model)[-1]])[0]
     env = _make_env(env_id)
     try:
-        obs, _, rollouts = collect_dataset(env, adapter, args.episodes, seed=args.seed,
-                                           deterministic=args.deterministic, max_steps=args.max_steps,
-                                           progress=not args.no_progress)
+        obs, masks, rollouts = collect_dataset(env, adapter, args.episodes, seed=args.seed,
+                                               deterministic=args.deterministic, max_steps=args.max_steps,
+                                               progress=not args.no_progress)
     finally:
         env.close()
     acts = layer_activations(adapter, obs, layer)[layer]
@@ -396,10 +411,15 @@ def _topk(argv) -> int:
     examples = [top_k_examples(adapter, obs, layer, u, args.k, min_separation=args.min_separation) for u in units]
     written = [plot_top_k(examples, obs, args.out / f"topk_{layer}.png")]
     if args.neighbours:
-        query = len(obs) // 2 if args.query is None else args.query
+        query = showcase_index(masks) if args.query is None else args.query
         if not 0 <= query < len(obs):
             raise _Fail(f"--query must index one of the {len(obs)} collected states, got {query}")
-        near = range(max(0, query - args.min_separation), min(len(obs), query + args.min_separation + 1))
+        # neighbours from other episodes: within its own one a state's neighbours are just the
+        # steps around it (or identical frames while the agent is stuck)
+        episode_of = np.concatenate([np.full(len(r), i) for i, r in enumerate(rollouts)])
+        near = np.flatnonzero(episode_of == episode_of[query])
+        if len(near) == len(obs):
+            raise _Fail("--neighbours needs states from at least 2 episodes; raise --episodes")
         features = layer_features(adapter, obs, layer)
         rows = [nearest_neighbours(adapter, obs, obs[query], layer, k=args.k, exclude=near, features=features),
                 pixel_neighbours(obs, obs[query], k=args.k, exclude=near)]

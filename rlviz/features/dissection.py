@@ -28,7 +28,7 @@ from rlviz.features._common import (
     new_figure,
     save_figure,
 )
-from rlviz.features.topk import ReceptiveField, receptive_field, top_k_examples
+from rlviz.features.topk import ReceptiveField, receptive_field_or_none, top_k_examples
 from rlviz.hooks import list_layers
 
 #: Bau et al.'s IoU above which a unit counts as a detector of a concept.
@@ -167,8 +167,9 @@ def dissect(
         layers: conv layers to dissect (default: every ``nn.Conv2d``).
         quantile: each unit's threshold is this quantile of its activations over all frames and
             positions (Bau et al. use 0.995: a unit is "on" at its top 0.5%).
-        upsample: ``"field"`` places units at their receptive-field centres; ``"bilinear"`` spreads
-            them evenly over the frame (Bau et al.'s plain upsampling).
+        upsample: ``"field"`` places units at their receptive-field centres (falling back to
+            bilinear, with a warning, for a layer of unknown geometry); ``"bilinear"`` spreads them
+            evenly over the frame (Bau et al.'s plain upsampling).
 
     Returns:
         :class:`Dissection` with IoU, precision and recall per unit and concept.
@@ -201,7 +202,7 @@ def dissect(
         # kthvalue is exact and has no size limit (torch.quantile stops at 2**24 values).
         k = min(per_unit.shape[1], max(1, int(np.ceil(quantile * per_unit.shape[1]))))
         t = per_unit.kthvalue(k, dim=1).values
-        field = receptive_field(adapter.model, layer) if upsample == "field" else None
+        field = receptive_field_or_none(adapter.model, layer) if upsample == "field" else None
         inter = torch.zeros(channels, len(names), dtype=torch.float64)
         on = torch.zeros(channels, dtype=torch.float64)
         for start in range(0, len(obs), batch_size):
@@ -229,7 +230,7 @@ def unit_segmentation(
     """
     obs = check_frames(obs)
     a = layer_activations(adapter, obs, layer)[layer][:, unit : unit + 1]
-    field = receptive_field(adapter.model, layer) if upsample == "field" else None
+    field = receptive_field_or_none(adapter.model, layer) if upsample == "field" else None
     input_size = tuple(adapter.preprocess(obs[:1]).shape[-2:])
     return (upsample_maps(a, obs.shape[1:3], field, input_size)[:, 0] > threshold).numpy()
 

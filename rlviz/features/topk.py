@@ -7,6 +7,7 @@ Araujo et al., "Computing Receptive Fields of Convolutional Neural Networks", Di
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -139,6 +140,18 @@ def receptive_fields(
     return fields
 
 
+def receptive_field_or_none(model: nn.Module, layer: str) -> ReceptiveField | None:
+    """:func:`receptive_field`, or None (with a warning) when the stack holds a layer whose
+    geometry is unknown, so callers can fall back to a coarser answer."""
+    try:
+        return receptive_field(model, layer)
+    except ValueError as exc:
+        if "not found" in str(exc):
+            raise
+        warnings.warn(f"no receptive field for {layer!r} ({exc})", stacklevel=3)
+        return None
+
+
 def receptive_field(model: nn.Module, layer: str) -> ReceptiveField:
     """Receptive field of layer ``layer`` (dotted name) of ``model``.
 
@@ -200,7 +213,8 @@ def top_k_examples(
     Args:
         min_separation: skip states closer than this many indices to one already chosen, so a
             rollout's near-identical consecutive frames do not fill every slot.
-        field: the layer's receptive field; computed with :func:`receptive_field` if not given.
+        field: the layer's receptive field; computed with :func:`receptive_field` if not given
+            (the whole frame, with a warning, if the stack has a layer of unknown geometry).
 
     Returns:
         :class:`TopExamples` with indices, peak scores, peak positions and receptive-field boxes.
@@ -232,7 +246,8 @@ def top_k_examples(
     chosen_arr = np.asarray(chosen, dtype=np.int64)
 
     if field is None:
-        field = receptive_field(adapter.model, layer)
+        # unknown geometry: crop the whole frame rather than fail
+        field = receptive_field_or_none(adapter.model, layer) or ReceptiveField(layer, (0, 0), (1, 1), (0, 0), True)
     in_h, in_w = int(input_hw[0]), int(input_hw[1])
     frame_h, frame_w = obs.shape[1:3]
     boxes = []

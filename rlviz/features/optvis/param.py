@@ -91,7 +91,16 @@ class PixelImage(ImageParam):
 
     name = "pixels"
 
-    def __init__(self, size, batch=1, channels=3, sd=0.01, decorrelate=False, init=None, seed=0) -> None:
+    def __init__(
+        self,
+        size: tuple[int, int],
+        batch: int = 1,
+        channels: int = 3,
+        sd: float = 0.01,
+        decorrelate: bool | np.ndarray = False,
+        init: np.ndarray | torch.Tensor | None = None,
+        seed: int = 0,
+    ) -> None:
         super().__init__(_color_matrix(decorrelate, channels))
         self.size, self.batch, self.channels = _check_size(size, batch, channels), batch, channels
         h, w = self.size
@@ -131,7 +140,16 @@ class FourierImage(ImageParam):
 
     name = "fourier"
 
-    def __init__(self, size, batch=1, channels=3, sd=0.01, decay_power=1.0, decorrelate=True, seed=0) -> None:
+    def __init__(
+        self,
+        size: tuple[int, int],
+        batch: int = 1,
+        channels: int = 3,
+        sd: float = 0.01,
+        decay_power: float = 1.0,
+        decorrelate: bool | np.ndarray = True,
+        seed: int = 0,
+    ) -> None:
         super().__init__(_color_matrix(decorrelate, channels))
         self.size, self.batch, self.channels = _check_size(size, batch, channels), batch, channels
         h, w = self.size

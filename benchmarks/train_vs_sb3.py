@@ -1,0 +1,214 @@
+"""Our PPO trainer vs Stable-Baselines3 PPO (CnnPolicy) on the same env, machine and run.
+
+Prints, for each: training env steps/s, and wall time and env steps until a snapshot of the policy
+reaches 90% success on held-out seeds (>= 1e6, never used in training). Also prints the raw env
+steps/s (one env, one process, random actions) measured in the same run, so throughput can be read
+as a fraction of what the simulator allows.
+
+Snapshots are taken during training (ours: ``--snapshot-every``; SB3: a callback copying the policy
+weights) and evaluated after training, so evaluation never slows either trainer down; "wall time
+to 90%" is the training wall time at the first snapshot that reaches 90%.
+
+    .venv/bin/python benchmarks/train_vs_sb3.py                       # default env, 300k-step cap
+    .venv/bin/python benchmarks/train_vs_sb3.py --budget 100000 --skip-sb3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import torch
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from agents.evaluate import evaluate, held_out_seeds  # noqa: E402
+from agents.vecenv import make_env  # noqa: E402
+
+
+def raw_env_sps(env_id: str, env_kwargs: dict, seconds: float) -> float:
+    """Env steps/s of one env in this process with random actions."""
+    env = make_env(env_id, env_kwargs)
+    rng = np.random.default_rng(0)
+    env.reset(seed=0)
+    for _ in range(50):  # warm up (textures, display lists)
+        _, _, term, trunc, _ = env.step(int(rng.integers(3)))
+        if term or trunc:
+            env.reset()
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        _, _, term, trunc, _ = env.step(int(rng.integers(3)))
+        n += 1
+        if term or trunc:
+            env.reset()
+    sps = n / (time.perf_counter() - t0)
+    env.close()
+    return sps
+
+
+def first_to_reach(snapshots, make_model, env_id, env_kwargs, seeds, target, log) -> dict | None:
+    """Evaluate snapshots in step order; the first with success >= target (or None)."""
+    for snap in snapshots:
+        model = make_model(snap)
+        result = evaluate(model, env_id, seeds, env_kwargs=env_kwargs)
+        log(f"    step {snap['steps']:>7}  t {snap['time_s']:7.1f} s  held-out success {result['success_rate']:.2f}")
+        if result["success_rate"] >= target:
+            return {**snap, "success_rate": result["success_rate"], "mean_steps": result["mean_steps"]}
+    return None
+
+
+def run_ours(args, env_kwargs, workdir: Path, log) -> dict:
+    from agents.checkpoint import load_checkpoint, read_config
+    from agents.train import Config, train
+
+    cfg = Config(
+        env_id=args.env_id,
+        env_kwargs=env_kwargs,
+        total_steps=args.budget,
+        seed=args.seed,
+        runs_dir=str(workdir),
+        run_name="ours",
+        snapshot_every=args.snapshot_every,
+        checkpoint_every=10**12,
+        progress=False,
+        head=args.head,
+    )
+    summary = train(cfg, command="benchmarks/train_vs_sb3.py")
+    snaps = []
+    for path in sorted((workdir / "ours" / "snapshots").glob("step_*.safetensors")):
+        c = read_config(path)
+        snaps.append({"steps": int(c["steps"]), "time_s": float(c["time_s"]), "path": str(path)})
+    log(f"  ours: {summary['steps']} steps in {summary['time_s']:.1f} s = {summary['sps']:.0f} env steps/s")
+    hit = first_to_reach(
+        snaps, lambda s: load_checkpoint(s["path"])[0], args.env_id, env_kwargs, args.seeds, args.target, log
+    )
+    return {"sps": summary["sps"], "time_s": summary["time_s"], "steps": summary["steps"], "reached": hit}
+
+
+class SB3Model(nn.Module):
+    """An SB3 ActorCriticPolicy behind our model interface (float [B,3,H,W] in [0,1] -> logits, value)."""
+
+    def __init__(self, policy, obs_shape, n_actions) -> None:
+        super().__init__()
+        self.sb3 = policy
+        self.arch = SimpleNamespace(obs_shape=tuple(obs_shape))
+        from agents.policy import ACTION_NAMES
+
+        self.action_names = ACTION_NAMES if n_actions == 3 else tuple(range(n_actions))
+
+    def forward(self, x):
+        obs = x * 255.0  # SB3 divides image observations by 255 itself
+        dist = self.sb3.get_distribution(obs)
+        return dist.distribution.logits, self.sb3.predict_values(obs).squeeze(-1)
+
+
+def run_sb3(args, env_kwargs, log) -> dict:
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.callbacks import BaseCallback
+    from stable_baselines3.common.env_util import make_vec_env
+
+    vec = make_vec_env(lambda: make_env(args.env_id, env_kwargs), n_envs=4, seed=args.seed)
+    model = PPO("CnnPolicy", vec, n_steps=128, seed=args.seed, verbose=0, device="cpu")
+    snaps: list[dict] = []
+
+    class Snapshot(BaseCallback):
+        def _on_training_start(self) -> None:
+            self.t0 = time.perf_counter()
+            self.next = args.snapshot_every
+
+        def _on_step(self) -> bool:
+            if self.num_timesteps >= self.next:
+                self.next += args.snapshot_every
+                state = {k: v.detach().clone() for k, v in self.model.policy.state_dict().items()}
+                snaps.append({"steps": self.num_timesteps, "time_s": time.perf_counter() - self.t0, "state": state})
+            return True
+
+    cb = Snapshot()
+    t0 = time.perf_counter()
+    model.learn(total_timesteps=args.budget, callback=cb)
+    total = time.perf_counter() - t0
+    sps = model.num_timesteps / total
+    log(f"  sb3:  {model.num_timesteps} steps in {total:.1f} s = {sps:.0f} env steps/s")
+    obs_shape = vec.observation_space.shape  # [H, W, C] before SB3's transpose
+    vec.close()
+
+    def make_model(snap):
+        model.policy.load_state_dict(snap["state"])
+        return SB3Model(model.policy, obs_shape, 3).eval()
+
+    hit = first_to_reach(snaps, make_model, args.env_id, env_kwargs, args.seeds, args.target, log)
+    if hit is not None:
+        hit = {k: v for k, v in hit.items() if k != "state"}
+    return {"sps": sps, "time_s": total, "steps": int(model.num_timesteps), "reached": hit}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--env-id", default="rlviz/BoxReach-v0")
+    p.add_argument("--env-kwargs", default="{}", help="JSON")
+    p.add_argument("--budget", type=int, default=300_000, help="env steps per trainer (cap)")
+    p.add_argument("--snapshot-every", type=int, default=20_480)
+    p.add_argument("--eval-episodes", type=int, default=50)
+    p.add_argument("--target", type=float, default=0.9)
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--head", default="gap")
+    p.add_argument("--raw-seconds", type=float, default=20.0)
+    p.add_argument("--skip-sb3", action="store_true")
+    p.add_argument("--skip-ours", action="store_true")
+    p.add_argument("--json", default=None, help="also write the results here")
+    args = p.parse_args(argv)
+    env_kwargs = json.loads(args.env_kwargs)
+    args.seeds = held_out_seeds(args.eval_episodes)
+
+    def log(msg: str) -> None:
+        print(msg, flush=True)
+
+    log(f"{time.strftime('%Y-%m-%d %H:%M:%S')}  {args.env_id} {env_kwargs}  budget {args.budget} steps, "
+        f"snapshots every {args.snapshot_every}, {args.eval_episodes} held-out episodes per snapshot, "
+        f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
+    raw = raw_env_sps(args.env_id, env_kwargs, args.raw_seconds)
+    log(f"raw env: {raw:.0f} steps/s (1 env, 1 process, random actions)")
+    results: dict = {"raw_env_sps": raw, "args": {k: v for k, v in vars(args).items() if k != "seeds"}}
+    with tempfile.TemporaryDirectory(prefix="rlviz-bench-") as tmp:
+        if not args.skip_ours:
+            log("ours (agents.train defaults):")
+            results["ours"] = run_ours(args, env_kwargs, Path(tmp), log)
+        if not args.skip_sb3:
+            log("stable-baselines3 PPO CnnPolicy (4 envs, n_steps 128, DummyVecEnv, otherwise defaults):")
+            torch.set_num_threads(os.cpu_count() or 1)
+            results["sb3"] = run_sb3(args, env_kwargs, log)
+    log("")
+    log(f"{'':8} {'env steps/s':>12} {'% of raw':>9} {'steps to 90%':>13} {'wall s to 90%':>14}")
+    for name in ("ours", "sb3"):
+        r = results.get(name)
+        if r is None:
+            continue
+        hit = r["reached"]
+        steps = f"{hit['steps']}" if hit else f">{r['steps']}"
+        wall = f"{hit['time_s']:.0f}" if hit else f">{r['time_s']:.0f}"
+        log(f"{name:8} {r['sps']:12.0f} {100 * r['sps'] / raw:8.0f}% {steps:>13} {wall:>14}")
+        if hit is None:
+            log(f"         {name} did not reach {100 * args.target:.0f}% held-out success within {r['steps']} steps")
+    if "ours" in results and "sb3" in results:
+        o, s = results["ours"], results["sb3"]
+        log(f"throughput ratio ours/sb3: {o['sps'] / s['sps']:.2f}x")
+        if o["reached"] and s["reached"]:
+            log(f"wall-time ratio to 90% sb3/ours: {s['reached']['time_s'] / o['reached']['time_s']:.2f}x")
+        elif o["reached"]:
+            log(f"wall-time ratio to 90% sb3/ours: > {s['time_s'] / o['reached']['time_s']:.2f}x (sb3 did not get there)")
+    log(f"load average at the end: {os.getloadavg()[0]:.1f}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
