@@ -87,9 +87,10 @@ class StateEmbedding:
         method: ``"tsne"`` (openTSNE) or ``"pca"`` (first two principal components).
         perplexity: t-SNE perplexity; lowered to (N - 1) / 3 with a warning on small data.
         seed: seeds PCA, the neighbour index and t-SNE's optimisation: same data and seed, same
-            map (tested with 1 and 2 threads, and for 1,000+ states, where openTSNE switches to
-            an approximate Annoy neighbour index).
-        n_jobs: threads for openTSNE (-1: all cores).
+            map (also for 1,000+ states, where openTSNE switches to an approximate Annoy
+            neighbour index; checked with 1 and 2 threads).
+        n_jobs: threads for openTSNE (-1: all cores). On a busy shared CPU extra threads can be
+            much slower than one (they wait for each other every iteration).
         pca_dims: features are reduced to this many principal components before t-SNE.
         standardize: scale each feature to unit variance first (units with std below 1e-3 of the
             largest are left unscaled, so dead units do not turn noise into signal).

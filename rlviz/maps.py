@@ -48,6 +48,7 @@ def normalize(
     mode: str = "episode",
     signed: bool = False,
     percentile: float = 99.5,
+    scale: float | None = None,
 ) -> ArrayLike:
     """Scale maps for display so frames can be compared.
 
@@ -60,6 +61,8 @@ def normalize(
         mode: ``"episode"`` or ``"frame"``.
         signed: keep the sign: result in [-1, 1]. Otherwise negative values become 0: [0, 1].
         percentile: robust maximum (100 = the max); a few extreme pixels do not darken the rest.
+        scale: the value mapped to 1, given instead of computed (``mode`` and ``percentile`` are
+            then unused): applies one episode's scale to its maps chunk by chunk.
 
     Returns:
         float32 [B, H, W] (or [H, W]), numpy or torch like the input.
@@ -72,13 +75,18 @@ def normalize(
     array = maps.detach().cpu().numpy() if is_tensor else np.asarray(maps)
     batched, single = _as_batch(array)
     batched = batched.astype(np.float32, copy=False)
-    magnitude = np.abs(batched) if signed else np.maximum(batched, 0)
-    if mode == "episode":
+    if scale is not None:
+        if not np.isfinite(scale) or scale < 0:
+            raise ValueError(f"scale must be a finite number >= 0, got {scale}")
+        scale = np.full((batched.shape[0], 1, 1), scale, np.float32)
+    elif mode == "episode":
+        magnitude = np.abs(batched) if signed else np.maximum(batched, 0)
         scale = (
             np.float32(np.percentile(magnitude, percentile)) if magnitude.size else np.float32(0)
         )
         scale = np.full((batched.shape[0], 1, 1), scale, np.float32)
     else:
+        magnitude = np.abs(batched) if signed else np.maximum(batched, 0)
         flat = magnitude.reshape(batched.shape[0], -1)
         scale = np.percentile(flat, percentile, axis=1).astype(np.float32)[:, None, None]
     safe = np.where(scale > 0, scale, np.float32(1))

@@ -142,6 +142,24 @@ def job_blocks(frames: int, per_frame: int, pass_size: int) -> Iterator[tuple[sl
                 yield slice(frame, frame + 1), slice(start, min(start + pass_size, per_frame))
 
 
+class PassBuffer:
+    """One input buffer reused by every pass of a call.
+
+    A fresh tensor per pass costs page faults on first touch (tens of MB of new memory each time)
+    that can rival a small network's forward pass; writing each pass into the same memory avoids
+    them. ``block(k, j)`` is a contiguous [k, j, C, H, W] view to fill with one broadcast op
+    (``out=``) and hand to the network as ``.flatten(0, 1)``.
+    """
+
+    def __init__(self, x: torch.Tensor, frames: int, per_frame: int, pass_size: int) -> None:
+        # job_blocks never yields more than this many images in one block.
+        self.data = x.new_empty(min(pass_size, frames * per_frame), *x.shape[1:])
+
+    def block(self, k: int, j: int) -> torch.Tensor:
+        """The first k x j images as [k, j, C, H, W] (contiguous)."""
+        return self.data[: k * j].view(k, j, *self.data.shape[1:])
+
+
 def block_target(target: Target, frames: slice, jobs: int) -> Target:
     """``target`` for a block's images: frame f's entry repeated for each of its ``jobs``."""
     index = torch.arange(frames.start, frames.stop).repeat_interleave(jobs)

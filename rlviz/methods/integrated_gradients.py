@@ -15,6 +15,7 @@ from rlviz.methods.base import (
     REDUCTIONS,
     SIGNED_REDUCTIONS,
     AttributionMethod,
+    PassBuffer,
     as_adapter,
     block_target,
     fill_values,
@@ -115,10 +116,14 @@ class IntegratedGradients(AttributionMethod):
         alphas = self.alphas.to(x.device, x.dtype)
         weights = self.weights.to(x.device, x.dtype)
         total = torch.zeros_like(x)
+        buffer = PassBuffer(x, x.shape[0], self.steps, pass_size)
         for frames, steps in job_blocks(x.shape[0], self.steps, pass_size):
             n_steps = steps.stop - steps.start
             points = torch.addcmul(
-                base[frames, None], diff[frames, None], alphas[steps].view(1, -1, 1, 1, 1)
+                base[frames, None],
+                diff[frames, None],
+                alphas[steps].view(1, -1, 1, 1, 1),
+                out=buffer.block(frames.stop - frames.start, n_steps),
             ).flatten(0, 1)
             k = points.shape[0] // n_steps
             weighted = _Weighted(block_target(target, frames, n_steps), weights[steps].repeat(k))

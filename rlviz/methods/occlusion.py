@@ -15,6 +15,7 @@ import torch
 
 from rlviz.methods.base import (
     AttributionMethod,
+    PassBuffer,
     block_target,
     fill_values,
     freeze_greedy,
@@ -97,11 +98,15 @@ class Occlusion(AttributionMethod):
             clean = scalar_per_sample(target(clean_out), b)
             fill = fill_values(x, self.fill, self.blur_sigma)
             drops = x.new_zeros(b, n_windows)
+            buffer = PassBuffer(x, b, n_windows, pass_size)
             for frames, wins in job_blocks(b, n_windows, pass_size):
                 n_wins = wins.stop - wins.start
                 frame_fill = fill[frames] if fill.shape[0] > 1 else fill
                 occluded = torch.where(
-                    masks[None, wins, None], frame_fill[:, None], x[frames, None]
+                    masks[None, wins, None],
+                    frame_fill[:, None],
+                    x[frames, None],
+                    out=buffer.block(frames.stop - frames.start, n_wins),
                 ).flatten(0, 1)
                 out = adapter.outputs(occluded)
                 values = scalar_per_sample(block_target(target, frames, n_wins)(out), len(occluded))

@@ -18,6 +18,7 @@ import torch
 from rlviz.adapters import PolicyOutput
 from rlviz.methods.base import (
     AttributionMethod,
+    PassBuffer,
     block_target,
     freeze_greedy,
     gaussian_blur,
@@ -116,10 +117,14 @@ class PerturbationSaliency(AttributionMethod):
             clean = _per_sample(target(clean_out), b)
             towards = gaussian_blur(x, self.blur_sigma) - x
             scores = x.new_zeros(b, n_centres)
+            buffer = PassBuffer(x, b, n_centres, pass_size)
             for frames, centres in job_blocks(b, n_centres, pass_size):
                 n_c = centres.stop - centres.start
                 perturbed = torch.addcmul(
-                    x[frames, None], masks[None, centres, None], towards[frames, None]
+                    x[frames, None],
+                    masks[None, centres, None],
+                    towards[frames, None],
+                    out=buffer.block(frames.stop - frames.start, n_c),
                 ).flatten(0, 1)
                 out = adapter.outputs(perturbed)
                 values = _per_sample(block_target(target, frames, n_c)(out), len(perturbed))

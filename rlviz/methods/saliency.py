@@ -18,6 +18,7 @@ from rlviz.methods.base import (
     REDUCTIONS,
     SIGNED_REDUCTIONS,
     AttributionMethod,
+    PassBuffer,
     block_target,
     freeze_target,
     job_blocks,
@@ -142,8 +143,13 @@ class SmoothGrad(AttributionMethod):
         target = freeze_target(adapter, x, target)
         noise = self.noise(tuple(x.shape[1:]), x.device).to(x.dtype)
         total = torch.zeros_like(x)
+        buffer = PassBuffer(x, x.shape[0], self.samples, pass_size)
         for frames, draws in job_blocks(x.shape[0], self.samples, pass_size):
-            noisy = (x[frames, None] + noise[None, draws]).flatten(0, 1)
+            noisy = torch.add(
+                x[frames, None],
+                noise[None, draws],
+                out=buffer.block(frames.stop - frames.start, draws.stop - draws.start),
+            ).flatten(0, 1)
             n_draws = draws.stop - draws.start
             grads = input_gradients(adapter, noisy, block_target(target, frames, n_draws))
             grads = grads.abs_() if self.absolute else grads
