@@ -180,8 +180,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed-start", type=int, default=HELD_OUT_START, help="first held-out seed")
     p.add_argument("--deterministic", action=argparse.BooleanOptionalAction, default=False,
                    help="greedy actions instead of sampling")
-    p.add_argument("--env-id", default=None, help="env id (default: the checkpoint's)")
-    p.add_argument("--env-kwargs", default=None, help="JSON kwargs (default: the checkpoint's)")
+    p.add_argument("--env-id", default=None, help="env id; None: the checkpoint's")
+    p.add_argument("--env-kwargs", default=None, help="env kwargs as JSON; None: the checkpoint's")
     p.add_argument("--train-gap", action="store_true",
                    help="also play as many seeds the run trained on and report the gap")
     p.add_argument("--oracle", action="store_true", help="also run the scripted oracle on the same seeds")

@@ -97,6 +97,9 @@ def run_naive(policy, embedding, frames: int, seed: int, out: Path) -> tuple[flo
     layer, pool = embedding.meta["layer"], embedding.meta.get("pool", "flatten")
     background = embedding.embedding_
     env = _boxreach(frames)
+    # Batch-1 passes, as ours in its rollout: one torch thread (else OpenMP spin-waits dominate).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     gen = torch.Generator().manual_seed(seed)
     values, trail = [], []
     start = time.perf_counter()
@@ -145,6 +148,7 @@ def run_naive(policy, embedding, frames: int, seed: int, out: Path) -> tuple[flo
     finally:
         writer.close()
         env.close()
+        torch.set_num_threads(threads)
     return time.perf_counter() - start, n
 
 

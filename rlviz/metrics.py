@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from rlviz.adapters import PolicyAdapter
-from rlviz.methods.base import PassBuffer, as_adapter, block_target, fill_values, job_blocks
+from rlviz.methods.base import as_adapter, block_target, fill_values, job_blocks, pass_buffer
 from rlviz.targets import ActionProb, MostLikelyAction, as_target
 
 
@@ -111,20 +111,20 @@ def _curves(
     counts = torch.round(torch.linspace(0, h * w, steps + 1, device=x.device)).long()
     curves = torch.zeros(b, steps + 1, dtype=torch.float64)
     with torch.no_grad():
-        buffer = PassBuffer(x, b, steps + 1, batch_size)
-        for frames, ks in job_blocks(b, steps + 1, batch_size):
-            n_k = ks.stop - ks.start
-            chosen = (rank[frames, None] < counts[None, ks, None]).view(-1, n_k, 1, h, w)
-            # Deletion: chosen pixels become the canvas. Insertion: chosen pixels come from x.
-            keep, other = (x, canvas) if insertion else (canvas, x)
-            images = torch.where(
-                chosen,
-                keep[frames, None],
-                other[frames, None],
-                out=buffer.block(frames.stop - frames.start, n_k),
-            ).flatten(0, 1)
-            values = block_target(score, frames, n_k)(adapter.outputs(images))
-            curves[frames, ks] = values.detach().double().cpu().view(-1, n_k)
+        with pass_buffer(x, b, steps + 1, batch_size) as buffer:
+            for frames, ks in job_blocks(b, steps + 1, batch_size):
+                n_k = ks.stop - ks.start
+                chosen = (rank[frames, None] < counts[None, ks, None]).view(-1, n_k, 1, h, w)
+                # Deletion: chosen pixels become the canvas. Insertion: chosen pixels come from x.
+                keep, other = (x, canvas) if insertion else (canvas, x)
+                images = torch.where(
+                    chosen,
+                    keep[frames, None],
+                    other[frames, None],
+                    out=buffer.block(frames.stop - frames.start, n_k),
+                ).flatten(0, 1)
+                values = block_target(score, frames, n_k)(adapter.outputs(images))
+                curves[frames, ks] = values.detach().double().cpu().view(-1, n_k)
     return curves.numpy()
 
 

@@ -5,16 +5,19 @@ map when it has one; (2) every method explains the whole episode in chunks (``rl
 the taken actions as targets), maps normalised over the episode; (3) states are placed on a fitted
 state map; (4) for each step the panels render tiles, :class:`rlviz.compose.Composer` lays them out
 and :class:`rlviz.video.VideoWriter` streams the frame to ffmpeg. Only the episode's small per-step
-data is held (observation, maps at observation size, a compressed top-down view: ~30 KB a step at
-60x80); composed frames (~1.5 MB each) never pile up.
+data is held (observation, goal mask, float16 maps at observation size, a compressed top-down view:
+~45 KB a step at 60x80); composed frames (~1.6 MB each) never pile up, and attribution runs in
+passes of ``EXPLAIN_BATCH`` frames.
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
 import time
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,6 +40,44 @@ INFO_KEYS = ("success", "goal_mask", "box_visible", "agent_pos", "agent_dir", "b
 
 
 # ------------------------------------------------------------------------------- episode data
+
+
+def release_freed_memory() -> None:
+    """Hand freed heap memory back to the OS (glibc ``malloc_trim``; a no-op elsewhere).
+
+    glibc keeps freed blocks of a few MB (an episode's temporary maps) in the heap, so resident
+    memory would creep up with episode length although the data is gone; trimming between the
+    stages of an episode keeps the process's footprint at what it really holds.
+    """
+    global _LIBC
+    if _LIBC is None:
+        try:
+            _LIBC = ctypes.CDLL("libc.so.6")
+            _LIBC.malloc_trim  # noqa: B018  (raises AttributeError off glibc)
+        except (OSError, AttributeError):
+            _LIBC = False
+    if _LIBC:
+        _LIBC.malloc_trim(0)
+
+
+_LIBC = None
+
+
+@contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Run the block with ``n`` torch intra-op threads, then restore the caller's setting.
+
+    A rollout makes one batch-1 forward pass per step: too little work to share, and on a busy
+    machine OpenMP threads spin-waiting between such passes cost ~10x the pass itself.
+    """
+    before = torch.get_num_threads()
+    if before != n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        if before != n:
+            torch.set_num_threads(before)
 
 
 class CompressedFrames:
@@ -144,12 +185,17 @@ class EpisodeExplanation:
 
 
 def _normalize_maps(
-    raw: np.ndarray, mode: str, signed: bool = False, percentile: float = 99.5
+    raw: np.ndarray, mode: str, signed: bool = False, percentile: float = 99.5, chunk: int = 128
 ) -> tuple[np.ndarray, tuple[float, float]]:
-    """Maps [T, ...] scaled by :func:`rlviz.maps.normalize`; returns (maps, raw colour range).
+    """Maps [T, ...] scaled by :func:`rlviz.maps.normalize`, chunk by chunk.
 
-    The range is the raw value at the ends of the colour scale for the whole episode (the
-    ``percentile`` of the magnitudes ``normalize`` divides by), shown on the colour bar.
+    ``"episode"``: one scale, the ``percentile`` of the episode's magnitudes (as ``normalize``
+    computes it), applied to ``chunk`` frames at a time so that normalising a long episode needs
+    no whole-episode temporaries beyond one magnitude copy.
+
+    Returns:
+        (maps in ``MAP_DTYPE`` [T, ...] in [0, 1] ([-1, 1] if signed), the raw values at the ends
+        of the episode's colour scale).
     """
     from rlviz.maps import normalize
 
@@ -157,9 +203,16 @@ def _normalize_maps(
         raise ValueError(f"normalize={mode!r}; expected one of {NORMALIZE_MODES}")
     raw = np.asarray(raw, dtype=np.float32)
     magnitude = np.abs(raw) if signed else np.maximum(raw, 0)
-    high = float(np.percentile(magnitude, percentile)) if raw.size else 0.0
-    scaled = normalize(raw, mode=mode, signed=signed, percentile=percentile)
-    return np.asarray(scaled, dtype=np.float32), (-high if signed else 0.0, high)
+    high = float(np.percentile(magnitude, percentile, overwrite_input=True)) if raw.size else 0.0
+    del magnitude
+    out = np.empty(raw.shape, MAP_DTYPE)
+    for start in range(0, len(raw), chunk):
+        part = raw[start : start + chunk]
+        if mode == "episode":
+            out[start : start + chunk] = normalize(part, signed=signed, scale=np.float32(high))
+        else:
+            out[start : start + chunk] = normalize(part, mode="frame", signed=signed, percentile=percentile)
+    return out, (-high if signed else 0.0, high)
 
 
 def layer_features(policy: PolicyAdapter, obs: np.ndarray, layer: str, pool: str = "flatten",
@@ -223,28 +276,38 @@ def explain_episode(
 
     adapter = _as_adapter(policy)
     methods = list(methods)
+
+    def attribute(method: str, actions: np.ndarray) -> np.ndarray:
+        """Raw maps float32 [T, H, W] of ``method`` for log pi(actions_t | s_t), chunk by chunk
+        into one preallocated array (no list of chunks plus a concatenated copy)."""
+        step = batch_size or EXPLAIN_BATCH
+        out = None
+        for start in range(0, len(rollout), step):
+            part = rlviz.explain(adapter, rollout.obs[start : start + step], methods=[method], layer=layer,
+                                 target=TakenAction(actions[start : start + step]))[method]
+            if out is None:
+                out = np.empty((len(rollout), *part.shape[1:]), np.float32)
+            out[start : start + len(part)] = part
+        return out
+
     maps, ranges, signs = {}, {}, {}
     for name in methods:  # one method at a time: one raw [T, H, W] float32 alive at once
-        raw = rlviz.explain(adapter, rollout.obs, methods=[name], layer=layer,
-                            target=TakenAction(rollout.actions), batch_size=batch_size)[name]
+        raw = attribute(name, rollout.actions)
         signs[name] = bool(getattr(get_method(name), "signed", False))
-        scaled, ranges[name] = _normalize_maps(raw, normalize, signs[name])
-        maps[name] = scaled.astype(MAP_DTYPE)
-        del raw, scaled
+        maps[name], ranges[name] = _normalize_maps(raw, normalize, signs[name])
+        del raw
     action_maps = {}
     if per_action:
         n_actions = rollout.probs.shape[1]
         per = []
         for k in range(n_actions):
-            target = TakenAction(np.full(len(rollout), k, dtype=np.int64))
-            per.append(rlviz.explain(adapter, rollout.obs, methods=[per_action], layer=layer,
-                                     target=target, batch_size=batch_size)[per_action])
+            per.append(attribute(per_action, np.full(len(rollout), k, dtype=np.int64)))
         stacked = np.stack(per, axis=1)  # [T, A, H, W]: one scale for all actions
         signs[per_action] = bool(getattr(get_method(per_action), "signed", False))
         scaled, _ = _normalize_maps(
             stacked.reshape(len(rollout), -1, stacked.shape[-1]), normalize, signs[per_action]
         )
-        action_maps[per_action] = scaled.reshape(stacked.shape).astype(MAP_DTYPE)
+        action_maps[per_action] = scaled.reshape(stacked.shape)
     xy = None
     if embedding is not None:
         layer_name, pool = embedding_layer_of(embedding)
@@ -485,6 +548,7 @@ def render_video(
     crf: int = 23,
     preset: str = "veryfast",
     info_keys: Sequence[str] | None = INFO_KEYS,
+    threads: int | None = 1,
     progress: bool = False,
 ) -> VideoSummary:
     """Play ``episodes`` episodes of ``policy`` in ``env`` and write one explanation video each.
@@ -511,6 +575,10 @@ def render_video(
         name_prefix: file name prefix when ``out`` is a folder.
         crf, preset: x264 quality and speed (see :class:`rlviz.video.VideoWriter`).
         info_keys: per-step infos kept for panels (None: all).
+        threads: torch intra-op threads while rendering (restored after; None: leave as set).
+            One is fastest for policy-sized CNNs on CPU: rollouts are batch-1 passes, and the
+            other cores encode video meanwhile; spin-waiting OpenMP threads cost ~8x on a busy
+            machine (BENCHMARKS.md, "## Video").
         agent_name: shown in the title bar.
         progress: show a tqdm progress bar of frames.
 
@@ -537,7 +605,7 @@ def render_video(
                 deterministic=deterministic, normalize=normalize, per_action=per_action,
                 max_steps=max_steps, batch_size=batch_size, gif=gif, agent_name=agent_name,
                 name_prefix=name_prefix, crf=crf, preset=preset, info_keys=info_keys,
-                progress=progress,
+                threads=threads, progress=progress,
             )
         finally:
             env.close()  # we made it, we close it
@@ -566,47 +634,50 @@ def render_video(
 
         bar = tqdm(total=0, unit="frame", desc="rendering", dynamic_ncols=True)
     try:
-        rollouts = collect(recorder, adapter, episodes, seed=seed, deterministic=deterministic,
-                           max_steps=max_steps, info_keys=info_keys)
-        for i, path in enumerate(paths):
-            t0 = time.perf_counter()
-            rollout = next(rollouts)
-            t1 = time.perf_counter()
-            names = _env_action_names(env, adapter, rollout.probs.shape[1])
-            top_down = None
-            if top_size is not None:
-                recorder.frames.truncate(len(rollout))
-                top_down = recorder.frames
-            meta = {
-                "agent": agent_name,
-                "env": env_name,
-                "seed": None if seed is None else seed + i,
-                "episode": f"{i + 1}/{episodes}",
-            }
-            episode = explain_episode(
-                adapter, rollout, methods, layer=layer, normalize=normalize, per_action=per_action,
-                embedding=embedding, top_down=top_down, action_names=names, batch_size=batch_size,
-                meta=meta,
-            )
-            t2 = time.perf_counter()
-            if bar is not None:
-                bar.total += len(rollout)
-                bar.set_postfix_str(f"episode {i + 1}/{episodes}")
-                bar.refresh()
-            used = render_episode(episode, path, fresh_panels(), fps=fps, crf=crf, preset=preset,
-                                  on_frame=(lambda _t: bar.update(1)) if bar is not None else None)
-            summary.panels = [type(p).__name__ for p in used]
-            t3 = time.perf_counter()
-            summary.timings["rollout"] += t1 - t0
-            summary.timings["explain"] += t2 - t1
-            summary.timings["compose_encode"] += t3 - t2
-            summary.paths.append(path)
-            summary.episodes += 1
-            summary.successes += int(rollout.success)
-            summary.frames += len(rollout)
-            summary.returns.append(rollout.episode_return)
-            summary.lengths.append(len(rollout))
-            del episode, rollout, top_down
+        with torch_threads(threads) if threads else nullcontext():
+            rollouts = collect(recorder, adapter, episodes, seed=seed, deterministic=deterministic,
+                               max_steps=max_steps, info_keys=info_keys)
+            for i, path in enumerate(paths):
+                t0 = time.perf_counter()
+                rollout = next(rollouts)
+                release_freed_memory()  # the rollout's per-step lists are gone
+                t1 = time.perf_counter()
+                names = _env_action_names(env, adapter, rollout.probs.shape[1])
+                top_down = None
+                if top_size is not None:
+                    recorder.frames.truncate(len(rollout))
+                    top_down = recorder.frames
+                meta = {
+                    "agent": agent_name,
+                    "env": env_name,
+                    "seed": None if seed is None else seed + i,
+                    "episode": f"{i + 1}/{episodes}",
+                }
+                episode = explain_episode(
+                    adapter, rollout, methods, layer=layer, normalize=normalize, per_action=per_action,
+                    embedding=embedding, top_down=top_down, action_names=names, batch_size=batch_size,
+                    meta=meta,
+                )
+                release_freed_memory()  # raw maps and attribution buffers are gone
+                t2 = time.perf_counter()
+                if bar is not None:
+                    bar.total += len(rollout)
+                    bar.set_postfix_str(f"episode {i + 1}/{episodes}")
+                    bar.refresh()
+                used = render_episode(episode, path, fresh_panels(), fps=fps, crf=crf, preset=preset,
+                                      on_frame=(lambda _t: bar.update(1)) if bar is not None else None)
+                summary.panels = [type(p).__name__ for p in used]
+                t3 = time.perf_counter()
+                summary.timings["rollout"] += t1 - t0
+                summary.timings["explain"] += t2 - t1
+                summary.timings["compose_encode"] += t3 - t2
+                summary.paths.append(path)
+                summary.episodes += 1
+                summary.successes += int(rollout.success)
+                summary.frames += len(rollout)
+                summary.returns.append(rollout.episode_return)
+                summary.lengths.append(len(rollout))
+                del episode, rollout, top_down
     finally:
         if bar is not None:
             bar.close()
@@ -666,8 +737,12 @@ def fit_state_embedding(
     if progress:
         from tqdm.auto import tqdm
 
-        rollouts = tqdm(rollouts, total=episodes, unit="ep", desc="fitting the state map")
-    for rollout in rollouts:
+        rollouts = iter(tqdm(rollouts, total=episodes, unit="ep", desc="fitting the state map"))
+    while True:
+        with torch_threads(1):
+            rollout = next(rollouts, None)
+        if rollout is None:
+            break
         features.append(layer_features(adapter, rollout.obs, layer, pool))
         values.append(rollout.values if rollout.values is not None else np.zeros(len(rollout), np.float32))
     feats = np.concatenate(features)

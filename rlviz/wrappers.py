@@ -36,6 +36,7 @@ from rlviz.render import (
     _normalize_maps,
     explain_episode,
     render_episode,
+    torch_threads,
 )
 from rlviz.rollout import Rollout, _stack_infos
 
@@ -214,6 +215,10 @@ class RecordExplanationVideo(gym.Wrapper):
         buf, self._buffer = self._buffer, None
         if buf is None or not buf.actions:
             return
+        with torch_threads(1):  # see render_video(threads=...)
+            self._render(buf)
+
+    def _render(self, buf: _EpisodeBuffer) -> None:
         rollout = buf.rollout(self.policy)
         names = _env_action_names(self.env, self.policy, rollout.probs.shape[1])
         env_id = getattr(getattr(self.env, "spec", None), "id", None)
@@ -346,7 +351,8 @@ class ExplanationRender(gym.Wrapper):
         """The annotated frame of the current state: uint8 [H, W, 3]."""
         if not self._obs:
             raise RuntimeError("call reset() before render()")
-        self._explain_new()
+        with torch_threads(1):  # batch-1 passes: see render_video(threads=...)
+            self._explain_new()
         n = len(self._obs)
         probs = np.stack(self._probs)
         greedy = probs.argmax(1).astype(np.int64)

@@ -141,8 +141,16 @@ def is_png(path):
 
 def test_receptive_fields_nature_dqn_stack():
     # Mnih et al. 2015: 8x8/4, 4x4/2, 3x3/1 -> fields 8, 20, 36 px; strides 4, 8, 8.
-    stack = nn.Sequential(nn.Conv2d(4, 32, 8, 4), nn.ReLU(), nn.Conv2d(32, 64, 4, 2), nn.ReLU(),
-                          nn.Conv2d(64, 64, 3, 1), nn.ReLU(), nn.Flatten(), nn.Linear(64 * 7 * 7, 512))
+    stack = nn.Sequential(
+        nn.Conv2d(4, 32, 8, 4),
+        nn.ReLU(),
+        nn.Conv2d(32, 64, 4, 2),
+        nn.ReLU(),
+        nn.Conv2d(64, 64, 3, 1),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(64 * 7 * 7, 512),
+    )
     fields = receptive_fields(stack)
     assert [f.size[0] for f in fields[:6]] == [8, 8, 20, 20, 36, 36]
     assert [f.stride[0] for f in fields[:6]] == [4, 4, 8, 8, 8, 8]
@@ -153,11 +161,14 @@ def test_receptive_fields_nature_dqn_stack():
 
 def test_receptive_fields_padding_dilation_pooling_by_hand():
     stack = [
-        ("c1", nn.Conv2d(3, 4, 3, padding=1)),             # size 3, stride 1, start -1
-        ("p1", nn.MaxPool2d(2)),                            # size 3 + 1*1 = 4, stride 2, start -1
+        ("c1", nn.Conv2d(3, 4, 3, padding=1)),  # size 3, stride 1, start -1
+        ("p1", nn.MaxPool2d(2)),  # size 3 + 1*1 = 4, stride 2, start -1
         ("c2", nn.Conv2d(4, 4, 3, padding=2, dilation=2)),  # size 4 + 4*2 = 12, start -1 - 2*2 = -5
-        ("p2", nn.AvgPool2d(3, stride=2, padding=1)),       # size 12 + 2*2 = 16, stride 4, start -7
-        ("c3", nn.Conv2d(4, 4, (1, 3), stride=(1, 2))),     # rows unchanged; cols 16 + 2*4 = 24, stride 8
+        ("p2", nn.AvgPool2d(3, stride=2, padding=1)),  # size 12 + 2*2 = 16, stride 4, start -7
+        (
+            "c3",
+            nn.Conv2d(4, 4, (1, 3), stride=(1, 2)),
+        ),  # rows unchanged; cols 16 + 2*4 = 24, stride 8
     ]
     fields = receptive_fields(stack)
     assert [(f.layer, f.size, f.stride, f.start) for f in fields] == [
@@ -175,7 +186,11 @@ def test_receptive_field_matches_gradient_support():
     # With positive weights and average pooling, a unit's input gradient is non-zero exactly on
     # its receptive field (clipped to the image): the formula must agree, unit by unit.
     torch.manual_seed(0)
-    stack = nn.Sequential(nn.Conv2d(1, 1, 3, padding=1), nn.AvgPool2d(2), nn.Conv2d(1, 1, 3, stride=2, padding=2, dilation=2))
+    stack = nn.Sequential(
+        nn.Conv2d(1, 1, 3, padding=1),
+        nn.AvgPool2d(2),
+        nn.Conv2d(1, 1, 3, stride=2, padding=2, dilation=2),
+    )
     for m in stack:
         if isinstance(m, nn.Conv2d):
             nn.init.uniform_(m.weight, 0.5, 1.0)
@@ -186,7 +201,12 @@ def test_receptive_field_matches_gradient_support():
         for j in range(out.shape[3]):
             (g,) = torch.autograd.grad(out[0, 0, i, j], x, retain_graph=True)
             rows, cols = torch.nonzero(g[0, 0], as_tuple=True)
-            assert field.box(i, j, 30, 26) == (rows.min(), cols.min(), rows.max() + 1, cols.max() + 1)
+            assert field.box(i, j, 30, 26) == (
+                rows.min(),
+                cols.min(),
+                rows.max() + 1,
+                cols.max() + 1,
+            )
 
 
 def test_receptive_field_of_named_layer_in_nested_model(planted):
@@ -223,7 +243,9 @@ def test_rgb_filters_layout_and_per_kernel_normalisation(tiny):
     tiles = rgb_filters(model)
     w = model.conv1.weight.detach().numpy()
     assert tiles.shape == (6, 5, 5, 3)
-    assert np.allclose(tiles.reshape(6, -1).min(1), 0) and np.allclose(tiles.reshape(6, -1).max(1), 1)
+    assert np.allclose(tiles.reshape(6, -1).min(1), 0) and np.allclose(
+        tiles.reshape(6, -1).max(1), 1
+    )
     # tile[o, y, x, c] is weight[o, c, y, x] after the kernel's own min-max scaling
     o = 3
     expect = (w[o] - w[o].min()) / (w[o].max() - w[o].min())
@@ -244,7 +266,9 @@ def test_hand_kernels_do_what_they_say():
     step = 8 / 255
     assert np.allclose(out["edge (Sobel x)"][inner], 8 * step, atol=1e-5)  # (1 + 2 + 1) * 2 steps
     assert np.allclose(out["edge (Sobel y)"][inner], 0, atol=1e-5)
-    assert np.allclose(out["edge (Laplacian)"][inner], 0, atol=1e-5)  # a linear ramp has no curvature
+    assert np.allclose(
+        out["edge (Laplacian)"][inner], 0, atol=1e-5
+    )  # a linear ramp has no curvature
     assert np.allclose(out["sharpen"][inner], ramp[inner][..., 0] / 255, atol=1e-5)
     flat = np.full((H, W, 3), 120, np.uint8)
     for name in ("blur (box)", "blur (Gaussian)", "sharpen"):
@@ -295,7 +319,9 @@ def test_neighbours_find_duplicates_first(tiny):
     px = pixel_neighbours(obs, obs[2], k=3)
     assert set(px.indices[:2]) == {2, 7}
     flat = obs.reshape(10, -1).astype(np.float64) / 255
-    assert px.distances[2] == pytest.approx(np.sort(np.linalg.norm(flat - flat[2], axis=1))[2], rel=1e-4)
+    assert px.distances[2] == pytest.approx(
+        np.sort(np.linalg.norm(flat - flat[2], axis=1))[2], rel=1e-4
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -310,7 +336,9 @@ def test_dissection_finds_the_planted_red_detector(planted):
     assert [(s.layer, s.unit) for s in best] == [("conv1", 2), ("conv2", 0)]
     assert best[0].iou > 0.7 and best[0].precision > 0.95
     assert best[1].iou > 0.5  # the stride-2 unit, placed by its receptive field
-    others = [s.iou for s in result.scores() if (s.layer, s.unit) not in {("conv1", 2), ("conv2", 0)}]
+    others = [
+        s.iou for s in result.scores() if (s.layer, s.unit) not in {("conv1", 2), ("conv2", 0)}
+    ]
     assert max(others) < 0.3
     assert result.count(0.4) == {"conv1": 1, "conv2": 1}
     assert [s.unit for s in result.detectors(0.4)] == [2, 0]
@@ -432,8 +460,17 @@ def test_success_rate_and_ablation_study_in_a_real_env_loop(tmp_path):
     # with the left detector off, exactly the episodes with the square on the left fail
     assert np.array_equal(lesioned.successes, ~sides)
     obs = np.stack([RedSideEnv().reset(seed=i)[0] for i in range(10)])
-    study = ablation_study(env, adapter, {"conv": [0, 1]}, {"conv": 2}, episodes=10, random_draws=0,
-                           seed=0, deterministic=True, obs=obs)
+    study = ablation_study(
+        env,
+        adapter,
+        {"conv": [0, 1]},
+        {"conv": 2},
+        episodes=10,
+        random_draws=0,
+        seed=0,
+        deterministic=True,
+        obs=obs,
+    )
     assert study.summary()["targeted"] == 0.0 and study.summary()["targeted_drop"] == 1.0
     assert study.action_targeted.flip_rate == 1.0
     assert is_png(plot_ablation(study, tmp_path / "ablation.png"))
@@ -468,18 +505,38 @@ def test_inversion_reduces_feature_distance(tiny):
 def test_deepdream_amplifies_the_layer_and_keeps_the_frame_size(tiny):
     model, adapter = tiny
     frame = frames(1)[0]
-    dream = deepdream(adapter, frame, "conv2", octaves=3, octave_scale=1.5, steps=10, step_size=0.03,
-                      progress=False, seed=0)
+    dream = deepdream(
+        adapter,
+        frame,
+        "conv2",
+        octaves=3,
+        octave_scale=1.5,
+        steps=10,
+        step_size=0.03,
+        progress=False,
+        seed=0,
+    )
     assert dream.image.shape == frame.shape and dream.sizes[-1] == (H, W)
     assert dream.sizes[0] == (11, 14)  # 24/1.5^2, 32/1.5^2 rounded
     assert dream.final > 1.8 * dream.initial and len(dream.trace) == 30
-    again = deepdream(adapter, frame, "conv2", octaves=3, octave_scale=1.5, steps=10, step_size=0.03,
-                      progress=False, seed=0)
+    again = deepdream(
+        adapter,
+        frame,
+        "conv2",
+        octaves=3,
+        octave_scale=1.5,
+        steps=10,
+        step_size=0.03,
+        progress=False,
+        seed=0,
+    )
     assert np.array_equal(dream.image, again.image)
     # the head needs 24x32 input: an objective on the logits skips the smaller octaves
     from rlviz.features.optvis import action_logit
 
-    on_logit = deepdream(adapter, frame, objective=action_logit(0), octaves=3, steps=2, progress=False)
+    on_logit = deepdream(
+        adapter, frame, objective=action_logit(0), octaves=3, steps=2, progress=False
+    )
     assert on_logit.sizes == [(H, W)]
 
 
@@ -501,13 +558,17 @@ class Linear2(nn.Module):
 def test_adversarial_epsilon_is_minimal_for_a_linear_policy(method):
     model = Linear2()
     adapter = PolicyAdapter(model)
-    obs = np.random.default_rng(0).integers(100, 156, (6, 5, 5, 3), dtype=np.uint8)  # far from clipping
+    obs = np.random.default_rng(0).integers(
+        100, 156, (6, 5, 5, 3), dtype=np.uint8
+    )  # far from clipping
     x = adapter.preprocess(obs)
     with torch.no_grad():
         logits = model(x)
     w = model.lin.weight.detach()
     exact = (logits[:, 0] - logits[:, 1]).abs() / (w[0] - w[1]).abs().sum()
-    result = minimal_perturbation(adapter, obs, method=method, eps_max=0.2, grid=32, refine=12, search_steps=12)
+    result = minimal_perturbation(
+        adapter, obs, method=method, eps_max=0.2, grid=32, refine=12, search_steps=12
+    )
     assert result.found.all()
     tol = 0.2 / 2**11 + 1e-5
     assert np.allclose(result.epsilon, exact.numpy(), atol=tol), (result.epsilon, exact)
@@ -533,7 +594,9 @@ def test_adversarial_example_flips_the_action_within_its_epsilon(tiny, tmp_path)
         assert np.all(result.epsilon[found] <= 0.3) and np.all(np.isinf(result.epsilon[~found]))
         assert result.adversarial.min() >= 0 and result.adversarial.max() <= 1
     assert is_png(plot_epsilon_histogram(result, tmp_path / "eps.png"))
-    assert is_png(plot_adversarial_example(result, obs, int(np.argmax(found)), tmp_path / "adv.png"))
+    assert is_png(
+        plot_adversarial_example(result, obs, int(np.argmax(found)), tmp_path / "adv.png")
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -549,18 +612,48 @@ def test_every_figure_is_written_atomically_and_hooks_are_released(planted, tmp_
         plot_filter_grid(model, "conv2", tmp_path / "grid.png"),
         plot_kernel_comparison(adapter, obs[0], tmp_path / "kernels.png"),
         plot_feature_maps(adapter, obs[0], "conv1", tmp_path / "maps.png", order="mean"),
-        plot_top_k([top_k_examples(adapter, obs, "conv1", 2, k=4), top_k_examples(adapter, obs, "conv2", 0, k=4)],
-                   obs, tmp_path / "topk.png"),
-        plot_neighbours(obs, obs[0], [nearest_neighbours(adapter, obs, obs[0], "conv2", exclude=[0]),
-                                      pixel_neighbours(obs, obs[0], exclude=[0])], tmp_path / "nb.png"),
-        plot_dissection(dissect(adapter, obs, masks, ["conv1", "conv2"], quantile=0.95), tmp_path / "dissect.png",
-                        adapter=adapter, obs=obs, masks=masks, n_units=2, n_frames=3),
-        plot_inversions(obs[0], [invert(adapter, obs[0], "conv1", steps=3, progress=False)], tmp_path / "inv.png"),
-        plot_dreams(obs[0], [deepdream(adapter, obs[0], "conv1", steps=2, progress=False)], tmp_path / "dream.png"),
+        plot_top_k(
+            [
+                top_k_examples(adapter, obs, "conv1", 2, k=4),
+                top_k_examples(adapter, obs, "conv2", 0, k=4),
+            ],
+            obs,
+            tmp_path / "topk.png",
+        ),
+        plot_neighbours(
+            obs,
+            obs[0],
+            [
+                nearest_neighbours(adapter, obs, obs[0], "conv2", exclude=[0]),
+                pixel_neighbours(obs, obs[0], exclude=[0]),
+            ],
+            tmp_path / "nb.png",
+        ),
+        plot_dissection(
+            dissect(adapter, obs, masks, ["conv1", "conv2"], quantile=0.95),
+            tmp_path / "dissect.png",
+            adapter=adapter,
+            obs=obs,
+            masks=masks,
+            n_units=2,
+            n_frames=3,
+        ),
+        plot_inversions(
+            obs[0],
+            [invert(adapter, obs[0], "conv1", steps=3, progress=False)],
+            tmp_path / "inv.png",
+        ),
+        plot_dreams(
+            obs[0],
+            [deepdream(adapter, obs[0], "conv1", steps=2, progress=False)],
+            tmp_path / "dream.png",
+        ),
     ]
     assert hook_count(model) == before
     assert all(is_png(p) for p in paths)
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in paths)  # no temp files left
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        p.name for p in paths
+    )  # no temp files left
     with pytest.raises(ValueError, match="ending in .png"):
         plot_rgb_filters(model, tmp_path / "filters.jpg")
 
@@ -597,8 +690,15 @@ def test_features_work_on_a_stable_baselines3_policy_by_dotted_names(tmp_path):
         def step(self, action):
             return np.zeros((48, 64, 3), np.uint8), 0.0, True, False, {}
 
-    model = PPO("CnnPolicy", Frames(), n_steps=8, batch_size=8, seed=0, device="cpu",
-                policy_kwargs={"features_extractor_kwargs": {"features_dim": 16}})
+    model = PPO(
+        "CnnPolicy",
+        Frames(),
+        n_steps=8,
+        batch_size=8,
+        seed=0,
+        device="cpu",
+        policy_kwargs={"features_extractor_kwargs": {"features_dim": 16}},
+    )
     adapter = PolicyAdapter.from_sb3(model)
     policy = adapter.model
     layer = "features_extractor.cnn.4"  # the third conv of the Nature CNN

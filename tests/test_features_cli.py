@@ -44,8 +44,12 @@ def test_dissection_finds_a_planted_red_unit_on_real_boxreach_frames():
     with torch.no_grad():
         model.conv1.conv.weight.zero_()
         model.conv1.conv.bias.zero_()
-        model.conv1.conv.weight[0, :, 2:6, 2:6] = torch.tensor([1.0, -1.0, -1.0])[:, None, None] / 16
-        model.conv1.conv.weight[1, :, 2:6, 2:6] = torch.tensor([-1.0, 1.0, -1.0])[:, None, None] / 16
+        model.conv1.conv.weight[0, :, 2:6, 2:6] = (
+            torch.tensor([1.0, -1.0, -1.0])[:, None, None] / 16
+        )
+        model.conv1.conv.weight[1, :, 2:6, 2:6] = (
+            torch.tensor([-1.0, 1.0, -1.0])[:, None, None] / 16
+        )
     adapter = agents.make_adapter(model)
     env = make_env(ENV)
     try:
@@ -67,25 +71,61 @@ def test_dissection_finds_a_planted_red_unit_on_real_boxreach_frames():
 def test_filters_command_writes_every_figure(checkpoint, tmp_path):
     from rlviz.commands.features import filters_main
 
-    assert run(filters_main, "--checkpoint", checkpoint, "--out", tmp_path, "--max-steps", 20, "--no-progress") == 0
-    assert pngs(tmp_path) == sorted([
-        "filters_rgb.png", "filters_conv2.conv.png", "filters_conv3.conv.png", "kernels_vs_learned.png",
-        "featmaps_conv1.png", "featmaps_conv2.png", "featmaps_conv3.png",
-    ])
+    assert (
+        run(
+            filters_main,
+            "--checkpoint",
+            checkpoint,
+            "--out",
+            tmp_path,
+            "--max-steps",
+            20,
+            "--no-progress",
+        )
+        == 0
+    )
+    assert pngs(tmp_path) == sorted(
+        [
+            "filters_rgb.png",
+            "filters_conv2.conv.png",
+            "filters_conv3.conv.png",
+            "kernels_vs_learned.png",
+            "featmaps_conv1.png",
+            "featmaps_conv2.png",
+            "featmaps_conv3.png",
+        ]
+    )
 
 
 def test_featvis_command_all_methods(checkpoint, tmp_path, capsys):
     from rlviz.commands.features import featvis_main
 
     common = ["--checkpoint", checkpoint, "--out", tmp_path, "--max-steps", 12, "--no-progress"]
-    assert run(featvis_main, *common, "--steps", 4, "--objective", "action:left",
-               "--objective", "neuron:conv3:2:1:1", "--param", "pixels") == 0
-    assert run(featvis_main, *common, "--method", "deepdream", "--steps", 2, "--layers", "conv2") == 0
+    assert (
+        run(
+            featvis_main,
+            *common,
+            "--steps",
+            4,
+            "--objective",
+            "action:left",
+            "--objective",
+            "neuron:conv3:2:1:1",
+            "--param",
+            "pixels",
+        )
+        == 0
+    )
+    assert (
+        run(featvis_main, *common, "--method", "deepdream", "--steps", 2, "--layers", "conv2") == 0
+    )
     assert run(featvis_main, *common, "--method", "invert", "--steps", 5, "--layers", "conv1") == 0
     assert run(featvis_main, *common, "--method", "adversarial", "--attacks", "fgsm") == 0
     out = capsys.readouterr().out
     assert "action:left: objective" in out and "fgsm:" in out and "frames flipped" in out
-    assert {"featvis.png", "deepdream.png", "inversion.png", "adversarial_epsilon.png"} <= set(pngs(tmp_path))
+    assert {"featvis.png", "deepdream.png", "inversion.png", "adversarial_epsilon.png"} <= set(
+        pngs(tmp_path)
+    )
 
 
 def test_topk_and_dissect_commands(checkpoint, tmp_path, capsys):
@@ -93,11 +133,30 @@ def test_topk_and_dissect_commands(checkpoint, tmp_path, capsys):
 
     common = ["--checkpoint", checkpoint, "--out", tmp_path, "--max-steps", 15, "--no-progress"]
     assert run(topk_main, *common, "--episodes", 2, "--k", 4, "--neighbours", "--units", 0, 3) == 0
-    assert run(dissect_main, *common, "--episodes", 2, "--ablate", 2, "--ablate-episodes", 2,
-               "--random-draws", 1) == 0
-    assert {"topk_conv3.png", "neighbours.png", "dissection.png", "ablation.png"} <= set(pngs(tmp_path))
+    assert (
+        run(
+            dissect_main,
+            *common,
+            "--episodes",
+            2,
+            "--ablate",
+            2,
+            "--ablate-episodes",
+            2,
+            "--random-draws",
+            1,
+        )
+        == 0
+    )
+    assert {"topk_conv3.png", "neighbours.png", "dissection.png", "ablation.png"} <= set(
+        pngs(tmp_path)
+    )
     report = json.loads((tmp_path / "dissection.json").read_text())
-    assert report["states"] == 30 and report["units_per_layer"] == {"conv1": 16, "conv2": 32, "conv3": 32}
+    assert report["states"] == 30 and report["units_per_layer"] == {
+        "conv1": 16,
+        "conv2": 32,
+        "conv3": 32,
+    }
     assert len(report["units"]) == 80 and report["units"][0]["iou"] >= report["units"][-1]["iou"]
     assert sum(len(v) for v in report["ablation"]["units"].values()) == 2
     assert 0 <= report["ablation"]["baseline"] <= 1

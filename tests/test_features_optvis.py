@@ -38,7 +38,10 @@ def tiny():
 
 
 def context():
-    acts = {"a": torch.arange(2 * 3 * 2 * 2, dtype=torch.float32).reshape(2, 3, 2, 2), "fc": torch.tensor([[1.0, 2.0], [3.0, 4.0]])}
+    acts = {
+        "a": torch.arange(2 * 3 * 2 * 2, dtype=torch.float32).reshape(2, 3, 2, 2),
+        "fc": torch.tensor([[1.0, 2.0], [3.0, 4.0]]),
+    }
     out = PolicyOutput(torch.tensor([[0.0, 1.0, 2.0], [2.0, 0.0, 0.0]]), torch.tensor([0.5, -0.5]))
     return Context(acts, out, torch.full((2, 3, 4, 4), 0.5))
 
@@ -53,7 +56,12 @@ def test_objectives_compose_by_hand():
     assert obj.name == "2*channel('a', 1) - neuron('a', 0, x=1, y=0) + 0.5"
     assert torch.allclose(optvis.neuron("a", 2)(ctx), a[:, 2, 1, 1])  # centre of a 2x2 map
     assert torch.allclose(optvis.channel("fc", 1)(ctx), torch.tensor([2.0, 4.0]))
-    policy = optvis.action_logit(2) - optvis.action_prob(0) / 2 + optvis.value() + optvis.action_log_prob(1)
+    policy = (
+        optvis.action_logit(2)
+        - optvis.action_prob(0) / 2
+        + optvis.value()
+        + optvis.action_log_prob(1)
+    )
     probs = torch.softmax(ctx.out.logits, -1)
     expect = ctx.out.logits[:, 2] - probs[:, 0] / 2 + ctx.out.value + probs[:, 1].log()
     assert torch.allclose(policy(ctx), expect) and policy.needs_output
@@ -84,7 +92,10 @@ def test_regularisers_by_hand():
     assert optvis.l2()(board).item() == pytest.approx(0.25)
     assert optvis.blur()(board).item() > 0.05  # a checkerboard is far from its blur
     blurred = optvis.gaussian_blur(checker, 1.0)
-    assert torch.allclose(blurred.mean(), checker.mean(), atol=0.02) and blurred.std() < 0.2 * checker.std()
+    assert (
+        torch.allclose(blurred.mean(), checker.mean(), atol=0.02)
+        and blurred.std() < 0.2 * checker.std()
+    )
 
 
 def test_transforms_keep_size_are_seeded_and_rotate_rigidly():
@@ -98,8 +109,11 @@ def test_transforms_keep_size_are_seeded_and_rotate_rigidly():
     assert torch.equal(optvis.jitter(0)(img, torch.Generator()), img)
     assert torch.equal(optvis.random_scale([1.0])(img, torch.Generator()), img)
     shifted = optvis.jitter(3)(img, torch.Generator().manual_seed(1))
-    assert any(torch.equal(shifted[..., 3:-3, 3:-3], img[..., 3 + dy : 57 + dy, 3 + dx : 77 + dx])
-               for dy in range(-3, 4) for dx in range(-3, 4))
+    assert any(
+        torch.equal(shifted[..., 3:-3, 3:-3], img[..., 3 + dy : 57 + dy, 3 + dx : 77 + dx])
+        for dy in range(-3, 4)
+        for dx in range(-3, 4)
+    )
     assert torch.allclose(_affine(img, degrees=180), img.flip(-1, -2), atol=1e-5)
     # a horizontal bar of 12 px on a 20x40 image turns into a vertical bar of 12 px: no aspect skew
     bar = torch.zeros(1, 1, 20, 40)
@@ -111,7 +125,10 @@ def test_transforms_keep_size_are_seeded_and_rotate_rigidly():
 
 def test_parameterisations_shape_range_seed_and_init():
     frame = np.random.default_rng(0).integers(0, 256, (H, W, 3), dtype=np.uint8)
-    for make in (lambda s: optvis.pixels((H, W), 2, seed=s), lambda s: optvis.fourier((H, W), 2, seed=s)):
+    for make in (
+        lambda s: optvis.pixels((H, W), 2, seed=s),
+        lambda s: optvis.fourier((H, W), 2, seed=s),
+    ):
         p = make(0)
         img = p()
         assert img.shape == (2, 3, H, W) and img.min() > 0 and img.max() < 1
@@ -153,18 +170,38 @@ def test_activation_maximisation_raises_the_objective_far_above_random(tiny, par
     before = hook_count(model)
     objective = optvis.channel("conv2", 3) - 1e-2 * optvis.total_variation()
     make = optvis.pixels if param == "pixels" else optvis.fourier
-    vis = optvis.optimize(adapter, objective, param=make((H, W), seed=0), transforms=[], steps=60, lr=0.1,
-                          seed=0, progress=False)
+    vis = optvis.optimize(
+        adapter,
+        objective,
+        param=make((H, W), seed=0),
+        transforms=[],
+        steps=60,
+        lr=0.1,
+        seed=0,
+        progress=False,
+    )
     baseline = random_baseline(adapter, objective)
-    assert vis.final[0] > baseline.mean() + 20 * baseline.std() and vis.final[0] > 2 * baseline.max()
+    assert (
+        vis.final[0] > baseline.mean() + 20 * baseline.std() and vis.final[0] > 2 * baseline.max()
+    )
     assert vis.final[0] > vis.initial[0] + 20 * baseline.std()
     assert vis.trace.shape == (60,) and vis.trace[-5:].mean() > vis.trace[:5].mean()
-    assert vis.image.shape == (H, W, 3) and vis.image.dtype == np.uint8  # native size, no upsampling
+    assert (
+        vis.image.shape == (H, W, 3) and vis.image.dtype == np.uint8
+    )  # native size, no upsampling
     # only the image changed: hooks gone, no gradients in the model, train mode kept
     assert hook_count(model) == before and model.training
     assert all(p.grad is None for p in model.parameters())
-    again = optvis.optimize(adapter, objective, param=make((H, W), seed=0), transforms=[], steps=60, lr=0.1,
-                            seed=0, progress=False)
+    again = optvis.optimize(
+        adapter,
+        objective,
+        param=make((H, W), seed=0),
+        transforms=[],
+        steps=60,
+        lr=0.1,
+        seed=0,
+        progress=False,
+    )
     assert np.array_equal(vis.image, again.image)
 
 
@@ -173,22 +210,38 @@ def test_activation_maximisation_under_random_transforms(tiny):
     # gain is smaller than without them, but still clearly above random images, and seeded.
     _, adapter = tiny
     objective = optvis.channel("conv2", 3)
-    runs = [optvis.optimize(adapter, objective, param=optvis.pixels((H, W)), steps=80, lr=0.1, seed=s,
-                            progress=False) for s in (0, 0, 1)]
+    runs = [
+        optvis.optimize(
+            adapter,
+            objective,
+            param=optvis.pixels((H, W)),
+            steps=80,
+            lr=0.1,
+            seed=s,
+            progress=False,
+        )
+        for s in (0, 0, 1)
+    ]
     baseline = random_baseline(adapter, objective)
     assert runs[0].final[0] > baseline.mean() + 2 * baseline.std()
-    assert np.array_equal(runs[0].image, runs[1].image) and not np.array_equal(runs[0].image, runs[2].image)
+    assert np.array_equal(runs[0].image, runs[1].image) and not np.array_equal(
+        runs[0].image, runs[2].image
+    )
 
 
 def test_action_and_value_objectives_through_the_whole_policy(tiny, tmp_path):
     _, adapter = tiny
     results = []
     for objective in (optvis.action_logit(0), optvis.action_log_prob(2), optvis.value()):
-        vis = optvis.optimize(adapter, objective, size=(H, W), transforms=[], steps=40, lr=0.1, progress=False)
+        vis = optvis.optimize(
+            adapter, objective, size=(H, W), transforms=[], steps=40, lr=0.1, progress=False
+        )
         baseline = random_baseline(adapter, objective)
         assert vis.final[0] > baseline.max() + 3 * baseline.std(), objective.name
         results.append(vis)
-    batch = optvis.optimize(adapter, optvis.action_prob(1), size=(H, W), batch=3, steps=5, progress=False)
+    batch = optvis.optimize(
+        adapter, optvis.action_prob(1), size=(H, W), batch=3, steps=5, progress=False
+    )
     assert batch.images.shape == (3, H, W, 3) and batch.final.shape == (3,)
     path = optvis.plot_visualisations(results, tmp_path / "featvis.png")
     data = path.read_bytes()

@@ -116,9 +116,17 @@ def test_writer_rejects_bad_frames_and_paths(tmp_path):
 
 
 def test_render_video_writes_one_frame_per_step(tmp_path):
+    import torch
+
     env = SquareEnv(max_steps=24, goal=False)
-    summary = render_video(env, tiny_policy(), out=tmp_path / "run.mp4", methods=["gradient", "gradcam"],
-                           episodes=1, seed=3, fps=12)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        summary = render_video(env, tiny_policy(), out=tmp_path / "run.mp4", methods=["gradient", "gradcam"],
+                               episodes=1, seed=3, fps=12)
+        assert torch.get_num_threads() == 2  # the caller's setting is restored
+    finally:
+        torch.set_num_threads(threads)
     assert summary.paths == [tmp_path / "run.mp4"] and summary.episodes == 1
     assert summary.frames == 24 and summary.lengths == [24] and summary.seconds > 0
     frames = read_video(tmp_path / "run.mp4")

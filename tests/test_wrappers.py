@@ -123,3 +123,25 @@ def test_record_video_conventions_match_gymnasium(tmp_path):
     assert isinstance(env, gym.Wrapper)
     with pytest.raises(ValueError, match="unknown attribution method 'nope'"):
         RecordExplanationVideo(SquareEnv(), tiny_policy(), tmp_path, methods=["nope"])
+
+
+def test_explanation_render_places_states_on_a_map():
+    from rlviz.embedding import StateEmbedding
+    from rlviz.render import layer_features
+    from rlviz.rollout import run_episode
+
+    policy = tiny_policy()
+    rollout = run_episode(SquareEnv(max_steps=20, goal=False), policy, seed=0)
+    emb = StateEmbedding(method="pca").fit(layer_features(policy, rollout.obs, "conv2", "avg"),
+                                           meta={"layer": "conv2", "pool": "avg"})
+    plain = ExplanationRender(SquareEnv(max_steps=5, goal=False), policy, methods=["gradient"])
+    mapped = ExplanationRender(SquareEnv(max_steps=5, goal=False), policy, methods=["gradient"], embedding=emb)
+    plain.reset(seed=0)
+    mapped.reset(seed=0)
+    sizes = {mapped.render().shape}
+    for _ in range(3):
+        mapped.step(1)
+        sizes.add(mapped.render().shape)
+    assert len(sizes) == 1
+    assert len(mapped._xy) == 4  # one map position per state, computed as states arrive
+    assert np.prod(sizes.pop()[:2]) > np.prod(plain.render().shape[:2])  # the map panel is there

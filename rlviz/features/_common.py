@@ -105,7 +105,9 @@ def to_uint8(image: torch.Tensor | np.ndarray) -> np.ndarray:
     elif image.ndim == 4:
         image = image.transpose(0, 2, 3, 1)
     else:
-        raise ValueError(f"expected an image [C, H, W] or a batch [B, C, H, W], got shape {image.shape}")
+        raise ValueError(
+            f"expected an image [C, H, W] or a batch [B, C, H, W], got shape {image.shape}"
+        )
     return (np.clip(image, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
 
 
@@ -130,7 +132,9 @@ def save_figure(fig, path: str | os.PathLike) -> Path:
     """Write ``fig`` as PNG at ``path`` atomically (temp file + rename); returns the path."""
     path = Path(path)
     if path.suffix.lower() != ".png":
-        raise ValueError(f"figures are written as PNG; got path {str(path)!r}, use a name ending in .png")
+        raise ValueError(
+            f"figures are written as PNG; got path {str(path)!r}, use a name ending in .png"
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png.tmp", dir=path.parent)
     os.close(fd)
@@ -152,7 +156,9 @@ def grid_shape(n: int, max_cols: int = 8) -> tuple[int, int]:
 def channel_count(act: torch.Tensor, layer: str) -> int:
     """Channels (units) of an activation [B, C, ...]; a clear error for scalars."""
     if act.ndim < 2:
-        raise ValueError(f"layer {layer!r} gives a {act.ndim}-d output; a unit needs a channel axis")
+        raise ValueError(
+            f"layer {layer!r} gives a {act.ndim}-d output; a unit needs a channel axis"
+        )
     return act.shape[1]
 
 

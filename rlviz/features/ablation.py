@@ -61,7 +61,9 @@ def ablate(model: nn.Module, units: Units, value: float = 0.0) -> Iterator[dict[
         def hook(_module: nn.Module, _inputs: tuple, output: torch.Tensor) -> torch.Tensor:
             channels = output.shape[1] if output.ndim > 1 else 0
             if index and index[-1] >= channels:
-                raise ValueError(f"layer {layer!r} has {channels} units; cannot ablate unit {index[-1]}")
+                raise ValueError(
+                    f"layer {layer!r} has {channels} units; cannot ablate unit {index[-1]}"
+                )
             out = output.clone()  # never write into a tensor the graph may still need
             out[:, index] = value
             return out
@@ -104,7 +106,12 @@ class ActionChange:
 
 @torch.no_grad()
 def action_change(
-    adapter: PolicyAdapter, obs: np.ndarray, units: Units, *, value: float = 0.0, batch_size: int = 128
+    adapter: PolicyAdapter,
+    obs: np.ndarray,
+    units: Units,
+    *,
+    value: float = 0.0,
+    batch_size: int = 128,
 ) -> ActionChange:
     """Compare pi(.|s) with and without ``units`` on raw frames ``obs`` [N, H, W, C].
 
@@ -164,13 +171,26 @@ def success_rate(
     if episodes < 1:
         raise ValueError(f"episodes must be at least 1, got {episodes}")
     with ablate(adapter.model, units or {}):
-        runs = list(collect(env, adapter, episodes, seed=seed, deterministic=deterministic,
-                            info_keys=("success",), max_steps=max_steps))
+        runs = list(
+            collect(
+                env,
+                adapter,
+                episodes,
+                seed=seed,
+                deterministic=deterministic,
+                info_keys=("success",),
+                max_steps=max_steps,
+            )
+        )
     return SuccessRate(np.array([r.success for r in runs]), np.array([len(r) for r in runs]))
 
 
 def random_units_like(
-    units: Units, model: nn.Module, channels: Mapping[str, int], rng: np.random.Generator, exclude: bool = True
+    units: Units,
+    model: nn.Module,
+    channels: Mapping[str, int],
+    rng: np.random.Generator,
+    exclude: bool = True,
 ) -> dict[str, list[int]]:
     """As many random units per layer as ``units`` has, drawn from the same layers.
 
@@ -184,9 +204,15 @@ def random_units_like(
         if layer not in channels:
             get_layer(model, layer)  # raises with the list of valid names if misspelled
             raise ValueError(f"no unit count for layer {layer!r}; pass channels={{'{layer}': C}}")
-        pool = np.setdiff1d(np.arange(channels[layer]), chosen) if exclude else np.arange(channels[layer])
+        pool = (
+            np.setdiff1d(np.arange(channels[layer]), chosen)
+            if exclude
+            else np.arange(channels[layer])
+        )
         if len(pool) < len(chosen):
-            raise ValueError(f"layer {layer!r} has only {len(pool)} other units; cannot draw {len(chosen)} random ones")
+            raise ValueError(
+                f"layer {layer!r} has only {len(pool)} other units; cannot draw {len(chosen)} random ones"
+            )
         out[layer] = sorted(int(u) for u in rng.choice(pool, size=len(chosen), replace=False))
     return out
 
@@ -268,8 +294,17 @@ def ablation_study(
     conditions: list[dict[str, list[int]] | None] = [None, grouped, *draws]
     results = []
     for condition in tqdm(conditions, desc="ablation conditions", disable=not progress):
-        results.append(success_rate(env, adapter, episodes, units=condition, seed=seed,
-                                    deterministic=deterministic, max_steps=max_steps))
+        results.append(
+            success_rate(
+                env,
+                adapter,
+                episodes,
+                units=condition,
+                seed=seed,
+                deterministic=deterministic,
+                max_steps=max_steps,
+            )
+        )
     study = AblationStudy(grouped, results[0], results[1], results[2:], draws)
     if obs is not None:
         study.action_targeted = action_change(adapter, obs, grouped)
@@ -286,12 +321,25 @@ def plot_ablation(study: AblationStudy, path: str | os.PathLike, title: str | No
     ax = axes[0]
     rand = np.array([r.rate for r in study.random])
     means = [study.baseline.rate, study.targeted.rate, rand.mean() if len(rand) else np.nan]
-    ax.bar([0, 1, 2], means, yerr=[0, 0, rand.std() if len(rand) else 0], capsize=4,
-           color=["tab:grey", "tab:red", "tab:blue"])
-    ax.scatter(np.full(len(rand), 2.0) + np.linspace(-0.15, 0.15, len(rand)), rand, color="black", s=10, zorder=3,
-               label="each random draw")
+    ax.bar(
+        [0, 1, 2],
+        means,
+        yerr=[0, 0, rand.std() if len(rand) else 0],
+        capsize=4,
+        color=["tab:grey", "tab:red", "tab:blue"],
+    )
+    ax.scatter(
+        np.full(len(rand), 2.0) + np.linspace(-0.15, 0.15, len(rand)),
+        rand,
+        color="black",
+        s=10,
+        zorder=3,
+        label="each random draw",
+    )
     n = len(study.baseline.successes)
-    ax.set_xticks([0, 1, 2], ["intact", f"top-{study.k}\ndetectors off", f"{study.k} random\nunits off"])
+    ax.set_xticks(
+        [0, 1, 2], ["intact", f"top-{study.k}\ndetectors off", f"{study.k} random\nunits off"]
+    )
     ax.set_ylabel(f"success rate ({n} episodes)")
     ax.set_ylim(0, 1.05)
     ax.legend(fontsize=7, loc="upper right")
@@ -299,12 +347,20 @@ def plot_ablation(study: AblationStudy, path: str | os.PathLike, title: str | No
     if with_actions:
         ax = axes[1]
         kl_rand = [a.kl.mean() for a in study.action_random]
-        ax.bar([0, 1], [study.action_targeted.kl.mean(), np.mean(kl_rand) if kl_rand else np.nan],
-               yerr=[0, np.std(kl_rand) if kl_rand else 0], capsize=4, color=["tab:red", "tab:blue"])
+        ax.bar(
+            [0, 1],
+            [study.action_targeted.kl.mean(), np.mean(kl_rand) if kl_rand else np.nan],
+            yerr=[0, np.std(kl_rand) if kl_rand else 0],
+            capsize=4,
+            color=["tab:red", "tab:blue"],
+        )
         ax.set_xticks([0, 1], ["detectors off", "random off"])
         ax.set_ylabel("mean KL(intact || ablated) per frame")
         flips = f"greedy action flips: {study.action_targeted.flip_rate:.0%} vs " + (
-            f"{np.mean([a.flip_rate for a in study.action_random]):.0%}" if study.action_random else "n/a")
+            f"{np.mean([a.flip_rate for a in study.action_random]):.0%}"
+            if study.action_random
+            else "n/a"
+        )
         ax.set_title(f"Action distribution change\n{flips}", fontsize=9)
     fig.suptitle(title or "Ablating box-detector units vs random units", fontsize=10)
     return save_figure(fig, path)

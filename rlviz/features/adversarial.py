@@ -51,14 +51,18 @@ class Adversarial:
         return np.isfinite(self.epsilon)
 
 
-def _margin(adapter: PolicyAdapter, x: torch.Tensor, action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _margin(
+    adapter: PolicyAdapter, x: torch.Tensor, action: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     logits = adapter.outputs(x).logits
     chosen = logits.gather(1, action[:, None])[:, 0]
     others = logits.scatter(1, action[:, None], float("-inf")).max(1).values
     return chosen - others, logits.argmax(1)
 
 
-def _changes(adapter: PolicyAdapter, x: torch.Tensor, action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _changes(
+    adapter: PolicyAdapter, x: torch.Tensor, action: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     with torch.no_grad():
         pred = adapter.outputs(x).logits.argmax(1)
     return pred != action, pred
@@ -88,7 +92,9 @@ def _fgsm(adapter, x, action, eps_max, grid, refine, lo_clip, hi_clip):
         if not found.any():
             break
         mid = torch.where(found, (lo + hi) / 2, torch.zeros_like(hi))
-        flipped, _ = _changes(adapter, (x + mid.view(shape) * direction).clamp(lo_clip, hi_clip), action)
+        flipped, _ = _changes(
+            adapter, (x + mid.view(shape) * direction).clamp(lo_clip, hi_clip), action
+        )
         hi = torch.where(found & flipped, mid, hi)
         lo = torch.where(found & ~flipped, mid, lo)
     safe = torch.where(found, hi, torch.zeros_like(hi)).view(shape)
@@ -171,7 +177,9 @@ def minimal_perturbation(
                 if not found.any():
                     break
                 mid = (lo + hi) / 2
-                flipped, example = _pgd(adapter, x, action, mid, pgd_steps, lo_clip, hi_clip, generator)
+                flipped, example = _pgd(
+                    adapter, x, action, mid, pgd_steps, lo_clip, hi_clip, generator
+                )
                 take = found & flipped
                 hi = torch.where(take, mid, hi)
                 lo = torch.where(found & ~flipped, mid, lo)
@@ -210,8 +218,12 @@ def plot_epsilon_histogram(
     for r in results:
         levels = r.epsilon[r.found] * 255
         median = f", median {np.median(levels):.2f}" if len(levels) else ""
-        ax.hist(levels, bins=bins, alpha=0.6,
-                label=f"{r.method}: {r.found.sum()}/{len(r.epsilon)} flipped{median}")
+        ax.hist(
+            levels,
+            bins=bins,
+            alpha=0.6,
+            label=f"{r.method}: {r.found.sum()}/{len(r.epsilon)} flipped{median}",
+        )
     ax.set_xlabel("smallest L-inf epsilon that changes the greedy action (pixel levels, 1/255)")
     ax.set_ylabel("frames")
     ax.legend(fontsize=8)
@@ -224,7 +236,9 @@ def plot_adversarial_example(
 ) -> Path:
     """One frame, its adversarial version and the (amplified) perturbation; returns the PNG path."""
     obs = check_frames(obs)
-    names = action_names or [str(i) for i in range(int(max(result.clean_action.max(), result.adv_action.max())) + 1)]
+    names = action_names or [
+        str(i) for i in range(int(max(result.clean_action.max(), result.adv_action.max())) + 1)
+    ]
     clean = obs[index]
     adv = to_uint8(result.adversarial[index])
     delta = adv.astype(np.float32) - clean.astype(np.float32)

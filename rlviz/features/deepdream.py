@@ -45,7 +45,9 @@ class Dream:
     final: float
 
 
-def _usable(adapter: PolicyAdapter, objective: Objective, size: tuple[int, int], channels: int) -> bool:
+def _usable(
+    adapter: PolicyAdapter, objective: Objective, size: tuple[int, int], channels: int
+) -> bool:
     """Whether the objective can be computed on an input of ``size`` (small octaves can shrink a
     conv layer's output to nothing, or no longer fit a fully connected head)."""
     try:
@@ -94,7 +96,10 @@ def deepdream(
     frame = check_frames(frame, "frame")
     base = adapter.preprocess(frame[:1]).detach()
     channels, h, w = base.shape[1:]
-    sizes = [(max(1, round(h / octave_scale**i)), max(1, round(w / octave_scale**i))) for i in range(octaves)][::-1]
+    sizes = [
+        (max(1, round(h / octave_scale**i)), max(1, round(w / octave_scale**i)))
+        for i in range(octaves)
+    ][::-1]
     sizes = [s for s in sizes if _usable(adapter, objective, s, channels)]
     if not sizes or sizes[-1] != (h, w):
         raise ValueError(f"objective {objective.name} cannot be computed on the {h}x{w} frame")
@@ -103,10 +108,19 @@ def deepdream(
     generator.manual_seed(seed)
     detail = torch.zeros(1, channels, *sizes[0], device=base.device)
     trace = []
-    bar = tqdm(total=steps * len(sizes), desc=f"deepdream {objective.name[:30]}", disable=not progress, leave=False)
+    bar = tqdm(
+        total=steps * len(sizes),
+        desc=f"deepdream {objective.name[:30]}",
+        disable=not progress,
+        leave=False,
+    )
     image = base
     for size in sizes:
-        octave_base = F.interpolate(base, size=size, mode="bilinear", align_corners=False, antialias=True) if size != (h, w) else base
+        octave_base = (
+            F.interpolate(base, size=size, mode="bilinear", align_corners=False, antialias=True)
+            if size != (h, w)
+            else base
+        )
         detail = F.interpolate(detail, size=size, mode="bilinear", align_corners=False)
         image = (octave_base + detail).clamp(0.0, 1.0)
         for _ in range(steps):
@@ -116,7 +130,9 @@ def deepdream(
             (grad,) = torch.autograd.grad(value.sum(), shifted)
             grad = torch.roll(grad, (-dy, -dx), dims=(-2, -1))
             with torch.no_grad():
-                image = (image + step_size * grad / grad.abs().mean().clamp_min(1e-12)).clamp(0.0, 1.0)
+                image = (image + step_size * grad / grad.abs().mean().clamp_min(1e-12)).clamp(
+                    0.0, 1.0
+                )
             trace.append(float(value.detach().mean()))
             bar.update(1)
         detail = image - octave_base
@@ -125,11 +141,22 @@ def deepdream(
         start = float(evaluate(adapter, objective, base).mean())
         end = float(evaluate(adapter, objective, image.detach()).mean())
     final = image.detach()[0].float().cpu()
-    return Dream(to_uint8(final), final, np.asarray(trace, dtype=np.float32), sizes, objective.name, start, end)
+    return Dream(
+        to_uint8(final),
+        final,
+        np.asarray(trace, dtype=np.float32),
+        sizes,
+        objective.name,
+        start,
+        end,
+    )
 
 
 def plot_dreams(
-    frame: np.ndarray, dreams: Sequence[Dream], path: str | os.PathLike, titles: Sequence[str] | None = None
+    frame: np.ndarray,
+    dreams: Sequence[Dream],
+    path: str | os.PathLike,
+    titles: Sequence[str] | None = None,
 ) -> Path:
     """The original frame, then each dream with its objective trace; returns the PNG path."""
     if not dreams:
@@ -147,9 +174,14 @@ def plot_dreams(
         axes[0, j].set_axis_off()
         axes[0, j].set_title(f"{title}\nobjective {d.initial:.3g} -> {d.final:.3g}", fontsize=8)
         axes[1, j].plot(d.trace, linewidth=1)
-        axes[1, j].set_xlabel(f"step ({len(d.sizes)} octaves: {d.sizes[0][0]}x{d.sizes[0][1]} .. "
-                              f"{d.sizes[-1][0]}x{d.sizes[-1][1]})", fontsize=6)
+        axes[1, j].set_xlabel(
+            f"step ({len(d.sizes)} octaves: {d.sizes[0][0]}x{d.sizes[0][1]} .. "
+            f"{d.sizes[-1][0]}x{d.sizes[-1][1]})",
+            fontsize=6,
+        )
         axes[1, j].set_ylabel("objective", fontsize=7)
         axes[1, j].tick_params(labelsize=6)
-    fig.suptitle("DeepDream: gradient ascent on a layer's squared activations, from the frame", fontsize=10)
+    fig.suptitle(
+        "DeepDream: gradient ascent on a layer's squared activations, from the frame", fontsize=10
+    )
     return save_figure(fig, path)

@@ -81,26 +81,38 @@ class Dissection:
         """Every unit of every layer scored on ``concept`` (default: the first), best IoU first."""
         c = self._concept(concept)
         rows = [
-            UnitScore(layer, unit, self.concepts[c], float(self.iou[layer][unit, c]),
-                      float(self.precision[layer][unit, c]), float(self.recall[layer][unit, c]),
-                      float(self.thresholds[layer][unit]))
+            UnitScore(
+                layer,
+                unit,
+                self.concepts[c],
+                float(self.iou[layer][unit, c]),
+                float(self.precision[layer][unit, c]),
+                float(self.recall[layer][unit, c]),
+                float(self.thresholds[layer][unit]),
+            )
             for layer in self.layers
             for unit in range(len(self.thresholds[layer]))
         ]
         return sorted(rows, key=lambda r: (-r.iou, self.layers.index(r.layer), r.unit))
 
-    def top(self, k: int, concept: str | None = None, layers: Sequence[str] | None = None) -> list[UnitScore]:
+    def top(
+        self, k: int, concept: str | None = None, layers: Sequence[str] | None = None
+    ) -> list[UnitScore]:
         """The ``k`` best units on ``concept`` (optionally only from ``layers``)."""
         rows = self.scores(concept)
         if layers is not None:
             rows = [r for r in rows if r.layer in layers]
         return rows[:k]
 
-    def detectors(self, iou_threshold: float = DEFAULT_IOU_THRESHOLD, concept: str | None = None) -> list[UnitScore]:
+    def detectors(
+        self, iou_threshold: float = DEFAULT_IOU_THRESHOLD, concept: str | None = None
+    ) -> list[UnitScore]:
         """Units whose IoU with ``concept`` exceeds ``iou_threshold``, best first."""
         return [r for r in self.scores(concept) if r.iou > iou_threshold]
 
-    def count(self, iou_threshold: float = DEFAULT_IOU_THRESHOLD, concept: str | None = None) -> dict[str, int]:
+    def count(
+        self, iou_threshold: float = DEFAULT_IOU_THRESHOLD, concept: str | None = None
+    ) -> dict[str, int]:
         """Number of detector units per layer (IoU above ``iou_threshold``)."""
         c = self._concept(concept)
         return {layer: int((self.iou[layer][:, c] > iou_threshold).sum()) for layer in self.layers}
@@ -185,7 +197,9 @@ def dissect(
         layers = list_layers(adapter.model, nn.Conv2d)
     layers = [layers] if isinstance(layers, str) else list(layers)
     if not layers:
-        raise ValueError("no layers to dissect: the model has no nn.Conv2d; pass layers=[...] explicitly")
+        raise ValueError(
+            "no layers to dissect: the model has no nn.Conv2d; pass layers=[...] explicitly"
+        )
 
     acts = layer_activations(adapter, obs, layers, batch_size)
     input_size = tuple(adapter.preprocess(obs[:1]).shape[-2:])
@@ -196,7 +210,9 @@ def dissect(
     for layer in layers:
         a = acts[layer]
         if a.ndim != 4:
-            raise ValueError(f"layer {layer!r} outputs {tuple(a.shape[1:])} per frame; dissection needs [C, h, w] maps")
+            raise ValueError(
+                f"layer {layer!r} outputs {tuple(a.shape[1:])} per frame; dissection needs [C, h, w] maps"
+            )
         channels = a.shape[1]
         per_unit = a.transpose(0, 1).reshape(channels, -1)
         # kthvalue is exact and has no size limit (torch.quantile stops at 2**24 values).
@@ -221,7 +237,12 @@ def dissect(
 
 
 def unit_segmentation(
-    adapter: PolicyAdapter, obs: np.ndarray, layer: str, unit: int, threshold: float, upsample: str = "field"
+    adapter: PolicyAdapter,
+    obs: np.ndarray,
+    layer: str,
+    unit: int,
+    threshold: float,
+    upsample: str = "field",
 ) -> np.ndarray:
     """Where unit (``layer``, ``unit``) is on (above ``threshold``) in each frame, at frame size.
 
@@ -263,10 +284,17 @@ def plot_dissection(
         upper, frame_axes = fig, None
     ax_count, ax_rank = upper.subplots(1, 2, width_ratios=[1, 1.6])
     totals = [len(result.thresholds[layer]) for layer in result.layers]
-    bars = ax_count.bar(range(len(result.layers)), [counts[layer] for layer in result.layers], color="tab:red")
+    bars = ax_count.bar(
+        range(len(result.layers)), [counts[layer] for layer in result.layers], color="tab:red"
+    )
     for bar, layer, total in zip(bars, result.layers, totals, strict=False):
-        ax_count.annotate(f"{counts[layer]}/{total}", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
-                          ha="center", va="bottom", fontsize=8)
+        ax_count.annotate(
+            f"{counts[layer]}/{total}",
+            (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+            ha="center",
+            va="bottom",
+            fontsize=8,
+        )
     ax_count.set_xticks(range(len(result.layers)), result.layers, fontsize=8)
     ax_count.set_ylabel(f"units with IoU > {iou_threshold:g}")
     ax_count.set_ylim(0, max(1, *counts.values()) * 1.15)
@@ -275,7 +303,13 @@ def plot_dissection(
     for layer in result.layers:
         ranked = np.sort(result.iou[layer][:, c])[::-1]
         ax_rank.plot(np.arange(1, len(ranked) + 1), ranked, marker=".", label=layer)
-    ax_rank.axhline(iou_threshold, color="grey", linestyle="--", linewidth=1, label=f"threshold {iou_threshold:g}")
+    ax_rank.axhline(
+        iou_threshold,
+        color="grey",
+        linestyle="--",
+        linewidth=1,
+        label=f"threshold {iou_threshold:g}",
+    )
     ax_rank.set_xlabel("unit rank within layer")
     ax_rank.set_ylabel(f"IoU with '{name}'")
     ax_rank.set_title("units ranked by IoU", fontsize=9)
@@ -286,9 +320,17 @@ def plot_dissection(
         for ax in frame_axes.ravel():
             ax.set_axis_off()
         for r, score in enumerate(top, start=1):
-            best = top_k_examples(adapter, obs, score.layer, score.unit, k=n_frames,
-                                  min_separation=max(1, len(obs) // (4 * n_frames)))
-            seg = unit_segmentation(adapter, obs[best.indices], score.layer, score.unit, score.threshold)
+            best = top_k_examples(
+                adapter,
+                obs,
+                score.layer,
+                score.unit,
+                k=n_frames,
+                min_separation=max(1, len(obs) // (4 * n_frames)),
+            )
+            seg = unit_segmentation(
+                adapter, obs[best.indices], score.layer, score.unit, score.threshold
+            )
             for j, index in enumerate(best.indices):
                 ax = frame_axes[r - 1, j]
                 # NetDissect style: the frame dimmed except where the unit is on (no overlay
@@ -297,10 +339,15 @@ def plot_dissection(
                 shown = np.where(seg[j][..., None], shown, 0.3 * shown)
                 ax.imshow(shown)
                 if masks[index].any():
-                    ax.contour(masks[index].astype(float), levels=[0.5], colors="cyan", linewidths=0.8)
+                    ax.contour(
+                        masks[index].astype(float), levels=[0.5], colors="cyan", linewidths=0.8
+                    )
                 if j == 0:
-                    ax.set_title(f"{score.layer} #{score.unit}: IoU {score.iou:.3f}, prec {score.precision:.2f}",
-                                 fontsize=7, loc="left")
+                    ax.set_title(
+                        f"{score.layer} #{score.unit}: IoU {score.iou:.3f}, prec {score.precision:.2f}",
+                        fontsize=7,
+                        loc="left",
+                    )
     fig.suptitle(
         f"Network dissection on {result.n_frames} frames (unit threshold: {result.quantile:g} quantile)"
         + ("; bright: unit on, cyan: goal-box mask" if show_units else ""),

@@ -19,7 +19,9 @@ from rlviz.features._common import (
 )
 
 
-def feature_maps(adapter: PolicyAdapter, frame: np.ndarray | torch.Tensor, layer: str) -> np.ndarray:
+def feature_maps(
+    adapter: PolicyAdapter, frame: np.ndarray | torch.Tensor, layer: str
+) -> np.ndarray:
     """Activations of every channel of ``layer`` for one raw frame [H, W, C].
 
     Returns:

@@ -35,7 +35,9 @@ def first_conv_layer(model: nn.Module) -> str:
     """Name of the first ``nn.Conv2d`` in registration order."""
     convs = list_layers(model, nn.Conv2d)
     if not convs:
-        raise ValueError("the model has no nn.Conv2d layer; filters can only be drawn for conv layers")
+        raise ValueError(
+            "the model has no nn.Conv2d layer; filters can only be drawn for conv layers"
+        )
     return convs[0]
 
 
@@ -44,7 +46,9 @@ def conv_weight(model: nn.Module, layer: str) -> np.ndarray:
     module = get_layer(model, layer)
     if not isinstance(module, nn.Conv2d):
         convs = ", ".join(list_layers(model, nn.Conv2d)) or "(none)"
-        raise ValueError(f"layer {layer!r} is a {type(module).__name__}, not nn.Conv2d; conv layers: {convs}")
+        raise ValueError(
+            f"layer {layer!r} is a {type(module).__name__}, not nn.Conv2d; conv layers: {convs}"
+        )
     return module.weight.detach().float().cpu().numpy()
 
 
@@ -140,7 +144,9 @@ def plot_rgb_filters(
         ax.imshow(tile, interpolation="nearest")
         ax.set_title(str(i), fontsize=6)
     kh, kw = tiles.shape[1:3]
-    fig.suptitle(f"{layer!r}: {len(tiles)} RGB kernels {kh}x{kw} (each {mode}-normalised)", fontsize=9)
+    fig.suptitle(
+        f"{layer!r}: {len(tiles)} RGB kernels {kh}x{kw} (each {mode}-normalised)", fontsize=9
+    )
     return save_figure(fig, path)
 
 
@@ -163,14 +169,26 @@ def plot_filter_grid(
     for o in range(n_out):
         for i in range(n_in):
             canvas[o * (kh + 1) : o * (kh + 1) + kh, i * (kw + 1) : i * (kw + 1) + kw] = grid[o, i]
-    fig = new_figure(min(16.0, 1.5 + 0.3 * n_in * (kw + 1) / 2), min(20.0, 1.2 + 0.3 * n_out * (kh + 1) / 2))
+    fig = new_figure(
+        min(16.0, 1.5 + 0.3 * n_in * (kw + 1) / 2), min(20.0, 1.2 + 0.3 * n_out * (kh + 1) / 2)
+    )
     ax = fig.subplots()
     ax.imshow(canvas, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-    ax.set_xticks([i * (kw + 1) + (kw - 1) / 2 for i in range(n_in)], [str(i) for i in range(n_in)], fontsize=6)
-    ax.set_yticks([o * (kh + 1) + (kh - 1) / 2 for o in range(n_out)], [str(o) for o in range(n_out)], fontsize=6)
+    ax.set_xticks(
+        [i * (kw + 1) + (kw - 1) / 2 for i in range(n_in)],
+        [str(i) for i in range(n_in)],
+        fontsize=6,
+    )
+    ax.set_yticks(
+        [o * (kh + 1) + (kh - 1) / 2 for o in range(n_out)],
+        [str(o) for o in range(n_out)],
+        fontsize=6,
+    )
     ax.set_xlabel(f"input channel (showing {n_in} of {c_in})")
     ax.set_ylabel(f"output channel (showing {n_out} of {c_out})")
-    ax.set_title(f"{layer!r}: {kh}x{kw} kernels per channel pair (grey = 0, light = positive)", fontsize=9)
+    ax.set_title(
+        f"{layer!r}: {kh}x{kw} kernels per channel pair (grey = 0, light = positive)", fontsize=9
+    )
     return save_figure(fig, path)
 
 
@@ -190,7 +208,9 @@ def plot_kernel_comparison(
     frame = check_frames(frame, "frame")[0]
     hand = apply_kernels(frame, kernels)
     learned = feature_maps(adapter, frame, layer)
-    strongest = np.argsort(-np.abs(learned).reshape(len(learned), -1).mean(1), kind="stable")[:n_learned]
+    strongest = np.argsort(-np.abs(learned).reshape(len(learned), -1).mean(1), kind="stable")[
+        :n_learned
+    ]
     cols = max(len(hand), len(strongest)) + 1
     fig = new_figure(1.7 * cols, 3.9)
     axes = fig.subplots(2, cols, squeeze=False)
@@ -200,7 +220,9 @@ def plot_kernel_comparison(
         axes[row, 0].imshow(display_rgb(frame))
         axes[row, 0].set_title("observation", fontsize=8)
     for ax, (name, response) in zip(axes[0, 1:], hand.items(), strict=False):
-        if name.startswith("blur") or name == "sharpen":  # still an image: same grey scale as the frame
+        if (
+            name.startswith("blur") or name == "sharpen"
+        ):  # still an image: same grey scale as the frame
             ax.imshow(response, cmap="gray", vmin=0.0, vmax=1.0)
         else:
             lim = float(np.abs(response).max()) or 1.0

@@ -93,14 +93,24 @@ def invert(
         raise ValueError(f"param must be 'pixels' or 'fourier', got {param!r}")
     with torch.no_grad():
         start = float(evaluate(adapter, distance, image().to(adapter.device)).mean())
-    result = optimize(adapter, objective, param=image, transforms=list(transforms), steps=steps, lr=lr,
-                      seed=seed, progress=progress)
+    result = optimize(
+        adapter,
+        objective,
+        param=image,
+        transforms=list(transforms),
+        steps=steps,
+        lr=lr,
+        seed=seed,
+        progress=progress,
+    )
     with torch.no_grad():
         end = float(evaluate(adapter, distance, result.tensor.to(adapter.device)).mean())
     return Inversion(layer, result.image, result.trace, start, end)
 
 
-def plot_inversions(frame: np.ndarray, inversions: Sequence[Inversion], path: str | os.PathLike) -> Path:
+def plot_inversions(
+    frame: np.ndarray, inversions: Sequence[Inversion], path: str | os.PathLike
+) -> Path:
     """The frame and its reconstruction from each layer, with the feature distances; returns the path."""
     if not inversions:
         raise ValueError("plot_inversions needs at least one Inversion")
@@ -113,7 +123,12 @@ def plot_inversions(frame: np.ndarray, inversions: Sequence[Inversion], path: st
     axes[0].set_title("observation", fontsize=8)
     for ax, inv in zip(axes[1:], inversions, strict=False):
         ax.imshow(display_rgb(inv.image))
-        ax.set_title(f"from {inv.layer!r}\nrel. feature dist {inv.initial_distance:.2f} -> {inv.final_distance:.3f}",
-                     fontsize=7)
-    fig.suptitle("Inversion of layer codes with a total-variation prior (Mahendran & Vedaldi 2015)", fontsize=10)
+        ax.set_title(
+            f"from {inv.layer!r}\nrel. feature dist {inv.initial_distance:.2f} -> {inv.final_distance:.3f}",
+            fontsize=7,
+        )
+    fig.suptitle(
+        "Inversion of layer codes with a total-variation prior (Mahendran & Vedaldi 2015)",
+        fontsize=10,
+    )
     return save_figure(fig, path)

@@ -51,7 +51,9 @@ class Neighbours:
     space: str
 
 
-def _nearest(bank: torch.Tensor, query: torch.Tensor, k: int, exclude: Iterable[int], space: str) -> Neighbours:
+def _nearest(
+    bank: torch.Tensor, query: torch.Tensor, k: int, exclude: Iterable[int], space: str
+) -> Neighbours:
     distances = torch.cdist(query[None].double(), bank.double())[0]
     excluded = [int(i) for i in exclude]
     if excluded:
@@ -89,21 +91,27 @@ def nearest_neighbours(
         raise ValueError(f"k must be at least 1, got {k}")
     bank = features if features is not None else layer_features(adapter, obs, layer, batch_size)
     if len(bank) != len(obs):
-        raise ValueError(f"features has {len(bank)} rows for {len(obs)} frames; compute them from obs")
+        raise ValueError(
+            f"features has {len(bank)} rows for {len(obs)} frames; compute them from obs"
+        )
     q = layer_features(adapter, check_frames(query, "query"), layer)
     if len(q) != 1:
         raise ValueError(f"query must be one frame [H, W, C], got {len(q)} frames")
     return _nearest(bank, q[0], k, exclude, layer)
 
 
-def pixel_neighbours(obs: np.ndarray, query: np.ndarray, k: int = 8, *, exclude: Iterable[int] = ()) -> Neighbours:
+def pixel_neighbours(
+    obs: np.ndarray, query: np.ndarray, k: int = 8, *, exclude: Iterable[int] = ()
+) -> Neighbours:
     """The ``k`` frames of ``obs`` nearest to ``query`` in raw pixel space (L2 on [0, 1] values)."""
     obs = check_frames(obs)
     query = check_frames(query, "query")
     bank = torch.as_tensor(obs.reshape(len(obs), -1), dtype=torch.float32) / 255.0
     q = torch.as_tensor(query.reshape(-1), dtype=torch.float32) / 255.0
     if q.numel() != bank.shape[1]:
-        raise ValueError(f"query has shape {query.shape[1:]}, dataset frames {obs.shape[1:]}; they must match")
+        raise ValueError(
+            f"query has shape {query.shape[1:]}, dataset frames {obs.shape[1:]}; they must match"
+        )
     return _nearest(bank, q, k, exclude, "pixels")
 
 
@@ -132,7 +140,16 @@ def plot_neighbours(
     for r, found in enumerate(rows):
         axes[r, 0].imshow(display_rgb(check_frames(query, "query")[0]))
         axes[r, 0].set_title("query", fontsize=8, fontweight="bold")
-        axes[r, 0].text(-0.1, 0.5, found.space, transform=axes[r, 0].transAxes, rotation=90, ha="right", va="center", fontsize=8)
+        axes[r, 0].text(
+            -0.1,
+            0.5,
+            found.space,
+            transform=axes[r, 0].transAxes,
+            rotation=90,
+            ha="right",
+            va="center",
+            fontsize=8,
+        )
         for ax, index, dist in zip(axes[r, 1:], found.indices, found.distances, strict=False):
             ax.imshow(display_rgb(obs[index]))
             extra = f"\n{captions[index]}" if captions is not None else ""

@@ -31,10 +31,30 @@ from rlviz.hooks import get_layer, list_layers
 # pool statistics over space (LayerNorm, GroupNorm, InstanceNorm) are counted here too, by the
 # usual convention: they rescale a unit but do not move the region it reads.
 _POINTWISE = (
-    nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU, nn.Mish,
-    nn.Tanh, nn.Sigmoid, nn.Hardtanh, nn.Hardswish, nn.Hardsigmoid, nn.Softplus, nn.Identity,
-    nn.BatchNorm2d, nn.GroupNorm, nn.LayerNorm, nn.InstanceNorm2d, nn.LocalResponseNorm,
-    nn.Dropout, nn.Dropout2d,
+    nn.ReLU,
+    nn.ReLU6,
+    nn.LeakyReLU,
+    nn.PReLU,
+    nn.ELU,
+    nn.SELU,
+    nn.CELU,
+    nn.GELU,
+    nn.SiLU,
+    nn.Mish,
+    nn.Tanh,
+    nn.Sigmoid,
+    nn.Hardtanh,
+    nn.Hardswish,
+    nn.Hardsigmoid,
+    nn.Softplus,
+    nn.Identity,
+    nn.BatchNorm2d,
+    nn.GroupNorm,
+    nn.LayerNorm,
+    nn.InstanceNorm2d,
+    nn.LocalResponseNorm,
+    nn.Dropout,
+    nn.Dropout2d,
 )
 # Layers after which every unit sees the whole input.
 _GLOBAL = (nn.Linear, nn.Flatten, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.LSTM, nn.GRU)
@@ -71,7 +91,12 @@ class ReceptiveField:
             return (0, 0, height, width)
         y0 = self.start[0] + row * self.stride[0]
         x0 = self.start[1] + col * self.stride[1]
-        return (max(0, y0), max(0, x0), min(height, y0 + self.size[0]), min(width, x0 + self.size[1]))
+        return (
+            max(0, y0),
+            max(0, x0),
+            min(height, y0 + self.size[0]),
+            min(width, x0 + self.size[1]),
+        )
 
 
 def _pair(value) -> tuple[int, int]:
@@ -120,7 +145,9 @@ def receptive_fields(
         if not named:  # a single leaf layer
             named = [("0", modules)]
     else:
-        named = [item if isinstance(item, tuple) else (str(i), item) for i, item in enumerate(modules)]
+        named = [
+            item if isinstance(item, tuple) else (str(i), item) for i, item in enumerate(modules)
+        ]
     size, jump, start = [1, 1], [1, 1], [0, 0]
     is_global = False
     fields = []
@@ -163,7 +190,9 @@ def receptive_field(model: nn.Module, layer: str) -> ReceptiveField:
     leaves = [(n, m) for n, m in model.named_modules() if n and not list(m.children())]
     inside = [i for i, (_, m) in enumerate(leaves) if id(m) in target_ids]
     if not inside:
-        raise ValueError(f"layer {layer!r} has no leaf layers; available: {', '.join(list_layers(model))}")
+        raise ValueError(
+            f"layer {layer!r} has no leaf layers; available: {', '.join(list_layers(model))}"
+        )
     stack = leaves[: inside[-1] + 1]
     field = receptive_fields(stack)[-1]
     return ReceptiveField(layer, field.size, field.stride, field.start, field.is_global)
@@ -193,7 +222,10 @@ class TopExamples:
 
     def crops(self, obs: np.ndarray) -> list[np.ndarray]:
         """The receptive-field patches of ``obs`` [N, H, W, C] (the dataset passed in): uint8 [h, w, C] each."""
-        return [obs[i, y0:y1, x0:x1] for i, (y0, x0, y1, x1) in zip(self.indices, self.boxes, strict=False)]
+        return [
+            obs[i, y0:y1, x0:x1]
+            for i, (y0, x0, y1, x1) in zip(self.indices, self.boxes, strict=False)
+        ]
 
 
 @torch.no_grad()
@@ -233,7 +265,11 @@ def top_k_examples(
         value, flat = unit.max(dim=1)
         width = act.shape[-1] if act.ndim == 4 else 1
         peaks.append(value.cpu())
-        where.append(torch.stack([flat // width, flat % width], dim=1).cpu() if act.ndim == 4 else torch.zeros(len(x), 2, dtype=torch.long))
+        where.append(
+            torch.stack([flat // width, flat % width], dim=1).cpu()
+            if act.ndim == 4
+            else torch.zeros(len(x), 2, dtype=torch.long)
+        )
     scores = torch.cat(peaks).numpy()
     positions = torch.cat(where).numpy()
 
@@ -247,7 +283,9 @@ def top_k_examples(
 
     if field is None:
         # unknown geometry: crop the whole frame rather than fail
-        field = receptive_field_or_none(adapter.model, layer) or ReceptiveField(layer, (0, 0), (1, 1), (0, 0), True)
+        field = receptive_field_or_none(adapter.model, layer) or ReceptiveField(
+            layer, (0, 0), (1, 1), (0, 0), True
+        )
     in_h, in_w = int(input_hw[0]), int(input_hw[1])
     frame_h, frame_w = obs.shape[1:3]
     boxes = []
@@ -255,7 +293,14 @@ def top_k_examples(
         y0, x0, y1, x1 = field.box(int(row), int(col), in_h, in_w)
         # Network input and frame can differ in size when preprocess resizes: scale the box.
         sy, sx = frame_h / in_h, frame_w / in_w
-        boxes.append((int(np.floor(y0 * sy)), int(np.floor(x0 * sx)), int(np.ceil(y1 * sy)), int(np.ceil(x1 * sx))))
+        boxes.append(
+            (
+                int(np.floor(y0 * sy)),
+                int(np.floor(x0 * sx)),
+                int(np.ceil(y1 * sy)),
+                int(np.ceil(x1 * sx)),
+            )
+        )
     return TopExamples(
         layer=layer,
         channel=channel,
@@ -284,21 +329,43 @@ def plot_top_k(
     for ax in axes.ravel():
         ax.set_axis_off()
     for u, unit in enumerate(units):
-        for j, (index, score, box) in enumerate(zip(unit.indices, unit.scores, unit.boxes, strict=False)):
+        for j, (index, score, box) in enumerate(
+            zip(unit.indices, unit.scores, unit.boxes, strict=False)
+        ):
             y0, x0, y1, x1 = (int(v) for v in box)
             top, bottom = axes[2 * u, j], axes[2 * u + 1, j]
             top.imshow(display_rgb(obs[index]))
-            top.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, edgecolor="yellow", linewidth=1.2))
+            top.add_patch(
+                Rectangle(
+                    (x0 - 0.5, y0 - 0.5),
+                    x1 - x0,
+                    y1 - y0,
+                    fill=False,
+                    edgecolor="yellow",
+                    linewidth=1.2,
+                )
+            )
             top.set_title(f"#{index}  act {score:.2f}", fontsize=7)
             bottom.imshow(display_rgb(obs[index, y0:y1, x0:x1]), interpolation="nearest")
             bottom.set_title(f"patch {y1 - y0}x{x1 - x0}", fontsize=7)
         rf = unit.field
-        label = "whole frame" if rf.is_global else f"RF {rf.size[0]}x{rf.size[1]}, stride {rf.stride[0]}x{rf.stride[1]}"
+        label = (
+            "whole frame"
+            if rf.is_global
+            else f"RF {rf.size[0]}x{rf.size[1]}, stride {rf.stride[0]}x{rf.stride[1]}"
+        )
         axes[2 * u, 0].text(
-            -0.08, 0.5, f"{unit.layer} ch {unit.channel}\n{label}", transform=axes[2 * u, 0].transAxes,
-            ha="right", va="center", fontsize=8, rotation=90,
+            -0.08,
+            0.5,
+            f"{unit.layer} ch {unit.channel}\n{label}",
+            transform=axes[2 * u, 0].transAxes,
+            ha="right",
+            va="center",
+            fontsize=8,
+            rotation=90,
         )
     fig.suptitle(
-        "Top-activating states per unit (yellow: receptive field of the peak) and their patches", fontsize=10
+        "Top-activating states per unit (yellow: receptive field of the peak) and their patches",
+        fontsize=10,
     )
     return save_figure(fig, path)

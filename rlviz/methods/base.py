@@ -9,8 +9,10 @@ fit in memory, and collecting the results on the CPU.
 
 from __future__ import annotations
 
+import threading
 import warnings
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from functools import lru_cache
 from typing import ClassVar
 
@@ -143,21 +145,56 @@ def job_blocks(frames: int, per_frame: int, pass_size: int) -> Iterator[tuple[sl
 
 
 class PassBuffer:
-    """One input buffer reused by every pass of a call.
+    """One input buffer reused by every pass of a call (and by later calls on the same thread).
 
     A fresh tensor per pass costs page faults on first touch (tens of MB of new memory each time)
     that can rival a small network's forward pass; writing each pass into the same memory avoids
     them. ``block(k, j)`` is a contiguous [k, j, C, H, W] view to fill with one broadcast op
-    (``out=``) and hand to the network as ``.flatten(0, 1)``.
+    (``out=``) and hand to the network as ``.flatten(0, 1)``. Use it through :func:`pass_buffer`.
     """
 
-    def __init__(self, x: torch.Tensor, frames: int, per_frame: int, pass_size: int) -> None:
-        # job_blocks never yields more than this many images in one block.
-        self.data = x.new_empty(min(pass_size, frames * per_frame), *x.shape[1:])
+    def __init__(self, data: torch.Tensor) -> None:
+        self.data = data
 
     def block(self, k: int, j: int) -> torch.Tensor:
         """The first k x j images as [k, j, C, H, W] (contiguous)."""
         return self.data[: k * j].view(k, j, *self.data.shape[1:])
+
+
+_WORKSPACE = threading.local()
+
+
+@contextmanager
+def pass_buffer(
+    x: torch.Tensor, frames: int, per_frame: int, pass_size: int
+) -> Iterator[PassBuffer]:
+    """A :class:`PassBuffer` big enough for the largest block :func:`job_blocks` yields.
+
+    The memory is kept per thread (at most ``pass_size`` images of the last frame shape, i.e.
+    about DEFAULT_PASS_ELEMENTS floats by default) and lent to one user at a time; a nested user
+    gets fresh memory.
+    """
+    images = min(pass_size, frames * per_frame)
+    cached = getattr(_WORKSPACE, "data", None)
+    busy = getattr(_WORKSPACE, "busy", False)
+    fits = (
+        cached is not None
+        and cached.shape[1:] == x.shape[1:]
+        and cached.dtype == x.dtype
+        and cached.device == x.device
+        and cached.shape[0] >= images
+    )
+    if busy:
+        yield PassBuffer(x.new_empty(images, *x.shape[1:]))
+        return
+    if not fits:
+        _WORKSPACE.data = None  # let the old buffer go before making the new one
+        _WORKSPACE.data = cached = x.new_empty(images, *x.shape[1:])
+    _WORKSPACE.busy = True
+    try:
+        yield PassBuffer(cached)
+    finally:
+        _WORKSPACE.busy = False
 
 
 def block_target(target: Target, frames: slice, jobs: int) -> Target:
@@ -341,7 +378,8 @@ class AttributionMethod:
         self._check_target_length(resolved, count)
         outs = []
         for start, x in chunks:
-            tgt = subset_target(resolved, slice(start, start + x.shape[0]))
+            whole = start == 0 and x.shape[0] == count
+            tgt = resolved if whole else subset_target(resolved, slice(start, start + x.shape[0]))
             maps = self._maps(adapter, x, tgt, layer, pass_size)
             if self.low_res and not raw:
                 maps = self._upsample(maps, tuple(x.shape[-2:]))

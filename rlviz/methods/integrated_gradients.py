@@ -15,12 +15,12 @@ from rlviz.methods.base import (
     REDUCTIONS,
     SIGNED_REDUCTIONS,
     AttributionMethod,
-    PassBuffer,
     as_adapter,
     block_target,
     fill_values,
     freeze_target,
     job_blocks,
+    pass_buffer,
     reduce_channels,
     scalar_per_sample,
 )
@@ -116,19 +116,21 @@ class IntegratedGradients(AttributionMethod):
         alphas = self.alphas.to(x.device, x.dtype)
         weights = self.weights.to(x.device, x.dtype)
         total = torch.zeros_like(x)
-        buffer = PassBuffer(x, x.shape[0], self.steps, pass_size)
-        for frames, steps in job_blocks(x.shape[0], self.steps, pass_size):
-            n_steps = steps.stop - steps.start
-            points = torch.addcmul(
-                base[frames, None],
-                diff[frames, None],
-                alphas[steps].view(1, -1, 1, 1, 1),
-                out=buffer.block(frames.stop - frames.start, n_steps),
-            ).flatten(0, 1)
-            k = points.shape[0] // n_steps
-            weighted = _Weighted(block_target(target, frames, n_steps), weights[steps].repeat(k))
-            grads = input_gradients(adapter, points, weighted)
-            total[frames] += grads.view(k, n_steps, *x.shape[1:]).sum(dim=1)
+        with pass_buffer(x, x.shape[0], self.steps, pass_size) as buffer:
+            for frames, steps in job_blocks(x.shape[0], self.steps, pass_size):
+                n_steps = steps.stop - steps.start
+                points = torch.addcmul(
+                    base[frames, None],
+                    diff[frames, None],
+                    alphas[steps].view(1, -1, 1, 1, 1),
+                    out=buffer.block(frames.stop - frames.start, n_steps),
+                ).flatten(0, 1)
+                k = points.shape[0] // n_steps
+                weighted = _Weighted(
+                    block_target(target, frames, n_steps), weights[steps].repeat(k)
+                )
+                grads = input_gradients(adapter, points, weighted)
+                total[frames] += grads.view(k, n_steps, *x.shape[1:]).sum(dim=1)
         return reduce_channels(total * diff, self.reduce)
 
     def attribute_with_delta(

@@ -10,16 +10,17 @@ network as one big batch, cut into passes of ``batch_size`` images.
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 
 import torch
 
 from rlviz.methods.base import (
     AttributionMethod,
-    PassBuffer,
     block_target,
     fill_values,
     freeze_greedy,
     job_blocks,
+    pass_buffer,
     scalar_per_sample,
 )
 from rlviz.methods.registry import register
@@ -41,10 +42,12 @@ def window_starts(size: int, window: int, stride: int) -> list[int]:
     return [k * stride for k in range(count)]
 
 
+@lru_cache(maxsize=16)
 def window_masks(
     size: tuple[int, int], window: tuple[int, int], stride: tuple[int, int], device=None
 ) -> torch.Tensor:
-    """Boolean masks of every window position: [P, H, W], P = rows x columns of positions."""
+    """Boolean masks of every window position: [P, H, W], P = rows x columns of positions
+    (cached per geometry; do not modify)."""
     axes = []
     for n, w, s in zip(size, window, stride, strict=True):
         starts = torch.tensor(window_starts(n, w, s), device=device)
@@ -52,6 +55,14 @@ def window_masks(
         axes.append((pixels >= starts[:, None]) & (pixels < starts[:, None] + w))
     rows, cols = axes
     return (rows[:, None, :, None] & cols[None, :, None, :]).reshape(-1, *size)
+
+
+@lru_cache(maxsize=16)
+def _window_weights(size, window, stride, device, dtype) -> torch.Tensor:
+    """[P, H * W]: window masks divided by how many windows cover each pixel, so that
+    ``drops @ weights`` is the mean drop over covering windows (0 where none covers)."""
+    masks = window_masks(size, window, stride, device).reshape(-1, size[0] * size[1]).to(dtype)
+    return masks / masks.sum(dim=0).clamp(min=1)
 
 
 @register("occlusion")
@@ -91,6 +102,7 @@ class Occlusion(AttributionMethod):
     def _maps(self, adapter, x, target, layer, pass_size):
         b, _, h, w = x.shape
         masks = window_masks((h, w), self.window, self.stride, x.device)
+        weights = _window_weights((h, w), self.window, self.stride, x.device, x.dtype)
         n_windows = masks.shape[0]
         with torch.no_grad():
             clean_out = adapter.outputs(x)
@@ -98,20 +110,19 @@ class Occlusion(AttributionMethod):
             clean = scalar_per_sample(target(clean_out), b)
             fill = fill_values(x, self.fill, self.blur_sigma)
             drops = x.new_zeros(b, n_windows)
-            buffer = PassBuffer(x, b, n_windows, pass_size)
-            for frames, wins in job_blocks(b, n_windows, pass_size):
-                n_wins = wins.stop - wins.start
-                frame_fill = fill[frames] if fill.shape[0] > 1 else fill
-                occluded = torch.where(
-                    masks[None, wins, None],
-                    frame_fill[:, None],
-                    x[frames, None],
-                    out=buffer.block(frames.stop - frames.start, n_wins),
-                ).flatten(0, 1)
-                out = adapter.outputs(occluded)
-                values = scalar_per_sample(block_target(target, frames, n_wins)(out), len(occluded))
-                drops[frames, wins] = clean[frames, None] - values.view(-1, n_wins)
-            weights = masks.reshape(n_windows, -1).to(x.dtype)
-            # Mean over covering windows; pixels no window covers (stride > window) stay 0.
-            counts = weights.sum(dim=0).clamp(min=1)
-            return ((drops @ weights) / counts).view(b, h, w)
+            with pass_buffer(x, b, n_windows, pass_size) as buffer:
+                for frames, wins in job_blocks(b, n_windows, pass_size):
+                    n_wins = wins.stop - wins.start
+                    frame_fill = fill[frames] if fill.shape[0] > 1 else fill
+                    occluded = torch.where(
+                        masks[None, wins, None],
+                        frame_fill[:, None],
+                        x[frames, None],
+                        out=buffer.block(frames.stop - frames.start, n_wins),
+                    ).flatten(0, 1)
+                    out = adapter.outputs(occluded)
+                    values = scalar_per_sample(
+                        block_target(target, frames, n_wins)(out), len(occluded)
+                    )
+                    drops[frames, wins] = clean[frames, None] - values.view(-1, n_wins)
+            return (drops @ weights).view(b, h, w)

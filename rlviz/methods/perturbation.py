@@ -12,17 +12,18 @@ Every centre of every frame is one image in a big batch, cut into passes of ``ba
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 
 import torch
 
 from rlviz.adapters import PolicyOutput
 from rlviz.methods.base import (
     AttributionMethod,
-    PassBuffer,
     block_target,
     freeze_greedy,
     gaussian_blur,
     job_blocks,
+    pass_buffer,
     scalar_per_sample,
 )
 from rlviz.methods.registry import register
@@ -43,6 +44,21 @@ def grid_centres(size: int, stride: int) -> torch.Tensor:
     with the pixels when ``size`` is a multiple of ``stride``.
     """
     return torch.arange(math.ceil(size / stride), dtype=torch.float64) * stride + (stride - 1) / 2
+
+
+@lru_cache(maxsize=16)
+def _gaussian_masks(
+    size: tuple[int, int], stride: int, sigma: float, device: torch.device, dtype: torch.dtype
+) -> torch.Tensor:
+    axes = []
+    for n in size:
+        centres = grid_centres(n, stride)
+        pixels = torch.arange(n, dtype=torch.float64)
+        axes.append(torch.exp(-0.5 * ((pixels[None, :] - centres[:, None]) / sigma) ** 2))
+    rows, cols = axes
+    bumps = rows[:, None, :, None] * cols[None, :, None, :]
+    bumps = bumps / bumps.amax(dim=(2, 3), keepdim=True)
+    return bumps.reshape(-1, *size).to(device=device, dtype=dtype)
 
 
 def _interp_matrix(centres: torch.Tensor, size: int) -> torch.Tensor:
@@ -93,18 +109,14 @@ class PerturbationSaliency(AttributionMethod):
         return AllLogits() if spec is None else as_target(spec)
 
     def masks(self, size: tuple[int, int], device=None, dtype=torch.float32) -> torch.Tensor:
-        """Gaussian masks for every centre, peak 1: [rows * cols, H, W]."""
-        axes = []
-        for n in size:
-            centres = grid_centres(n, self.stride)
-            pixels = torch.arange(n, dtype=torch.float64)
-            axes.append(
-                torch.exp(-0.5 * ((pixels[None, :] - centres[:, None]) / self.mask_sigma) ** 2)
-            )
-        rows, cols = axes
-        bumps = rows[:, None, :, None] * cols[None, :, None, :]
-        bumps = bumps / bumps.amax(dim=(2, 3), keepdim=True)
-        return bumps.reshape(-1, *size).to(device=device, dtype=dtype)
+        """Gaussian masks for every centre, peak 1: [rows * cols, H, W] (cached per size)."""
+        return _gaussian_masks(
+            (int(size[0]), int(size[1])),
+            self.stride,
+            self.mask_sigma,
+            torch.device(device or "cpu"),
+            dtype,
+        )
 
     def _maps(self, adapter, x, target, layer, pass_size):
         b, _, h, w = x.shape
@@ -115,23 +127,24 @@ class PerturbationSaliency(AttributionMethod):
             clean_out = adapter.outputs(x)
             target = freeze_greedy(target, clean_out)
             clean = _per_sample(target(clean_out), b)
-            towards = gaussian_blur(x, self.blur_sigma) - x
+            blurred = gaussian_blur(x, self.blur_sigma)
             scores = x.new_zeros(b, n_centres)
-            buffer = PassBuffer(x, b, n_centres, pass_size)
-            for frames, centres in job_blocks(b, n_centres, pass_size):
-                n_c = centres.stop - centres.start
-                perturbed = torch.addcmul(
-                    x[frames, None],
-                    masks[None, centres, None],
-                    towards[frames, None],
-                    out=buffer.block(frames.stop - frames.start, n_c),
-                ).flatten(0, 1)
-                out = adapter.outputs(perturbed)
-                values = _per_sample(block_target(target, frames, n_c)(out), len(perturbed))
-                change = clean[frames, None] - values.view(-1, n_c, *values.shape[1:])
-                scores[frames, centres] = 0.5 * change.reshape(
-                    -1, n_c, change[0, 0].numel()
-                ).square().sum(-1)
+            with pass_buffer(x, b, n_centres, pass_size) as buffer:
+                for frames, centres in job_blocks(b, n_centres, pass_size):
+                    n_c = centres.stop - centres.start
+                    # x (1 - M) + blur(x) M, one broadcast op (lerp is the fastest here).
+                    perturbed = torch.lerp(
+                        x[frames, None],
+                        blurred[frames, None],
+                        masks[None, centres, None],
+                        out=buffer.block(frames.stop - frames.start, n_c),
+                    ).flatten(0, 1)
+                    out = adapter.outputs(perturbed)
+                    values = _per_sample(block_target(target, frames, n_c)(out), len(perturbed))
+                    change = clean[frames, None] - values.view(-1, n_c, *values.shape[1:])
+                    scores[frames, centres] = 0.5 * change.reshape(
+                        -1, n_c, change[0, 0].numel()
+                    ).square().sum(-1)
         return scores.view(b, rows, cols)
 
     def _upsample(self, maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

@@ -18,10 +18,10 @@ from rlviz.methods.base import (
     REDUCTIONS,
     SIGNED_REDUCTIONS,
     AttributionMethod,
-    PassBuffer,
     block_target,
     freeze_target,
     job_blocks,
+    pass_buffer,
     reduce_channels,
     scalar_per_sample,
 )
@@ -143,15 +143,15 @@ class SmoothGrad(AttributionMethod):
         target = freeze_target(adapter, x, target)
         noise = self.noise(tuple(x.shape[1:]), x.device).to(x.dtype)
         total = torch.zeros_like(x)
-        buffer = PassBuffer(x, x.shape[0], self.samples, pass_size)
-        for frames, draws in job_blocks(x.shape[0], self.samples, pass_size):
-            noisy = torch.add(
-                x[frames, None],
-                noise[None, draws],
-                out=buffer.block(frames.stop - frames.start, draws.stop - draws.start),
-            ).flatten(0, 1)
-            n_draws = draws.stop - draws.start
-            grads = input_gradients(adapter, noisy, block_target(target, frames, n_draws))
-            grads = grads.abs_() if self.absolute else grads
-            total[frames] += grads.view(-1, n_draws, *x.shape[1:]).sum(dim=1)
+        with pass_buffer(x, x.shape[0], self.samples, pass_size) as buffer:
+            for frames, draws in job_blocks(x.shape[0], self.samples, pass_size):
+                noisy = torch.add(
+                    x[frames, None],
+                    noise[None, draws],
+                    out=buffer.block(frames.stop - frames.start, draws.stop - draws.start),
+                ).flatten(0, 1)
+                n_draws = draws.stop - draws.start
+                grads = input_gradients(adapter, noisy, block_target(target, frames, n_draws))
+                grads = grads.abs_() if self.absolute else grads
+                total[frames] += grads.view(-1, n_draws, *x.shape[1:]).sum(dim=1)
         return reduce_channels(total / self.samples, self.reduce)

@@ -58,7 +58,12 @@ class Objective:
 
     def __add__(self, other: Objective | float) -> Objective:
         if isinstance(other, (int, float)):
-            return Objective(lambda ctx: self(ctx) + other, f"{self.name} + {other:g}", self.layers, self.needs_output)
+            return Objective(
+                lambda ctx: self(ctx) + other,
+                f"{self.name} + {other:g}",
+                self.layers,
+                self.needs_output,
+            )
         return self._combine(as_objective(other), torch.add, "+")
 
     def __radd__(self, other: float) -> Objective:
@@ -81,7 +86,12 @@ class Objective:
     def __mul__(self, weight: float) -> Objective:
         if not isinstance(weight, (int, float)):
             raise TypeError(f"objectives can be scaled by numbers, not {type(weight).__name__}")
-        return Objective(lambda ctx: weight * self(ctx), f"{weight:g}*{self.name}", self.layers, self.needs_output)
+        return Objective(
+            lambda ctx: weight * self(ctx),
+            f"{weight:g}*{self.name}",
+            self.layers,
+            self.needs_output,
+        )
 
     __rmul__ = __mul__
 
@@ -127,7 +137,9 @@ def neuron(layer: str, c: int, x: int | None = None, y: int | None = None) -> Ob
         row = h // 2 if y is None else y
         col = w // 2 if x is None else x
         if not (0 <= row < h and 0 <= col < w):
-            raise ValueError(f"layer {layer!r} maps are {h}x{w}; position (x={col}, y={row}) is outside")
+            raise ValueError(
+                f"layer {layer!r} maps are {h}x{w}; position (x={col}, y={row}) is outside"
+            )
         return a[:, row, col]
 
     where = "centre" if x is None and y is None else f"x={x}, y={y}"
@@ -148,17 +160,25 @@ def _action(k: int, ctx: Context, values: torch.Tensor) -> torch.Tensor:
 
 def action_logit(k: int) -> Objective:
     """The logit of action ``k``."""
-    return Objective(lambda ctx: _action(k, ctx, _output(ctx).logits), f"action_logit({k})", needs_output=True)
+    return Objective(
+        lambda ctx: _action(k, ctx, _output(ctx).logits), f"action_logit({k})", needs_output=True
+    )
 
 
 def action_prob(k: int) -> Objective:
     """pi(k | image). Saturates near 1; :func:`action_log_prob` keeps a useful gradient there."""
-    return Objective(lambda ctx: _action(k, ctx, _output(ctx).probs), f"action_prob({k})", needs_output=True)
+    return Objective(
+        lambda ctx: _action(k, ctx, _output(ctx).probs), f"action_prob({k})", needs_output=True
+    )
 
 
 def action_log_prob(k: int) -> Objective:
     """log pi(k | image)."""
-    return Objective(lambda ctx: _action(k, ctx, _output(ctx).log_probs), f"action_log_prob({k})", needs_output=True)
+    return Objective(
+        lambda ctx: _action(k, ctx, _output(ctx).log_probs),
+        f"action_log_prob({k})",
+        needs_output=True,
+    )
 
 
 def value() -> Objective:
@@ -167,7 +187,9 @@ def value() -> Objective:
     def fn(ctx: Context) -> torch.Tensor:
         v = _output(ctx).value
         if v is None:
-            raise ValueError("objective value() needs a policy with a value head; this adapter returns none")
+            raise ValueError(
+                "objective value() needs a policy with a value head; this adapter returns none"
+            )
         return v
 
     return Objective(fn, "value()", needs_output=True)
@@ -226,7 +248,9 @@ def feature_distance(layer: str, target: torch.Tensor) -> Objective:
     def fn(ctx: Context) -> torch.Tensor:
         act = ctx.acts[layer]
         if act.shape[1:] != target.shape[1:]:
-            raise ValueError(f"layer {layer!r} gives {tuple(act.shape[1:])}, target is {tuple(target.shape[1:])}")
+            raise ValueError(
+                f"layer {layer!r} gives {tuple(act.shape[1:])}, target is {tuple(target.shape[1:])}"
+            )
         return (act - target.to(act)).flatten(1).pow(2).sum(1) / norm.to(act)
 
     return Objective(fn, f"feature_distance({layer!r})", frozenset([layer]))

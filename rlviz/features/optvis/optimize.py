@@ -25,7 +25,9 @@ class Adam:
     torch._dynamo, which crashes once a MiniWorld OpenGL context exists in the process.
     """
 
-    def __init__(self, params: Sequence[torch.Tensor], lr: float, betas=(0.9, 0.999), eps: float = 1e-8):
+    def __init__(
+        self, params: Sequence[torch.Tensor], lr: float, betas=(0.9, 0.999), eps: float = 1e-8
+    ):
         self.params, self.lr, self.betas, self.eps = list(params), lr, betas, eps
         self.m = [torch.zeros_like(p) for p in self.params]
         self.v = [torch.zeros_like(p) for p in self.params]
@@ -159,7 +161,9 @@ def optimize(
 
 
 def plot_visualisations(
-    results: Sequence[Visualisation], path: str | os.PathLike, titles: Sequence[str] | None = None,
+    results: Sequence[Visualisation],
+    path: str | os.PathLike,
+    titles: Sequence[str] | None = None,
     suptitle: str | None = None,
 ) -> Path:
     """The optimised images in a row, each with its objective trace underneath; returns the PNG path."""
@@ -170,7 +174,9 @@ def plot_visualisations(
     axes = fig.subplots(2, len(results), squeeze=False, height_ratios=[2.2, 1.0])
     for j, (result, title) in enumerate(zip(results, titles, strict=False)):
         img = result.image
-        axes[0, j].imshow(img if img.shape[-1] == 3 else img[..., 0], cmap=None if img.shape[-1] == 3 else "gray")
+        axes[0, j].imshow(
+            img if img.shape[-1] == 3 else img[..., 0], cmap=None if img.shape[-1] == 3 else "gray"
+        )
         axes[0, j].set_axis_off()
         axes[0, j].set_title(title, fontsize=8)
         axes[1, j].plot(result.trace, linewidth=1)
@@ -178,6 +184,10 @@ def plot_visualisations(
         axes[1, j].set_xlabel("step", fontsize=7)
         axes[1, j].set_ylabel("objective", fontsize=7)
         axes[1, j].tick_params(labelsize=6)
-        axes[1, j].set_title(f"start {result.initial.mean():.2f} -> end {result.final.mean():.2f}", fontsize=7)
-    fig.suptitle(suptitle or "Activation maximisation (dotted: objective at the random start)", fontsize=10)
+        axes[1, j].set_title(
+            f"start {result.initial.mean():.2f} -> end {result.final.mean():.2f}", fontsize=7
+        )
+    fig.suptitle(
+        suptitle or "Activation maximisation (dotted: objective at the random start)", fontsize=10
+    )
     return save_figure(fig, path)

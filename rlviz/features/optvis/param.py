@@ -40,10 +40,16 @@ def _color_matrix(decorrelate: bool | np.ndarray, channels: int) -> torch.Tensor
     if decorrelate is False or decorrelate is None:
         return None
     if channels != 3:
-        raise ValueError(f"colour decorrelation needs 3 channels, the image has {channels}; pass decorrelate=False")
-    matrix = IMAGENET_COLOR_SQRT if decorrelate is True else np.asarray(decorrelate, dtype=np.float32)
+        raise ValueError(
+            f"colour decorrelation needs 3 channels, the image has {channels}; pass decorrelate=False"
+        )
+    matrix = (
+        IMAGENET_COLOR_SQRT if decorrelate is True else np.asarray(decorrelate, dtype=np.float32)
+    )
     if matrix.shape != (3, 3):
-        raise ValueError(f"decorrelate must be True/False or a [3, 3] matrix, got shape {matrix.shape}")
+        raise ValueError(
+            f"decorrelate must be True/False or a [3, 3] matrix, got shape {matrix.shape}"
+        )
     # normalise like color_correlation so the step size does not depend on the matrix's scale
     matrix = matrix / np.linalg.norm(matrix, axis=0).max()
     return torch.as_tensor(matrix, dtype=torch.float32)
@@ -82,7 +88,9 @@ def _check_size(size: tuple[int, int], batch: int, channels: int) -> tuple[int, 
     if len(size) != 2 or min(size) < 2:
         raise ValueError(f"size must be (height, width) of at least 2x2, got {size}")
     if batch < 1 or channels < 1:
-        raise ValueError(f"batch and channels must be positive, got batch={batch}, channels={channels}")
+        raise ValueError(
+            f"batch and channels must be positive, got batch={batch}, channels={channels}"
+        )
     return (int(size[0]), int(size[1]))
 
 
@@ -112,7 +120,9 @@ class PixelImage(ImageParam):
         self.params = [self.raw]
 
     def _inverse(self, init) -> torch.Tensor:
-        img = torch.as_tensor(np.asarray(init) if not isinstance(init, torch.Tensor) else init).float()
+        img = torch.as_tensor(
+            np.asarray(init) if not isinstance(init, torch.Tensor) else init
+        ).float()
         if img.ndim == 3 and img.shape[-1] == self.channels and img.shape[0] != self.channels:
             img = img.permute(2, 0, 1)
         if img.ndim == 3:
@@ -158,7 +168,9 @@ class FourierImage(ImageParam):
         freq = torch.sqrt(fx**2 + fy**2)
         # the lowest non-zero frequency bounds the DC term's scale
         self.scale = 1.0 / torch.clamp(freq, min=1.0 / max(h, w)) ** decay_power
-        self.spectrum = (torch.randn(batch, channels, h, w // 2 + 1, 2, generator=_generator(seed)) * sd).requires_grad_(True)
+        self.spectrum = (
+            torch.randn(batch, channels, h, w // 2 + 1, 2, generator=_generator(seed)) * sd
+        ).requires_grad_(True)
         self.params = [self.spectrum]
 
     def __call__(self) -> torch.Tensor:

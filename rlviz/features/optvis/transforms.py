@@ -47,9 +47,13 @@ def _affine(image: torch.Tensor, scale: float = 1.0, degrees: float = 0.0) -> to
     # affine_grid works in [-1, 1] on each axis; the aspect ratio keeps rotations rigid on H != W.
     r = h / w
     cos, sin = math.cos(a) / scale, math.sin(a) / scale
-    theta = torch.tensor([[cos, -sin * r, 0.0], [sin / r, cos, 0.0]], dtype=image.dtype, device=image.device)
+    theta = torch.tensor(
+        [[cos, -sin * r, 0.0], [sin / r, cos, 0.0]], dtype=image.dtype, device=image.device
+    )
     grid = F.affine_grid(theta.expand(n, 2, 3), list(image.shape), align_corners=False)
-    return F.grid_sample(image, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+    return F.grid_sample(
+        image, grid, mode="bilinear", padding_mode="reflection", align_corners=False
+    )
 
 
 def random_scale(scales: Sequence[float]) -> Transform:
