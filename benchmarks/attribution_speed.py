@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from rlviz import ActionLogit, PolicyAdapter  # noqa: E402
 from rlviz.methods import get_method  # noqa: E402
-from rlviz.methods.base import DEFAULT_PASS_ELEMENTS, gaussian_blur  # noqa: E402
+from rlviz.methods.base import gaussian_blur  # noqa: E402
 from rlviz.methods.perturbation import grid_centres  # noqa: E402
 
 warnings.filterwarnings("ignore")  # captum warns on every guided-backprop call
@@ -360,7 +360,7 @@ def run_model(key, batches, methods, quick) -> list[dict]:
             gen = torch.Generator().manual_seed(b)
             x = torch.rand(b, 3, *size, generator=gen)
             actions = torch.randint(0, 3, (b,), generator=gen)
-            pass_size = max(1, DEFAULT_PASS_ELEMENTS // x[0].numel())
+            pass_size = max(1, method.pass_elements // x[0].numel())  # as rlviz chooses
             target = ActionLogit(actions)
             # Round-robin until 4 s (at least 2 rounds, at most 40): cheap calls get many rounds,
             # which their noisy minimum needs on a shared machine.

@@ -44,21 +44,31 @@ def search(env, policy, seeds: range, max_steps: int) -> dict[str, int]:
     gaps: dict[int, float] = {}
     for seed in seeds:
         gen = torch.Generator().manual_seed(seed)
-        rollout = run_episode(env, policy, seed=seed, generator=gen, max_steps=max_steps,
-                              info_keys=("success", "agent_pos", "distractor_pos"))
+        rollout = run_episode(
+            env,
+            policy,
+            seed=seed,
+            generator=gen,
+            max_steps=max_steps,
+            info_keys=("success", "agent_pos", "distractor_pos"),
+        )
         kind = "success" if rollout.success else "failure"
         found.setdefault(kind, seed)
         infos = rollout.infos
         if "distractor_pos" in infos and infos["distractor_pos"].size:
-            gap = np.linalg.norm(infos["distractor_pos"] - infos["agent_pos"][:, None], axis=-1).min()
+            gap = np.linalg.norm(
+                infos["distractor_pos"] - infos["agent_pos"][:, None], axis=-1
+            ).min()
             gaps[seed] = float(gap)
         print(f"seed {seed:3d}: {kind:7s} {len(rollout):4d} steps", flush=True)
     # Prefer an episode not already shown as the success or the failure.
     fresh = {s: g for s, g in gaps.items() if s not in found.values()} or gaps
     if fresh:
         found["distractor"] = min(fresh, key=fresh.get)
-        print(f"closest approach to a distractor: {fresh[found['distractor']]:.2f} m "
-              f"(seed {found['distractor']})")
+        print(
+            f"closest approach to a distractor: {fresh[found['distractor']]:.2f} m "
+            f"(seed {found['distractor']})"
+        )
     return found
 
 
@@ -73,12 +83,24 @@ def save_still(env, policy, embedding, seed: int, max_steps: int, path: Path, me
     panels = default_panels(["gradient", "gradcam"], per_action="gradient")
     recorder = EpisodeRecorder(env, next(p.map_size for p in panels if hasattr(p, "map_size")))
     gen = torch.Generator().manual_seed(seed)
-    rollout = run_episode(recorder, policy, seed=seed, generator=gen, max_steps=max_steps,
-                          info_keys=("success", "goal_mask", "box_visible"))
+    rollout = run_episode(
+        recorder,
+        policy,
+        seed=seed,
+        generator=gen,
+        max_steps=max_steps,
+        info_keys=("success", "goal_mask", "box_visible"),
+    )
     recorder.frames.truncate(len(rollout))
-    episode = explain_episode(policy, rollout, ["gradient", "gradcam"], per_action="gradient",
-                              embedding=embedding, top_down=recorder.frames,
-                              meta={**meta, "seed": seed})
+    episode = explain_episode(
+        policy,
+        rollout,
+        ["gradient", "gradcam"],
+        per_action="gradient",
+        embedding=embedding,
+        top_down=recorder.frames,
+        meta={**meta, "seed": seed},
+    )
     composer = Composer(select_panels(panels, episode))
     composer.prepare(episode, episode.title())
     visible = np.flatnonzero(rollout.infos["box_visible"]) if "box_visible" in rollout.infos else []
@@ -96,36 +118,60 @@ def save_still(env, policy, embedding, seed: int, max_steps: int, path: Path, me
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--checkpoint", type=Path, default=ROOT / "agents" / "checkpoints" / "boxreach.safetensors")
+    p.add_argument(
+        "--checkpoint", type=Path, default=ROOT / "agents" / "checkpoints" / "boxreach.safetensors"
+    )
     p.add_argument("--env", default="rlviz/BoxReach-v0")
     p.add_argument("--search", type=int, default=60, help="seeds to try")
     p.add_argument("--max-steps", type=int, default=250)
     p.add_argument("--out", type=Path, default=ROOT / "videos")
     args = p.parse_args()
     if not args.checkpoint.exists():
-        sys.exit(f"checkpoint {args.checkpoint} does not exist; train one (rlviz train) or pass --checkpoint")
+        sys.exit(
+            f"checkpoint {args.checkpoint} does not exist; train one (rlviz train) or pass --checkpoint"
+        )
     model, _ = agents.load_checkpoint(args.checkpoint)
     policy = agents.make_adapter(model)
     env = make_env(args.env)
     try:
         seeds = search(env, policy, range(args.search), args.max_steps)
-        embedding = fit_state_embedding(env, policy, episodes=12, seed=10_000, max_steps=args.max_steps)
+        embedding = fit_state_embedding(
+            env, policy, episodes=12, seed=10_000, max_steps=args.max_steps
+        )
         args.out.mkdir(parents=True, exist_ok=True)
         for name in ("success", "failure", "distractor"):
             if name not in seeds:
                 print(f"no {name} episode among {args.search} seeds; none written")
                 continue
             path = args.out / f"{name}.mp4"
-            summary = render_video(env, policy, out=path, seed=seeds[name], embedding=embedding,
-                                   per_action="gradient", max_steps=args.max_steps,
-                                   agent_name=args.checkpoint.name, preset="medium", crf=28)
+            summary = render_video(
+                env,
+                policy,
+                out=path,
+                seed=seeds[name],
+                embedding=embedding,
+                per_action="gradient",
+                max_steps=args.max_steps,
+                agent_name=args.checkpoint.name,
+                preset="medium",
+                crf=28,
+            )
             size = path.stat().st_size
-            print(f"wrote {path}: seed {seeds[name]}, {summary.frames} frames, "
-                  f"{'success' if summary.successes else 'no success'}, {size / 1e6:.2f} MB")
+            print(
+                f"wrote {path}: seed {seeds[name]}, {summary.frames} frames, "
+                f"{'success' if summary.successes else 'no success'}, {size / 1e6:.2f} MB"
+            )
             if size > MAX_BYTES:
                 print(f"  warning: {path.name} is over 3 MB; lower --max-steps")
-        save_still(env, policy, embedding, seeds.get("success", 0), args.max_steps, args.out / "frame.png",
-                   {"agent": args.checkpoint.name, "env": args.env})
+        save_still(
+            env,
+            policy,
+            embedding,
+            seeds.get("success", 0),
+            args.max_steps,
+            args.out / "frame.png",
+            {"agent": args.checkpoint.name, "env": args.env},
+        )
     finally:
         env.close()
 

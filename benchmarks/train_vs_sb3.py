@@ -59,9 +59,15 @@ def first_to_reach(snapshots, make_model, env_id, env_kwargs, seeds, target, log
     for snap in snapshots:
         model = make_model(snap)
         result = evaluate(model, env_id, seeds, env_kwargs=env_kwargs)
-        log(f"    step {snap['steps']:>7}  t {snap['time_s']:7.1f} s  held-out success {result['success_rate']:.2f}")
+        log(
+            f"    step {snap['steps']:>7}  t {snap['time_s']:7.1f} s  held-out success {result['success_rate']:.2f}"
+        )
         if result["success_rate"] >= target:
-            return {**snap, "success_rate": result["success_rate"], "mean_steps": result["mean_steps"]}
+            return {
+                **snap,
+                "success_rate": result["success_rate"],
+                "mean_steps": result["mean_steps"],
+            }
     return None
 
 
@@ -86,11 +92,24 @@ def run_ours(args, env_kwargs, workdir: Path, log) -> dict:
     for path in sorted((workdir / "ours" / "snapshots").glob("step_*.safetensors")):
         c = read_config(path)
         snaps.append({"steps": int(c["steps"]), "time_s": float(c["time_s"]), "path": str(path)})
-    log(f"  ours: {summary['steps']} steps in {summary['time_s']:.1f} s = {summary['sps']:.0f} env steps/s")
-    hit = first_to_reach(
-        snaps, lambda s: load_checkpoint(s["path"])[0], args.env_id, env_kwargs, args.seeds, args.target, log
+    log(
+        f"  ours: {summary['steps']} steps in {summary['time_s']:.1f} s = {summary['sps']:.0f} env steps/s"
     )
-    return {"sps": summary["sps"], "time_s": summary["time_s"], "steps": summary["steps"], "reached": hit}
+    hit = first_to_reach(
+        snaps,
+        lambda s: load_checkpoint(s["path"])[0],
+        args.env_id,
+        env_kwargs,
+        args.seeds,
+        args.target,
+        log,
+    )
+    return {
+        "sps": summary["sps"],
+        "time_s": summary["time_s"],
+        "steps": summary["steps"],
+        "reached": hit,
+    }
 
 
 class SB3Model(nn.Module):
@@ -128,7 +147,13 @@ def run_sb3(args, env_kwargs, log) -> dict:
             if self.num_timesteps >= self.next:
                 self.next += args.snapshot_every
                 state = {k: v.detach().clone() for k, v in self.model.policy.state_dict().items()}
-                snaps.append({"steps": self.num_timesteps, "time_s": time.perf_counter() - self.t0, "state": state})
+                snaps.append(
+                    {
+                        "steps": self.num_timesteps,
+                        "time_s": time.perf_counter() - self.t0,
+                        "state": state,
+                    }
+                )
             return True
 
     cb = Snapshot()
@@ -171,18 +196,25 @@ def main(argv: list[str] | None = None) -> int:
     def log(msg: str) -> None:
         print(msg, flush=True)
 
-    log(f"{time.strftime('%Y-%m-%d %H:%M:%S')}  {args.env_id} {env_kwargs}  budget {args.budget} steps, "
+    log(
+        f"{time.strftime('%Y-%m-%d %H:%M:%S')}  {args.env_id} {env_kwargs}  budget {args.budget} steps, "
         f"snapshots every {args.snapshot_every}, {args.eval_episodes} held-out episodes per snapshot, "
-        f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
+        f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}"
+    )
     raw = raw_env_sps(args.env_id, env_kwargs, args.raw_seconds)
     log(f"raw env: {raw:.0f} steps/s (1 env, 1 process, random actions)")
-    results: dict = {"raw_env_sps": raw, "args": {k: v for k, v in vars(args).items() if k != "seeds"}}
+    results: dict = {
+        "raw_env_sps": raw,
+        "args": {k: v for k, v in vars(args).items() if k != "seeds"},
+    }
     with tempfile.TemporaryDirectory(prefix="rlviz-bench-") as tmp:
         if not args.skip_ours:
             log("ours (agents.train defaults):")
             results["ours"] = run_ours(args, env_kwargs, Path(tmp), log)
         if not args.skip_sb3:
-            log("stable-baselines3 PPO CnnPolicy (4 envs, n_steps 128, DummyVecEnv, otherwise defaults):")
+            log(
+                "stable-baselines3 PPO CnnPolicy (4 envs, n_steps 128, DummyVecEnv, otherwise defaults):"
+            )
             torch.set_num_threads(os.cpu_count() or 1)
             results["sb3"] = run_sb3(args, env_kwargs, log)
     log("")
@@ -196,14 +228,20 @@ def main(argv: list[str] | None = None) -> int:
         wall = f"{hit['time_s']:.0f}" if hit else f">{r['time_s']:.0f}"
         log(f"{name:8} {r['sps']:12.0f} {100 * r['sps'] / raw:8.0f}% {steps:>13} {wall:>14}")
         if hit is None:
-            log(f"         {name} did not reach {100 * args.target:.0f}% held-out success within {r['steps']} steps")
+            log(
+                f"         {name} did not reach {100 * args.target:.0f}% held-out success within {r['steps']} steps"
+            )
     if "ours" in results and "sb3" in results:
         o, s = results["ours"], results["sb3"]
         log(f"throughput ratio ours/sb3: {o['sps'] / s['sps']:.2f}x")
         if o["reached"] and s["reached"]:
-            log(f"wall-time ratio to 90% sb3/ours: {s['reached']['time_s'] / o['reached']['time_s']:.2f}x")
+            log(
+                f"wall-time ratio to 90% sb3/ours: {s['reached']['time_s'] / o['reached']['time_s']:.2f}x"
+            )
         elif o["reached"]:
-            log(f"wall-time ratio to 90% sb3/ours: > {s['time_s'] / o['reached']['time_s']:.2f}x (sb3 did not get there)")
+            log(
+                f"wall-time ratio to 90% sb3/ours: > {s['time_s'] / o['reached']['time_s']:.2f}x (sb3 did not get there)"
+            )
     log(f"load average at the end: {os.getloadavg()[0]:.1f}")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1, default=str))

@@ -1,9 +1,9 @@
 """Maps of the agent's mind: fit a 2-D map of states once, then place new frames on it.
 
-:class:`StateEmbedding` standardises a layer's features, reduces them with PCA (to ``pca_dims``,
-for speed and to drop noise), and fits t-SNE with openTSNE (Policar et al. 2019,
-https://doi.org/10.1101/731877) or keeps the first two principal components. New frames are placed
-on the fitted map in one of two ways:
+:class:`StateEmbedding` standardises a layer's features, reduces them with PCA (to ``pca_dims``:
+new frames are then compared in 50 dims, not thousands, and a saved map stays small), and fits
+t-SNE with openTSNE (Policar et al. 2019, https://doi.org/10.1101/731877) or keeps the first two
+principal components. New frames are placed on the fitted map in one of two ways:
 
 * ``fast=True``: k-nearest-neighbour interpolation in the reduced feature space, each new point
   landing at a distance-weighted mean of its neighbours' map positions. The weights fall off with

@@ -739,11 +739,11 @@ def fit_state_embedding(
 
         rollouts = iter(tqdm(rollouts, total=episodes, unit="ep", desc="fitting the state map"))
     while True:
-        with torch_threads(1):
+        with torch_threads(1):  # as in render_video
             rollout = next(rollouts, None)
-        if rollout is None:
-            break
-        features.append(layer_features(adapter, rollout.obs, layer, pool))
+            if rollout is None:
+                break
+            features.append(layer_features(adapter, rollout.obs, layer, pool))
         values.append(rollout.values if rollout.values is not None else np.zeros(len(rollout), np.float32))
     feats = np.concatenate(features)
     perplexity = min(30.0, max(2.0, (len(feats) - 1) / 3 - 1))

@@ -24,10 +24,11 @@ from torch import nn
 from rlviz.adapters import PolicyAdapter, PolicyOutput
 from rlviz.targets import MostLikelyAction, TakenAction, Target, as_target, subset_target
 
-# Images per forward/backward pass when the caller gives no batch_size: enough input elements to
-# keep the CPU/GPU busy (~580 frames of 60x80x3) while bounding activation memory for big inputs
-# (~55 frames at 224x224x3).
-DEFAULT_PASS_ELEMENTS = 1 << 23
+# Input elements per forward/backward pass when the caller gives no batch_size: enough images to
+# keep the CPU/GPU busy (~290 frames of 60x80x3) while bounding activation memory for big inputs
+# (~27 frames at 224x224x3). Larger passes were slower for backward passes on a CPU (cache misses,
+# BENCHMARKS.md); forward-only methods keep no graph and use twice as many.
+DEFAULT_PASS_ELEMENTS = 1 << 22
 
 Obs = np.ndarray | torch.Tensor | Sequence
 
@@ -171,7 +172,7 @@ def pass_buffer(
     """A :class:`PassBuffer` big enough for the largest block :func:`job_blocks` yields.
 
     The memory is kept per thread (at most ``pass_size`` images of the last frame shape, i.e.
-    about DEFAULT_PASS_ELEMENTS floats by default) and lent to one user at a time; a nested user
+    up to a few x DEFAULT_PASS_ELEMENTS floats by default) and lent to one user at a time; a nested user
     gets fresh memory.
     """
     images = min(pass_size, frames * per_frame)
@@ -291,6 +292,8 @@ class AttributionMethod:
     #: Whether the method evaluates the network on altered inputs (then the greedy target is fixed
     #: on the clean frames first).
     perturbs_input: ClassVar[bool] = False
+    #: Input elements per network pass when no batch_size is given (memory vs. speed).
+    pass_elements: ClassVar[int] = DEFAULT_PASS_ELEMENTS
     signed: bool = False
 
     def __repr__(self) -> str:
@@ -405,7 +408,7 @@ class AttributionMethod:
             count = x.shape[0]
         if batch_size is None:
             numel = x[0].numel() if x is not None else int(np.prod(np.shape(obs[0])))
-            batch_size = max(1, DEFAULT_PASS_ELEMENTS // max(1, numel))
+            batch_size = max(1, self.pass_elements // max(1, numel))
         step = max(1, batch_size // max(1, int(per_frame)))
 
         def chunks() -> Iterator[tuple[int, torch.Tensor]]:

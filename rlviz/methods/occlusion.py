@@ -15,6 +15,7 @@ from functools import lru_cache
 import torch
 
 from rlviz.methods.base import (
+    DEFAULT_PASS_ELEMENTS,
     AttributionMethod,
     block_target,
     fill_values,
@@ -78,6 +79,7 @@ class Occlusion(AttributionMethod):
     """
 
     perturbs_input = True
+    pass_elements = 2 * DEFAULT_PASS_ELEMENTS  # forward only: no graph to keep
     signed = True
 
     def __init__(

@@ -18,6 +18,7 @@ import torch
 
 from rlviz.adapters import PolicyOutput
 from rlviz.methods.base import (
+    DEFAULT_PASS_ELEMENTS,
     AttributionMethod,
     block_target,
     freeze_greedy,
@@ -92,6 +93,7 @@ class PerturbationSaliency(AttributionMethod):
     """
 
     perturbs_input = True
+    pass_elements = 2 * DEFAULT_PASS_ELEMENTS  # forward only: no graph to keep
     low_res = True
     signed = False
 
