@@ -46,6 +46,7 @@ COLUMNS = (
     "skipped",
     "update_s",
     "env_wait",
+    "stuck_frac",
 )
 
 

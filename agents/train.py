@@ -113,6 +113,9 @@ class Config:
     """Global gradient-norm clip."""
     target_kl: float | None = None
     """Stop an update's epochs early when approx KL exceeds this."""
+    stuck_penalty: float = 0.0
+    """Subtracted from the reward when a step leaves the frame unchanged (walked into a wall or
+    box); statistics and evaluation use the env's own reward."""
     async_learner: bool = True
     """Update in a background thread while the envs keep stepping (see the module docstring)."""
     torch_threads: int = 1
@@ -163,7 +166,7 @@ def _field_docs(cls: type) -> dict[str, str]:
             and isinstance(nxt.value, ast.Constant)
             and isinstance(nxt.value.value, str)
         ):
-            docs[node.target.id] = nxt.value.value.strip()
+            docs[node.target.id] = " ".join(nxt.value.value.split())
     return docs
 
 
@@ -473,6 +476,7 @@ class Trainer:
         pool = EnvPool(
             cfg.env_id, cfg.env_kwargs, num_envs=cfg.num_envs, num_workers=cfg.num_workers,
             groups=2, seed=cfg.seed, episode_counts=rs["episode_counts"] if rs else None,
+            stuck_penalty=cfg.stuck_penalty,
         )
         obs_shape = pool.obs_shape
         n_actions = int(pool.action_space.n)
@@ -618,7 +622,7 @@ class Trainer:
                     buf.ends[t, lo:hi] = term | trunc
                     for ep in finished:
                         self.recent.append((ep.ret, ep.length, ep.success))
-                        rollout_eps.append((ep.ret, ep.length, ep.success))
+                        rollout_eps.append((ep.ret, ep.length, ep.success, ep.stuck))
                     episodes += len(finished)
                     if t + 1 < T:
                         buf.obs[t + 1, lo:hi] = obs_s
@@ -664,6 +668,7 @@ class Trainer:
                         "success_rate": float(np.mean([e[2] for e in eps])) if eps else float("nan"),
                         "success_rate_100": float(np.mean([r[2] for r in recent])) if recent else float("nan"),
                         "env_wait": env_wait,
+                        "stuck_frac": sum(e[3] for e in eps) / max(sum(e[1] for e in eps), 1) if eps else float("nan"),
                     },
                 }
                 if thread is not None:

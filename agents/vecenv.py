@@ -63,9 +63,11 @@ class Episode:
     ret: float
     length: int
     success: bool
+    stuck: int = 0
+    """Steps that left the frame unchanged (walking into a wall or box)."""
 
 
-def _worker(conn, env_id, env_kwargs, lo, hi, groups, seed, counts, seed_range):
+def _worker(conn, env_id, env_kwargs, lo, hi, groups, seed, counts, seed_range, stuck_penalty):
     # Nothing in a worker uses torch, so skip envs' torch._dynamo pre-import (~2 s per worker).
     os.environ.setdefault("RLVIZ_SKIP_DYNAMO_PREIMPORT", "1")
     try:
@@ -74,11 +76,14 @@ def _worker(conn, env_id, env_kwargs, lo, hi, groups, seed, counts, seed_range):
         ep_ret = [0.0] * (hi - lo)
         ep_len = [0] * (hi - lo)
         ep_seed = [0] * (hi - lo)
+        ep_stuck = [0] * (hi - lo)
+        last_obs: list = [None] * (hi - lo)
 
         def reset(j: int) -> np.ndarray:
             ep_seed[j] = episode_seed(seed, lo + j, ep_count[j], seed_range)
-            ep_ret[j], ep_len[j] = 0.0, 0
-            return env_list[j].reset(seed=ep_seed[j])[0]
+            ep_ret[j], ep_len[j], ep_stuck[j] = 0.0, 0, 0
+            last_obs[j] = env_list[j].reset(seed=ep_seed[j])[0]
+            return last_obs[j]
 
         conn.send(("ok", (env_list[0].observation_space, env_list[0].action_space)))
         while True:
@@ -98,12 +103,17 @@ def _worker(conn, env_id, env_kwargs, lo, hi, groups, seed, counts, seed_range):
                     i = g_lo + k
                     j = i - lo
                     o, r, term, trunc, info = env_list[j].step(int(actions[k]))
-                    ep_ret[j] += float(r)
+                    ep_ret[j] += float(r)  # episode statistics keep the env's own reward
                     ep_len[j] += 1
-                    rewards[k], terms[k], truncs[k] = r, term, trunc
+                    # A step that leaves the frame unchanged walked into a wall or a box.
+                    stuck = not (term or trunc) and np.array_equal(o, last_obs[j])
+                    ep_stuck[j] += stuck
+                    rewards[k] = r - stuck_penalty * stuck
+                    terms[k], truncs[k] = term, trunc
+                    last_obs[j] = o
                     if term or trunc:
                         success = bool(info.get("success", term and r > 0))
-                        finished.append(Episode(i, ep_seed[j], ep_ret[j], ep_len[j], success))
+                        finished.append(Episode(i, ep_seed[j], ep_ret[j], ep_len[j], success, ep_stuck[j]))
                         ep_count[j] += 1
                         o = reset(j)
                     if obs is None:
@@ -140,6 +150,8 @@ class EnvPool:
         seed: run seed (episode seeds derive from it, see the module docstring).
         episode_counts: episodes already played per env (to continue a resumed run's seeds).
         seed_range: episode seeds are drawn from ``[0, seed_range)``.
+        stuck_penalty: subtracted from the reward of a step after which the frame is unchanged
+            (the agent walked into a wall or box); episode statistics keep the env's reward.
 
     Slot ``s`` covers envs ``slots[s] = (lo, hi)``. Use :meth:`step_async` / :meth:`step_wait` per
     slot.
@@ -155,6 +167,7 @@ class EnvPool:
         seed: int = 0,
         episode_counts: list[int] | None = None,
         seed_range: int = TRAIN_SEED_RANGE,
+        stuck_penalty: float = 0.0,
     ) -> None:
         if num_workers < 1 or groups < 1 or num_envs % (num_workers * groups):
             raise ValueError(
@@ -187,7 +200,8 @@ class EnvPool:
             parent, child = ctx.Pipe()
             proc = ctx.Process(
                 target=_worker,
-                args=(child, env_id, env_kwargs or {}, lo, hi, worker_groups, seed, counts[lo:hi], seed_range),
+                args=(child, env_id, env_kwargs or {}, lo, hi, worker_groups, seed, counts[lo:hi], seed_range,
+                      float(stuck_penalty)),
                 daemon=True,
                 name=f"rlviz-env-{w}",
             )

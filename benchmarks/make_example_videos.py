@@ -1,4 +1,4 @@
-"""Regenerate the example explanation videos in videos/ from a checkpoint (default: the shipped one).
+"""Regenerate the example explanation videos in videos/ from a checkpoint (default: shipped).
 
     OMP_NUM_THREADS=2 .venv/bin/python benchmarks/make_example_videos.py [--checkpoint PATH]
         [--env rlviz/BoxReach-v0] [--search 60] [--out videos/]
@@ -14,7 +14,7 @@ then renders each with all panels (saliency, Grad-CAM, policy, value, t-SNE map,
 captions, per-action saliency) and writes ``frame.png``, a still of a composed frame for the
 README. Episodes are replayed exactly: ``render_video(seed=s)`` resets with seed s and samples
 actions with a generator seeded by s, as the search did. Videos stay under 3 MB (x264 preset
-``medium``, CRF 28; long episodes are cut at ``--max-steps``).
+``medium``, CRF 23; long episodes are cut at ``--max-steps``).
 """
 
 from __future__ import annotations
@@ -128,7 +128,8 @@ def main() -> None:
     args = p.parse_args()
     if not args.checkpoint.exists():
         sys.exit(
-            f"checkpoint {args.checkpoint} does not exist; train one (rlviz train) or pass --checkpoint"
+            f"checkpoint {args.checkpoint} does not exist; "
+            "train one (rlviz train) or pass --checkpoint"
         )
     model, _ = agents.load_checkpoint(args.checkpoint)
     policy = agents.make_adapter(model)
@@ -154,7 +155,7 @@ def main() -> None:
                 max_steps=args.max_steps,
                 agent_name=args.checkpoint.name,
                 preset="medium",
-                crf=28,
+                crf=23,
             )
             size = path.stat().st_size
             print(

@@ -354,7 +354,8 @@ def main() -> None:
         )
         t = ours.timings
         print(
-            f"ours (median run): {ours.frames} frames in {ours.seconds:.2f} s = {ours.fps:.1f} frames/s end to end "
+            f"ours (median run): {ours.frames} frames in {ours.seconds:.2f} s = "
+            f"{ours.fps:.1f} frames/s end to end "
             f"(rollout {t['rollout']:.2f} s, attribution + t-SNE placement {t['explain']:.2f} s, "
             f"compose + encode {t['compose_encode']:.2f} s); panels: {', '.join(ours.panels)}; "
             f"{os.path.getsize(ours.paths[0]) / 1e6:.2f} MB"
@@ -363,6 +364,13 @@ def main() -> None:
             policy, embedding, args.steps, args.seed, tmp / "per.mp4", per_action="gradient"
         )
         print(f"ours + per-action maps row: {per.fps:.1f} frames/s")
+        fast = run_ours(
+            policy, embedding, args.steps, args.seed, tmp / "fast.mp4", preset="ultrafast"
+        )
+        print(
+            f"ours with x264 preset ultrafast (--preset ultrafast): {fast.fps:.1f} frames/s, "
+            f"{os.path.getsize(fast.paths[0]) / 1e6:.2f} MB"
+        )
         with CpuClock() as naive_cpu:
             naive_s, naive_n = run_naive(
                 policy, embedding, args.naive_frames, args.seed, tmp / "naive.mp4"
@@ -377,10 +385,12 @@ def main() -> None:
         )
         ours_ms, naive_ms = 1000 * ours_cpu.total / ours.frames, 1000 * naive_cpu.total / naive_n
         print(
-            f"CPU time per frame: ours {ours_ms:.1f} ms ({1000 * ours_cpu.main / ours.frames:.1f} python "
+            f"CPU time per frame: ours {ours_ms:.1f} ms "
+            f"({1000 * ours_cpu.main / ours.frames:.1f} python "
             f"+ {1000 * ours_cpu.ffmpeg / ours.frames:.1f} ffmpeg), naive {naive_ms:.1f} ms "
             f"-> speed-up {naive_ms / ours_ms:.1f}x; on 2 idle cores ours would need >= "
-            f"{ours_ms / 2:.1f} ms/frame (<= {2000 / ours_ms:.0f} frames/s) and at most {ours_ms:.1f} "
+            f"{ours_ms / 2:.1f} ms/frame (<= {2000 / ours_ms:.0f} frames/s) "
+            f"and at most {ours_ms:.1f} "
             f"({1000 / ours_ms:.0f} frames/s) if nothing overlapped"
         )
 
@@ -388,7 +398,8 @@ def main() -> None:
         print(
             f"\ncalibration: compose 4-panel {cal['size']} frame {cal['compose_fps']:.0f} fps; "
             f"libx264 encode {cal['encode_fps']:.0f} fps; batched saliency "
-            f"{cal['gradient_ms_per_frame']:.2f} ms/frame, Grad-CAM {cal['gradcam_ms_per_frame']:.2f} ms/frame "
+            f"{cal['gradient_ms_per_frame']:.2f} ms/frame, "
+            f"Grad-CAM {cal['gradcam_ms_per_frame']:.2f} ms/frame "
             f"({cal['frames']}-frame episode)"
         )
 
@@ -398,7 +409,8 @@ def main() -> None:
         print()
         for m in mem:
             print(
-                f"memory: {m['steps']}-step limit, {m['frames']} frames: peak RSS {m['rss_peak_mb']:.0f} MB "
+                f"memory: {m['steps']}-step limit, {m['frames']} frames: "
+                f"peak RSS {m['rss_peak_mb']:.0f} MB "
                 f"(before rendering {m['rss_before_mb']:.0f} MB)"
             )
         if len(mem) >= 2:

@@ -27,7 +27,11 @@ MUTED = (150, 150, 158)
 ACCENT = (255, 196, 0)
 
 _FONT_FILES = {False: "DejaVuSans.ttf", True: "DejaVuSans-Bold.ttf"}
-_SYSTEM_FONT_DIRS = ("/usr/share/fonts/truetype/dejavu", "/usr/share/fonts/dejavu", "/usr/share/fonts/TTF")
+_SYSTEM_FONT_DIRS = (
+    "/usr/share/fonts/truetype/dejavu",
+    "/usr/share/fonts/dejavu",
+    "/usr/share/fonts/TTF",
+)
 
 
 def _font_paths(bold: bool) -> list[Path]:
@@ -84,7 +88,7 @@ def put_text(
 ) -> tuple[int, int, int, int]:
     """Blend ``text`` into ``canvas`` (uint8 [H, W, 3], in place), clipped to the canvas.
 
-    ``anchor``: horizontal ``l``/``m``/``r`` + vertical ``t``/``m``/``b`` of the point ``xy`` = (x, y).
+    ``anchor``: horizontal ``l``/``m``/``r`` + vertical ``t``/``m``/``b`` of ``xy`` = (x, y).
 
     Returns:
         The (x0, y0, x1, y1) box the text covers.
@@ -133,7 +137,8 @@ def paste(canvas: np.ndarray, tile: np.ndarray, y: int, x: int) -> None:
 
 
 def grid_shape(count: int, cell: tuple[int, int], aspect: float = 16 / 9) -> tuple[int, int]:
-    """(rows, columns) for ``count`` cells of ``cell`` = (h, w): few empty cells, frame near ``aspect``."""
+    """(rows, columns) for ``count`` cells of ``cell`` = (h, w): few empty cells, frame aspect
+    near ``aspect``."""
     if count <= 0:
         return (0, 0)
     best, best_score = (1, count), math.inf
@@ -231,7 +236,9 @@ class Composer:
         height, width = self.size
         background = blank(height, width, BACKGROUND)
         if self.title_height:
-            put_text(background, title, (8, self.title_height // 2), size=14, bold=True, anchor="lm")
+            put_text(
+                background, title, (8, self.title_height // 2), size=14, bold=True, anchor="lm"
+            )
         self._background = background
         self._step_x = width - 8
 
@@ -250,6 +257,11 @@ class Composer:
             paste(canvas, tile, y, x)
         if self.title_height:
             total = len(episode)
-            put_text(canvas, f"step {t + 1:>4d} / {total}", (self._step_x, self.title_height // 2),
-                     size=14, anchor="rm")
+            put_text(
+                canvas,
+                f"step {t + 1:>4d} / {total}",
+                (self._step_x, self.title_height // 2),
+                size=14,
+                anchor="rm",
+            )
         return canvas

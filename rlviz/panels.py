@@ -57,7 +57,7 @@ METHOD_TITLES = {
 
 
 def display_frame(obs: np.ndarray) -> np.ndarray:
-    """An observation as an RGB image: uint8 [H, W, 3] (grey and stacked frames show the last one)."""
+    """An observation as an RGB image: uint8 [H, W, 3] (grey/stacked frames: the last channel)."""
     obs = np.asarray(obs)
     if obs.ndim == 2:
         obs = obs[:, :, None]
@@ -117,7 +117,9 @@ class Panel:
 
     def _require_prepared(self) -> np.ndarray:
         if self._base is None:
-            raise RuntimeError(f"{type(self).__name__}.prepare(episode) must be called before render")
+            raise RuntimeError(
+                f"{type(self).__name__}.prepare(episode) must be called before render"
+            )
         return self._base
 
 
@@ -196,7 +198,9 @@ class MapPanel(Panel):
             top, bottom = _fmt(high), _fmt(low)
         put_text(tile, top, (bar_x + 13, y0), size=10, color=MUTED, anchor="lt")
         put_text(tile, bottom, (bar_x + 13, y0 + bar_h), size=10, color=MUTED, anchor="lb")
-        scale_note = "scale: whole episode" if episode.normalize == "episode" else "scale: each frame"
+        scale_note = (
+            "scale: whole episode" if episode.normalize == "episode" else "scale: each frame"
+        )
         if episode.normalize == "running":
             scale_note = "scale: episode so far"
         target = episode.target_name or ""
@@ -211,9 +215,17 @@ class MapPanel(Panel):
         frame = display_frame(episode.rollout.obs[t])
         heat = episode.maps[self.method][t]
         signed = episode.map_signed.get(self.method, False)
-        shown = overlay(frame[None], heat[None], cmap=self._cmap(signed), alpha=self.alpha, signed=signed,
-                        scale_alpha=True)[0]
-        paste(tile, upscale(shown[..., :3].astype(np.uint8, copy=False), self._scale), *self._origin)
+        shown = overlay(
+            frame[None],
+            heat[None],
+            cmap=self._cmap(signed),
+            alpha=self.alpha,
+            signed=signed,
+            scale_alpha=True,
+        )[0]
+        paste(
+            tile, upscale(shown[..., :3].astype(np.uint8, copy=False), self._scale), *self._origin
+        )
         return tile
 
 
@@ -275,14 +287,34 @@ class ActionPanel(Panel):
             w = int(round(p * (x1 - x0)))
             color = ACCENT if k == taken else BAR
             tile[y : y + bar_h, x0 : x0 + w] = color
-            put_text(tile, f"{p:.2f}", (x1 + 6, y + bar_h // 2), size=12,
-                     color=ACCENT if k == taken else TEXT, bold=k == taken, anchor="lm")
+            put_text(
+                tile,
+                f"{p:.2f}",
+                (x1 + 6, y + bar_h // 2),
+                size=12,
+                color=ACCENT if k == taken else TEXT,
+                bold=k == taken,
+                anchor="lm",
+            )
         p = np.clip(probs.astype(np.float64), 1e-12, 1.0)
         entropy = float(-(p * np.log(p)).sum())
         label = episode.action_names[taken] if taken >= 0 else "?"
-        put_text(tile, f"{episode.meta.get('action_label', 'taken')}: {label}", (8, self.size[0] - 6), size=12, color=ACCENT, anchor="lb")
-        put_text(tile, f"entropy {entropy:.2f} nats", (self.size[1] - 8, self.size[0] - 6), size=11,
-                 color=MUTED, anchor="rb")
+        put_text(
+            tile,
+            f"{episode.meta.get('action_label', 'taken')}: {label}",
+            (8, self.size[0] - 6),
+            size=12,
+            color=ACCENT,
+            anchor="lb",
+        )
+        put_text(
+            tile,
+            f"entropy {entropy:.2f} nats",
+            (self.size[1] - 8, self.size[0] - 6),
+            size=11,
+            color=MUTED,
+            anchor="rb",
+        )
         return tile
 
 
@@ -334,11 +366,20 @@ class ValuePanel(Panel):
         put_text(bright, _fmt(lo + pad), (x0 - 4, y1), size=10, color=MUTED, anchor="rb")
         legend = put_text(bright, "reward", (w - 8, HEADER // 2), size=11, color=GOOD, anchor="rm")
         if values is not None:
-            put_text(bright, "V(s)", (legend[0] - 10, HEADER // 2), size=11, color=(110, 180, 255), anchor="rm")
+            put_text(
+                bright,
+                "V(s)",
+                (legend[0] - 10, HEADER // 2),
+                size=11,
+                color=(110, 180, 255),
+                anchor="rm",
+            )
         self._base = bright
         dim = bright.copy()
         inner = dim[y0 + 1 : y1, x0 + 1 : x1].astype(np.float32)
-        dim[y0 + 1 : y1, x0 + 1 : x1] = (0.35 * inner + 0.65 * np.asarray(PANEL_BG)).astype(np.uint8)
+        dim[y0 + 1 : y1, x0 + 1 : x1] = (0.35 * inner + 0.65 * np.asarray(PANEL_BG)).astype(
+            np.uint8
+        )
         self._dim = dim
 
     def render(self, t: int, episode: EpisodeExplanation) -> np.ndarray:
@@ -351,8 +392,13 @@ class ValuePanel(Panel):
         rollout = episode.rollout
         ret = float(rollout.rewards[: t + 1].sum())
         value = "" if rollout.values is None else f"V={rollout.values[t]:+.2f}   "
-        put_text(tile, f"{value}r={rollout.rewards[t]:+.2f}   return={ret:.2f}",
-                 (x0, self.size[0] - 6), size=12, anchor="lb")
+        put_text(
+            tile,
+            f"{value}r={rollout.rewards[t]:+.2f}   return={ret:.2f}",
+            (x0, self.size[0] - 6),
+            size=12,
+            anchor="lb",
+        )
         return tile
 
 
@@ -363,7 +409,9 @@ class EmbeddingPanel(Panel):
     once; each frame draws only the trail of the last ``trail`` states and the current one.
     """
 
-    def __init__(self, trail: int = 20, size: tuple[int, int] = TILE, title: str = "State map (t-SNE)") -> None:
+    def __init__(
+        self, trail: int = 20, size: tuple[int, int] = TILE, title: str = "State map (t-SNE)"
+    ) -> None:
         super().__init__(size, title)
         self.trail = int(trail)
         self._pixels: np.ndarray | None = None
@@ -391,8 +439,14 @@ class EmbeddingPanel(Panel):
             v = (np.asarray(values, np.float32) - np.min(values)) / np.ptp(values)
             colors = np.asarray(colorize(v[None, None, :], "viridis")[0, 0], np.float32)[:, :3]
             colors = (0.55 * colors + 0.45 * np.asarray(PANEL_BG)).astype(np.uint8)
-            put_text(tile, "colour: V(s) of mapped states", (self.size[1] - 6, HEADER // 2), size=10,
-                     color=MUTED, anchor="rm")
+            put_text(
+                tile,
+                "colour: V(s) of mapped states",
+                (self.size[1] - 6, HEADER // 2),
+                size=10,
+                color=MUTED,
+                anchor="rm",
+            )
         else:
             colors = np.broadcast_to(np.asarray((95, 95, 110), np.uint8), (len(pts), 3))
         ij = np.round(pts).astype(np.int64)
@@ -413,7 +467,9 @@ class EmbeddingPanel(Panel):
         n = len(trail)
         for i in range(1, n):  # older segments fade into the background
             a = i / n
-            color = tuple(int(a * c + (1 - a) * b) for c, b in zip((255, 255, 255), PANEL_BG, strict=True))
+            color = tuple(
+                int(a * c + (1 - a) * b) for c, b in zip((255, 255, 255), PANEL_BG, strict=True)
+            )
             draw.line([trail[i - 1], trail[i]], fill=color, width=2)
         x, y = trail[-1]
         draw.ellipse([x - 5, y - 5, x + 5, y + 5], fill=ACCENT, outline=(0, 0, 0))
@@ -443,12 +499,17 @@ class TopDownPanel(Panel):
         h, w = self.map_size
         if view.shape[:2] != (h, w):
             scale = min(h / view.shape[0], w / view.shape[1])
-            view = fit_nearest(view, max(1, int(view.shape[0] * scale)), max(1, int(view.shape[1] * scale)))
-        paste(tile, view, HEADER + (h - view.shape[0]) // 2 + 2, (self.size[1] - view.shape[1]) // 2)
+            view = fit_nearest(
+                view, max(1, int(view.shape[0] * scale)), max(1, int(view.shape[1] * scale))
+            )
+        paste(
+            tile, view, HEADER + (h - view.shape[0]) // 2 + 2, (self.size[1] - view.shape[1]) // 2
+        )
         return tile
 
 
 # ------------------------------------------------------------------------------------ captions
+
 
 def _action_index(names: Sequence[str], wanted: str) -> int | None:
     lowered = [n.lower() for n in names]
@@ -458,9 +519,9 @@ def _action_index(names: Sequence[str], wanted: str) -> int | None:
 def episode_events(episode: EpisodeExplanation) -> list[list[str]]:
     """Event captions per step from the rollout and ground truth: ``[T]`` lists of strings.
 
-    Events: "box in view" (first step it appears), "lost sight of the box", "turning away from a
-    visible box" (a turn away from the side of the image the goal box is on), "reached the box",
-    and rewards. Ground-truth events need ``goal_mask``/``box_visible`` in the rollout's infos.
+    Events: "box came into view" (first step it appears), "lost sight of the box", "turning away
+    from a visible box" (a turn away from the side of the image the goal box is on), "reached the
+    box", and rewards. Ground-truth events need ``goal_mask``/``box_visible`` in the infos.
     """
     rollout = episode.rollout
     n = len(rollout)
@@ -474,7 +535,7 @@ def episode_events(episode: EpisodeExplanation) -> list[list[str]]:
     if visible is not None:
         for t in range(n):
             if visible[t] and (t == 0 or not visible[t - 1]):
-                events[t].append("box in view")
+                events[t].append("box came into view")
             elif not visible[t] and t > 0 and visible[t - 1]:
                 events[t].append("lost sight of the box")
     left = _action_index(episode.action_names, "left")
@@ -505,7 +566,7 @@ def episode_events(episode: EpisodeExplanation) -> list[list[str]]:
 
 
 class CaptionPanel(Panel):
-    """A full-width strip: persistent state chips (box in view) and the latest events, held a moment."""
+    """A full-width strip: a state chip (box in view or not) and the latest events, held a while."""
 
     wide = True
 
@@ -540,7 +601,9 @@ class CaptionPanel(Panel):
             label = "box in view" if seen else "box not in view"
             color = GOOD if seen else MUTED
             tile[4 : h - 4, x : x + text_width(label, 13, True) + 12] = color
-            box = put_text(tile, label, (x + 6, h // 2), size=13, bold=True, color=(20, 20, 20), anchor="lm")
+            box = put_text(
+                tile, label, (x + 6, h // 2), size=13, bold=True, color=(20, 20, 20), anchor="lm"
+            )
             x = box[2] + 18
         latest: dict[str, int] = {}  # event -> last step it happened (repeats shown once)
         for s in range(max(0, t - self.hold + 1), t + 1):
@@ -549,7 +612,9 @@ class CaptionPanel(Panel):
         for s, event in recent:  # newest first, older ones fade
             fade = 1.0 - 0.6 * (t - s) / max(self.hold, 1)
             color = ACCENT if "reached" in event else (BAD if "away" in event else TEXT)
-            color = tuple(int(fade * c + (1 - fade) * b) for c, b in zip(color, PANEL_BG, strict=True))
+            color = tuple(
+                int(fade * c + (1 - fade) * b) for c, b in zip(color, PANEL_BG, strict=True)
+            )
             box = put_text(tile, event, (x, h // 2), size=13, bold=s == t, color=color, anchor="lm")
             x = box[2] + 16
             if x > self.size[1]:
@@ -570,8 +635,15 @@ class PerActionPanel(Panel):
 
     wide = True
 
-    def __init__(self, method: str = "gradient", *, cmap: str = "inferno", signed_cmap: str = "RdBu_r",
-                 alpha: float = 0.85, height: int = 120) -> None:
+    def __init__(
+        self,
+        method: str = "gradient",
+        *,
+        cmap: str = "inferno",
+        signed_cmap: str = "RdBu_r",
+        alpha: float = 0.85,
+        height: int = 120,
+    ) -> None:
         super().__init__((HEADER + 18 + height + 6, 640), f"Per action: {method_title(method)}")
         self.method = method
         self.cmap = cmap
@@ -603,14 +675,26 @@ class PerActionPanel(Panel):
         frame = display_frame(episode.rollout.obs[t])
         signed = episode.map_signed.get(self.method, False)
         frames = np.broadcast_to(frame, (len(maps), *frame.shape))
-        shown = overlay(frames, maps, cmap=self.signed_cmap if signed else self.cmap, alpha=self.alpha,
-                        signed=signed, scale_alpha=True)
+        shown = overlay(
+            frames,
+            maps,
+            cmap=self.signed_cmap if signed else self.cmap,
+            alpha=self.alpha,
+            signed=signed,
+            scale_alpha=True,
+        )
         taken = int(episode.rollout.actions[t])
         probs = episode.rollout.probs[t]
         for k, x in enumerate(self._xs):
             color = ACCENT if k == taken else TEXT
-            put_text(tile, f"{episode.action_names[k]}  \u03c0={probs[k]:.2f}", (x, HEADER + 2), size=11,
-                     color=color, bold=k == taken)
+            put_text(
+                tile,
+                f"{episode.action_names[k]}  \u03c0={probs[k]:.2f}",
+                (x, HEADER + 2),
+                size=11,
+                color=color,
+                bold=k == taken,
+            )
             paste(tile, upscale(shown[k], self._scale), HEADER + 18, x)
         return tile
 

@@ -113,6 +113,7 @@ def scatter_map(
     title: str = "State map",
     subtitle: str | None = None,
     cmap: str | None = None,
+    missing_label: str = "n/a",
     ax: plt.Axes | None = None,
 ) -> Figure:
     """Scatter of map positions ``xy`` [N, 2] coloured by ``values`` [N].
@@ -141,11 +142,14 @@ def scatter_map(
         v = values.astype(float)
         missing = ~np.isfinite(v)
         if missing.any():
-            ax.scatter(*xy[missing].T, s=size * 0.5, c="lightgrey", linewidths=0, label="n/a")
-        sc = ax.scatter(
-            *xy[~missing].T, c=v[~missing], s=size, cmap=cmap or "viridis", linewidths=0
-        )
-        fig.colorbar(sc, ax=ax, label=label)
+            ax.scatter(
+                *xy[missing].T, s=size * 0.5, c="lightgrey", linewidths=0, label=missing_label
+            )
+        if not missing.all():  # a colour bar over no values would show a made-up 0..1 range
+            sc = ax.scatter(
+                *xy[~missing].T, c=v[~missing], s=size, cmap=cmap or "viridis", linewidths=0
+            )
+            fig.colorbar(sc, ax=ax, label=label)
         if missing.any():
             ax.legend(loc="best", fontsize=8, markerscale=2)
     else:
@@ -211,6 +215,7 @@ def plot_state_map(
         title=title,
         subtitle=subtitle,
         cmap=COLORS[color][2],
+        missing_label="no goal ahead (episode failed)" if color == "time_to_goal" else "n/a",
     )
     return save_figure(fig, path)
 

@@ -175,7 +175,12 @@ class EpisodeExplanation:
     def title(self) -> str:
         """The title bar's text: agent, env, seed, episode."""
         parts = []
-        for key, label in (("agent", "agent"), ("env", "env"), ("seed", "seed"), ("episode", "episode")):
+        for key, label in (
+            ("agent", "agent"),
+            ("env", "env"),
+            ("seed", "seed"),
+            ("episode", "episode"),
+        ):
             if self.meta.get(key) is not None:
                 parts.append(f"{label}: {self.meta[key]}")
         return "    ".join(parts)
@@ -211,12 +216,15 @@ def _normalize_maps(
         if mode == "episode":
             out[start : start + chunk] = normalize(part, signed=signed, scale=np.float32(high))
         else:
-            out[start : start + chunk] = normalize(part, mode="frame", signed=signed, percentile=percentile)
+            out[start : start + chunk] = normalize(
+                part, mode="frame", signed=signed, percentile=percentile
+            )
     return out, (-high if signed else 0.0, high)
 
 
-def layer_features(policy: PolicyAdapter, obs: np.ndarray, layer: str, pool: str = "flatten",
-                   batch_size: int = 256) -> np.ndarray:
+def layer_features(
+    policy: PolicyAdapter, obs: np.ndarray, layer: str, pool: str = "flatten", batch_size: int = 256
+) -> np.ndarray:
     """Outputs of ``layer`` for observations [T, ...], flattened (or averaged over space with
     ``pool="avg"``) in batches without gradients: float32 [T, D]."""
     from rlviz.hooks import capture
@@ -262,7 +270,7 @@ def explain_episode(
         layer: layer for CAM-type methods (default: the method's, usually the last conv).
         normalize: ``"episode"`` (one fixed colour scale) or ``"frame"``.
         per_action: a method name to also compute one map per action (PerActionPanel).
-        embedding: a fitted ``StateEmbedding``: states are placed on it with ``transform(fast=True)``.
+        embedding: a fitted ``StateEmbedding``; states are placed on it (``transform(fast=True)``).
         embedding_layer: the layer its features come from (default: ``embedding.meta["layer"]``).
         top_down: per-step top-down images of the episode, if any.
         batch_size: images per forward/backward pass (memory knob; None: the method's default).
@@ -283,8 +291,13 @@ def explain_episode(
         step = batch_size or EXPLAIN_BATCH
         out = None
         for start in range(0, len(rollout), step):
-            part = rlviz.explain(adapter, rollout.obs[start : start + step], methods=[method], layer=layer,
-                                 target=TakenAction(actions[start : start + step]))[method]
+            part = rlviz.explain(
+                adapter,
+                rollout.obs[start : start + step],
+                methods=[method],
+                layer=layer,
+                target=TakenAction(actions[start : start + step]),
+            )[method]
             if out is None:
                 out = np.empty((len(rollout), *part.shape[1:]), np.float32)
             out[start : start + len(part)] = part
@@ -317,15 +330,27 @@ def explain_episode(
                 "the state embedding does not say which layer it was fitted on (meta['layer']); "
                 "pass embedding_layer=..."
             )
-        xy = np.concatenate([  # in chunks: features of a whole long episode are never held
-            embedding.transform(layer_features(adapter, rollout.obs[s : s + 256], layer_name, pool), fast=True)
-            for s in range(0, len(rollout), 256)
-        ])
+        xy = np.concatenate(
+            [  # in chunks: features of a whole long episode are never held
+                embedding.transform(
+                    layer_features(adapter, rollout.obs[s : s + 256], layer_name, pool), fast=True
+                )
+                for s in range(0, len(rollout), 256)
+            ]
+        )
     names = tuple(action_names or adapter.action_names or ())
     return EpisodeExplanation(
-        rollout=rollout, maps=maps, map_ranges=ranges, map_signed=signs, action_names=names,
-        normalize=normalize, action_maps=action_maps, embedding=embedding if xy is not None else None, embedding_xy=xy,
-        top_down=top_down, meta=dict(meta or {}),
+        rollout=rollout,
+        maps=maps,
+        map_ranges=ranges,
+        map_signed=signs,
+        action_names=names,
+        normalize=normalize,
+        action_maps=action_maps,
+        embedding=embedding if xy is not None else None,
+        embedding_xy=xy,
+        top_down=top_down,
+        meta=dict(meta or {}),
     )
 
 
@@ -374,7 +399,9 @@ def render_episode(
     from rlviz.panels import default_panels
     from rlviz.video import VideoWriter
 
-    chosen = select_panels(panels if panels is not None else default_panels(list(episode.maps)), episode)
+    chosen = select_panels(
+        panels if panels is not None else default_panels(list(episode.maps)), episode
+    )
     composer = Composer(chosen)
     composer.prepare(episode, title=episode.title())
     with VideoWriter(out, fps=fps, crf=crf, preset=preset) as writer:
@@ -397,8 +424,12 @@ class EpisodeRecorder:
         frames: the top-down images of the current episode (compressed), one per state so far.
     """
 
-    def __init__(self, env, top_down_size: tuple[int, int] | None = None,
-                 info_keys: Sequence[str] | None = INFO_KEYS) -> None:
+    def __init__(
+        self,
+        env,
+        top_down_size: tuple[int, int] | None = None,
+        info_keys: Sequence[str] | None = INFO_KEYS,
+    ) -> None:
         self.env = env
         self.size = top_down_size
         self.info_keys = None if info_keys is None else set(info_keys)
@@ -461,12 +492,16 @@ class VideoSummary:
             f"episodes: {self.episodes}   success: {self.successes}/{self.episodes}   "
             f"frames: {self.frames}   seconds: {self.seconds:.1f} ({self.fps:.0f} frames/s)",
         ]
-        lines += [f"  {p}  ({n} steps, return {r:.2f})" for p, n, r in zip(self.paths, self.lengths, self.returns, strict=True)]
+        lines += [
+            f"  {p}  ({n} steps, return {r:.2f})"
+            for p, n, r in zip(self.paths, self.lengths, self.returns, strict=True)
+        ]
         return "\n".join(lines)
 
 
-def output_paths(out: str | os.PathLike, episodes: int, *, gif: bool = False,
-                 name_prefix: str = "rl-explain") -> list[Path]:
+def output_paths(
+    out: str | os.PathLike, episodes: int, *, gif: bool = False, name_prefix: str = "rl-explain"
+) -> list[Path]:
     """Where :func:`render_video` writes each episode.
 
     A file path (``.mp4``/``.gif``) is used as is for one episode and numbered
@@ -482,7 +517,8 @@ def output_paths(out: str | os.PathLike, episodes: int, *, gif: bool = False,
         return [out.with_name(f"{out.stem}-episode-{i}{out.suffix}") for i in range(episodes)]
     if out.suffix:
         raise ValueError(
-            f"output {str(out)!r} has suffix {out.suffix!r}; give a folder or a file ending in .mp4 or .gif"
+            f"output {str(out)!r} has suffix {out.suffix!r}; "
+            "give a folder or a file ending in .mp4 or .gif"
         )
     suffix = ".gif" if gif else ".mp4"
     return [out / f"{name_prefix}-episode-{i}{suffix}" for i in range(episodes)]
@@ -522,7 +558,9 @@ def make_env(env_id: str, **kwargs):
         return gym.make(env_id, **kwargs)
     except gym.error.Error as exc:
         known = sorted(k for k in gym.registry if k.startswith("rlviz/"))
-        raise ValueError(f"cannot make env {env_id!r} ({exc}); rlviz ids: {', '.join(known)}") from None
+        raise ValueError(
+            f"cannot make env {env_id!r} ({exc}); rlviz ids: {', '.join(known)}"
+        ) from None
 
 
 def render_video(
@@ -601,16 +639,38 @@ def render_video(
         env = make_env(env)
         try:
             return render_video(
-                env, adapter, out, methods, episodes, seed, layer, panels, fps, embedding,
-                deterministic=deterministic, normalize=normalize, per_action=per_action,
-                max_steps=max_steps, batch_size=batch_size, gif=gif, agent_name=agent_name,
-                name_prefix=name_prefix, crf=crf, preset=preset, info_keys=info_keys,
-                threads=threads, progress=progress,
+                env,
+                adapter,
+                out,
+                methods,
+                episodes,
+                seed,
+                layer,
+                panels,
+                fps,
+                embedding,
+                deterministic=deterministic,
+                normalize=normalize,
+                per_action=per_action,
+                max_steps=max_steps,
+                batch_size=batch_size,
+                gif=gif,
+                agent_name=agent_name,
+                name_prefix=name_prefix,
+                crf=crf,
+                preset=preset,
+                info_keys=info_keys,
+                threads=threads,
+                progress=progress,
             )
         finally:
             env.close()  # we made it, we close it
     obs_space = getattr(env, "observation_space", None)
-    if obs_space is not None and getattr(obs_space, "shape", None) is not None and len(obs_space.shape) not in (2, 3):
+    if (
+        obs_space is not None
+        and getattr(obs_space, "shape", None) is not None
+        and len(obs_space.shape) not in (2, 3)
+    ):
         raise ValueError(
             f"render_video needs image observations [H, W, C]; this env's observation space is "
             f"{obs_space}. Wrap it (e.g. gymnasium.wrappers.AddRenderObservation) to get pixels"
@@ -635,8 +695,15 @@ def render_video(
         bar = tqdm(total=0, unit="frame", desc="rendering", dynamic_ncols=True)
     try:
         with torch_threads(threads) if threads else nullcontext():
-            rollouts = collect(recorder, adapter, episodes, seed=seed, deterministic=deterministic,
-                               max_steps=max_steps, info_keys=info_keys)
+            rollouts = collect(
+                recorder,
+                adapter,
+                episodes,
+                seed=seed,
+                deterministic=deterministic,
+                max_steps=max_steps,
+                info_keys=info_keys,
+            )
             for i, path in enumerate(paths):
                 t0 = time.perf_counter()
                 rollout = next(rollouts)
@@ -654,8 +721,16 @@ def render_video(
                     "episode": f"{i + 1}/{episodes}",
                 }
                 episode = explain_episode(
-                    adapter, rollout, methods, layer=layer, normalize=normalize, per_action=per_action,
-                    embedding=embedding, top_down=top_down, action_names=names, batch_size=batch_size,
+                    adapter,
+                    rollout,
+                    methods,
+                    layer=layer,
+                    normalize=normalize,
+                    per_action=per_action,
+                    embedding=embedding,
+                    top_down=top_down,
+                    action_names=names,
+                    batch_size=batch_size,
                     meta=meta,
                 )
                 release_freed_memory()  # raw maps and attribution buffers are gone
@@ -664,8 +739,15 @@ def render_video(
                     bar.total += len(rollout)
                     bar.set_postfix_str(f"episode {i + 1}/{episodes}")
                     bar.refresh()
-                used = render_episode(episode, path, fresh_panels(), fps=fps, crf=crf, preset=preset,
-                                      on_frame=(lambda _t: bar.update(1)) if bar is not None else None)
+                used = render_episode(
+                    episode,
+                    path,
+                    fresh_panels(),
+                    fps=fps,
+                    crf=crf,
+                    preset=preset,
+                    on_frame=(lambda _t: bar.update(1)) if bar is not None else None,
+                )
                 summary.panels = [type(p).__name__ for p in used]
                 t3 = time.perf_counter()
                 summary.timings["rollout"] += t1 - t0
@@ -732,8 +814,15 @@ def fit_state_embedding(
     adapter = _as_adapter(policy)
     layer = layer or default_embedding_layer(adapter.model)
     features, values = [], []
-    rollouts = collect(env, adapter, episodes, seed=seed, deterministic=deterministic,
-                       max_steps=max_steps, info_keys=())
+    rollouts = collect(
+        env,
+        adapter,
+        episodes,
+        seed=seed,
+        deterministic=deterministic,
+        max_steps=max_steps,
+        info_keys=(),
+    )
     if progress:
         from tqdm.auto import tqdm
 
@@ -744,9 +833,12 @@ def fit_state_embedding(
             if rollout is None:
                 break
             features.append(layer_features(adapter, rollout.obs, layer, pool))
-        values.append(rollout.values if rollout.values is not None else np.zeros(len(rollout), np.float32))
+        values.append(
+            rollout.values if rollout.values is not None else np.zeros(len(rollout), np.float32)
+        )
     feats = np.concatenate(features)
     perplexity = min(30.0, max(2.0, (len(feats) - 1) / 3 - 1))
     embedding = StateEmbedding(method=method, perplexity=perplexity, seed=seed or 0)
-    return embedding.fit(feats, point_data={"value": np.concatenate(values)},
-                         meta={"layer": layer, "pool": pool})
+    return embedding.fit(
+        feats, point_data={"value": np.concatenate(values)}, meta={"layer": layer, "pool": pool}
+    )

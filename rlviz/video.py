@@ -29,7 +29,7 @@ def _ffmpeg_exe() -> str:
 
 
 def check_writable(path: str | os.PathLike) -> Path:
-    """The output ``path`` as a Path, after checking its folder exists (creating it) and is writable.
+    """The output ``path`` as a Path, once its folder exists (created if needed) and is writable.
 
     Raises:
         ValueError: the suffix is not one we write.
@@ -96,7 +96,9 @@ class VideoWriter:
         self._stderr = None
         self._closed = False
         # Hidden, unique and in the same folder so that os.replace is an atomic rename.
-        self._tmp = self.path.with_name(f".{self.path.stem}.{uuid.uuid4().hex[:8]}.partial{self.path.suffix}")
+        self._tmp = self.path.with_name(
+            f".{self.path.stem}.{uuid.uuid4().hex[:8]}.partial{self.path.suffix}"
+        )
 
     @property
     def temp_path(self) -> Path:
@@ -163,7 +165,7 @@ class VideoWriter:
         self.frames += 1
 
     def close(self) -> Path:
-        """Finish the video and move it to ``path``; returns ``path``. A video without frames raises."""
+        """Finish the video and move it to ``path``; returns ``path`` (raises if no frames)."""
         if self._closed:
             return self.path
         if self._proc is None:

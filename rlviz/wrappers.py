@@ -54,7 +54,9 @@ def capped_cubic_video_schedule(episode_id: int) -> bool:
     return episode_id % 1000 == 0
 
 
-def _policy_outputs(adapter: PolicyAdapter, obs: np.ndarray, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray | None]:
+def _policy_outputs(
+    adapter: PolicyAdapter, obs: np.ndarray, batch_size: int = 256
+) -> tuple[np.ndarray, np.ndarray | None]:
     """pi(.|s) float32 [T, A] and V(s) float32 [T] (or None) for observations [T, ...], batched."""
     probs, values = [], []
     for start in range(0, len(obs), batch_size):
@@ -223,10 +225,21 @@ class RecordExplanationVideo(gym.Wrapper):
         names = _env_action_names(self.env, self.policy, rollout.probs.shape[1])
         env_id = getattr(getattr(self.env, "spec", None), "id", None)
         episode = explain_episode(
-            self.policy, rollout, self.methods, layer=self.layer, normalize=self.normalize,
-            per_action=self.per_action, embedding=self.embedding,
-            top_down=buf.top_down if len(buf.top_down) else None, action_names=names,
-            meta={"agent": self.agent_name, "env": env_id, "seed": buf.seed, "episode": self.episode_id},
+            self.policy,
+            rollout,
+            self.methods,
+            layer=self.layer,
+            normalize=self.normalize,
+            per_action=self.per_action,
+            embedding=self.embedding,
+            top_down=buf.top_down if len(buf.top_down) else None,
+            action_names=names,
+            meta={
+                "agent": self.agent_name,
+                "env": env_id,
+                "seed": buf.seed,
+                "episode": self.episode_id,
+            },
         )
         path = self.video_folder / f"{self.name_prefix}-episode-{self.episode_id}{self.suffix}"
         render_episode(episode, path, self._fresh_panels(), fps=self.fps)
@@ -338,13 +351,16 @@ class ExplanationRender(gym.Wrapper):
         self._probs += list(probs)
         self._values += [] if values is None else list(values)
         if self.methods:
-            maps = rlviz.explain(self.policy, new, methods=self.methods, layer=self.layer,
-                                 target=MostLikelyAction())
+            maps = rlviz.explain(
+                self.policy, new, methods=self.methods, layer=self.layer, target=MostLikelyAction()
+            )
             for name in self.methods:
                 self._raw[name] += list(np.asarray(maps[name], dtype=np.float32))
         if self.embedding is not None:
             layer, pool = embedding_layer_of(self.embedding)
-            self._xy += list(self.embedding.transform(layer_features(self.policy, new, layer, pool), fast=True))
+            self._xy += list(
+                self.embedding.transform(layer_features(self.policy, new, layer, pool), fast=True)
+            )
         self._explained = len(self._obs)
 
     def render(self) -> np.ndarray:
@@ -359,25 +375,39 @@ class ExplanationRender(gym.Wrapper):
         rewards = np.zeros(n, np.float32)
         rewards[: min(n, len(self._rewards))] = self._rewards[:n]
         rollout = Rollout(
-            obs=np.stack(self._obs), actions=greedy, probs=probs,
+            obs=np.stack(self._obs),
+            actions=greedy,
+            probs=probs,
             values=np.asarray(self._values, np.float32) if self._values else None,
-            rewards=rewards, infos=_stack_infos(self._infos, INFO_KEYS), seed=self._seed,
+            rewards=rewards,
+            infos=_stack_infos(self._infos, INFO_KEYS),
+            seed=self._seed,
         )
         maps, ranges, signs = {}, {}, {}
         for name in self.methods:
             # The episode so far on one scale (recomputed per frame: the scale can only grow).
             signs[name] = self._signed[name]
-            maps[name], ranges[name] = _normalize_maps(np.stack(self._raw[name]), "episode", signs[name])
+            maps[name], ranges[name] = _normalize_maps(
+                np.stack(self._raw[name]), "episode", signs[name]
+            )
         names = _env_action_names(self.env, self.policy, probs.shape[1])
         episode = EpisodeExplanation(
-            rollout=rollout, maps=maps, map_ranges=ranges, map_signed=signs, action_names=names,
+            rollout=rollout,
+            maps=maps,
+            map_ranges=ranges,
+            map_signed=signs,
+            action_names=names,
             normalize="running",
             target_name="log \u03c0(a* | s_t), a* most likely",
             embedding=self.embedding if self._xy else None,
             embedding_xy=np.stack(self._xy) if self._xy else None,
             top_down=self._top if len(self._top) else None,
-            meta={"agent": self.agent_name, "env": getattr(getattr(self.env, "spec", None), "id", None),
-                  "seed": self._seed, "action_label": "most likely"},
+            meta={
+                "agent": self.agent_name,
+                "env": getattr(getattr(self.env, "spec", None), "id", None),
+                "seed": self._seed,
+                "action_label": "most likely",
+            },
             horizon=_horizon(self.env, n),
         )
         panels = [p for p in self._panels if p.available(episode)]
@@ -388,5 +418,7 @@ class ExplanationRender(gym.Wrapper):
 
 def _horizon(env: gym.Env, n: int) -> int:
     spec = getattr(env, "spec", None)
-    limit = getattr(spec, "max_episode_steps", None) or getattr(env.unwrapped, "max_episode_steps", None)
+    limit = getattr(spec, "max_episode_steps", None) or getattr(
+        env.unwrapped, "max_episode_steps", None
+    )
     return max(n, int(limit)) if limit else max(n, 2)

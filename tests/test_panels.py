@@ -41,8 +41,12 @@ def make_episode(with_extras: bool = True) -> EpisodeExplanation:
     success = np.zeros(T, bool)
     success[-1] = True
     rollout = Rollout(
-        obs=obs, actions=actions, probs=probs, values=np.linspace(0, 1, T).astype(np.float32),
-        rewards=rewards, infos={"goal_mask": mask, "box_visible": mask.any((1, 2)), "success": success},
+        obs=obs,
+        actions=actions,
+        probs=probs,
+        values=np.linspace(0, 1, T).astype(np.float32),
+        rewards=rewards,
+        infos={"goal_mask": mask, "box_visible": mask.any((1, 2)), "success": success},
         terminated=True,
     )
     extras = {}
@@ -63,8 +67,12 @@ def make_episode(with_extras: bool = True) -> EpisodeExplanation:
             "action_maps": {"gradient": np.stack([heat, heat[:, ::-1], heat[:, :, ::-1]], 1)},
         }
     return EpisodeExplanation(
-        rollout=rollout, maps={"gradient": heat, "gradcam": heat * 0.5}, map_ranges={"gradient": (0.0, 2e-3)},
-        action_names=NAMES, meta={"agent": "tiny", "env": "Square", "seed": 0}, **extras,
+        rollout=rollout,
+        maps={"gradient": heat, "gradcam": heat * 0.5},
+        map_ranges={"gradient": (0.0, 2e-3)},
+        action_names=NAMES,
+        meta={"agent": "tiny", "env": "Square", "seed": 0},
+        **extras,
     )
 
 
@@ -133,7 +141,9 @@ def test_action_panel_highlights_the_taken_action_with_proportional_bars():
         taken = episode.rollout.actions[t]
         for k, y in enumerate(panel._rows):
             row = tile[y + bar_h // 2, x0:x1]
-            filled = int((row == ACCENT).all(1).sum() if k == taken else (row != row[-1]).any(1).sum())
+            filled = int(
+                (row == ACCENT).all(1).sum() if k == taken else (row != row[-1]).any(1).sum()
+            )
             assert abs(filled - episode.rollout.probs[t, k] * (x1 - x0)) <= 2
         others = [y for k, y in enumerate(panel._rows) if k != taken]
         assert not (tile[others[0] + bar_h // 2, x0:x1] == ACCENT).all(1).any()
@@ -173,9 +183,12 @@ def test_embedding_panel_marks_the_current_state():
 
 def test_events_from_ground_truth():
     events = episode_events(make_episode())
-    assert "box in view" in events[3] and "lost sight of the box" in events[6]
+    assert "box came into view" in events[3] and "lost sight of the box" in events[6]
     # box on the left (columns 2..7 of 40) and the agent turns right at t = 3 and 4
-    assert "turning away from a visible box" in events[3] and "turning away from a visible box" in events[4]
+    assert (
+        "turning away from a visible box" in events[3]
+        and "turning away from a visible box" in events[4]
+    )
     assert "turning away from a visible box" not in events[5]  # forward
     assert events[-1] == ["reached the box"]
     assert all(not e for e in events[:3])
@@ -199,7 +212,10 @@ def test_composer_lays_out_without_overlap_and_even_size():
     frame = composer.frame(3, episode)
     h, w = composer.size
     assert frame.shape == (h, w, 3) and h % 2 == 0 and w % 2 == 0
-    boxes = [(y, x, y + p.size[0], x + p.size[1]) for p, (y, x) in zip(panels, composer._positions, strict=True)]
+    boxes = [
+        (y, x, y + p.size[0], x + p.size[1])
+        for p, (y, x) in zip(panels, composer._positions, strict=True)
+    ]
     for i, a in enumerate(boxes):
         assert a[0] >= composer.title_height and a[2] <= h and a[3] <= w
         for b in boxes[i + 1 :]:
@@ -221,9 +237,18 @@ def test_grid_shape_prefers_full_landscape_grids():
 
 
 def test_default_panels_cover_the_brief():
-    kinds = [type(p).__name__ for p in default_panels(["gradient", "gradcam"], per_action="gradient")]
+    kinds = [
+        type(p).__name__ for p in default_panels(["gradient", "gradcam"], per_action="gradient")
+    ]
     assert kinds.count("MapPanel") == 2
-    for name in ("ActionPanel", "ValuePanel", "EmbeddingPanel", "TopDownPanel", "CaptionPanel", "PerActionPanel"):
+    for name in (
+        "ActionPanel",
+        "ValuePanel",
+        "EmbeddingPanel",
+        "TopDownPanel",
+        "CaptionPanel",
+        "PerActionPanel",
+    ):
         assert name in kinds
 
 

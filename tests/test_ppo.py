@@ -228,3 +228,29 @@ def test_bad_device_is_explained():
     with pytest.raises(ValueError, match="not a device"):
         resolve_device("gpu0")
     assert resolve_device("cpu") == torch.device("cpu")
+
+
+@pytest.mark.slow
+def test_env_pool_seeds_and_stuck_penalty():
+    from agents.vecenv import EnvPool, episode_seed
+
+    kwargs = {**TINY_ENV, "max_episode_steps": 12}
+    with EnvPool("rlviz/BoxReachSmall-v0", kwargs, num_envs=2, groups=2, seed=4, stuck_penalty=0.5) as pool:
+        assert pool.slots == [(0, 1), (1, 2)] and pool.obs_shape == (30, 40, 3)
+        first = pool.reset().copy()
+        episodes, rewards = [], []
+        for _ in range(30):  # always forward: the agent soon walks into a wall and stays put
+            for s in range(2):
+                pool.step_async(s, np.array([1]))
+            for s in range(2):
+                _, r, _, _, finished = pool.step_wait(s)
+                rewards.append(float(r[0]))
+                episodes += finished
+    assert episodes and all(0 <= e.seed < 10**6 for e in episodes)
+    assert {(e.env, e.seed) for e in episodes if e.env == 0} >= {(0, episode_seed(4, 0, 0))}
+    stuck = [e for e in episodes if e.stuck]
+    assert stuck, "walking forward for 12 steps in a 5 m room must hit a wall"
+    assert -0.5 in rewards  # the penalty reaches the learner...
+    assert all(e.ret >= 0 for e in episodes)  # ...but episode returns are the env's own
+    with EnvPool("rlviz/BoxReachSmall-v0", kwargs, num_envs=2, groups=2, seed=4) as again:
+        assert np.array_equal(again.reset(), first)  # same run seed, same first episodes

@@ -122,8 +122,15 @@ def test_render_video_writes_one_frame_per_step(tmp_path):
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        summary = render_video(env, tiny_policy(), out=tmp_path / "run.mp4", methods=["gradient", "gradcam"],
-                               episodes=1, seed=3, fps=12)
+        summary = render_video(
+            env,
+            tiny_policy(),
+            out=tmp_path / "run.mp4",
+            methods=["gradient", "gradcam"],
+            episodes=1,
+            seed=3,
+            fps=12,
+        )
         assert torch.get_num_threads() == 2  # the caller's setting is restored
     finally:
         torch.set_num_threads(threads)
@@ -164,8 +171,13 @@ def test_render_video_failure_midway_leaves_no_file(tmp_path):
 
     out = tmp_path / "fail.mp4"
     with pytest.raises(RuntimeError, match="t=6"):
-        render_video(SquareEnv(max_steps=20, goal=False), tiny_policy(), out=out, methods=["gradient"],
-                     panels=[MapPanel("gradient"), Exploding(title="boom")])
+        render_video(
+            SquareEnv(max_steps=20, goal=False),
+            tiny_policy(),
+            out=out,
+            methods=["gradient"],
+            panels=[MapPanel("gradient"), Exploding(title="boom")],
+        )
     assert not out.exists()
     assert list(tmp_path.iterdir()) == []
 
@@ -179,10 +191,18 @@ def test_render_video_leaves_out_panels_the_env_cannot_feed(tmp_path):
         def _info(self, success):
             return {}
 
-    full = render_video(SquareEnv(max_steps=8, goal=False), tiny_policy(),
-                        out=tmp_path / "full.mp4", methods=["gradient"])
-    plain = render_video(PlainEnv(max_steps=8, goal=False), tiny_policy(),
-                         out=tmp_path / "plain.mp4", methods=["gradient"])
+    full = render_video(
+        SquareEnv(max_steps=8, goal=False),
+        tiny_policy(),
+        out=tmp_path / "full.mp4",
+        methods=["gradient"],
+    )
+    plain = render_video(
+        PlainEnv(max_steps=8, goal=False),
+        tiny_policy(),
+        out=tmp_path / "plain.mp4",
+        methods=["gradient"],
+    )
     assert full.frames == plain.frames == 8
     assert "TopDownPanel" in full.panels and "TopDownPanel" not in plain.panels
     assert {"MapPanel", "ActionPanel", "ValuePanel", "CaptionPanel"} <= set(plain.panels)
@@ -190,14 +210,23 @@ def test_render_video_leaves_out_panels_the_env_cannot_feed(tmp_path):
 
 
 def test_render_video_gif_and_errors(tmp_path):
-    summary = render_video(SquareEnv(max_steps=6, goal=False), tiny_policy(), out=tmp_path, gif=True,
-                           methods=["gradcam"], panels=lambda: [MapPanel("gradcam"), ActionPanel()])
+    summary = render_video(
+        SquareEnv(max_steps=6, goal=False),
+        tiny_policy(),
+        out=tmp_path,
+        gif=True,
+        methods=["gradcam"],
+        panels=lambda: [MapPanel("gradcam"), ActionPanel()],
+    )
     assert summary.paths[0].suffix == ".gif" and len(read_video(summary.paths[0])) == 6
     with pytest.raises(ValueError, match="unknown attribution method 'nope'; valid: .*gradient"):
         render_video(SquareEnv(), tiny_policy(), out=tmp_path / "a.mp4", methods=["nope"])
     with pytest.raises(ValueError, match="episodes must be >= 1"):
         render_video(SquareEnv(), tiny_policy(), out=tmp_path / "a.mp4", episodes=0)
-    assert output_paths(tmp_path / "r.mp4", 2) == [tmp_path / "r-episode-0.mp4", tmp_path / "r-episode-1.mp4"]
+    assert output_paths(tmp_path / "r.mp4", 2) == [
+        tmp_path / "r-episode-0.mp4",
+        tmp_path / "r-episode-1.mp4",
+    ]
     with pytest.raises(ValueError, match="folder or a file ending in .mp4 or .gif"):
         output_paths(tmp_path / "r.avi", 1)
 
@@ -293,9 +322,25 @@ def test_cli_renders_boxreach_from_a_checkpoint(tmp_path, checkpoint, capsys):
     from rlviz.commands.video import main
 
     out = tmp_path / "videos"
-    code = main(["--checkpoint", str(checkpoint), "--env", "rlviz/BoxReachSmall-v0", "--episodes", "2",
-                 "--max-steps", "12", "--map-episodes", "2", "--out", str(out), "--seed", "4",
-                 "--no-progress"])
+    code = main(
+        [
+            "--checkpoint",
+            str(checkpoint),
+            "--env",
+            "rlviz/BoxReachSmall-v0",
+            "--episodes",
+            "2",
+            "--max-steps",
+            "12",
+            "--map-episodes",
+            "2",
+            "--out",
+            str(out),
+            "--seed",
+            "4",
+            "--no-progress",
+        ]
+    )
     assert code == 0
     printed = capsys.readouterr().out
     assert "episodes: 2" in printed and "frames: " in printed
@@ -318,11 +363,34 @@ def test_render_video_on_real_boxreach_with_all_panels(tmp_path):
         torch.manual_seed(0)
         policy = agents.make_adapter(agents.ActorCritic())
         embedding = fit_state_embedding(env, policy, episodes=1, max_steps=20, method="pca")
-        summary = render_video(env, policy, out=tmp_path / "box.mp4", methods=["gradient", "gradcam"],
-                               max_steps=15, seed=2, embedding=embedding, per_action="gradient")
+        summary = render_video(
+            env,
+            policy,
+            out=tmp_path / "box.mp4",
+            methods=["gradient", "gradcam"],
+            max_steps=15,
+            seed=2,
+            embedding=embedding,
+            per_action="gradient",
+        )
     finally:
         env.close()
     frames = read_video(summary.paths[0])
     assert len(frames) == summary.frames == summary.lengths[0] <= 15
     assert frames[0].shape[1] >= 960 and frames[0].std() > 20
 
+
+def test_chunked_normalisation_equals_normalize_on_the_whole_episode():
+    from rlviz.maps import normalize
+    from rlviz.render import _normalize_maps
+
+    raw = np.random.default_rng(0).gamma(1.0, 1e-4, (300, 6, 8)).astype(np.float32)
+    raw[5] *= 40  # one bright frame sets the episode's scale
+    for mode in ("episode", "frame"):
+        for signed in (False, True):
+            data = raw - 1e-4 if signed else raw
+            chunked, (low, high) = _normalize_maps(data, mode, signed, chunk=64)
+            whole = normalize(data, mode=mode, signed=signed)
+            assert chunked.shape == whole.shape
+            assert np.abs(chunked.astype(np.float32) - whole).max() < 1e-3  # float16 storage
+    assert low == -high and high > 0

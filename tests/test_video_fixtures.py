@@ -1,4 +1,4 @@
-"""A tiny synthetic Gymnasium env with RGB observations and a tiny actor-critic, for the video tests.
+"""A tiny synthetic Gymnasium env with RGB observations and a tiny actor-critic for video tests.
 
 ``SquareEnv``: a red square drifts across a 30x40 frame as the agent turns (0 left, 1 forward,
 2 right); walking forward with the square centred makes it grow until reached. It reports
@@ -65,10 +65,18 @@ class SquareEnv(gym.Env):
             self.size = min(self.size + 1.0, 12.0)
         self.t += 1
         px, py = self._path[-1]
-        self._path.append((float(np.clip(px + (action - 1) * 0.03, 0, 1)), max(py - 0.02 * (action == 1), 0.0)))
+        self._path.append(
+            (float(np.clip(px + (action - 1) * 0.03, 0, 1)), max(py - 0.02 * (action == 1), 0.0))
+        )
         success = bool(self.goal and self.size >= 7 and abs(self.x - W / 2) < 8)
         obs, _ = self._obs()
-        return obs, float(success), success, self.t >= self.max_steps and not success, self._info(success)
+        return (
+            obs,
+            float(success),
+            success,
+            self.t >= self.max_steps and not success,
+            self._info(success),
+        )
 
     def top_down_map(self, size=(64, 64)) -> np.ndarray:
         h, w = size

@@ -38,9 +38,14 @@ def small_panels():
 
 
 def test_records_exactly_the_triggered_episodes(tmp_path):
-    env = RecordExplanationVideo(SquareEnv(max_steps=9), tiny_policy(), tmp_path / "vids",
-                                 episode_trigger=lambda i: i in (0, 2), methods=["gradient"],
-                                 panels=small_panels)
+    env = RecordExplanationVideo(
+        SquareEnv(max_steps=9),
+        tiny_policy(),
+        tmp_path / "vids",
+        episode_trigger=lambda i: i in (0, 2),
+        methods=["gradient"],
+        panels=small_panels,
+    )
     lengths = play(env, 4)
     env.close()
     files = sorted(p.name for p in (tmp_path / "vids").iterdir())
@@ -51,16 +56,28 @@ def test_records_exactly_the_triggered_episodes(tmp_path):
 
 
 def test_default_trigger_is_capped_cubic(tmp_path):
-    env = RecordExplanationVideo(SquareEnv(max_steps=3, goal=False), tiny_policy(), tmp_path, name_prefix="x",
-                                 methods=["gradient"], panels=small_panels)
+    env = RecordExplanationVideo(
+        SquareEnv(max_steps=3, goal=False),
+        tiny_policy(),
+        tmp_path,
+        name_prefix="x",
+        methods=["gradient"],
+        panels=small_panels,
+    )
     play(env, 10)
     env.close()
     assert sorted(p.name for p in tmp_path.iterdir()) == [f"x-episode-{i}.mp4" for i in (0, 1, 8)]
 
 
 def test_close_writes_the_unfinished_episode_and_explains_the_actions_given(tmp_path):
-    env = RecordExplanationVideo(SquareEnv(max_steps=50, goal=False), tiny_policy(), tmp_path, methods=["gradient"],
-                                 episode_trigger=lambda i: True, panels=small_panels)
+    env = RecordExplanationVideo(
+        SquareEnv(max_steps=50, goal=False),
+        tiny_policy(),
+        tmp_path,
+        methods=["gradient"],
+        episode_trigger=lambda i: True,
+        panels=small_panels,
+    )
     env.reset(seed=1)
     for _ in range(7):
         env.step(0)
@@ -70,7 +87,9 @@ def test_close_writes_the_unfinished_episode_and_explains_the_actions_given(tmp_
 
 def test_record_wrapper_is_transparent(tmp_path):
     plain, wrapped = SquareEnv(max_steps=12), SquareEnv(max_steps=12)
-    env = RecordExplanationVideo(wrapped, tiny_policy(), tmp_path, methods=["gradient"], panels=small_panels)
+    env = RecordExplanationVideo(
+        wrapped, tiny_policy(), tmp_path, methods=["gradient"], panels=small_panels
+    )
     o1, _ = plain.reset(seed=3)
     o2, _ = env.reset(seed=3)
     assert np.array_equal(o1, o2)
@@ -81,7 +100,9 @@ def test_record_wrapper_is_transparent(tmp_path):
 
 
 def test_explanation_render_returns_fixed_size_annotated_frames():
-    env = ExplanationRender(SquareEnv(max_steps=6, goal=False), tiny_policy(), methods=["gradient", "gradcam"])
+    env = ExplanationRender(
+        SquareEnv(max_steps=6, goal=False), tiny_policy(), methods=["gradient", "gradcam"]
+    )
     assert env.render_mode == "rgb_array"
     with pytest.raises(RuntimeError, match="reset"):
         env.render()
@@ -100,16 +121,24 @@ def test_explanation_render_returns_fixed_size_annotated_frames():
 
 
 def test_explanation_render_feeds_gymnasium_render_consumers():
-    """Gymnasium's own rgb_array consumers (RenderCollection here; RecordVideo alike) see our frames."""
+    """Gymnasium's rgb_array consumers (RenderCollection here; RecordVideo alike) get our frames."""
     from gymnasium.wrappers import RenderCollection
 
-    env = RenderCollection(ExplanationRender(SquareEnv(max_steps=4, goal=False), tiny_policy(),
-                                             methods=["gradient"], panels=small_panels()))
+    env = RenderCollection(
+        ExplanationRender(
+            SquareEnv(max_steps=4, goal=False),
+            tiny_policy(),
+            methods=["gradient"],
+            panels=small_panels(),
+        )
+    )
     env.reset(seed=0)
     for _ in range(3):
         env.step(2)
     frames = env.render()
-    assert len(frames) == 4 and all(f.ndim == 3 and f.shape[2] == 3 and f.dtype == np.uint8 for f in frames)
+    assert len(frames) == 4 and all(
+        f.ndim == 3 and f.shape[2] == 3 and f.dtype == np.uint8 for f in frames
+    )
 
 
 def test_record_video_conventions_match_gymnasium(tmp_path):
@@ -117,7 +146,8 @@ def test_record_video_conventions_match_gymnasium(tmp_path):
     from rlviz.wrappers import capped_cubic_video_schedule
 
     assert [i for i in range(3000) if capped_cubic_video_schedule(i)] == [
-        k**3 for k in range(10)] + [1000, 2000]
+        k**3 for k in range(10)
+    ] + [1000, 2000]
     env = RecordExplanationVideo(SquareEnv(), tiny_policy(), tmp_path, methods=["gradient"])
     assert env.episode_trigger is capped_cubic_video_schedule and env.episode_id == -1
     assert isinstance(env, gym.Wrapper)
@@ -132,10 +162,13 @@ def test_explanation_render_places_states_on_a_map():
 
     policy = tiny_policy()
     rollout = run_episode(SquareEnv(max_steps=20, goal=False), policy, seed=0)
-    emb = StateEmbedding(method="pca").fit(layer_features(policy, rollout.obs, "conv2", "avg"),
-                                           meta={"layer": "conv2", "pool": "avg"})
+    emb = StateEmbedding(method="pca").fit(
+        layer_features(policy, rollout.obs, "conv2", "avg"), meta={"layer": "conv2", "pool": "avg"}
+    )
     plain = ExplanationRender(SquareEnv(max_steps=5, goal=False), policy, methods=["gradient"])
-    mapped = ExplanationRender(SquareEnv(max_steps=5, goal=False), policy, methods=["gradient"], embedding=emb)
+    mapped = ExplanationRender(
+        SquareEnv(max_steps=5, goal=False), policy, methods=["gradient"], embedding=emb
+    )
     plain.reset(seed=0)
     mapped.reset(seed=0)
     sizes = {mapped.render().shape}
