@@ -40,7 +40,7 @@ warnings.filterwarnings("ignore")  # captum warns on every guided-backprop call
 
 def best_times(fns: dict[str, Callable[[], object]], min_total: float, max_rounds: int) -> dict:
     """Best wall time of each function, measured round-robin so that all of them see the same
-    machine load: one warm-up each, then rounds until ``min_total`` s or ``max_rounds``."""
+    machine load: one warm-up each, then rounds (at least 3) until ``min_total`` s or ``max_rounds``."""
     best: dict[str, float] = {}
     for key, fn in list(fns.items()):
         try:
@@ -52,7 +52,7 @@ def best_times(fns: dict[str, Callable[[], object]], min_total: float, max_round
     live = {k: f for k, f in fns.items() if not math.isnan(best[k])}
     start = time.perf_counter()
     rounds = 0
-    while rounds < max_rounds and (rounds < 2 or time.perf_counter() - start < min_total):
+    while rounds < max_rounds and (rounds < 3 or time.perf_counter() - start < min_total):
         for key, fn in live.items():
             t0 = time.perf_counter()
             fn()
@@ -362,10 +362,10 @@ def run_model(key, batches, methods, quick) -> list[dict]:
             actions = torch.randint(0, 3, (b,), generator=gen)
             pass_size = max(1, method.pass_elements // x[0].numel())  # as rlviz chooses
             target = ActionLogit(actions)
-            # Round-robin until 4 s (at least 2 rounds, at most 40): cheap calls get many rounds,
+            # Round-robin until 4 s (at least 3 rounds, at most 200): cheap calls get many rounds,
             # which their noisy minimum needs on a shared machine.
             min_total = 0.3 if quick else 4.0
-            runs = 3 if quick else 40
+            runs = 3 if quick else 200
             layer_arg = layer if method.needs_layer and name != "cam" else None
 
             def ours(method=method, x=x, target=target, layer_arg=layer_arg):

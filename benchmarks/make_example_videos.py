@@ -125,6 +125,7 @@ def main() -> None:
     p.add_argument("--search", type=int, default=60, help="seeds to try")
     p.add_argument("--max-steps", type=int, default=250)
     p.add_argument("--out", type=Path, default=ROOT / "videos")
+    p.add_argument("--agent-name", default=None, help="title-bar name (default: the file name)")
     args = p.parse_args()
     if not args.checkpoint.exists():
         sys.exit(
@@ -132,6 +133,7 @@ def main() -> None:
             "train one (rlviz train) or pass --checkpoint"
         )
     model, _ = agents.load_checkpoint(args.checkpoint)
+    agent_name = args.agent_name or args.checkpoint.name
     policy = agents.make_adapter(model)
     env = make_env(args.env)
     try:
@@ -153,7 +155,7 @@ def main() -> None:
                 embedding=embedding,
                 per_action="gradient",
                 max_steps=args.max_steps,
-                agent_name=args.checkpoint.name,
+                agent_name=agent_name,
                 preset="medium",
                 crf=23,
             )
@@ -171,7 +173,7 @@ def main() -> None:
             seeds.get("success", 0),
             args.max_steps,
             args.out / "frame.png",
-            {"agent": args.checkpoint.name, "env": args.env},
+            {"agent": agent_name, "env": args.env},
         )
     finally:
         env.close()
