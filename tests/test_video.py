@@ -292,8 +292,9 @@ def test_long_episode_does_not_hold_frames(tmp_path):
 
 @pytest.fixture
 def checkpoint(tmp_path):
-    agents = pytest.importorskip("agents")
     import torch
+
+    import agents
 
     torch.manual_seed(0)
     model = agents.ActorCritic()
@@ -353,9 +354,9 @@ def test_cli_renders_boxreach_from_a_checkpoint(tmp_path, checkpoint, capsys):
 
 @pytest.mark.slow
 def test_render_video_on_real_boxreach_with_all_panels(tmp_path):
-    agents = pytest.importorskip("agents")
     import torch
 
+    import agents
     from rlviz.render import fit_state_embedding, make_env
 
     env = make_env("rlviz/BoxReachSmall-v0")
