@@ -321,13 +321,15 @@ def plot_ablation(study: AblationStudy, path: str | os.PathLike, title: str | No
     ax = axes[0]
     rand = np.array([r.rate for r in study.random])
     means = [study.baseline.rate, study.targeted.rate, rand.mean() if len(rand) else np.nan]
-    ax.bar(
+    bars = ax.bar(
         [0, 1, 2],
         means,
         yerr=[0, 0, rand.std() if len(rand) else 0],
         capsize=4,
         color=["tab:grey", "tab:red", "tab:blue"],
     )
+    # values written on the bars, so a zero success rate is visible too
+    ax.bar_label(bars, labels=[f"{m:.2f}" for m in means], padding=2, fontsize=8)
     ax.scatter(
         np.full(len(rand), 2.0) + np.linspace(-0.15, 0.15, len(rand)),
         rand,
@@ -341,19 +343,24 @@ def plot_ablation(study: AblationStudy, path: str | os.PathLike, title: str | No
         [0, 1, 2], ["intact", f"top-{study.k}\ndetectors off", f"{study.k} random\nunits off"]
     )
     ax.set_ylabel(f"success rate ({n} episodes)")
-    ax.set_ylim(0, 1.05)
+    ax.set_ylim(0, 1.12)
     ax.legend(fontsize=7, loc="upper right")
     ax.set_title("Success rate under ablation", fontsize=9)
     if with_actions:
         ax = axes[1]
         kl_rand = [a.kl.mean() for a in study.action_random]
-        ax.bar(
+        kls = [
+            float(study.action_targeted.kl.mean()),
+            float(np.mean(kl_rand)) if kl_rand else np.nan,
+        ]
+        bars = ax.bar(
             [0, 1],
-            [study.action_targeted.kl.mean(), np.mean(kl_rand) if kl_rand else np.nan],
+            kls,
             yerr=[0, np.std(kl_rand) if kl_rand else 0],
             capsize=4,
             color=["tab:red", "tab:blue"],
         )
+        ax.bar_label(bars, labels=[f"{k:.3f}" for k in kls], padding=2, fontsize=8)
         ax.set_xticks([0, 1], ["detectors off", "random off"])
         ax.set_ylabel("mean KL(intact || ablated) per frame")
         flips = f"greedy action flips: {study.action_targeted.flip_rate:.0%} vs " + (
