@@ -106,7 +106,10 @@ def _unflatten(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
         if "__tensor__" in obj:
             return tensors[obj["__tensor__"]]
         if "__dict__" in obj:
-            return {(int(k) if is_int else k): _unflatten(v, tensors) for k, is_int, v in obj["__dict__"]}
+            return {
+                (int(k) if is_int else k): _unflatten(v, tensors)
+                for k, is_int, v in obj["__dict__"]
+            }
         if "__list__" in obj:
             return [_unflatten(v, tensors) for v in obj["__list__"]]
     return obj
@@ -158,7 +161,9 @@ def save_checkpoint(
     else:
         meta.pop("state_file", None)
         meta.pop("state_sha256", None)
-    text = json.dumps(meta, indent=2, sort_keys=False) + "\n"  # fail before writing if not JSON-able
+    text = (
+        json.dumps(meta, indent=2, sort_keys=False) + "\n"
+    )  # fail before writing if not JSON-able
     atomic_write_bytes(path, weights)
     atomic_write_bytes(config_path(path), text.encode())
     return path
@@ -187,7 +192,7 @@ def read_config(path: str | os.PathLike) -> dict:
         ) from None
     if not isinstance(config, dict) or config.get("format") != FORMAT:
         raise CheckpointError(
-            f"{str(cpath)!r} is not an rlviz agent config (expected \"format\": \"{FORMAT}\")"
+            f'{str(cpath)!r} is not an rlviz agent config (expected "format": "{FORMAT}")'
         )
     if int(config.get("format_version", 0)) > FORMAT_VERSION:
         raise CheckpointError(
@@ -247,7 +252,9 @@ def load_checkpoint(
     return model.to(device).eval(), config
 
 
-def check_state_dict(model: nn.Module, tensors: dict[str, torch.Tensor], where: object = "") -> None:
+def check_state_dict(
+    model: nn.Module, tensors: dict[str, torch.Tensor], where: object = ""
+) -> None:
     """Raise :class:`CheckpointError` listing every missing, unexpected or mis-shaped tensor."""
     expected = model.state_dict()
     missing = sorted(set(expected) - set(tensors))
@@ -298,5 +305,7 @@ def load_training_state(path: str | os.PathLike) -> dict | None:
     tensors = _load_tensors(data, spath, "training state")
     metadata = _safetensors_metadata(data)
     if "skeleton" not in metadata:
-        raise CheckpointError(f"training state {str(spath)!r} has no skeleton metadata; it is corrupt")
+        raise CheckpointError(
+            f"training state {str(spath)!r} has no skeleton metadata; it is corrupt"
+        )
     return _unflatten(json.loads(metadata["skeleton"]), tensors)

@@ -237,7 +237,9 @@ def _column(rows: Iterable[dict], key: str) -> np.ndarray:
     return np.asarray(out)
 
 
-def plot_learning_curve(csv_path: str | os.PathLike, png_path: str | os.PathLike, title: str = "") -> Path:
+def plot_learning_curve(
+    csv_path: str | os.PathLike, png_path: str | os.PathLike, title: str = ""
+) -> Path:
     """Draw success rate, return, episode length, entropy, KL, explained variance, value loss and
     grad norm against env steps from ``csv_path`` into ``png_path`` (atomic write).
 

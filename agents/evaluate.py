@@ -94,7 +94,11 @@ def evaluate(
                 if deterministic:
                     action = int(logits[0].argmax())
                 else:
-                    action = int(torch.multinomial(torch.softmax(logits[0].float().cpu(), -1), 1, generator=gen))
+                    action = int(
+                        torch.multinomial(
+                            torch.softmax(logits[0].float().cpu(), -1), 1, generator=gen
+                        )
+                    )
                 obs, reward, term, trunc, info = env.step(action)
                 total += float(reward)
                 n += 1
@@ -178,15 +182,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", default=str(SHIPPED_CHECKPOINT), help="checkpoint .safetensors")
     p.add_argument("--episodes", type=int, default=200, help="held-out episodes (one seed each)")
     p.add_argument("--seed-start", type=int, default=HELD_OUT_START, help="first held-out seed")
-    p.add_argument("--deterministic", action=argparse.BooleanOptionalAction, default=False,
-                   help="greedy actions instead of sampling")
+    p.add_argument(
+        "--deterministic",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="greedy actions instead of sampling",
+    )
     p.add_argument("--env-id", default=None, help="env id; None: the checkpoint's")
     p.add_argument("--env-kwargs", default=None, help="env kwargs as JSON; None: the checkpoint's")
-    p.add_argument("--train-gap", action="store_true",
-                   help="also play as many seeds the run trained on and report the gap")
-    p.add_argument("--oracle", action="store_true", help="also run the scripted oracle on the same seeds")
+    p.add_argument(
+        "--train-gap",
+        action="store_true",
+        help="also play as many seeds the run trained on and report the gap",
+    )
+    p.add_argument(
+        "--oracle", action="store_true", help="also run the scripted oracle on the same seeds"
+    )
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto")
-    p.add_argument("--json", default=None, metavar="PATH", help="write all results to this JSON file")
+    p.add_argument(
+        "--json", default=None, metavar="PATH", help="write all results to this JSON file"
+    )
     return p
 
 
@@ -212,29 +227,43 @@ def main(argv: list[str] | None = None) -> int:
     seeds = held_out_seeds(args.episodes, args.seed_start)
     torch.set_num_threads(1)
     out: dict = {"checkpoint": args.checkpoint, "env_id": env_id, "env_kwargs": env_kwargs}
-    print(f"{args.checkpoint}: {env_id} {env_kwargs or ''}, trained {config.get('steps', '?')} steps "
-          f"(seed {config.get('seed', '?')})")
+    print(
+        f"{args.checkpoint}: {env_id} {env_kwargs or ''}, trained {config.get('steps', '?')} steps "
+        f"(seed {config.get('seed', '?')})"
+    )
     try:
         t0 = time.perf_counter()
-        held = evaluate(model, env_id, seeds, deterministic=args.deterministic, env_kwargs=env_kwargs)
+        held = evaluate(
+            model, env_id, seeds, deterministic=args.deterministic, env_kwargs=env_kwargs
+        )
         out["held_out"] = held
         mode = "greedy" if args.deterministic else "sampled"
-        print(_summary(f"held-out ({mode})", held) + f"  seeds {seeds[0]}..{seeds[-1]}, "
-              f"{time.perf_counter() - t0:.0f} s")
+        print(
+            _summary(f"held-out ({mode})", held) + f"  seeds {seeds[0]}..{seeds[-1]}, "
+            f"{time.perf_counter() - t0:.0f} s"
+        )
         if args.train_gap:
             tc = config.get("train_config", {})
-            train = training_seeds(args.episodes, int(config.get("seed", 1)), int(tc.get("num_envs", 16)))
-            tr = evaluate(model, env_id, train, deterministic=args.deterministic, env_kwargs=env_kwargs)
+            train = training_seeds(
+                args.episodes, int(config.get("seed", 1)), int(tc.get("num_envs", 16))
+            )
+            tr = evaluate(
+                model, env_id, train, deterministic=args.deterministic, env_kwargs=env_kwargs
+            )
             out["train"] = tr
             print(_summary(f"train seeds ({mode})", tr))
-            print(f"{'gap (train - held-out)':<22} success {100 * (tr['success_rate'] - held['success_rate']):+5.1f} "
-                  f"points, mean steps {tr['mean_steps'] - held['mean_steps']:+.1f}")
+            print(
+                f"{'gap (train - held-out)':<22} success {100 * (tr['success_rate'] - held['success_rate']):+5.1f} "
+                f"points, mean steps {tr['mean_steps'] - held['mean_steps']:+.1f}"
+            )
         if args.oracle:
             orc = evaluate_oracle(env_id, seeds, env_kwargs)
             out["oracle"] = orc
             print(_summary("oracle (same seeds)", orc))
-            print(f"{'steps / oracle':<22} {held['mean_steps'] / orc['mean_steps']:.3f} (all episodes), "
-                  f"{held['mean_steps_success'] / orc['mean_steps_success']:.3f} (successful)")
+            print(
+                f"{'steps / oracle':<22} {held['mean_steps'] / orc['mean_steps']:.3f} (all episodes), "
+                f"{held['mean_steps_success'] / orc['mean_steps_success']:.3f} (successful)"
+            )
     except ValueError as exc:
         print(f"rlviz evaluate: {exc}", file=sys.stderr)
         return 2

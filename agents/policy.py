@@ -72,7 +72,9 @@ class ConvBlock(nn.Module):
     def __init__(self, c_in: int, c_out: int, kernel: int, stride: int, coords: bool = False):
         super().__init__()
         self.coords = coords
-        self.conv = nn.Conv2d(c_in + (2 if coords else 0), c_out, kernel, stride, padding=(kernel - 1) // 2)
+        self.conv = nn.Conv2d(
+            c_in + (2 if coords else 0), c_out, kernel, stride, padding=(kernel - 1) // 2
+        )
         self.relu = nn.ReLU()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -110,7 +112,9 @@ class ActorCritic(nn.Module):
         h, w, c = arch.obs_shape
         n = len(arch.channels)
         c_in = c
-        for i, (c_out, k, s) in enumerate(zip(arch.channels, arch.kernels, arch.strides, strict=True)):
+        for i, (c_out, k, s) in enumerate(
+            zip(arch.channels, arch.kernels, arch.strides, strict=True)
+        ):
             coords = arch.coord_channels and i == n - 1
             self.add_module(f"conv{i + 1}", ConvBlock(c_in, c_out, k, s, coords=coords))
             c_in = c_out
@@ -166,7 +170,9 @@ class ActorCritic(nn.Module):
         return self.policy(h), self.value(h).squeeze(-1)
 
 
-def preprocess(obs: np.ndarray | torch.Tensor, device: torch.device | str | None = None) -> torch.Tensor:
+def preprocess(
+    obs: np.ndarray | torch.Tensor, device: torch.device | str | None = None
+) -> torch.Tensor:
     """uint8 frames [B, H, W, 3] (or one frame [H, W, 3]) -> float32 [B, 3, H, W] in [0, 1].
 
     Raises:
@@ -204,5 +210,7 @@ def make_adapter(model: nn.Module, action_names: Sequence[str] | None = None):
     """
     from rlviz import PolicyAdapter
 
-    names = action_names if action_names is not None else getattr(model, "action_names", ACTION_NAMES)
+    names = (
+        action_names if action_names is not None else getattr(model, "action_names", ACTION_NAMES)
+    )
     return PolicyAdapter(model, preprocess=_adapter_preprocess, action_names=names)

@@ -143,7 +143,14 @@ class Config:
                 f"num_envs={self.num_envs} must be a multiple of 2 x num_workers={self.num_workers} "
                 "(each worker steps two equal groups)"
             )
-        for name in ("total_steps", "num_steps", "num_envs", "num_workers", "update_epochs", "num_minibatches"):
+        for name in (
+            "total_steps",
+            "num_steps",
+            "num_envs",
+            "num_workers",
+            "update_epochs",
+            "num_minibatches",
+        ):
             if getattr(self, name) < 1:
                 problems.append(f"{name}={getattr(self, name)}; expected >= 1")
         if problems:
@@ -182,14 +189,22 @@ def _parse_json_dict(text: str) -> dict:
     try:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise argparse.ArgumentTypeError(f"expected a JSON object like '{{\"size\": 8}}', got {text!r} ({exc})") from None
+        raise argparse.ArgumentTypeError(
+            f"expected a JSON object like '{{\"size\": 8}}', got {text!r} ({exc})"
+        ) from None
     if not isinstance(value, dict):
         raise argparse.ArgumentTypeError(f"expected a JSON object, got {text!r}")
     return value
 
 
-def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type, suppress_defaults: bool = False) -> None:
-    """Add one ``--flag`` per field of dataclass ``cls`` (bools get ``--no-flag`` too)."""
+def add_dataclass_arguments(
+    parser: argparse.ArgumentParser,
+    cls: type,
+    suppress_defaults: bool = False,
+    aliases: dict[str, list[str]] | None = None,
+) -> None:
+    """Add one ``--flag`` per field of dataclass ``cls`` (bools get ``--no-flag`` too);
+    ``aliases`` maps a field name to extra flags (``{"env_id": ["--env"]}``)."""
     hints = typing.get_type_hints(cls)
     docs = _field_docs(cls)
     for f in dataclasses.fields(cls):
@@ -210,7 +225,7 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type, suppress
             kwargs.update(type=_parse_json_dict, metavar="JSON")
         else:
             kwargs["type"] = _parse_none(tp) if optional else tp
-        parser.add_argument(flag, **kwargs)
+        parser.add_argument(flag, *(aliases or {}).get(f.name, []), **kwargs)
 
 
 def config_from_dict(data: dict) -> Config:
@@ -229,7 +244,9 @@ def resolve_device(name: str) -> torch.device:
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise ValueError(f"--device {name!r} is not a device; use cpu, cuda, cuda:N or auto") from None
+        raise ValueError(
+            f"--device {name!r} is not a device; use cpu, cuda, cuda:N or auto"
+        ) from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda was asked for but torch sees no CUDA GPU; use --device cpu")
     return device
@@ -310,7 +327,9 @@ class Learner:
         """
         cfg, model = self.cfg, self.model
         T, N = buf.actions.shape
-        adv, ret = compute_gae(buf.rewards, buf.values, buf.ends, buf.last_values, cfg.gamma, cfg.gae_lambda)
+        adv, ret = compute_gae(
+            buf.rewards, buf.values, buf.ends, buf.last_values, cfg.gamma, cfg.gae_lambda
+        )
         b_obs = buf.obs.reshape(T * N, *buf.obs.shape[2:])
         b_actions = torch.from_numpy(buf.actions.reshape(-1)).to(self.device)
         b_logprobs = torch.from_numpy(buf.logprobs.reshape(-1)).to(self.device)
@@ -324,7 +343,14 @@ class Learner:
         batch = T * N
         mb_size = max(batch // cfg.num_minibatches, 1)
         model.train()
-        sums = {"entropy": 0.0, "approx_kl": 0.0, "clip_frac": 0.0, "value_loss": 0.0, "policy_loss": 0.0, "grad_norm": 0.0}
+        sums = {
+            "entropy": 0.0,
+            "approx_kl": 0.0,
+            "clip_frac": 0.0,
+            "value_loss": 0.0,
+            "policy_loss": 0.0,
+            "grad_norm": 0.0,
+        }
         count = skipped = 0
         dead = float("nan")
         stop = False
@@ -343,7 +369,9 @@ class Learner:
                 log_ratio = logp - b_logprobs[idx]
                 ratio = log_ratio.exp()
                 with torch.no_grad():
-                    approx_kl = ((ratio - 1) - log_ratio).mean()  # Schulman's low-variance estimator
+                    approx_kl = (
+                        (ratio - 1) - log_ratio
+                    ).mean()  # Schulman's low-variance estimator
                     clip_frac = ((ratio - 1.0).abs() > cfg.clip_coef).float().mean()
                 mb_adv = b_adv[idx]
                 mb_adv = (mb_adv - mb_adv.mean()) / (mb_adv.std(unbiased=False) + 1e-8)
@@ -351,8 +379,13 @@ class Learner:
                     -mb_adv * ratio, -mb_adv * ratio.clamp(1 - cfg.clip_coef, 1 + cfg.clip_coef)
                 ).mean()
                 if cfg.clip_vloss:
-                    v_clipped = b_values[idx] + (value - b_values[idx]).clamp(-cfg.clip_coef, cfg.clip_coef)
-                    v_loss = 0.5 * torch.max((value - b_ret[idx]) ** 2, (v_clipped - b_ret[idx]) ** 2).mean()
+                    v_clipped = b_values[idx] + (value - b_values[idx]).clamp(
+                        -cfg.clip_coef, cfg.clip_coef
+                    )
+                    v_loss = (
+                        0.5
+                        * torch.max((value - b_ret[idx]) ** 2, (v_clipped - b_ret[idx]) ** 2).mean()
+                    )
                 else:
                     v_loss = 0.5 * ((value - b_ret[idx]) ** 2).mean()
                 loss = pg_loss - cfg.ent_coef * entropy + cfg.vf_coef * v_loss
@@ -366,8 +399,14 @@ class Learner:
                     skipped += 1
                 else:
                     self.optimizer.step()
-                for key, v in (("entropy", entropy), ("approx_kl", approx_kl), ("clip_frac", clip_frac),
-                               ("value_loss", v_loss), ("policy_loss", pg_loss), ("grad_norm", grad_norm)):
+                for key, v in (
+                    ("entropy", entropy),
+                    ("approx_kl", approx_kl),
+                    ("clip_frac", clip_frac),
+                    ("value_loss", v_loss),
+                    ("policy_loss", pg_loss),
+                    ("grad_norm", grad_norm),
+                ):
                     sums[key] += float(v.detach())
                 count += 1
                 if cfg.target_kl is not None and float(approx_kl) > cfg.target_kl:
@@ -389,7 +428,11 @@ class Learner:
 
     def state(self) -> dict:
         """Optimizer state, minibatch RNG and update counter (for --resume)."""
-        return {"optimizer": self.optimizer.state_dict(), "minibatch_rng": self.generator.get_state(), "updates": self.updates}
+        return {
+            "optimizer": self.optimizer.state_dict(),
+            "minibatch_rng": self.generator.get_state(),
+            "updates": self.updates,
+        }
 
     def load_state(self, state: dict) -> None:
         """Inverse of :meth:`state`."""
@@ -417,7 +460,12 @@ class Trainer:
                     "but not resumed. Start a new run instead."
                 )
         self.health = HealthCheck(
-            3, Thresholds(entropy_frac=cfg.warn_entropy_frac, grad_norm=cfg.warn_grad_norm, approx_kl=cfg.warn_kl)
+            3,
+            Thresholds(
+                entropy_frac=cfg.warn_entropy_frac,
+                grad_norm=cfg.warn_grad_norm,
+                approx_kl=cfg.warn_kl,
+            ),
         )
         self.recent = deque(maxlen=100)  # (return, length, success) of the last 100 episodes
         self.bar = None
@@ -474,16 +522,31 @@ class Trainer:
         time_before = float(rs["time_s"]) if rs else 0.0
 
         pool = EnvPool(
-            cfg.env_id, cfg.env_kwargs, num_envs=cfg.num_envs, num_workers=cfg.num_workers,
-            groups=2, seed=cfg.seed, episode_counts=rs["episode_counts"] if rs else None,
+            cfg.env_id,
+            cfg.env_kwargs,
+            num_envs=cfg.num_envs,
+            num_workers=cfg.num_workers,
+            groups=2,
+            seed=cfg.seed,
+            episode_counts=rs["episode_counts"] if rs else None,
             stuck_penalty=cfg.stuck_penalty,
         )
         obs_shape = pool.obs_shape
         n_actions = int(pool.action_space.n)
         from agents.policy import ACTION_NAMES
 
-        names = ACTION_NAMES if n_actions == len(ACTION_NAMES) else tuple(f"a{i}" for i in range(n_actions))
-        arch = Architecture(head=cfg.head, channels=tuple(cfg.channels), hidden=cfg.hidden, obs_shape=obs_shape, action_names=names)
+        names = (
+            ACTION_NAMES
+            if n_actions == len(ACTION_NAMES)
+            else tuple(f"a{i}" for i in range(n_actions))
+        )
+        arch = Architecture(
+            head=cfg.head,
+            channels=tuple(cfg.channels),
+            hidden=cfg.hidden,
+            obs_shape=obs_shape,
+            action_names=names,
+        )
         model = ActorCritic(arch).to(self.device)
         actor = ActorCritic(arch).to(self.device).eval()
         if rs:
@@ -516,7 +579,10 @@ class Trainer:
             stats = learner.update(buf, meta["steps"])
             stats["update_s"] = time.perf_counter() - t0
             buf.free.set()
-            published[0] = (learner.updates, {k: v.detach().clone() for k, v in model.state_dict().items()})
+            published[0] = (
+                learner.updates,
+                {k: v.detach().clone() for k, v in model.state_dict().items()},
+            )
             stats.update(time_s=elapsed())
             saved = None
             if meta["checkpoint"]:
@@ -531,13 +597,22 @@ class Trainer:
                     "recent": [list(r) for r in meta["recent"]],
                 }
                 saved = save_checkpoint(
-                    self.ckpt_path, model,
-                    self._ckpt_config(meta["steps"], learner.updates, stats["time_s"], meta["episodes"]),
+                    self.ckpt_path,
+                    model,
+                    self._ckpt_config(
+                        meta["steps"], learner.updates, stats["time_s"], meta["episodes"]
+                    ),
                     optimizer_state=resume_state,
                 )
             if meta["snapshot"]:
                 snap = self.run_dir / "snapshots" / f"step_{meta['steps']:09d}.safetensors"
-                save_checkpoint(snap, model, self._ckpt_config(meta["steps"], learner.updates, stats["time_s"], meta["episodes"]))
+                save_checkpoint(
+                    snap,
+                    model,
+                    self._ckpt_config(
+                        meta["steps"], learner.updates, stats["time_s"], meta["episodes"]
+                    ),
+                )
             results.put((meta, stats, saved))
 
         def learner_loop() -> None:
@@ -557,7 +632,14 @@ class Trainer:
 
         from tqdm import tqdm
 
-        self.bar = tqdm(total=cfg.total_steps, initial=min(steps, cfg.total_steps), unit="step", dynamic_ncols=True, disable=not cfg.progress, smoothing=0.05)
+        self.bar = tqdm(
+            total=cfg.total_steps,
+            initial=min(steps, cfg.total_steps),
+            unit="step",
+            dynamic_ncols=True,
+            disable=not cfg.progress,
+            smoothing=0.05,
+        )
         last_row: dict = {}
         rollout_eps: list = []
 
@@ -582,13 +664,22 @@ class Trainer:
                     return
                 block = False
                 row = dict(meta["episode_stats"])
-                row.update(stats, step=meta["steps"], sps=(meta["steps"] - meta["start_steps"]) / max(stats["time_s"] - time_before, 1e-9))
+                row.update(
+                    stats,
+                    step=meta["steps"],
+                    sps=(meta["steps"] - meta["start_steps"])
+                    / max(stats["time_s"] - time_before, 1e-9),
+                )
                 log.write(row)
                 for warning in self.health.check(row):
                     self._log(f"warning: {warning}")
                 if saved is not None:
                     try:
-                        plot_learning_curve(log.path, self.run_dir / "learning_curve.png", title=str(self.run_dir.name))
+                        plot_learning_curve(
+                            log.path,
+                            self.run_dir / "learning_curve.png",
+                            title=str(self.run_dir.name),
+                        )
                     except Exception as exc:  # a plot must never stop training
                         self._log(f"warning: could not draw the learning curve ({exc})")
                 last_row = row
@@ -660,15 +751,24 @@ class Trainer:
                     "action_rng": act_gen.get_state(),
                     "recent": recent,
                     "checkpoint": done or _crossed(prev, steps, cfg.checkpoint_every),
-                    "snapshot": _crossed(prev, steps, cfg.snapshot_every) or (done and cfg.snapshot_every > 0),
+                    "snapshot": _crossed(prev, steps, cfg.snapshot_every)
+                    or (done and cfg.snapshot_every > 0),
                     "episode_stats": {
                         "episodes": len(eps),
                         "return": float(np.mean([e[0] for e in eps])) if eps else float("nan"),
-                        "episode_length": float(np.mean([e[1] for e in eps])) if eps else float("nan"),
-                        "success_rate": float(np.mean([e[2] for e in eps])) if eps else float("nan"),
-                        "success_rate_100": float(np.mean([r[2] for r in recent])) if recent else float("nan"),
+                        "episode_length": float(np.mean([e[1] for e in eps]))
+                        if eps
+                        else float("nan"),
+                        "success_rate": float(np.mean([e[2] for e in eps]))
+                        if eps
+                        else float("nan"),
+                        "success_rate_100": float(np.mean([r[2] for r in recent]))
+                        if recent
+                        else float("nan"),
                         "env_wait": env_wait,
-                        "stuck_frac": sum(e[3] for e in eps) / max(sum(e[1] for e in eps), 1) if eps else float("nan"),
+                        "stuck_frac": sum(e[3] for e in eps) / max(sum(e[1] for e in eps), 1)
+                        if eps
+                        else float("nan"),
                     },
                 }
                 if thread is not None:
@@ -718,7 +818,9 @@ def _crossed(before: int, after: int, every: int) -> bool:
     return every > 0 and after // every > before // every
 
 
-def train(cfg: Config, command: str | None = None, resume: str | None = None, callback=None) -> dict:
+def train(
+    cfg: Config, command: str | None = None, resume: str | None = None, callback=None
+) -> dict:
     """Train a PPO agent with ``cfg``; see :meth:`Trainer.run` for what is returned."""
     return Trainer(cfg, command=command, resume=resume).run(callback=callback)
 
@@ -739,11 +841,13 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument(
-        "--resume", metavar="PATH", default=None,
+        "--resume",
+        metavar="PATH",
+        default=None,
         help="continue a run from its checkpoint (run folder or checkpoint.safetensors): weights, "
         "optimizer, counters and RNG; flags given now override the saved config",
     )
-    add_dataclass_arguments(parser, Config, suppress_defaults=True)
+    add_dataclass_arguments(parser, Config, suppress_defaults=True, aliases={"env_id": ["--env"]})
     return parser
 
 

@@ -28,7 +28,9 @@ import numpy as np
 TRAIN_SEED_RANGE = 10**6
 
 
-def episode_seed(seed: int, env_index: int, episode: int, seed_range: int = TRAIN_SEED_RANGE) -> int:
+def episode_seed(
+    seed: int, env_index: int, episode: int, seed_range: int = TRAIN_SEED_RANGE
+) -> int:
     """The reset seed of episode ``episode`` of env ``env_index`` in a run seeded ``seed``."""
     return int(np.random.default_rng([seed, env_index, episode]).integers(0, seed_range))
 
@@ -113,7 +115,9 @@ def _worker(conn, env_id, env_kwargs, lo, hi, groups, seed, counts, seed_range, 
                     last_obs[j] = o
                     if term or trunc:
                         success = bool(info.get("success", term and r > 0))
-                        finished.append(Episode(i, ep_seed[j], ep_ret[j], ep_len[j], success, ep_stuck[j]))
+                        finished.append(
+                            Episode(i, ep_seed[j], ep_ret[j], ep_len[j], success, ep_stuck[j])
+                        )
                         ep_count[j] += 1
                         o = reset(j)
                     if obs is None:
@@ -200,8 +204,18 @@ class EnvPool:
             parent, child = ctx.Pipe()
             proc = ctx.Process(
                 target=_worker,
-                args=(child, env_id, env_kwargs or {}, lo, hi, worker_groups, seed, counts[lo:hi], seed_range,
-                      float(stuck_penalty)),
+                args=(
+                    child,
+                    env_id,
+                    env_kwargs or {},
+                    lo,
+                    hi,
+                    worker_groups,
+                    seed,
+                    counts[lo:hi],
+                    seed_range,
+                    float(stuck_penalty),
+                ),
                 daemon=True,
                 name=f"rlviz-env-{w}",
             )
@@ -254,7 +268,9 @@ class EnvPool:
         self._conns[self._slot_worker[slot]].send(("step", (self._slot_group[slot], actions)))
         self._pending[slot] = True
 
-    def step_wait(self, slot: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[Episode]]:
+    def step_wait(
+        self, slot: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[Episode]]:
         """Wait for ``slot``'s step.
 
         Returns:

@@ -40,7 +40,8 @@ warnings.filterwarnings("ignore")  # captum warns on every guided-backprop call
 
 def best_times(fns: dict[str, Callable[[], object]], min_total: float, max_rounds: int) -> dict:
     """Best wall time of each function, measured round-robin so that all of them see the same
-    machine load: one warm-up each, then rounds (at least 3) until ``min_total`` s or ``max_rounds``."""
+    machine load: one warm-up each, then rounds (at least 3) until ``min_total`` s or
+    ``max_rounds``."""
     best: dict[str, float] = {}
     for key, fn in list(fns.items()):
         try:
@@ -409,14 +410,38 @@ def print_header() -> None:
 def print_row(row: dict, flush: bool = False) -> None:
     refs = row["refs"] or [("(none)", float("nan"))]
     for i, (ref_label, t_ref) in enumerate(refs):
-        lead = (
-            f"| {row['model']:<28} | {row['method']:<20} | {row['batch']:>5} | {row['ours']:>14.3f} | "
-            f"{row['floor']:>14.3f} | {row['floor_label']:<16} | {row['ours'] / row['floor']:>6.2f}x |"
-            if i == 0
-            else f"| {'':<28} | {'':<20} | {'':>5} | {'':>14} | {'':>14} | {'':<16} | {'':>7} |"
-        )
+        if i == 0:
+            lead = (
+                f"| {row['model']:<28} | {row['method']:<20} | {row['batch']:>5} | "
+                f"{row['ours']:>14.3f} | {row['floor']:>14.3f} | {row['floor_label']:<16} | "
+                f"{row['ours'] / row['floor']:>6.2f}x |"
+            )
+        else:
+            lead = f"| {'':<28} | {'':<20} | {'':>5} | {'':>14} | {'':>14} | {'':<16} | {'':>7} |"
         ratio = t_ref / row["ours"] if np.isfinite(t_ref) else float("nan")
         print(f"{lead} {ref_label:<34} | {t_ref:>12.3f} | {ratio:>8.2f}x |", flush=flush)
+
+
+def maps_speed() -> None:
+    """Display helpers on a 256-frame episode: 8x10 CAM-sized maps onto 60x80 frames."""
+    from rlviz.maps import colorize, normalize, overlay, upsample
+
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 256, (256, 60, 80, 3), dtype=np.uint8)
+    small = rng.random((256, 8, 10), dtype=np.float32)
+    full = upsample(small, (60, 80))
+    norm = normalize(full)
+    fns = {
+        "upsample 8x10 -> 60x80": lambda: upsample(small, (60, 80)),
+        "normalize (episode, p99.5)": lambda: normalize(full),
+        "normalize (frame, p99.5)": lambda: normalize(full, "frame"),
+        "colorize (inferno LUT)": lambda: colorize(norm),
+        "overlay (resize + colour + blend)": lambda: overlay(frames, small),
+    }
+    best = best_times(fns, 2.0, 50)
+    print("\n| display helper (256 frames of 60x80) | ms/frame |\n|---|---|")
+    for key in fns:
+        print(f"| {key} | {best[key] / 256 * 1e3:.4f} |")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -431,12 +456,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--threads", type=int, default=None, help="torch threads (default: torch's)"
     )
+    parser.add_argument("--maps-only", action="store_true", help="only time the display helpers")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.maps_only:
+        maps_speed()
+        return 0
     methods = args.only or list(METHODS)
     print(
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads, {time.strftime('%Y-%m-%d %H:%M')}"
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
+        f"{time.strftime('%Y-%m-%d %H:%M')}"
     )
     print_header()
     rows = []
@@ -463,6 +493,7 @@ def main(argv: list[str] | None = None) -> int:
             flags.append(f"{row['ours'] / row['floor']:.2f}x floor > {limit}x")
         if flags:
             print(f"  {row['model']} {row['method']} batch {row['batch']}: " + "; ".join(flags))
+    maps_speed()
     return 0
 
 

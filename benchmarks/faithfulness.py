@@ -129,8 +129,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     print()
     print(
-        "| method               | pointing | mass in box | box share | mass/share | deletion AUC (lower) "
-        "| insertion AUC (higher) | s |"
+        "| method               | pointing | mass in box | box share | mass/share "
+        "| deletion AUC (lower) | insertion AUC (higher) | s |"
     )
     print("|---|---|---|---|---|---|---|---|")
     rows = {}

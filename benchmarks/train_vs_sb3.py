@@ -54,21 +54,29 @@ def raw_env_sps(env_id: str, env_kwargs: dict, seconds: float) -> float:
     return sps
 
 
-def first_to_reach(snapshots, make_model, env_id, env_kwargs, seeds, target, log) -> dict | None:
-    """Evaluate snapshots in step order; the first with success >= target (or None)."""
+def held_out_curve(snapshots, make_model, env_id, env_kwargs, seeds, log) -> list[dict]:
+    """Held-out success of every snapshot, in step order: [{steps, time_s, success_rate, mean_steps}]."""
+    curve = []
     for snap in snapshots:
-        model = make_model(snap)
-        result = evaluate(model, env_id, seeds, env_kwargs=env_kwargs)
-        log(
-            f"    step {snap['steps']:>7}  t {snap['time_s']:7.1f} s  held-out success {result['success_rate']:.2f}"
-        )
-        if result["success_rate"] >= target:
-            return {
-                **snap,
+        result = evaluate(make_model(snap), env_id, seeds, env_kwargs=env_kwargs)
+        curve.append(
+            {
+                "steps": snap["steps"],
+                "time_s": snap["time_s"],
                 "success_rate": result["success_rate"],
                 "mean_steps": result["mean_steps"],
             }
-    return None
+        )
+        log(
+            f"    step {snap['steps']:>7}  t {snap['time_s']:7.1f} s  held-out success {result['success_rate']:.2f}  "
+            f"mean steps {result['mean_steps']:.0f}"
+        )
+    return curve
+
+
+def first_reaching(curve: list[dict], target: float) -> dict | None:
+    """The first point of ``curve`` with success >= ``target``, or None."""
+    return next((p for p in curve if p["success_rate"] >= target), None)
 
 
 def run_ours(args, env_kwargs, workdir: Path, log) -> dict:
@@ -95,20 +103,14 @@ def run_ours(args, env_kwargs, workdir: Path, log) -> dict:
     log(
         f"  ours: {summary['steps']} steps in {summary['time_s']:.1f} s = {summary['sps']:.0f} env steps/s"
     )
-    hit = first_to_reach(
-        snaps,
-        lambda s: load_checkpoint(s["path"])[0],
-        args.env_id,
-        env_kwargs,
-        args.seeds,
-        args.target,
-        log,
+    curve = held_out_curve(
+        snaps, lambda s: load_checkpoint(s["path"])[0], args.env_id, env_kwargs, args.seeds, log
     )
     return {
         "sps": summary["sps"],
         "time_s": summary["time_s"],
         "steps": summary["steps"],
-        "reached": hit,
+        "curve": curve,
     }
 
 
@@ -169,10 +171,8 @@ def run_sb3(args, env_kwargs, log) -> dict:
         model.policy.load_state_dict(snap["state"])
         return SB3Model(model.policy, obs_shape, 3).eval()
 
-    hit = first_to_reach(snaps, make_model, args.env_id, env_kwargs, args.seeds, args.target, log)
-    if hit is not None:
-        hit = {k: v for k, v in hit.items() if k != "state"}
-    return {"sps": sps, "time_s": total, "steps": int(model.num_timesteps), "reached": hit}
+    curve = held_out_curve(snaps, make_model, args.env_id, env_kwargs, args.seeds, log)
+    return {"sps": sps, "time_s": total, "steps": int(model.num_timesteps), "curve": curve}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -218,30 +218,42 @@ def main(argv: list[str] | None = None) -> int:
             torch.set_num_threads(os.cpu_count() or 1)
             results["sb3"] = run_sb3(args, env_kwargs, log)
     log("")
-    log(f"{'':8} {'env steps/s':>12} {'% of raw':>9} {'steps to 90%':>13} {'wall s to 90%':>14}")
+    targets = sorted({0.5, 0.7, args.target})
+    head = "".join(f"{f'to {100 * t:.0f}%: steps / wall s':>26}" for t in targets)
+    log(f"{'':6} {'env steps/s':>11} {'% of raw':>9} {'best held-out':>14}{head}")
     for name in ("ours", "sb3"):
         r = results.get(name)
         if r is None:
             continue
-        hit = r["reached"]
-        steps = f"{hit['steps']}" if hit else f">{r['steps']}"
-        wall = f"{hit['time_s']:.0f}" if hit else f">{r['time_s']:.0f}"
-        log(f"{name:8} {r['sps']:12.0f} {100 * r['sps'] / raw:8.0f}% {steps:>13} {wall:>14}")
-        if hit is None:
+        best = max((p["success_rate"] for p in r["curve"]), default=float("nan"))
+        cells = ""
+        for t in targets:
+            hit = first_reaching(r["curve"], t)
+            cell = (
+                f"{hit['steps']} / {hit['time_s']:.0f}"
+                if hit
+                else f"> {r['steps']} / > {r['time_s']:.0f}"
+            )
+            cells += f"{cell:>26}"
+        log(f"{name:6} {r['sps']:11.0f} {100 * r['sps'] / raw:8.0f}% {best:14.2f}{cells}")
+    for name in ("ours", "sb3"):
+        if name in results and first_reaching(results[name]["curve"], args.target) is None:
             log(
-                f"         {name} did not reach {100 * args.target:.0f}% held-out success within {r['steps']} steps"
+                f"{name} did not reach {100 * args.target:.0f}% held-out success within {results[name]['steps']} steps"
             )
     if "ours" in results and "sb3" in results:
         o, s = results["ours"], results["sb3"]
         log(f"throughput ratio ours/sb3: {o['sps'] / s['sps']:.2f}x")
-        if o["reached"] and s["reached"]:
-            log(
-                f"wall-time ratio to 90% sb3/ours: {s['reached']['time_s'] / o['reached']['time_s']:.2f}x"
-            )
-        elif o["reached"]:
-            log(
-                f"wall-time ratio to 90% sb3/ours: > {s['time_s'] / o['reached']['time_s']:.2f}x (sb3 did not get there)"
-            )
+        for t in targets:
+            ho, hs = first_reaching(o["curve"], t), first_reaching(s["curve"], t)
+            if ho and hs:
+                log(
+                    f"wall-time ratio to {100 * t:.0f}% (sb3/ours): {hs['time_s'] / ho['time_s']:.2f}x"
+                )
+            elif ho:
+                log(
+                    f"wall-time ratio to {100 * t:.0f}% (sb3/ours): > {s['time_s'] / ho['time_s']:.2f}x (sb3 did not get there)"
+                )
     log(f"load average at the end: {os.getloadavg()[0]:.1f}")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1, default=str))

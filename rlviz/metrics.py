@@ -4,9 +4,9 @@
   the object (mask dilated by a few pixels of tolerance)?
 - Mass in mask: share of the positive attribution inside the object, next to the object's share of
   the pixels (a map that ignores the object scores the pixel share on average).
-- Deletion / insertion (Petsiuk et al. 2018, RISE, https://arxiv.org/abs/1806.07421): remove the most
-  attributed pixels first (or insert them into a blurred frame) and track the target's probability;
-  a faithful map makes deletion drop fast (low AUC) and insertion rise fast (high AUC).
+- Deletion / insertion (Petsiuk et al. 2018, RISE, https://arxiv.org/abs/1806.07421): remove the
+  most attributed pixels first (or insert them into a blurred frame) and track the target's
+  probability; a faithful map makes deletion drop fast (low AUC) and insertion rise fast (high AUC).
 
 All functions are batched over frames: maps [B, H, W], masks bool [B, H, W].
 """
@@ -76,7 +76,8 @@ def mass_in_mask(maps: np.ndarray | torch.Tensor, masks: np.ndarray | torch.Tens
 
 
 def mask_share(masks: np.ndarray | torch.Tensor) -> np.ndarray:
-    """Fraction of each frame's pixels inside the mask: float32 [B] (mass_in_mask's chance level)."""
+    """Fraction of each frame's pixels inside the mask: float32 [B] (mass_in_mask's chance
+    level)."""
     return _tensor(masks, torch.bool).flatten(1).float().mean(1).numpy()
 
 
@@ -97,7 +98,8 @@ def _curves(
     b, _, h, w = x.shape
     if maps.shape != (b, h, w):
         raise ValueError(
-            f"maps must be [B, H, W] = {(b, h, w)} to match the observations; got {tuple(maps.shape)}"
+            f"maps must be [B, H, W] = {(b, h, w)} to match the observations; got "
+            f"{tuple(maps.shape)}"
         )
     score = _probability_target(target)
     if isinstance(score, _GreedyProb):

@@ -52,7 +52,9 @@ def test_gap_head_gives_exact_cam():
     with capture(model, model.cam_layer) as acts:
         logits, value = model(x)
     fmap = acts[model.cam_layer]  # [B, C, h, w]
-    cam = torch.einsum("kc,bchw->bkhw", model.policy.weight, fmap)  # per-action class activation maps
+    cam = torch.einsum(
+        "kc,bchw->bkhw", model.policy.weight, fmap
+    )  # per-action class activation maps
     recon = cam.mean(dim=(2, 3)) + model.policy.bias
     assert torch.allclose(recon, logits, atol=1e-5)
 
@@ -108,13 +110,26 @@ def test_make_adapter_matches_model():
 def test_checkpoint_round_trip(tmp_path, head):
     torch.manual_seed(3)
     model = ActorCritic(head=head, channels=(8, 16, 16), hidden=32).eval()
-    path = save_checkpoint(tmp_path / "a.safetensors", model, {"env_id": "rlviz/BoxReach-v0", "env_kwargs": {}, "steps": 7, "seed": 5})
+    path = save_checkpoint(
+        tmp_path / "a.safetensors",
+        model,
+        {"env_id": "rlviz/BoxReach-v0", "env_kwargs": {}, "steps": 7, "seed": 5},
+    )
     loaded, config = load_checkpoint(path)
     x = preprocess(FRAMES)
     for a, b in zip(model(x), loaded(x), strict=True):
         assert torch.equal(a, b)
-    for key in ("env_id", "env_kwargs", "architecture", "obs_shape", "action_names", "steps", "seed",
-                "rlviz_version", "weights_sha256"):
+    for key in (
+        "env_id",
+        "env_kwargs",
+        "architecture",
+        "obs_shape",
+        "action_names",
+        "steps",
+        "seed",
+        "rlviz_version",
+        "weights_sha256",
+    ):
         assert key in config
     assert config["obs_shape"] == [60, 80, 3] and config["architecture"]["head"] == head
     assert loaded.arch == model.arch and not loaded.training
@@ -131,7 +146,13 @@ def test_training_state_round_trip(tmp_path):
     model(preprocess(FRAMES))[0].sum().backward()
     opt.step()
     gen = torch.Generator().manual_seed(9)
-    state = {"optimizer": opt.state_dict(), "rng": gen.get_state(), "steps": 12, "counts": [1, 2], "recent": [[0.5, 10, True]]}
+    state = {
+        "optimizer": opt.state_dict(),
+        "rng": gen.get_state(),
+        "steps": 12,
+        "counts": [1, 2],
+        "recent": [[0.5, 10, True]],
+    }
     path = save_checkpoint(tmp_path / "b.safetensors", model, {}, optimizer_state=state)
     back = load_training_state(path)
     assert back["steps"] == 12 and back["counts"] == [1, 2] and back["recent"] == [[0.5, 10, True]]
@@ -245,7 +266,12 @@ def test_shipped_checkpoint_solves_held_out_episodes():
     assert SHIPPED_CHECKPOINT.stat().st_size < 5 * 2**20
     assert config["env_id"] == "rlviz/BoxReach-v0" and config["command"].startswith("rlviz train")
     torch.set_num_threads(1)
-    result = evaluate(model, config["env_id"], held_out_seeds(20, start=2 * 10**6), env_kwargs=config["env_kwargs"])
+    result = evaluate(
+        model,
+        config["env_id"],
+        held_out_seeds(20, start=2 * 10**6),
+        env_kwargs=config["env_kwargs"],
+    )
     assert result["success_rate"] >= 0.8, result
 
 
@@ -254,14 +280,49 @@ def test_evaluate_cli_reports_held_out_train_gap_and_oracle(tmp_path, capsys):
     from agents.evaluate import main
 
     torch.manual_seed(7)
-    kwargs = {"size": 5, "num_distractors": 0, "fast": True, "max_episode_steps": 20, "obs_height": 30, "obs_width": 40}
+    kwargs = {
+        "size": 5,
+        "num_distractors": 0,
+        "fast": True,
+        "max_episode_steps": 20,
+        "obs_height": 30,
+        "obs_width": 40,
+    }
     model = ActorCritic(channels=(4, 8, 8), obs_shape=(30, 40, 3))
-    path = save_checkpoint(tmp_path / "r.safetensors", model, {
-        "env_id": "rlviz/BoxReachSmall-v0", "env_kwargs": kwargs, "seed": 3, "train_config": {"num_envs": 4}})
+    path = save_checkpoint(
+        tmp_path / "r.safetensors",
+        model,
+        {
+            "env_id": "rlviz/BoxReachSmall-v0",
+            "env_kwargs": kwargs,
+            "seed": 3,
+            "train_config": {"num_envs": 4},
+        },
+    )
     out_json = tmp_path / "eval.json"
-    assert main(["--checkpoint", str(path), "--episodes", "3", "--train-gap", "--oracle", "--json", str(out_json)]) == 0
+    assert (
+        main(
+            [
+                "--checkpoint",
+                str(path),
+                "--episodes",
+                "3",
+                "--train-gap",
+                "--oracle",
+                "--json",
+                str(out_json),
+            ]
+        )
+        == 0
+    )
     text = capsys.readouterr().out
-    for needle in ("held-out (sampled)", "train seeds", "gap (train - held-out)", "oracle (same seeds)", "steps / oracle"):
+    for needle in (
+        "held-out (sampled)",
+        "train seeds",
+        "gap (train - held-out)",
+        "oracle (same seeds)",
+        "steps / oracle",
+    ):
         assert needle in text
     result = json.loads(out_json.read_text())
     assert result["held_out"]["seeds"] == [10**6, 10**6 + 1, 10**6 + 2]

@@ -33,7 +33,9 @@ def test_normalize_episode_frame_and_signed():
     # A robust percentile saturates the single outlier instead of dimming the rest.
     robust = normalize(maps, "frame", percentile=50)
     np.testing.assert_allclose(robust[1, 1, 1], 1.0)
-    signed = normalize(np.array([[[-2.0, 1.0], [0.0, 4.0]]], np.float32), signed=True, percentile=100)
+    signed = normalize(
+        np.array([[[-2.0, 1.0], [0.0, 4.0]]], np.float32), signed=True, percentile=100
+    )
     np.testing.assert_allclose(signed[0], [[-0.5, 0.25], [0.0, 1.0]])
     unsigned = normalize(np.array([[[-2.0, 1.0], [0.0, 4.0]]], np.float32), percentile=100)
     np.testing.assert_allclose(unsigned[0], [[0.0, 0.25], [0.0, 1.0]])
@@ -79,8 +81,12 @@ def test_overlay_blends_and_resizes():
         overlay(frames, maps[:1])
 
 
-@pytest.mark.parametrize(("src", "dst"), [((8, 10), (60, 80)), ((7, 7), (224, 224)), ((9, 13), (4, 5))])
+@pytest.mark.parametrize(
+    ("src", "dst"), [((8, 10), (60, 80)), ((7, 7), (224, 224)), ((9, 13), (4, 5))]
+)
 def test_upsample_equals_torch_bilinear(src, dst):
     maps = torch.rand(3, *src)
-    expected = torch.nn.functional.interpolate(maps[:, None], size=dst, mode="bilinear", align_corners=False)[:, 0]
+    expected = torch.nn.functional.interpolate(
+        maps[:, None], size=dst, mode="bilinear", align_corners=False
+    )[:, 0]
     torch.testing.assert_close(upsample(maps, dst), expected, rtol=1e-5, atol=1e-6)

@@ -94,7 +94,9 @@ def test_registry_lists_every_method_and_rejects_unknown_names():
     with pytest.raises(TypeError, match="it accepts: window, stride, fill"):
         get_method("occlusion", windw=3)
     assert get_method("saliency").name == "gradient"  # DESIGN.md's name
-    assert all(get_method(n).needs_layer == (n in {"cam", "gradcam", "gradcam_pp"}) for n in EXPECTED)
+    assert all(
+        get_method(n).needs_layer == (n in {"cam", "gradcam", "gradcam_pp"}) for n in EXPECTED
+    )
 
 
 def test_register_a_new_method():
@@ -126,7 +128,9 @@ def test_contract(name):
     m = method(name)
 
     maps = m.attribute(model, obs, TakenAction(actions))
-    assert isinstance(maps, torch.Tensor) and maps.dtype == torch.float32 and maps.device.type == "cpu"
+    assert (
+        isinstance(maps, torch.Tensor) and maps.dtype == torch.float32 and maps.device.type == "cpu"
+    )
     assert maps.shape == (5, 12, 16)
     assert torch.isfinite(maps).all() and maps.abs().max() > 0
     if not m.signed:
@@ -170,7 +174,9 @@ def test_contract_under_no_grad_single_frame_and_float_input(name):
     torch.testing.assert_close(inside, reference, rtol=1e-5, atol=1e-7)
     one = m.attribute(model, obs[1], 1)  # one frame, no batch axis
     assert one.shape == (1, 12, 16)
-    torch.testing.assert_close(one[0], reference[1], rtol=1e-4, atol=1e-6 * float(reference.abs().max()))
+    torch.testing.assert_close(
+        one[0], reference[1], rtol=1e-4, atol=1e-6 * float(reference.abs().max())
+    )
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
@@ -205,7 +211,9 @@ def test_method_errors_are_clear():
 
 
 def test_training_mode_with_dropout_warns():
-    model = nn.Sequential(nn.Conv2d(3, 2, 3), nn.Dropout(0.5), nn.Flatten(), nn.Linear(2 * 10 * 14, 3))
+    model = nn.Sequential(
+        nn.Conv2d(3, 2, 3), nn.Dropout(0.5), nn.Flatten(), nn.Linear(2 * 10 * 14, 3)
+    )
     model.train()
     with pytest.warns(UserWarning, match="training mode"):
         get_method("gradient").attribute(model, frames(2))
@@ -257,7 +265,9 @@ def test_integrated_gradients_completeness_and_delta():
     torch.testing.assert_close(maps.sum(dim=(1, 2)) - gap.detach(), delta)
     assert delta.abs().max() < 1e-2 * gap.abs().max()  # ReLU kinks limit quadrature accuracy
     coarse = get_method("integrated_gradients", steps=2, rule="riemann_right")
-    assert coarse.attribute_with_delta(model, obs, ActionLogit(1))[1].abs().max() > delta.abs().max()
+    assert (
+        coarse.attribute_with_delta(model, obs, ActionLogit(1))[1].abs().max() > delta.abs().max()
+    )
 
 
 def test_quadrature_rules_integrate_polynomials():
@@ -272,21 +282,37 @@ def test_quadrature_rules_integrate_polynomials():
 def test_smoothgrad_noise_is_seeded_and_shared_across_frames():
     sg = get_method("smoothgrad", samples=3, seed=7)
     assert torch.equal(sg.noise((3, 4, 4)), sg.noise((3, 4, 4)))
-    assert not torch.equal(sg.noise((3, 4, 4)), get_method("smoothgrad", samples=3, seed=8).noise((3, 4, 4)))
+    assert not torch.equal(
+        sg.noise((3, 4, 4)), get_method("smoothgrad", samples=3, seed=8).noise((3, 4, 4))
+    )
     model = make_net()
     obs = frames(4)
     # A frame's map does not depend on which other frames are in the batch.
     torch.testing.assert_close(sg.attribute(model, obs)[2], sg.attribute(model, obs[2:3])[0])
 
 
-def test_most_likely_action_is_fixed_on_the_clean_frame():
-    # For methods that evaluate altered inputs, the greedy action must be the clean frame's.
-    model = make_net()
-    obs = frames(4)
-    greedy = PolicyAdapter(model)(obs).logits.argmax(-1)
-    for name in ("integrated_gradients", "smoothgrad", "occlusion"):
-        m = method(name)
-        torch.testing.assert_close(m.attribute(model, obs), m.attribute(model, obs, TakenAction(greedy)))
+class MeanNet(nn.Module):
+    """logits = [10 * mean(x), 3]: action 0 is greedy for bright frames, 1 once they darken."""
+
+    def forward(self, x):
+        s = 10 * x.mean(dim=(1, 2, 3))
+        return torch.stack([s, torch.full_like(s, 3.0)], dim=1)
+
+
+@pytest.mark.parametrize("name", ["integrated_gradients", "smoothgrad", "occlusion"])
+def test_most_likely_action_is_fixed_on_the_clean_frame(name):
+    # Methods that evaluate altered inputs must keep explaining the clean frame's greedy action
+    # (here 0), although darkening the frame (black baseline, occluder, noise) flips the argmax.
+    obs = torch.full((2, 1, 4, 4), 0.31)
+    obs[1, 0, 0, 0] = 0.5
+    options = {
+        "smoothgrad": {"samples": 8, "stdev": 0.3, "absolute": False, "reduce": "sum"},
+        "occlusion": {"window": 2, "fill": 0.0},
+    }
+    m = get_method(name, **options.get(name, {}))
+    greedy = m.attribute(MeanNet(), obs)
+    torch.testing.assert_close(greedy, m.attribute(MeanNet(), obs, TakenAction([0, 0])))
+    assert not torch.allclose(greedy, m.attribute(MeanNet(), obs, TakenAction([1, 1])))
 
 
 # ------------------------------------------------------------------ analytic values on 4x4 inputs
@@ -346,7 +372,9 @@ def test_guided_backprop_analytic():
     model = PixelNet(a=1.0, b=-0.5, v=SIGNS)
     active = (ARANGE[0, 0] - 0.5 > 0).float()
     # Plain gradient: v where the ReLU is open. Guided: only positive v survives.
-    torch.testing.assert_close(get_method("gradient_signed").attribute(model, ARANGE, 0)[0], SIGNS[0] * active)
+    torch.testing.assert_close(
+        get_method("gradient_signed").attribute(model, ARANGE, 0)[0], SIGNS[0] * active
+    )
     guided = get_method("guided_backprop", reduce="sum").attribute(model, ARANGE, 0)[0]
     torch.testing.assert_close(guided, SIGNS[0].clamp(min=0) * active)
 
@@ -357,7 +385,9 @@ def test_occlusion_analytic():
     contrib = (w * ARANGE[0])[0]  # each pixel's share of logit_0
     # 2x2 windows, stride 2, black fill: a pixel's score is the sum over its window.
     occ = get_method("occlusion", window=2, stride=2, fill=0.0).attribute(model, ARANGE, 0)[0]
-    expected = contrib.view(2, 2, 2, 2).sum(dim=(1, 3)).repeat_interleave(2, 0).repeat_interleave(2, 1)
+    expected = (
+        contrib.view(2, 2, 2, 2).sum(dim=(1, 3)).repeat_interleave(2, 0).repeat_interleave(2, 1)
+    )
     torch.testing.assert_close(occ, expected)
     # Stride 1: mean over the windows that cover the pixel, computed by hand.
     occ1 = get_method("occlusion", window=2, stride=1, fill=0.25).attribute(model, ARANGE, 0)[0]
@@ -391,7 +421,10 @@ def test_perturbation_analytic():
     torch.testing.assert_close(full[0, 0], raw[0, 0])
     torch.testing.assert_close(full[3, 3], raw[1, 1])
     torch.testing.assert_close(full[1, 0], 0.75 * raw[0, 0] + 0.25 * raw[1, 0])
-    torch.testing.assert_close(full[2, 1], 0.25 * (0.75 * raw[0, 0] + 0.25 * raw[0, 1]) + 0.75 * (0.75 * raw[1, 0] + 0.25 * raw[1, 1]))
+    torch.testing.assert_close(
+        full[2, 1],
+        0.25 * (0.75 * raw[0, 0] + 0.25 * raw[0, 1]) + 0.75 * (0.75 * raw[1, 0] + 0.25 * raw[1, 1]),
+    )
     # Default target: all logits (Greydanus); logit_1 is constant so it equals the logit_0 map.
     torch.testing.assert_close(pert.attribute_raw(model, ARANGE)[0], raw)
 
@@ -442,7 +475,9 @@ def test_cam_family_analytic():
     pp = get_method("gradcam_pp").attribute_raw(model, x, 0, layer="relu")[0]
     torch.testing.assert_close(pp, (weights[0] * a0 + weights[1] * a1).clamp(min=0))
     # attribute() = raw map upsampled to the input size (here the same size).
-    torch.testing.assert_close(get_method("gradcam").attribute(model, x, 0, layer="relu")[0], gradcam)
+    torch.testing.assert_close(
+        get_method("gradcam").attribute(model, x, 0, layer="relu")[0], gradcam
+    )
 
 
 # ------------------------------------------------------------------------------------ explain()
@@ -451,15 +486,24 @@ def test_cam_family_analytic():
 def test_explain_runs_methods_and_routes_options():
     model = make_net()
     obs = frames(3)
-    out = explain(model, obs, methods=["gradient", "gradcam", "occlusion"], occlusion={"window": 4, "stride": 4})
+    out = explain(
+        model,
+        obs,
+        methods=["gradient", "gradcam", "occlusion"],
+        occlusion={"window": 4, "stride": 4},
+    )
     assert list(out) == ["gradient", "gradcam", "occlusion"]
-    assert all(isinstance(v, np.ndarray) and v.dtype == np.float32 and v.shape == (3, 12, 16) for v in out.values())
+    assert all(
+        isinstance(v, np.ndarray) and v.dtype == np.float32 and v.shape == (3, 12, 16)
+        for v in out.values()
+    )
     expected = get_method("occlusion", window=4, stride=4).attribute(model, obs).numpy()
     np.testing.assert_allclose(out["occlusion"], expected)
     # A shared option reaches the methods that take it.
     ig = explain(PolicyAdapter(model), obs, methods="integrated_gradients", steps=4, target="value")
     np.testing.assert_allclose(
-        ig["integrated_gradients"], get_method("integrated_gradients", steps=4).attribute(model, obs, "value").numpy()
+        ig["integrated_gradients"],
+        get_method("integrated_gradients", steps=4).attribute(model, obs, "value").numpy(),
     )
     with pytest.raises(TypeError, match=r"option\(s\) \['steps'\] are not accepted"):
         explain(model, obs, methods=["gradient"], steps=4)

@@ -44,7 +44,11 @@ def test_mass_in_mask_and_chance_level():
     mask = box_mask()
     assert mass_in_mask(mask.astype(np.float32), mask)[0] == pytest.approx(1.0)
     uniform = np.ones((1, 8, 10), np.float32)
-    assert mass_in_mask(uniform, mask)[0] == pytest.approx(mask_share(mask)[0]) == pytest.approx(9 / 80)
+    assert (
+        mass_in_mask(uniform, mask)[0]
+        == pytest.approx(mask_share(mask)[0])
+        == pytest.approx(9 / 80)
+    )
     signed = np.where(mask, 1.0, -5.0).astype(np.float32)  # negative evidence is not mass
     assert mass_in_mask(signed, mask)[0] == pytest.approx(1.0)
     assert mass_in_mask(np.zeros((1, 8, 10), np.float32), mask)[0] == 0.0
@@ -69,7 +73,9 @@ def test_deletion_and_insertion_reward_the_right_map():
     insertion = insertion_curve(RegionPolicy(), frames, maps, target=[0, 0], steps=10)
     assert deletion.shape == insertion.shape == (2, 11)
     # Both curves start/end at the clean frame's probability of action 0 (and share the other end).
-    clean = torch.softmax(RegionPolicy()(torch.from_numpy(obs).permute(0, 3, 1, 2).float() / 255), -1)[0, 0]
+    clean = torch.softmax(
+        RegionPolicy()(torch.from_numpy(obs).permute(0, 3, 1, 2).float() / 255), -1
+    )[0, 0]
     np.testing.assert_allclose(deletion[:, 0], float(clean), rtol=1e-6)
     np.testing.assert_allclose(insertion[:, -1], float(clean), rtol=1e-6)
     d_auc, i_auc = auc(deletion), auc(insertion)
@@ -90,6 +96,7 @@ def test_faithfulness_script_runs_on_real_frames(capsys):
     from pathlib import Path
 
     import envs  # noqa: F401  (first: it sets up headless GL before miniworld is imported)
+
     path = Path(__file__).resolve().parents[1] / "benchmarks" / "faithfulness.py"
     spec = importlib.util.spec_from_file_location("faithfulness", path)
     module = importlib.util.module_from_spec(spec)

@@ -77,7 +77,9 @@ def test_saliency(setup):
     net, obs, x = setup
     sal = captum_attr.Saliency(LogitsOnly(net))
     assert_agrees(ours("gradient", net, obs), sal.attribute(x, target=ACTIONS, abs=True).amax(1))
-    assert_agrees(ours("gradient_signed", net, obs), sal.attribute(x, target=ACTIONS, abs=False).sum(1))
+    assert_agrees(
+        ours("gradient_signed", net, obs), sal.attribute(x, target=ACTIONS, abs=False).sum(1)
+    )
 
 
 def test_input_x_gradient(setup):

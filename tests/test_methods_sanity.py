@@ -12,11 +12,11 @@ import copy
 import numpy as np
 import pytest
 import torch
+from test_methods import FAST_OPTIONS, TinyGapNet
 from torch import nn
 
 from rlviz import ActionLogit
 from rlviz.methods import available_methods, get_method
-from test_methods import FAST_OPTIONS, TinyGapNet
 
 
 def square_frames(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:

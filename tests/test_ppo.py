@@ -31,7 +31,14 @@ from agents.train import (
 )
 
 # A tiny, easy variant: 5x5 room, no distractors, big steps, 30-step episodes, 30x40 frames.
-TINY_ENV = {"size": 5, "num_distractors": 0, "fast": True, "max_episode_steps": 30, "obs_height": 30, "obs_width": 40}
+TINY_ENV = {
+    "size": 5,
+    "num_distractors": 0,
+    "fast": True,
+    "max_episode_steps": 30,
+    "obs_height": 30,
+    "obs_width": 40,
+}
 
 
 def test_gae_by_hand():
@@ -61,7 +68,19 @@ def test_config_becomes_cli_flags():
     parser = argparse.ArgumentParser()
     add_dataclass_arguments(parser, Config)
     args = parser.parse_args(
-        ["--no-async-learner", "--channels", "8", "16", "16", "--env-kwargs", '{"size": 8}', "--target-kl", "none", "--total-steps", "5"]
+        [
+            "--no-async-learner",
+            "--channels",
+            "8",
+            "16",
+            "16",
+            "--env-kwargs",
+            '{"size": 8}',
+            "--target-kl",
+            "none",
+            "--total-steps",
+            "5",
+        ]
     )
     cfg = Config(**vars(args))
     assert cfg.async_learner is False and cfg.channels == (8, 16, 16)
@@ -69,19 +88,41 @@ def test_config_becomes_cli_flags():
     assert Config(**vars(parser.parse_args([]))) == Config()
     with pytest.raises(SystemExit):
         parser.parse_args(["--env-kwargs", "[1, 2]"])
+    assert build_parser().parse_args(["--env", "rlviz/BoxReachFast-v0"]).env_id == "rlviz/BoxReachFast-v0"
     help_text = build_parser().format_help()
-    assert "--resume" in help_text and "Anneal the learning rate" in help_text and "--device" in help_text
+    assert (
+        "--resume" in help_text
+        and "Anneal the learning rate" in help_text
+        and "--device" in help_text
+    )
 
 
 def test_health_check_warns():
     check = HealthCheck(3)
-    assert check.check({"update": 1, "entropy": 1.0, "approx_kl": 0.01, "grad_norm": 1.0, "value_loss": 0.1,
-                        "policy_loss": 0.0, "success_rate_100": 0.2, "dead_relu": 0.0}) == []
-    warnings = check.check({"update": 2, "entropy": float("nan"), "grad_norm": float("inf"), "skipped": 3})
+    assert (
+        check.check(
+            {
+                "update": 1,
+                "entropy": 1.0,
+                "approx_kl": 0.01,
+                "grad_norm": 1.0,
+                "value_loss": 0.1,
+                "policy_loss": 0.0,
+                "success_rate_100": 0.2,
+                "dead_relu": 0.0,
+            }
+        )
+        == []
+    )
+    warnings = check.check(
+        {"update": 2, "entropy": float("nan"), "grad_norm": float("inf"), "skipped": 3}
+    )
     assert len(warnings) == 1 and "non-finite" in warnings[0] and "entropy" in warnings[0]
     w = check.check({"update": 3, "entropy": 0.01, "success_rate_100": 0.1})
     assert any("entropy collapsed" in x for x in w)
-    assert check.check({"update": 4, "entropy": 0.01, "success_rate_100": 0.99}) == []  # solved: fine
+    assert (
+        check.check({"update": 4, "entropy": 0.01, "success_rate_100": 0.99}) == []
+    )  # solved: fine
     assert any("gradient norm" in x for x in check.check({"update": 5, "grad_norm": 1e3}))
     assert any("approx KL" in x for x in check.check({"update": 6, "approx_kl": 0.5}))
     assert check.check({"update": 7, "approx_kl": 0.5}) == []  # not repeated at once
@@ -140,7 +181,10 @@ def test_learner_skips_and_reports_non_finite_updates():
     # and a clean buffer trains: weights move, statistics are finite
     stats = learner.update(_buffer(seed=1), step=32)
     assert stats["skipped"] == 0 and set(stats) <= set(COLUMNS)
-    assert all(math.isfinite(stats[k]) for k in ("entropy", "approx_kl", "value_loss", "grad_norm", "clip_frac"))
+    assert all(
+        math.isfinite(stats[k])
+        for k in ("entropy", "approx_kl", "value_loss", "grad_norm", "clip_frac")
+    )
     assert any(not torch.equal(v, before[k]) for k, v in model.state_dict().items())
 
 
@@ -158,10 +202,32 @@ def test_csv_log_and_learning_curve(tmp_path):
 
 def _tiny_args(tmp_path, *extra):
     return [
-        "--env-id", "rlviz/BoxReachSmall-v0", "--env-kwargs", json.dumps(TINY_ENV),
-        "--runs-dir", str(tmp_path), "--run-name", "tiny", "--num-envs", "8", "--num-steps", "32",
-        "--channels", "8", "16", "16", "--update-epochs", "8", "--num-minibatches", "4",
-        "--learning-rate", "1e-3", "--seed", "0", "--no-progress", *extra,
+        "--env-id",
+        "rlviz/BoxReachSmall-v0",
+        "--env-kwargs",
+        json.dumps(TINY_ENV),
+        "--runs-dir",
+        str(tmp_path),
+        "--run-name",
+        "tiny",
+        "--num-envs",
+        "8",
+        "--num-steps",
+        "32",
+        "--channels",
+        "8",
+        "16",
+        "16",
+        "--update-epochs",
+        "8",
+        "--num-minibatches",
+        "4",
+        "--learning-rate",
+        "1e-3",
+        "--seed",
+        "0",
+        "--no-progress",
+        *extra,
     ]
 
 
@@ -179,7 +245,10 @@ def test_short_training_run_improves_success(tmp_path):
     seeds = held_out_seeds(40)
     before = evaluate(initial, "rlviz/BoxReachSmall-v0", seeds, env_kwargs=TINY_ENV)
     after = evaluate(model, "rlviz/BoxReachSmall-v0", seeds, env_kwargs=TINY_ENV)
-    assert after["success_rate"] >= before["success_rate"] + 0.2, (before["success_rate"], after["success_rate"])
+    assert after["success_rate"] >= before["success_rate"] + 0.2, (
+        before["success_rate"],
+        after["success_rate"],
+    )
     assert after["mean_steps"] < before["mean_steps"]
 
 
@@ -197,7 +266,9 @@ def test_resume_continues_counters_optimizer_and_rng(tmp_path):
     config = read_config(ckpt)
     assert second["steps"] == 1024 and config["steps"] == 1024 and second["learner"]["updates"] == 8
     assert config["train_config"]["total_steps"] == 1024
-    assert all(b >= a for a, b in zip(first["episode_counts"], second["episode_counts"], strict=True))
+    assert all(
+        b >= a for a, b in zip(first["episode_counts"], second["episode_counts"], strict=True)
+    )
     assert second["episodes"] > first["episodes"]
     # Adam's step counter carried over (4 updates x 8 epochs x 4 minibatches, then as many again)
     steps_first = {int(v["step"]) for v in first["learner"]["optimizer"]["state"].values()}
@@ -214,7 +285,11 @@ def test_resume_continues_counters_optimizer_and_rng(tmp_path):
 def test_resume_rejects_a_checkpoint_without_training_state(tmp_path, capsys):
     from agents.checkpoint import save_checkpoint
 
-    path = save_checkpoint(tmp_path / "x" / "checkpoint.safetensors", ActorCritic(channels=(4, 8, 8)), {"train_config": {}})
+    path = save_checkpoint(
+        tmp_path / "x" / "checkpoint.safetensors",
+        ActorCritic(channels=(4, 8, 8)),
+        {"train_config": {}},
+    )
     assert main(["--resume", str(path), "--no-progress"]) == 2
     assert "no training state" in capsys.readouterr().err
     with pytest.raises(SystemExit):
@@ -235,7 +310,9 @@ def test_env_pool_seeds_and_stuck_penalty():
     from agents.vecenv import EnvPool, episode_seed
 
     kwargs = {**TINY_ENV, "max_episode_steps": 12}
-    with EnvPool("rlviz/BoxReachSmall-v0", kwargs, num_envs=2, groups=2, seed=4, stuck_penalty=0.5) as pool:
+    with EnvPool(
+        "rlviz/BoxReachSmall-v0", kwargs, num_envs=2, groups=2, seed=4, stuck_penalty=0.5
+    ) as pool:
         assert pool.slots == [(0, 1), (1, 2)] and pool.obs_shape == (30, 40, 3)
         first = pool.reset().copy()
         episodes, rewards = [], []

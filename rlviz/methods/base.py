@@ -1,10 +1,10 @@
 """The contract every attribution method keeps, and the batching driver they share.
 
 A method turns raw observations [B, ...] and a target (what to explain) into one map per frame,
-float32 [B, H, W] on the CPU, where H, W is the spatial size of the network's input. Subclasses write
-only ``_maps``: a batch of preprocessed frames in, maps out. The driver here does the rest the same
-way for all of them: preprocessing, resolving the target, splitting a long episode into chunks that
-fit in memory, and collecting the results on the CPU.
+float32 [B, H, W] on the CPU, where H, W is the spatial size of the network's input. Subclasses
+write only ``_maps``: a batch of preprocessed frames in, maps out. The driver here does the rest the
+same way for all of them: preprocessing, resolving the target, splitting a long episode into chunks
+that fit in memory, and collecting the results on the CPU.
 """
 
 from __future__ import annotations
@@ -172,8 +172,8 @@ def pass_buffer(
     """A :class:`PassBuffer` big enough for the largest block :func:`job_blocks` yields.
 
     The memory is kept per thread (at most ``pass_size`` images of the last frame shape, i.e.
-    up to a few x DEFAULT_PASS_ELEMENTS floats by default) and lent to one user at a time; a nested user
-    gets fresh memory.
+    up to a few x DEFAULT_PASS_ELEMENTS floats by default) and lent to one user at a time; a
+    nested user gets fresh memory.
     """
     images = min(pass_size, frames * per_frame)
     cached = getattr(_WORKSPACE, "data", None)
@@ -268,8 +268,8 @@ def _model_warnings(model: nn.Module) -> None:
     stochastic = (nn.Dropout, nn.Dropout2d, nn.modules.batchnorm._BatchNorm)
     if any(isinstance(m, stochastic) and m.training for m in model.modules()):
         warnings.warn(
-            "the model is in training mode and has dropout or batch-norm layers: maps will be random "
-            "or depend on the batch. rlviz leaves the mode alone; call model.eval() first.",
+            "the model is in training mode and has dropout or batch-norm layers: maps will be "
+            "random or depend on the batch. rlviz leaves the mode alone; call model.eval() first",
             stacklevel=3,
         )
 

@@ -6,9 +6,9 @@
 - Chattopadhay et al. 2018, "Grad-CAM++", https://arxiv.org/abs/1710.11063 (channel weights as in
   pytorch-grad-cam's closed form).
 
-All three read one layer's activations A [B, K, h, w] and the target's gradient with respect to them,
-and weight the K maps. The forward pass runs without autograd up to that layer and with it after, so
-the single backward pass goes from the target to the layer only, never to the input.
+All three read one layer's activations A [B, K, h, w] and the target's gradient with respect to
+them, and weight the K maps. The forward pass runs without autograd up to that layer and with it
+after, so the single backward pass goes from the target to the layer only, never to the input.
 """
 
 from __future__ import annotations
@@ -141,7 +141,8 @@ class CAM(_LayerMethod):
         if spread > self.tolerance * scale:
             raise ValueError(
                 f"CAM needs global average pooling + linear heads after layer {layer!r}, but the "
-                f"target's gradient varies over the map (relative spread {float(spread / scale):.3g}); "
+                "target's gradient varies over the map (relative spread "
+                f"{float(spread / scale):.3g}); "
                 "this network's head is not GAP + linear there. Use 'gradcam', or name the layer "
                 "that feeds the global pooling with layer=..."
             )

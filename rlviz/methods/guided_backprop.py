@@ -49,8 +49,8 @@ class GuidedBackprop(AttributionMethod):
         relus = [m for m in adapter.model.modules() if isinstance(m, nn.ReLU)]
         if not relus:
             warnings.warn(
-                "guided backprop found no nn.ReLU module in the model (functional relu calls cannot "
-                "be hooked): the result is the plain gradient",
+                "guided backprop found no nn.ReLU module in the model (functional relu calls "
+                "cannot be hooked): the result is the plain gradient",
                 stacklevel=4,
             )
         handles = []

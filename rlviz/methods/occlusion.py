@@ -1,10 +1,10 @@
 """Occlusion (Zeiler & Fergus 2014, "Visualizing and Understanding Convolutional Networks",
 https://arxiv.org/abs/1311.2901).
 
-Slide a ``window`` over the frame with ``stride``, replace the pixels under it by ``fill`` and record
-how much the target drops: target(x) - target(x with the window filled). A pixel's score is the mean
-drop over the windows that cover it (captum's convention). All windows of all frames go through the
-network as one big batch, cut into passes of ``batch_size`` images.
+Slide a ``window`` over the frame with ``stride``, replace the pixels under it by ``fill`` and
+record how much the target drops: target(x) - target(x with the window filled). A pixel's score is
+the mean drop over the windows that cover it (captum's convention). All windows of all frames go
+through the network as one big batch, cut into passes of ``batch_size`` images.
 """
 
 from __future__ import annotations

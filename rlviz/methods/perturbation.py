@@ -2,9 +2,9 @@
 Agents", https://arxiv.org/abs/1711.00138).
 
 For a grid of centres (every ``stride`` pixels) blur the frame locally: x' = x (1 - M) + blur(x) M,
-with M a Gaussian bump of ``mask_sigma`` pixels at the centre, and score how much the policy's output
-moves: S = 1/2 ||f(x) - f(x')||^2. By default f is the vector of action logits (the paper's actor
-saliency); pass ``target="value"`` for the critic saliency, or any target for its own change.
+with M a Gaussian bump of ``mask_sigma`` pixels at the centre, and score how much the policy's
+output moves: S = 1/2 ||f(x) - f(x')||^2. By default f is the vector of action logits (the paper's
+actor saliency); pass ``target="value"`` for the critic saliency, or any target for its own change.
 Scores live on the grid ([B, rows, cols], :meth:`attribute_raw`) and are interpolated to the frame.
 Every centre of every frame is one image in a big batch, cut into passes of ``batch_size`` images.
 """

@@ -2,7 +2,8 @@
 
 - Simonyan, Vedaldi & Zisserman 2013, "Deep Inside Convolutional Networks",
   https://arxiv.org/abs/1312.6034 (|d target / d pixel|, max over colour channels).
-- Shrikumar et al. 2016, "Not Just a Black Box", https://arxiv.org/abs/1605.01713 (gradient x input).
+- Shrikumar et al. 2016, "Not Just a Black Box", https://arxiv.org/abs/1605.01713
+  (gradient x input).
 - Smilkov et al. 2017, "SmoothGrad", https://arxiv.org/abs/1706.03825 (average over noisy copies).
 
 One backward pass per batch of frames: the target is summed over the batch, which gives every
@@ -40,8 +41,8 @@ def input_gradients(adapter: PolicyAdapter, x: torch.Tensor, target: Target) -> 
         values = scalar_per_sample(target(adapter.outputs(x)), x.shape[0])
         if not values.requires_grad:
             raise ValueError(
-                "the target does not depend on the input through autograd (does the policy's forward "
-                "run under torch.no_grad() or detach its input?)"
+                "the target does not depend on the input through autograd (does the policy's "
+                "forward run under torch.no_grad() or detach its input?)"
             )
         (grad,) = torch.autograd.grad(values.sum(), x, allow_unused=True)
     return torch.zeros_like(x) if grad is None else grad
