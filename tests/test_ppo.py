@@ -88,7 +88,10 @@ def test_config_becomes_cli_flags():
     assert Config(**vars(parser.parse_args([]))) == Config()
     with pytest.raises(SystemExit):
         parser.parse_args(["--env-kwargs", "[1, 2]"])
-    assert build_parser().parse_args(["--env", "rlviz/BoxReachFast-v0"]).env_id == "rlviz/BoxReachFast-v0"
+    assert (
+        build_parser().parse_args(["--env", "rlviz/BoxReachFast-v0"]).env_id
+        == "rlviz/BoxReachFast-v0"
+    )
     help_text = build_parser().format_help()
     assert (
         "--resume" in help_text
