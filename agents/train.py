@@ -113,7 +113,7 @@ class Config:
     """Global gradient-norm clip."""
     target_kl: float | None = None
     """Stop an update's epochs early when approx KL exceeds this."""
-    stuck_penalty: float = 0.0
+    stuck_penalty: float = 0.01
     """Subtracted from the reward when a step leaves the frame unchanged (walked into a wall or
     box); statistics and evaluation use the env's own reward."""
     async_learner: bool = True
@@ -476,15 +476,16 @@ class Trainer:
         data["channels"] = list(self.cfg.channels)
         return data
 
-    def _ckpt_config(self, steps: int, updates: int, elapsed: float, episodes: int) -> dict:
+    def _ckpt_config(self, meta: dict, updates: int, elapsed: float) -> dict:
+        # Runs in the learner thread: read the main thread's snapshot in meta, never self.recent.
         cfg = self.cfg
-        recent = list(self.recent)
+        recent = meta["recent"]
         return {
             "env_id": cfg.env_id,
             "env_kwargs": cfg.env_kwargs,
-            "steps": steps,
+            "steps": meta["steps"],
             "updates": updates,
-            "episodes": episodes,
+            "episodes": meta["episodes"],
             "seed": cfg.seed,
             "train_seed_range": [0, 10**6],
             "time_s": round(elapsed, 2),
@@ -506,7 +507,8 @@ class Trainer:
 
         Args:
             callback: optional ``f(row: dict)`` called in the main thread after every update's
-                statistics are logged.
+                statistics are logged; returning False ends training after the rollout being
+                collected (with a final checkpoint).
 
         Returns:
             summary dict: checkpoint path, steps, updates, time_s, sps, last row of statistics.
@@ -599,9 +601,7 @@ class Trainer:
                 saved = save_checkpoint(
                     self.ckpt_path,
                     model,
-                    self._ckpt_config(
-                        meta["steps"], learner.updates, stats["time_s"], meta["episodes"]
-                    ),
+                    self._ckpt_config(meta, learner.updates, stats["time_s"]),
                     optimizer_state=resume_state,
                 )
             if meta["snapshot"]:
@@ -609,9 +609,7 @@ class Trainer:
                 save_checkpoint(
                     snap,
                     model,
-                    self._ckpt_config(
-                        meta["steps"], learner.updates, stats["time_s"], meta["episodes"]
-                    ),
+                    self._ckpt_config(meta, learner.updates, stats["time_s"]),
                 )
             results.put((meta, stats, saved))
 
@@ -683,14 +681,15 @@ class Trainer:
                     except Exception as exc:  # a plot must never stop training
                         self._log(f"warning: could not draw the learning curve ({exc})")
                 last_row = row
-                if callback is not None:
-                    callback(row)
+                if callback is not None and callback(row) is False:
+                    stop_requested[0] = True
 
         def check_errors() -> None:
             if errors:
                 raise RuntimeError("the learner thread failed") from errors[0]
 
         start_steps = steps
+        stop_requested = [False]
         try:
             obs = pool.reset()
             buf, k = buffers[0], 0
@@ -737,7 +736,7 @@ class Trainer:
                 t = 0
                 prev = steps
                 steps += per_rollout
-                done = steps >= cfg.total_steps
+                done = steps >= cfg.total_steps or stop_requested[0]
                 recent = list(self.recent)
                 eps = rollout_eps
                 rollout_eps = []
@@ -877,7 +876,8 @@ def main(argv: list[str] | None = None) -> int:
         if cfg.run_name is None:
             cfg.run_name = path.parent.name
             cfg.runs_dir = str(path.parent.parent)
-        command = saved.get("command")
+        # Provenance: how the run started, then each resume.
+        command = f"{saved.get('command') or '?'} && rlviz train {shlex.join(argv)}"
         resume = str(path)
     else:
         try:

@@ -238,17 +238,18 @@ def _tiny_args(tmp_path, *extra):
 def test_short_training_run_improves_success(tmp_path):
     from agents.evaluate import evaluate, held_out_seeds
 
-    assert main(_tiny_args(tmp_path, "--total-steps", "4096", "--no-async-learner")) == 0
+    assert main(_tiny_args(tmp_path, "--total-steps", "6144", "--no-async-learner")) == 0
     run = tmp_path / "tiny"
     model, config = load_checkpoint(run / "checkpoint.safetensors")
-    assert config["steps"] == 4096 and config["command"].startswith("rlviz train")
-    assert (run / "learning_curve.png").exists() and len(read_csv(run / "progress.csv")) == 16
+    assert config["steps"] == 6144 and config["command"].startswith("rlviz train")
+    assert (run / "learning_curve.png").exists() and len(read_csv(run / "progress.csv")) == 24
     torch.manual_seed(0)  # the trainer seeds the initial weights with --seed 0
     initial = ActorCritic(model.arch)
     seeds = held_out_seeds(40)
     before = evaluate(initial, "rlviz/BoxReachSmall-v0", seeds, env_kwargs=TINY_ENV)
     after = evaluate(model, "rlviz/BoxReachSmall-v0", seeds, env_kwargs=TINY_ENV)
-    assert after["success_rate"] >= before["success_rate"] + 0.2, (
+    # measured here: 0.525 -> 0.975 success, 21 -> 9 mean steps
+    assert after["success_rate"] >= before["success_rate"] + 0.25, (
         before["success_rate"],
         after["success_rate"],
     )

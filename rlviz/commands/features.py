@@ -491,6 +491,11 @@ def _featvis(argv) -> int:
                 max_steps=args.max_steps,
                 progress=progress,
             )
+            # an agent pushing against a wall sees the same frame for many steps: attack each
+            # distinct frame once, so repeats do not pile up in the histogram
+            _, first = np.unique(obs.reshape(len(obs), -1), axis=0, return_index=True)
+            n_all, obs = len(obs), obs[np.sort(first)]
+            print(f"{len(obs)} distinct frames of {n_all} played")
             results = [
                 minimal_perturbation(adapter, obs, method=a, eps_max=args.eps_max, seed=args.seed)
                 for a in attacks
@@ -510,7 +515,7 @@ def _featvis(argv) -> int:
                 plot_epsilon_histogram(
                     results,
                     out / "adversarial_epsilon.png",
-                    title=f"Smallest action-changing L-inf epsilon over {len(obs)} frames",
+                    title=f"Smallest action-changing L-inf epsilon over {len(obs)} distinct frames",
                 )
             )
             best = results[-1]
