@@ -654,6 +654,7 @@ def test_every_figure_is_written_atomically_and_hooks_are_released(planted, tmp_
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         p.name for p in paths
     )  # no temp files left
+    assert all(p.stat().st_mode & 0o044 == 0o044 for p in paths)  # readable, like a plain open()
     with pytest.raises(ValueError, match="ending in .png"):
         plot_rgb_filters(model, tmp_path / "filters.jpg")
 

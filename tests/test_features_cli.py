@@ -168,6 +168,10 @@ def test_commands_reject_bad_input_with_a_clear_message(checkpoint, tmp_path, ca
 
     assert run(dissect_main, "--checkpoint", tmp_path / "nope.safetensors") == 2
     assert "does not exist" in capsys.readouterr().err
+    from rlviz.cli import main as rlviz_main  # the dispatcher routes to these commands
+
+    assert rlviz_main(["filters", "--checkpoint", str(tmp_path / "nope.safetensors")]) == 2
+    assert "rlviz filters: error: checkpoint" in capsys.readouterr().err
     common = ["--checkpoint", checkpoint, "--out", tmp_path, "--max-steps", 5, "--no-progress"]
     assert run(topk_main, *common, "--layer", "conv9") == 2
     assert "layer 'conv9' not found; available: conv1" in capsys.readouterr().err

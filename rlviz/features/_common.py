@@ -128,6 +128,13 @@ def new_figure(width: float, height: float):
     return Figure(figsize=(width, height), dpi=100, layout="constrained")
 
 
+def _publishable(tmp: str) -> None:
+    """Give a mkstemp file (private, 0600) the permissions a plain ``open()`` would."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+
+
 def save_figure(fig, path: str | os.PathLike) -> Path:
     """Write ``fig`` as PNG at ``path`` atomically (temp file + rename); returns the path."""
     path = Path(path)
@@ -140,6 +147,7 @@ def save_figure(fig, path: str | os.PathLike) -> Path:
     os.close(fd)
     try:
         fig.savefig(tmp, format="png")
+        _publishable(tmp)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -180,6 +188,7 @@ def save_json(data: object, path: str | os.PathLike) -> Path:
     try:
         with os.fdopen(fd, "w") as handle:
             handle.write(text)
+        _publishable(tmp)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
