@@ -116,6 +116,12 @@ class Config:
     stuck_penalty: float = 0.01
     """Subtracted from the reward when a step leaves the frame unchanged (walked into a wall or
     box); statistics and evaluation use the env's own reward."""
+    progress_reward: float = 0.0
+    """Shaping: added per metre of walking distance gained toward the red box (privileged, from
+    envs.oracle.goal_distance; BoxReach only). Sums to a constant per episode, so it speeds learning
+    without changing the best policy; statistics and evaluation use the env's own reward."""
+    init_from: str | None = None
+    """Start from this checkpoint's weights (fine-tuning; same architecture); optimizer fresh."""
     async_learner: bool = True
     """Update in a background thread while the envs keep stepping (see the module docstring)."""
     torch_threads: int = 1
@@ -532,6 +538,7 @@ class Trainer:
             seed=cfg.seed,
             episode_counts=rs["episode_counts"] if rs else None,
             stuck_penalty=cfg.stuck_penalty,
+            progress_reward=cfg.progress_reward,
         )
         obs_shape = pool.obs_shape
         n_actions = int(pool.action_space.n)
@@ -553,6 +560,8 @@ class Trainer:
         actor = ActorCritic(arch).to(self.device).eval()
         if rs:
             model.load_state_dict({k: v.to(self.device) for k, v in rs["model"].items()})
+        elif cfg.init_from:
+            model.load_state_dict(init_weights(cfg.init_from, arch))
         actor.load_state_dict(model.state_dict())
         learner = Learner(model, cfg, self.device)
         act_gen = torch.Generator().manual_seed(cfg.seed * 104729 + 3)
@@ -810,6 +819,23 @@ class Trainer:
             "sps": (steps - start_steps) / max(total_time - time_before, 1e-9),
             "last": last_row,
         }
+
+
+def init_weights(path: str, arch: Architecture) -> dict[str, torch.Tensor]:
+    """Weights of checkpoint ``path`` for a new run of architecture ``arch`` (``--init-from``).
+
+    Raises:
+        CheckpointError: the checkpoint is unreadable or its architecture differs from ``arch``.
+    """
+    from agents.checkpoint import load_checkpoint
+
+    source, _ = load_checkpoint(path)
+    if source.arch != arch:
+        raise CheckpointError(
+            f"--init-from {path!r} has architecture {source.arch.to_dict()}, but this run builds "
+            f"{arch.to_dict()}; pass the same --head/--channels/--hidden and env"
+        )
+    return source.state_dict()
 
 
 def _crossed(before: int, after: int, every: int) -> bool:

@@ -69,7 +69,19 @@ class Episode:
     """Steps that left the frame unchanged (walking into a wall or box)."""
 
 
-def _worker(conn, env_id, env_kwargs, lo, hi, groups, seed, counts, seed_range, stuck_penalty):
+def _worker(
+    conn,
+    env_id,
+    env_kwargs,
+    lo,
+    hi,
+    groups,
+    seed,
+    counts,
+    seed_range,
+    stuck_penalty,
+    progress_reward,
+):
     # Nothing in a worker uses torch, so skip envs' torch._dynamo pre-import (~2 s per worker).
     os.environ.setdefault("RLVIZ_SKIP_DYNAMO_PREIMPORT", "1")
     try:
@@ -80,11 +92,22 @@ def _worker(conn, env_id, env_kwargs, lo, hi, groups, seed, counts, seed_range, 
         ep_seed = [0] * (hi - lo)
         ep_stuck = [0] * (hi - lo)
         last_obs: list = [None] * (hi - lo)
+        goal_dist = [0.0] * (hi - lo)
+        if progress_reward:
+            from envs.oracle import goal_distance
+
+            if getattr(env_list[0].unwrapped, "distractors", None) is None:
+                raise ValueError(
+                    f"progress_reward needs a BoxReach env (goal box known to the oracle); "
+                    f"{env_id!r} has none. Use progress_reward=0 for other envs."
+                )
 
         def reset(j: int) -> np.ndarray:
             ep_seed[j] = episode_seed(seed, lo + j, ep_count[j], seed_range)
             ep_ret[j], ep_len[j], ep_stuck[j] = 0.0, 0, 0
             last_obs[j] = env_list[j].reset(seed=ep_seed[j])[0]
+            if progress_reward:
+                goal_dist[j] = goal_distance(env_list[j])
             return last_obs[j]
 
         conn.send(("ok", (env_list[0].observation_space, env_list[0].action_space)))
@@ -111,6 +134,15 @@ def _worker(conn, env_id, env_kwargs, lo, hi, groups, seed, counts, seed_range, 
                     stuck = not (term or trunc) and np.array_equal(o, last_obs[j])
                     ep_stuck[j] += stuck
                     rewards[k] = r - stuck_penalty * stuck
+                    if progress_reward:
+                        # Potential-based shaping (Ng et al. 1999, gamma = 1): metres of walking
+                        # distance gained toward the box, so it sums to a constant per episode and
+                        # leaves the best policy unchanged while telling the agent early which
+                        # steps help, e.g. going around a distractor rather than into it.
+                        d = goal_distance(env_list[j])
+                        if np.isfinite(d) and np.isfinite(goal_dist[j]):
+                            rewards[k] += progress_reward * (goal_dist[j] - d)
+                        goal_dist[j] = d
                     terms[k], truncs[k] = term, trunc
                     last_obs[j] = o
                     if term or trunc:
@@ -156,6 +188,9 @@ class EnvPool:
         seed_range: episode seeds are drawn from ``[0, seed_range)``.
         stuck_penalty: subtracted from the reward of a step after which the frame is unchanged
             (the agent walked into a wall or box); episode statistics keep the env's reward.
+        progress_reward: added per metre of walking distance gained toward the goal box
+            (:func:`envs.oracle.goal_distance`; BoxReach envs only; 0 turns it off). Training-only
+            privileged information: the policy still sees pixels alone.
 
     Slot ``s`` covers envs ``slots[s] = (lo, hi)``. Use :meth:`step_async` / :meth:`step_wait` per
     slot.
@@ -172,6 +207,7 @@ class EnvPool:
         episode_counts: list[int] | None = None,
         seed_range: int = TRAIN_SEED_RANGE,
         stuck_penalty: float = 0.0,
+        progress_reward: float = 0.0,
     ) -> None:
         if num_workers < 1 or groups < 1 or num_envs % (num_workers * groups):
             raise ValueError(
@@ -215,6 +251,7 @@ class EnvPool:
                     counts[lo:hi],
                     seed_range,
                     float(stuck_penalty),
+                    float(progress_reward),
                 ),
                 daemon=True,
                 name=f"rlviz-env-{w}",

@@ -81,29 +81,31 @@ def first_reaching(curve: list[dict], target: float) -> dict | None:
     return next((p for p in curve if p["success_rate"] >= target), None)
 
 
-def run_ours(args, env_kwargs, workdir: Path, log) -> dict:
+def run_ours(args, head: str, env_kwargs, workdir: Path, log) -> dict:
     from agents.checkpoint import load_checkpoint, read_config
     from agents.train import Config, train
 
-    cfg = Config(
+    settings = dict(
         env_id=args.env_id,
         env_kwargs=env_kwargs,
         total_steps=args.budget,
         seed=args.seed,
         runs_dir=str(workdir),
-        run_name="ours",
+        run_name=f"ours_{head}",
         snapshot_every=args.snapshot_every,
         checkpoint_every=10**12,
         progress=False,
-        head=args.head,
+        head=head,
     )
+    settings.update(json.loads(args.ours_config))
+    cfg = Config(**settings)
     summary = train(
         cfg,
         command="benchmarks/train_vs_sb3.py",
         callback=lambda row: row["time_s"] < args.max_seconds,  # False stops training
     )
     snaps = []
-    for path in sorted((workdir / "ours" / "snapshots").glob("step_*.safetensors")):
+    for path in sorted((workdir / f"ours_{head}" / "snapshots").glob("step_*.safetensors")):
         c = read_config(path)
         snaps.append({"steps": int(c["steps"]), "time_s": float(c["time_s"]), "path": str(path)})
     log(
@@ -194,7 +196,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--eval-episodes", type=int, default=50)
     p.add_argument("--target", type=float, default=0.9)
     p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--head", default="gap")
+    p.add_argument("--heads", default="gap,mlp", help="train ours once per head (comma-separated)")
+    p.add_argument(
+        "--ours-config",
+        default="{}",
+        help="JSON overrides of agents.train.Config, e.g. '{\"update_epochs\": 4}'",
+    )
     p.add_argument("--raw-seconds", type=float, default=20.0)
     p.add_argument("--skip-sb3", action="store_true")
     p.add_argument("--skip-ours", action="store_true")
@@ -219,8 +226,9 @@ def main(argv: list[str] | None = None) -> int:
     }
     with tempfile.TemporaryDirectory(prefix="rlviz-bench-") as tmp:
         if not args.skip_ours:
-            log("ours (agents.train defaults):")
-            results["ours"] = run_ours(args, env_kwargs, Path(tmp), log)
+            for head in args.heads.split(","):
+                log(f"ours, {head} head (agents.train defaults, overrides {args.ours_config}):")
+                results[f"ours_{head}"] = run_ours(args, head, env_kwargs, Path(tmp), log)
         if not args.skip_sb3:
             log(
                 "stable-baselines3 PPO CnnPolicy (4 envs, n_steps 128, DummyVecEnv, otherwise defaults):"
@@ -229,12 +237,11 @@ def main(argv: list[str] | None = None) -> int:
             results["sb3"] = run_sb3(args, env_kwargs, log)
     log("")
     targets = sorted({0.5, 0.7, args.target})
-    head = "".join(f"{f'to {100 * t:.0f}%: steps / wall s':>26}" for t in targets)
-    log(f"{'':6} {'env steps/s':>11} {'% of raw':>9} {'best held-out':>14}{head}")
-    for name in ("ours", "sb3"):
-        r = results.get(name)
-        if r is None:
-            continue
+    names = [k for k in results if k.startswith("ours_") or k == "sb3"]
+    header = "".join(f"{f'to {100 * t:.0f}%: steps / wall s':>26}" for t in targets)
+    log(f"{'':9} {'env steps/s':>11} {'% of raw':>9} {'best held-out':>14}{header}")
+    for name in names:
+        r = results[name]
         best = max((p["success_rate"] for p in r["curve"]), default=float("nan"))
         cells = ""
         for t in targets:
@@ -245,24 +252,31 @@ def main(argv: list[str] | None = None) -> int:
                 else f"> {r['steps']} / > {r['time_s']:.0f}"
             )
             cells += f"{cell:>26}"
-        log(f"{name:6} {r['sps']:11.0f} {100 * r['sps'] / raw:8.0f}% {best:14.2f}{cells}")
-    for name in ("ours", "sb3"):
-        if name in results and first_reaching(results[name]["curve"], args.target) is None:
+        log(f"{name:9} {r['sps']:11.0f} {100 * r['sps'] / raw:8.0f}% {best:14.2f}{cells}")
+    for name in names:
+        if first_reaching(results[name]["curve"], args.target) is None:
             log(
                 f"{name} did not reach {100 * args.target:.0f}% held-out success within {results[name]['steps']} steps"
             )
-    if "ours" in results and "sb3" in results:
-        o, s = results["ours"], results["sb3"]
-        log(f"throughput ratio ours/sb3: {o['sps'] / s['sps']:.2f}x")
+    s3 = results.get("sb3")
+    for name in names:
+        if name == "sb3" or s3 is None:
+            continue
+        o = results[name]
+        log(f"{name} vs sb3: throughput {o['sps'] / s3['sps']:.2f}x")
         for t in targets:
-            ho, hs = first_reaching(o["curve"], t), first_reaching(s["curve"], t)
+            ho, hs = first_reaching(o["curve"], t), first_reaching(s3["curve"], t)
             if ho and hs:
                 log(
-                    f"wall-time ratio to {100 * t:.0f}% (sb3/ours): {hs['time_s'] / ho['time_s']:.2f}x"
+                    f"  wall time to {100 * t:.0f}%: sb3 / {name} = {hs['time_s'] / ho['time_s']:.2f}x"
                 )
             elif ho:
                 log(
-                    f"wall-time ratio to {100 * t:.0f}% (sb3/ours): > {s['time_s'] / ho['time_s']:.2f}x (sb3 did not get there)"
+                    f"  wall time to {100 * t:.0f}%: sb3 / {name} > {s3['time_s'] / ho['time_s']:.2f}x (sb3 did not get there)"
+                )
+            elif hs:
+                log(
+                    f"  wall time to {100 * t:.0f}%: sb3 / {name} < {hs['time_s'] / o['time_s']:.2f}x ({name} did not get there)"
                 )
     log(f"load average at the end: {os.getloadavg()[0]:.1f}")
     if args.json:

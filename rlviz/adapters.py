@@ -37,7 +37,9 @@ class PolicyOutput:
         return torch.softmax(self.logits, dim=-1)
 
 
-def to_tensor_batch(obs: np.ndarray | torch.Tensor | Sequence, device: torch.device) -> torch.Tensor:
+def to_tensor_batch(
+    obs: np.ndarray | torch.Tensor | Sequence, device: torch.device
+) -> torch.Tensor:
     """Observations as a batched tensor on ``device``: adds the batch axis to a single frame."""
     if isinstance(obs, (list, tuple)):
         obs = np.stack([np.asarray(o) for o in obs])
@@ -118,14 +120,21 @@ class PolicyAdapter:
         return from_sb3(model, action_names=action_names)
 
     @classmethod
-    def from_cleanrl(cls, agent: nn.Module, n_actions: int | None = None, action_names: Sequence[str] | None = None) -> PolicyAdapter:
+    def from_cleanrl(
+        cls,
+        agent: nn.Module,
+        n_actions: int | None = None,
+        action_names: Sequence[str] | None = None,
+    ) -> PolicyAdapter:
         """CleanRL-style agent; see :func:`rlviz.integrations.from_cleanrl`."""
         from rlviz.integrations import from_cleanrl
 
         return from_cleanrl(agent, n_actions=n_actions, action_names=action_names)
 
     @classmethod
-    def from_callable(cls, fn, preprocess: Preprocess | None = None, action_names: Sequence[str] | None = None) -> PolicyAdapter:
+    def from_callable(
+        cls, fn, preprocess: Preprocess | None = None, action_names: Sequence[str] | None = None
+    ) -> PolicyAdapter:
         """nn.Module or plain function returning logits or (logits, value)."""
         from rlviz.integrations import from_callable
 
@@ -159,7 +168,9 @@ class PolicyAdapter:
         """State values [B]; raises if the policy has no critic."""
         value = self(obs).value
         if value is None:
-            raise ValueError("this policy has no value head; pass a forward that returns (logits, value)")
+            raise ValueError(
+                "this policy has no value head; pass a forward that returns (logits, value)"
+            )
         return value
 
     def probs(self, obs: np.ndarray | torch.Tensor | Sequence) -> torch.Tensor:

@@ -10,19 +10,38 @@ import sys
 # name -> (module:function, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("agents.train:main", "train a PPO agent on a BoxReach env"),
-    "evaluate": ("agents.evaluate:main", "success rate and steps of a checkpoint on held-out seeds"),
+    "evaluate": (
+        "agents.evaluate:main",
+        "success rate and steps of a checkpoint on held-out seeds",
+    ),
     "video": ("rlviz.commands.video:main", "render annotated explanation videos of a checkpoint"),
     "tsne": ("rlviz.commands.tsne:main", "t-SNE / PCA map of the states an agent visits"),
-    "filters": ("rlviz.commands.features:filters_main", "first-layer kernels and per-layer filter grids"),
-    "featvis": ("rlviz.commands.features:featvis_main", "activation maximisation: what image drives a unit/action"),
-    "topk": ("rlviz.commands.features:topk_main", "top-activating states and receptive-field patches of a unit"),
-    "dissect": ("rlviz.commands.features:dissect_main", "unit-vs-goal-box IoU (network dissection) and ablation"),
+    "filters": (
+        "rlviz.commands.features:filters_main",
+        "first-layer kernels and per-layer filter grids",
+    ),
+    "featvis": (
+        "rlviz.commands.features:featvis_main",
+        "activation maximisation: what image drives a unit/action",
+    ),
+    "topk": (
+        "rlviz.commands.features:topk_main",
+        "top-activating states and receptive-field patches of a unit",
+    ),
+    "dissect": (
+        "rlviz.commands.features:dissect_main",
+        "unit-vs-goal-box IoU (network dissection) and ablation",
+    ),
 }
 
 
 def _usage() -> str:
     width = max(map(len, COMMANDS))
-    lines = ["usage: rlviz COMMAND [options]   (rlviz COMMAND --help for its options)", "", "commands:"]
+    lines = [
+        "usage: rlviz COMMAND [options]   (rlviz COMMAND --help for its options)",
+        "",
+        "commands:",
+    ]
     lines += [f"  {name:<{width}}  {help_}" for name, (_, help_) in COMMANDS.items()]
     return "\n".join(lines)
 

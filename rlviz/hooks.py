@@ -13,9 +13,15 @@ import torch
 from torch import nn
 
 
-def list_layers(model: nn.Module, kind: type[nn.Module] | tuple[type[nn.Module], ...] | None = None) -> list[str]:
+def list_layers(
+    model: nn.Module, kind: type[nn.Module] | tuple[type[nn.Module], ...] | None = None
+) -> list[str]:
     """Dotted names of the model's submodules (optionally only those of type ``kind``), in order."""
-    return [name for name, module in model.named_modules() if name and (kind is None or isinstance(module, kind))]
+    return [
+        name
+        for name, module in model.named_modules()
+        if name and (kind is None or isinstance(module, kind))
+    ]
 
 
 def get_layer(model: nn.Module, name: str) -> nn.Module:
@@ -59,7 +65,9 @@ def capture(model: nn.Module, layers: str | Sequence[str]) -> Iterator[Captured]
     def make_hook(name: str):
         def hook(_module: nn.Module, _inputs: tuple, output: torch.Tensor) -> torch.Tensor:
             if not isinstance(output, torch.Tensor):
-                raise TypeError(f"layer {name!r} returns {type(output).__name__}; rlviz can only hook layers returning a Tensor")
+                raise TypeError(
+                    f"layer {name!r} returns {type(output).__name__}; rlviz can only hook layers returning a Tensor"
+                )
             captured[name] = output
             return output.clone()
 

@@ -22,7 +22,9 @@ def _sb3_policy(obj) -> nn.Module:
     """Accept an SB3 algorithm (``model``) or its ``model.policy``."""
     policy = getattr(obj, "policy", obj)
     if not isinstance(policy, nn.Module):
-        raise TypeError(f"expected a Stable-Baselines3 policy (model.policy), got {type(obj).__name__}")
+        raise TypeError(
+            f"expected a Stable-Baselines3 policy (model.policy), got {type(obj).__name__}"
+        )
     return policy
 
 
@@ -91,7 +93,9 @@ def from_sb3(model, action_names: Sequence[str] | None = None) -> PolicyAdapter:
             f"{type(policy).__name__} is not a Stable-Baselines3 actor-critic (action_net, mlp_extractor) "
             "or DQN (q_net) policy"
         )
-    return PolicyAdapter(policy, forward=forward, preprocess=_sb3_preprocess(policy), action_names=action_names)
+    return PolicyAdapter(
+        policy, forward=forward, preprocess=_sb3_preprocess(policy), action_names=action_names
+    )
 
 
 # ----------------------------------------------------------------------------- CleanRL
@@ -106,7 +110,9 @@ def _cleanrl_generic_forward(agent: nn.Module, n_actions: int | None):
             known.append(_infer_n_actions(agent))
         count, batch = known[0], x.shape[0]
         actions = torch.arange(count, device=x.device).repeat_interleave(batch)
-        _, log_prob, _, value = agent.get_action_and_value(x.repeat(count, *[1] * (x.ndim - 1)), actions)
+        _, log_prob, _, value = agent.get_action_and_value(
+            x.repeat(count, *[1] * (x.ndim - 1)), actions
+        )
         return PolicyOutput(log_prob.view(count, batch).T, value.reshape(-1)[:batch])
 
     return forward
@@ -118,7 +124,9 @@ def _infer_n_actions(agent: nn.Module) -> int:
         for module in reversed(list(actor.modules()) if isinstance(actor, nn.Module) else []):
             if isinstance(module, nn.Linear):
                 return module.out_features
-    raise ValueError("cannot tell the number of actions of this agent; pass n_actions=... to from_cleanrl")
+    raise ValueError(
+        "cannot tell the number of actions of this agent; pass n_actions=... to from_cleanrl"
+    )
 
 
 def _cleanrl_direct_forward(agent: nn.Module, scale: float):
@@ -132,7 +140,9 @@ def _cleanrl_direct_forward(agent: nn.Module, scale: float):
     return forward
 
 
-def from_cleanrl(agent: nn.Module, n_actions: int | None = None, action_names: Sequence[str] | None = None) -> PolicyAdapter:
+def from_cleanrl(
+    agent: nn.Module, n_actions: int | None = None, action_names: Sequence[str] | None = None
+) -> PolicyAdapter:
     """Adapter for a CleanRL-style ``Agent`` (``get_action_and_value(x, action)``, ``get_value(x)``).
 
     The input the maps refer to is the float observation as the agent's own methods receive it
@@ -143,11 +153,18 @@ def from_cleanrl(agent: nn.Module, n_actions: int | None = None, action_names: S
     """
     for needed in ("get_action_and_value", "get_value"):
         if not callable(getattr(agent, needed, None)):
-            raise TypeError(f"{type(agent).__name__} has no {needed}(); a CleanRL-style agent needs both")
+            raise TypeError(
+                f"{type(agent).__name__} has no {needed}(); a CleanRL-style agent needs both"
+            )
     generic = _cleanrl_generic_forward(agent, n_actions)
     candidates = []
-    if isinstance(getattr(agent, "actor", None), nn.Module) and isinstance(getattr(agent, "critic", None), nn.Module):
-        candidates = [_cleanrl_direct_forward(agent, 1 / 255.0), _cleanrl_direct_forward(agent, 1.0)]
+    if isinstance(getattr(agent, "actor", None), nn.Module) and isinstance(
+        getattr(agent, "critic", None), nn.Module
+    ):
+        candidates = [
+            _cleanrl_direct_forward(agent, 1 / 255.0),
+            _cleanrl_direct_forward(agent, 1.0),
+        ]
     chosen: list[Callable] = []
 
     def forward(x: torch.Tensor) -> PolicyOutput:
@@ -155,7 +172,9 @@ def from_cleanrl(agent: nn.Module, n_actions: int | None = None, action_names: S
             chosen.append(_pick_matching(generic, candidates, x))
         return chosen[0](x)
 
-    return PolicyAdapter(agent, forward=forward, preprocess=_float_channels_first, action_names=action_names)
+    return PolicyAdapter(
+        agent, forward=forward, preprocess=_float_channels_first, action_names=action_names
+    )
 
 
 def _pick_matching(reference: Callable, candidates: list[Callable], x: torch.Tensor) -> Callable:

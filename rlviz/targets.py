@@ -20,10 +20,14 @@ def _gather(values: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     if index.ndim == 0:
         index = index.expand(values.shape[0])
     if index.shape[0] != values.shape[0]:
-        raise ValueError(f"got {index.shape[0]} actions for a batch of {values.shape[0]} observations")
+        raise ValueError(
+            f"got {index.shape[0]} actions for a batch of {values.shape[0]} observations"
+        )
     n_actions = values.shape[-1]
     if int(index.min()) < 0 or int(index.max()) >= n_actions:
-        raise ValueError(f"action index out of range: policy has {n_actions} actions, got {index.tolist()}")
+        raise ValueError(
+            f"action index out of range: policy has {n_actions} actions, got {index.tolist()}"
+        )
     return values.gather(1, index.view(-1, 1)).squeeze(1)
 
 
@@ -31,7 +35,9 @@ class _PerSampleIndex:
     """Shared by targets indexed by an action (one for all samples, or one per sample)."""
 
     def __init__(self, actions: int | Sequence[int] | np.ndarray | torch.Tensor) -> None:
-        self.actions = torch.as_tensor(np.asarray(actions) if not isinstance(actions, torch.Tensor) else actions).long()
+        self.actions = torch.as_tensor(
+            np.asarray(actions) if not isinstance(actions, torch.Tensor) else actions
+        ).long()
 
     def _index(self, like: torch.Tensor) -> torch.Tensor:
         return self.actions.to(like.device)
@@ -80,7 +86,9 @@ class Value:
 
     def __call__(self, out: PolicyOutput) -> torch.Tensor:
         if out.value is None:
-            raise ValueError("target Value() needs a policy with a value head; this adapter returns none")
+            raise ValueError(
+                "target Value() needs a policy with a value head; this adapter returns none"
+            )
         return out.value
 
 
@@ -106,7 +114,9 @@ def as_target(spec: Target | int | str | None) -> Target:
         return named[spec]()
     if callable(spec):
         return spec
-    raise TypeError(f"a target must be a callable, an action index or a name, got {type(spec).__name__}")
+    raise TypeError(
+        f"a target must be a callable, an action index or a name, got {type(spec).__name__}"
+    )
 
 
 def subset_target(target: Target, index: slice | np.ndarray | torch.Tensor) -> Target:

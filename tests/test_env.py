@@ -401,3 +401,31 @@ def test_runs_headless_and_quietly():
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == "", proc.stdout  # no "Falling back to num_samples=4"
+
+
+@pytest.mark.slow
+def test_goal_distance_shrinks_along_the_oracle_path():
+    from envs.oracle import OracleAgent, goal_distance
+
+    env = gym.make("rlviz/BoxReach-v0")
+    agent = OracleAgent()
+    try:
+        env.reset(seed=3)
+        u = env.unwrapped
+        start = goal_distance(env)
+        straight = float(np.linalg.norm((u.agent.pos - u.box.pos)[[0, 2]]))
+        # walking cost is never less than the straight line to the reach region
+        reach = u.box.radius + u.agent.radius + 1.1 * u.params.get_max("forward_step")
+        assert 0 < start < np.inf and start >= straight - reach - 0.1
+        distances = [start]
+        while True:
+            _, _, terminated, truncated, _ = env.step(agent.act(env))
+            if terminated or truncated:
+                break
+            distances.append(goal_distance(env))
+        assert terminated
+        # never rises by more than interpolation noise (cells are 10 cm)
+        assert all(b <= a + 0.01 for a, b in zip(distances, distances[1:], strict=False))
+        assert distances[-1] < 0.3 * start
+    finally:
+        env.close()

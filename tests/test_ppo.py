@@ -335,3 +335,55 @@ def test_env_pool_seeds_and_stuck_penalty():
     assert all(e.ret >= 0 for e in episodes)  # ...but episode returns are the env's own
     with EnvPool("rlviz/BoxReachSmall-v0", kwargs, num_envs=2, groups=2, seed=4) as again:
         assert np.array_equal(again.reset(), first)  # same run seed, same first episodes
+
+
+@pytest.mark.slow
+def test_env_pool_progress_reward_pays_for_distance_gained():
+    import gymnasium as gym
+
+    from agents.vecenv import EnvPool, episode_seed
+    from envs.oracle import goal_distance
+
+    kwargs = {**TINY_ENV, "max_episode_steps": 40}
+    actions = [1, 1, 0, 1, 2, 2, 1, 1, 1, 0, 1, 1]
+    # the same episode, stepped by hand, gives the expected bonus: progress x distance gained
+    env = gym.make("rlviz/BoxReachSmall-v0", **kwargs)
+    env.reset(seed=episode_seed(4, 0, 0))
+    expected, before = [], goal_distance(env)
+    for a in actions:
+        *_, terminated, truncated, _ = env.step(a)
+        assert not (terminated or truncated)
+        expected.append(2.0 * (before - goal_distance(env)))
+        before = goal_distance(env)
+    env.close()
+    with (
+        EnvPool("rlviz/BoxReachSmall-v0", kwargs, num_envs=1, groups=1, seed=4) as plain,
+        EnvPool(
+            "rlviz/BoxReachSmall-v0", kwargs, num_envs=1, groups=1, seed=4, progress_reward=2.0
+        ) as shaped,
+    ):
+        assert np.array_equal(plain.reset(), shaped.reset())
+        bonus = []
+        for a in actions:
+            plain.step_async(0, np.array([a]))
+            shaped.step_async(0, np.array([a]))
+            _, r0, *_ = plain.step_wait(0)
+            _, r1, *_ = shaped.step_wait(0)
+            bonus.append(float(r1[0] - r0[0]))
+    assert any(abs(b) > 0.05 for b in bonus)
+    np.testing.assert_allclose(bonus, expected, atol=1e-5)
+    with pytest.raises(RuntimeError, match="progress_reward needs a BoxReach env"):
+        with EnvPool("MiniWorld-Hallway-v0", {}, num_envs=1, groups=1, progress_reward=1.0):
+            pass
+
+
+def test_init_from_rejects_another_architecture(tmp_path):
+    from agents.checkpoint import CheckpointError, save_checkpoint
+    from agents.train import init_weights
+
+    source = ActorCritic(channels=(4, 8, 8))
+    path = save_checkpoint(tmp_path / "a.safetensors", source, {})
+    weights = init_weights(str(path), source.arch)
+    assert all(torch.equal(weights[k], v) for k, v in source.state_dict().items())
+    with pytest.raises(CheckpointError, match="same --head/--channels"):
+        init_weights(str(path), ActorCritic(channels=(4, 8, 16)).arch)

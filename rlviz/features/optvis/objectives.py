@@ -16,9 +16,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 
 from rlviz.adapters import PolicyOutput
+from rlviz.methods.base import gaussian_blur
 
 
 @dataclass
@@ -214,26 +214,12 @@ def total_variation(beta: float = 1.0) -> Objective:
     return Objective(fn, f"total_variation({beta:g})")
 
 
-def gaussian_blur(image: torch.Tensor, sigma: float = 1.0) -> torch.Tensor:
-    """Separable Gaussian blur of [B, C, H, W] with reflect padding (same size)."""
-    # reflect padding needs the radius below the image size
-    radius = max(1, min(int(round(2.5 * sigma)), image.shape[-1] - 1, image.shape[-2] - 1))
-    t = torch.arange(-radius, radius + 1, dtype=image.dtype, device=image.device)
-    k = torch.exp(-0.5 * (t / sigma) ** 2)
-    k = k / k.sum()
-    c = image.shape[1]
-    out = F.pad(image, (radius, radius, 0, 0), mode="reflect")
-    out = F.conv2d(out, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
-    out = F.pad(out, (0, 0, radius, radius), mode="reflect")
-    return F.conv2d(out, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
-
-
 def blur(sigma: float = 1.0) -> Objective:
     """Penalty: mean squared difference between the image and its (fixed) blurred copy, pulling
     the image towards smoothness a little each step. Subtract it."""
 
     def fn(ctx: Context) -> torch.Tensor:
-        target = gaussian_blur(ctx.image.detach(), sigma)
+        target = gaussian_blur(ctx.image.detach(), sigma, truncate=2.5)
         return (ctx.image - target).pow(2).flatten(1).mean(1)
 
     return Objective(fn, f"blur({sigma:g})")
