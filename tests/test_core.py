@@ -30,7 +30,9 @@ def test_adapter_preprocess_and_outputs():
     frames = np.random.default_rng(0).integers(0, 256, (5, 6, 8, 3), dtype=np.uint8)
     x = adapter.preprocess(frames)
     assert x.shape == (5, 3, 6, 8) and x.dtype == torch.float32
-    assert torch.allclose(x[1, 2, 3, 4], torch.tensor(frames[1, 3, 4, 2] / 255.0, dtype=torch.float32))
+    assert torch.allclose(
+        x[1, 2, 3, 4], torch.tensor(frames[1, 3, 4, 2] / 255.0, dtype=torch.float32)
+    )
     assert adapter.preprocess(frames[0]).shape == (1, 3, 6, 8)
     out = adapter(frames)
     assert out.logits.shape == (5, 3) and out.value.shape == (5,)
@@ -52,7 +54,9 @@ def test_targets_values():
     assert torch.allclose(ActionLogit(1)(out), torch.tensor([2.0, 0.0]))
     assert torch.allclose(Value()(out), torch.tensor([0.5, -1.0]))
     assert torch.allclose(Entropy()(out)[1], torch.log(torch.tensor(3.0)))
-    assert torch.equal(subset_target(TakenAction([2, 0, 1]), slice(1, 3)).actions, torch.tensor([0, 1]))
+    assert torch.equal(
+        subset_target(TakenAction([2, 0, 1]), slice(1, 3)).actions, torch.tensor([0, 1])
+    )
     with pytest.raises(ValueError, match="out of range"):
         ActionLogit(7)(out)
     with pytest.raises(ValueError, match="unknown target"):

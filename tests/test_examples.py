@@ -14,7 +14,10 @@ ROOT = Path(__file__).resolve().parents[1]
 def run_example(script: str, *args: str) -> str:
     result = subprocess.run(
         [sys.executable, str(ROOT / "examples" / script), *args],
-        capture_output=True, text=True, timeout=600, cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     return result.stdout

@@ -53,8 +53,16 @@ class ColourPatchEnv(gym.Env):
 def sb3_ppo():
     from stable_baselines3 import PPO
 
-    model = PPO("CnnPolicy", ColourPatchEnv(), n_steps=64, batch_size=32, n_epochs=1, seed=0, device="cpu",
-                policy_kwargs={"features_extractor_kwargs": {"features_dim": 32}})
+    model = PPO(
+        "CnnPolicy",
+        ColourPatchEnv(),
+        n_steps=64,
+        batch_size=32,
+        n_epochs=1,
+        seed=0,
+        device="cpu",
+        policy_kwargs={"features_extractor_kwargs": {"features_dim": 32}},
+    )
     model.learn(256)
     return model
 
@@ -78,8 +86,15 @@ def test_sb3_ppo_logits_and_values_match_sb3(sb3_ppo):
 def test_sb3_dqn_q_values_match():
     from stable_baselines3 import DQN
 
-    model = DQN("CnnPolicy", ColourPatchEnv(), buffer_size=200, learning_starts=50, seed=0, device="cpu",
-                policy_kwargs={"features_extractor_kwargs": {"features_dim": 32}})
+    model = DQN(
+        "CnnPolicy",
+        ColourPatchEnv(),
+        buffer_size=200,
+        learning_starts=50,
+        seed=0,
+        device="cpu",
+        policy_kwargs={"features_extractor_kwargs": {"features_dim": 32}},
+    )
     model.learn(100)
     adapter = PolicyAdapter.from_sb3(model)
     obs = np.stack([ColourPatchEnv().reset(seed=s)[0] for s in range(4)])
@@ -100,7 +115,15 @@ class CleanRLAtariAgent(nn.Module):
 
     def __init__(self, n_actions=3):
         super().__init__()
-        self.network = nn.Sequential(nn.Conv2d(3, 8, 5, stride=2), nn.ReLU(), nn.Conv2d(8, 8, 3, stride=2), nn.ReLU(), nn.Flatten(), nn.LazyLinear(32), nn.ReLU())
+        self.network = nn.Sequential(
+            nn.Conv2d(3, 8, 5, stride=2),
+            nn.ReLU(),
+            nn.Conv2d(8, 8, 3, stride=2),
+            nn.ReLU(),
+            nn.Flatten(),
+            nn.LazyLinear(32),
+            nn.ReLU(),
+        )
         self.actor = nn.Linear(32, n_actions)
         self.critic = nn.Linear(32, 1)
 
@@ -187,7 +210,9 @@ def test_import_rlviz_pulls_in_no_env_or_agent_code():
         print('ok', len(names))
         """
     )
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("ok")
 
@@ -217,8 +242,15 @@ def test_sb3_ppo_explained_by_every_method_and_rendered(sb3_ppo, tmp_path):
     _every_method_explains(adapter, obs, "features_extractor.cnn.4", rlviz.TakenAction([0, 1, 2]))
     with pytest.raises(ValueError, match="global"):
         rlviz.explain(adapter, obs, methods=["cam"], layer="features_extractor.cnn.4")
-    summary = rlviz.render_video(ColourPatchEnv(), adapter, out=tmp_path / "sb3.mp4", methods=["gradient", "gradcam"],
-                                 layer="features_extractor.cnn.4", episodes=1, seed=0)
+    summary = rlviz.render_video(
+        ColourPatchEnv(),
+        adapter,
+        out=tmp_path / "sb3.mp4",
+        methods=["gradient", "gradcam"],
+        layer="features_extractor.cnn.4",
+        episodes=1,
+        seed=0,
+    )
     frames = iio.imread(tmp_path / "sb3.mp4")
     assert frames.shape[0] == ColourPatchEnv().horizon == summary.frames
 
@@ -229,11 +261,23 @@ def test_sb3_dqn_q_value_targets():
 
     import rlviz
 
-    model = DQN("CnnPolicy", ColourPatchEnv(), buffer_size=200, learning_starts=50, seed=0, device="cpu",
-                policy_kwargs={"features_extractor_kwargs": {"features_dim": 32}})
+    model = DQN(
+        "CnnPolicy",
+        ColourPatchEnv(),
+        buffer_size=200,
+        learning_starts=50,
+        seed=0,
+        device="cpu",
+        policy_kwargs={"features_extractor_kwargs": {"features_dim": 32}},
+    )
     adapter = PolicyAdapter.from_sb3(model)
     obs = np.stack([ColourPatchEnv().reset(seed=s)[0] for s in range(2)])
-    q_maps = [rlviz.explain(adapter, obs, methods=["gradient_signed"], target=rlviz.ActionLogit(k))["gradient_signed"] for k in range(3)]
+    q_maps = [
+        rlviz.explain(adapter, obs, methods=["gradient_signed"], target=rlviz.ActionLogit(k))[
+            "gradient_signed"
+        ]
+        for k in range(3)
+    ]
     # Each action's Q-value has its own input gradient (through its own output unit).
     assert not np.allclose(q_maps[0], q_maps[1])
     x = adapter.preprocess(obs).requires_grad_(True)
