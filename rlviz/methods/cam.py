@@ -91,6 +91,14 @@ def default_cam_layer(model: nn.Module) -> str:
     return name if isinstance(name, str) else last_conv_layer(model)
 
 
+def weighted_maps(weights: torch.Tensor, acts: torch.Tensor) -> torch.Tensor:
+    """sum_k weights[b, k] * acts[b, k] -> [B, h, w], as one batched matrix product (faster
+    than einsum or broadcasting on CPU)."""
+    batch, channels, height, width = acts.shape
+    flat = acts.reshape(batch, channels, height * width)
+    return torch.bmm(weights.unsqueeze(1), flat).reshape(batch, height, width)
+
+
 class _LayerMethod(AttributionMethod):
     """Shared by the CAM family: resolve the layer, get activations and gradients, weight maps."""
 
@@ -147,7 +155,7 @@ class CAM(_LayerMethod):
                 "that feeds the global pooling with layer=..."
             )
         h, w = acts.shape[-2:]
-        return torch.einsum("bk,bkhw->bhw", grads.mean(dim=(2, 3)) * (h * w), acts)
+        return weighted_maps(grads.mean(dim=(2, 3)) * (h * w), acts)
 
 
 @register("gradcam")
@@ -163,7 +171,7 @@ class GradCAM(_LayerMethod):
         self.signed = not self.relu
 
     def _combine(self, acts, grads, layer):
-        cam = torch.einsum("bk,bkhw->bhw", grads.mean(dim=(2, 3)), acts)
+        cam = weighted_maps(grads.mean(dim=(2, 3)), acts)
         return cam.clamp_(min=0) if self.relu else cam
 
 
@@ -175,12 +183,11 @@ class GradCAMPlusPlus(_LayerMethod):
     eps = 1e-6
 
     def _combine(self, acts, grads, layer):
-        # relu(g) * a_ij = g^3 / (2 g^2 + S g^3 + eps) where g > 0, else 0 (a_ij is zeroed where
-        # g == 0). Written with in-place ops: these maps are memory-bound, each pass counts.
+        # relu(g) * a_ij = g^3 / (2 g^2 + S g^3 + eps) = g / (2 + S g + eps / g^2) where g > 0,
+        # and 0 where g == 0 (eps / 0 = inf). The second form needs fewer passes over the maps,
+        # which are memory-bound: this is a third of the method's time at batch 128 on CPU.
         total = acts.sum(dim=(2, 3), keepdim=True)
         g = grads.clamp(min=0)
-        g2 = g.square()
-        g3 = g2 * g
-        denominator = g2.mul_(2).addcmul_(g3, total.expand_as(g3)).add_(self.eps)
-        weights = g3.div_(denominator).sum(dim=(2, 3))
-        return torch.einsum("bk,bkhw->bhw", weights, acts).clamp_(min=0)
+        denominator = g.pow(-2).mul_(self.eps).add_(2).addcmul_(g, total)
+        weights = torch.div(g, denominator, out=denominator).sum(dim=(2, 3))
+        return weighted_maps(weights, acts).clamp_(min=0)
