@@ -73,7 +73,8 @@ def search(env, policy, seeds: range, max_steps: int) -> dict[str, int]:
 
 
 def save_still(env, policy, embedding, seed: int, max_steps: int, path: Path, meta: dict) -> None:
-    """A composed frame of episode ``seed`` at a step where the box is in view, as PNG (atomic)."""
+    """A composed frame of episode ``seed`` (the box in view, saliency at its strongest), as PNG
+    (atomic)."""
     from PIL import Image
 
     from rlviz.compose import Composer
@@ -103,8 +104,12 @@ def save_still(env, policy, embedding, seed: int, max_steps: int, path: Path, me
     )
     composer = Composer(select_panels(panels, episode))
     composer.prepare(episode, episode.title())
+    # Of the steps with the box in view, show the one where the saliency map is strongest on the
+    # episode's shared colour scale: a still with a near-empty overlay explains nothing.
     visible = np.flatnonzero(rollout.infos["box_visible"]) if "box_visible" in rollout.infos else []
-    t = int(visible[len(visible) // 2]) if len(visible) else len(rollout) // 2
+    steps = visible if len(visible) else np.arange(len(rollout))
+    strength = episode.maps["gradient"][steps].astype(np.float32).mean(axis=(1, 2))
+    t = int(steps[int(np.argmax(strength))])
     fd, tmp = tempfile.mkstemp(suffix=".png", dir=path.parent)
     os.close(fd)
     try:
