@@ -1,0 +1,84 @@
+"""How a checkpoint fails: replays the held-out evaluation episodes and sorts the failures.
+
+Same seeds and the same action sampling as ``rlviz evaluate`` (a generator seeded by the episode
+seed). A failed episode is
+
+* "stuck at a distractor": the agent moved less than ``--still`` m over its last 100 steps while a
+  distractor box was within ``--near`` m (pushing into it),
+* "stuck elsewhere": moved less than ``--still`` m, no distractor that close (turning on the spot,
+  or pressed against a wall),
+* "wandering": anything else (it kept moving and never reached the red box).
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/failure_modes.py [--checkpoint PATH] [--episodes 200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import agents  # noqa: E402
+from agents.evaluate import held_out_seeds  # noqa: E402
+from rlviz.render import make_env  # noqa: E402
+from rlviz.rollout import run_episode  # noqa: E402
+
+
+def classify(positions: np.ndarray, distractors: np.ndarray, still: float, near: float) -> str:
+    """Failure kind from the agent's positions [T, 2] and distractor positions [T, D, 2]."""
+    tail = positions[-100:]
+    spread = float(np.linalg.norm(tail - tail.mean(axis=0), axis=-1).max())
+    if spread >= still:
+        return "wandering"
+    if distractors.size:
+        gaps = np.linalg.norm(distractors[-100:] - tail[:, None], axis=-1).min(axis=1)
+        if float(gaps.mean()) < near:
+            return "stuck at a distractor"
+    return "stuck elsewhere"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--checkpoint", type=Path, default=agents.SHIPPED_CHECKPOINT)
+    p.add_argument("--episodes", type=int, default=200)
+    p.add_argument("--seed-start", type=int, default=10**6)
+    p.add_argument("--still", type=float, default=0.5, help="metres (see above)")
+    p.add_argument("--near", type=float, default=1.0, help="metres (see above)")
+    args = p.parse_args(argv)
+    torch.set_num_threads(1)
+    model, config = agents.load_checkpoint(args.checkpoint)
+    policy = agents.make_adapter(model.eval())
+    env = make_env(config["env_id"], **(config.get("env_kwargs") or {}))
+    kinds: dict[str, list[int]] = {}
+    seeds = held_out_seeds(args.episodes, start=args.seed_start)
+    try:
+        for seed in seeds:
+            rollout = run_episode(
+                env,
+                policy,
+                seed=seed,
+                generator=torch.Generator().manual_seed(seed),
+                info_keys=("success", "agent_pos", "distractor_pos"),
+            )
+            if rollout.success:
+                continue
+            infos = rollout.infos
+            kind = classify(infos["agent_pos"], infos["distractor_pos"], args.still, args.near)
+            kinds.setdefault(kind, []).append(seed)
+            print(f"seed {seed}: {len(rollout)} steps, {kind}", flush=True)
+    finally:
+        env.close()
+    failures = sum(len(v) for v in kinds.values())
+    print(f"{args.checkpoint.name}: {failures} failures in {len(seeds)} episodes")
+    for kind, which in sorted(kinds.items(), key=lambda kv: -len(kv[1])):
+        print(f"  {kind:22s} {len(which):3d}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
