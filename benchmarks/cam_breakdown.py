@@ -25,13 +25,15 @@ from rlviz.methods import get_method  # noqa: E402
 from rlviz.methods.cam import layer_activations_and_gradients, weighted_maps  # noqa: E402
 
 
-def paper_form_weights(acts: torch.Tensor, grads: torch.Tensor, eps: float) -> torch.Tensor:
-    """Grad-CAM++ channel weights written as in the paper / pytorch-grad-cam (the reference)."""
+def paper_form_map(acts: torch.Tensor, grads: torch.Tensor, eps: float) -> torch.Tensor:
+    """Grad-CAM++ with its channel weights written as in the paper / pytorch-grad-cam (the
+    reference for rlviz's rewritten form)."""
     total = acts.sum(dim=(2, 3), keepdim=True)
     g = grads.clamp(min=0)
     g2 = g.square()
     g3 = g2 * g
-    return (g3 / (2 * g2 + total * g3 + eps)).sum(dim=(2, 3))
+    weights = (g3 / (2 * g2 + total * g3 + eps)).sum(dim=(2, 3))
+    return weighted_maps(weights, acts).clamp(min=0)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -50,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     acts, grads = layer_activations_and_gradients(adapter, x, target, layer)
 
     new_map = pp._combine(acts, grads, layer)
-    old_map = weighted_maps(paper_form_weights(acts, grads, pp.eps), acts).clamp(min=0)
+    old_map = paper_form_map(acts, grads, pp.eps)
     rel = float((new_map - old_map).abs().max() / old_map.abs().max().clamp(min=1e-12))
 
     fns = {
@@ -63,9 +65,7 @@ def main(argv: list[str] | None = None) -> int:
             for n, m in methods.items()
         },
         "gradcam_pp combine, rlviz form": lambda: pp._combine(acts, grads, layer),
-        "gradcam_pp combine, paper form": lambda: weighted_maps(
-            paper_form_weights(acts, grads, pp.eps), acts
-        ).clamp(min=0),
+        "gradcam_pp combine, paper form": lambda: paper_form_map(acts, grads, pp.eps),
     }
     times = best_times(fns, min_total=args.seconds, max_rounds=400)
     floor = times["floor (fwd + bwd to layer)"]
