@@ -47,6 +47,7 @@ COLUMNS = (
     "update_s",
     "env_wait",
     "stuck_frac",
+    "mirror_loss",
 )
 
 
