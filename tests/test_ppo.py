@@ -213,7 +213,7 @@ def test_mirror_loss_makes_a_one_sided_policy_symmetric_without_collapsing_it():
     def loss_and_policy():
         logits, value = model(x)
         logp = torch.log_softmax(logits, -1)
-        return learner.mirror_loss(x, logp, value), logp.exp()
+        return learner.mirror_loss(x, logp, value, torch.ones(len(x), dtype=torch.bool)), logp.exp()
 
     before, p_before = loss_and_policy()
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
@@ -229,6 +229,32 @@ def test_mirror_loss_makes_a_one_sided_policy_symmetric_without_collapsing_it():
     assert abs(float(p_after[:, 0].mean() - p_after[:, 2].mean())) < 0.05
     entropy = lambda p: float(-(p * p.log()).sum(-1).mean())  # noqa: E731
     assert entropy(p_after) > entropy(p_before)
+
+
+def test_shows_goal_matches_the_envs_ground_truth():
+    from agents.train import shows_goal
+    from agents.vecenv import make_env
+    from envs.oracle import oracle_action
+
+    env = make_env("rlviz/BoxReach-v0", {"ground_truth": True})
+    frames, visible = [], []
+    try:
+        for seed in (11, 12):
+            obs, info = env.reset(seed=seed)
+            for t in range(60):
+                frames.append(obs)
+                visible.append(info["box_visible"])
+                action = oracle_action(env) if t % 3 else 0  # a mix of looking around and walking
+                obs, _, term, trunc, info = env.step(action)
+                if term or trunc:
+                    break
+    finally:
+        env.close()
+    visible = torch.tensor(visible)
+    assert 0 < int(visible.sum()) < len(visible)  # both kinds of frame are in the sample
+    predicted = shows_goal(preprocess(np.stack(frames)))
+    assert float((predicted == visible).float().mean()) >= 0.97
+    assert not bool((predicted & ~visible).any())  # nothing else in the room counts as the goal
 
 
 def test_learner_reports_the_mirror_loss():
