@@ -48,6 +48,7 @@ COLUMNS = (
     "env_wait",
     "stuck_frac",
     "mirror_loss",
+    "teacher_loss",
 )
 
 
