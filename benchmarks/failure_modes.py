@@ -9,9 +9,12 @@ seed). A failed episode is
   or pressed against a wall),
 * "wandering": anything else (it kept moving and never reached the red box).
 
-For each failure it also prints how often the red box was in view, and for all episodes how the
-agent's turns split between left and right: a policy that only ever turns one way has to circle
-to reach a box on its other side (what PPO settled on before ``--mirror-coef``).
+For each failure it also prints how often the red box was in view. Over all episodes it splits
+the steps into: before the box first came into view (searching), blocked (a forward step that left
+the frame unchanged: pressed against a wall or a box, often one outside the view), and box out of
+view again after it had been seen (lost: e.g. it drops below the camera in the last ~1.6 m and a
+memoryless policy searches again); and it counts left and right turns (a policy that turns one way
+only has to circle to reach a box on its other side).
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/failure_modes.py [--checkpoint PATH] [--episodes 200]
 """
@@ -46,6 +49,22 @@ def classify(positions: np.ndarray, distractors: np.ndarray, still: float, near:
     return "stuck elsewhere"
 
 
+def step_phases(rollout, action_names) -> dict[str, int]:
+    """Steps of one episode spent searching, blocked, and with the box lost after seeing it."""
+    visible = np.asarray(rollout.infos["box_visible"], bool)
+    seen = np.maximum.accumulate(visible)
+    forward = rollout.actions == action_names.index("forward")
+    # The frame after step t is obs[t + 1]; the last step's (terminal) frame is not kept.
+    unchanged = np.zeros(len(forward), bool)
+    unchanged[:-1] = (rollout.obs[1:] == rollout.obs[:-1]).all(axis=(1, 2, 3))
+    blocked = forward & unchanged
+    return {
+        "searching": int((~seen).sum()),
+        "blocked": int(blocked.sum()),
+        "lost after seeing": int((seen & ~visible & ~blocked).sum()),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--checkpoint", type=Path, default=agents.SHIPPED_CHECKPOINT)
@@ -61,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     env = make_env(config["env_id"], **(config.get("env_kwargs") or {}))
     kinds: dict[str, list[int]] = {}
     turns = np.zeros(3, dtype=np.int64)  # action counts over all episodes
+    phases = {"searching": 0, "blocked": 0, "lost after seeing": 0}
     ok_steps = []
     seeds = held_out_seeds(args.episodes, start=args.seed_start)
     try:
@@ -74,6 +94,8 @@ def main(argv: list[str] | None = None) -> int:
                 info_keys=("success", "agent_pos", "distractor_pos", "box_visible"),
             )
             turns += np.bincount(rollout.actions, minlength=3)[:3]
+            for phase, steps in step_phases(rollout, policy.action_names).items():
+                phases[phase] += steps
             if rollout.success:
                 ok_steps.append(len(rollout))
                 continue
@@ -93,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     names = policy.action_names
     per_episode = ", ".join(f"{n} {c / len(seeds):.1f}" for n, c in zip(names, turns, strict=True))
     print(f"actions per episode: {per_episode}; successful episodes {np.mean(ok_steps):.1f} steps")
+    print("steps per episode: " + ", ".join(f"{k} {v / len(seeds):.1f}" for k, v in phases.items()))
     return 0
 
 
