@@ -48,7 +48,6 @@ COLUMNS = (
     "env_wait",
     "stuck_frac",
     "mirror_loss",
-    "teacher_loss",
 )
 
 

@@ -128,12 +128,6 @@ class Config:
     Frames without the goal are left alone: with no memory, searching by always turning the same
     way is the best a policy can do there. Costs one more forward/backward pass on a quarter of
     each minibatch."""
-    teacher_coef: float = 0.0
-    """Weight of imitating the scripted oracle (envs.oracle; BoxReach only) on frames that show the
-    red goal: cross-entropy to the action it would take. Privileged and training-only like
-    progress_reward: the policy still sees pixels alone. Only goal-in-view frames, because out of
-    view the oracle's turn direction depends on where the box is, which no frame shows; there PPO
-    alone decides how to search. Slows the envs by the oracle's ~0.3 ms a step."""
     init_from: str | None = None
     """Start from this checkpoint's weights (fine-tuning; same architecture); optimizer fresh."""
     async_learner: bool = True
@@ -173,9 +167,8 @@ class Config:
         ):
             if getattr(self, name) < 1:
                 problems.append(f"{name}={getattr(self, name)}; expected >= 1")
-        for name in ("mirror_coef", "teacher_coef"):
-            if getattr(self, name) < 0:
-                problems.append(f"{name}={getattr(self, name)}; expected >= 0")
+        if self.mirror_coef < 0:
+            problems.append(f"mirror_coef={self.mirror_coef}; expected >= 0")
         if problems:
             raise ValueError("invalid training config: " + "; ".join(problems))
 
@@ -319,7 +312,6 @@ class RolloutBuffer:
         self.rewards = np.zeros((num_steps, num_envs), dtype=np.float32)
         self.ends = np.zeros((num_steps, num_envs), dtype=bool)
         self.last_values = np.zeros(num_envs, dtype=np.float32)
-        self.teacher = np.full((num_steps, num_envs), -1, dtype=np.int64)  # oracle's actions
         self.free = threading.Event()  # set while the learner does not need it
         self.free.set()
         self.meta: dict = {}
@@ -366,7 +358,6 @@ class Learner:
         )
         b_obs = buf.obs.reshape(T * N, *buf.obs.shape[2:])
         b_actions = torch.from_numpy(buf.actions.reshape(-1)).to(self.device)
-        b_teacher = torch.from_numpy(buf.teacher.reshape(-1)).to(self.device)
         b_logprobs = torch.from_numpy(buf.logprobs.reshape(-1)).to(self.device)
         b_values = torch.from_numpy(buf.values.reshape(-1)).to(self.device)
         b_adv = torch.from_numpy(adv.reshape(-1)).to(self.device)
@@ -386,7 +377,6 @@ class Learner:
             "policy_loss": 0.0,
             "grad_norm": 0.0,
             **({"mirror_loss": 0.0} if cfg.mirror_coef else {}),
-            **({"teacher_loss": 0.0} if cfg.teacher_coef else {}),
         }
         count = skipped = 0
         dead = float("nan")
@@ -434,9 +424,6 @@ class Learner:
                         x[:k], logp_all[:k], value[:k], shows_goal(x[:k])
                     )
                     loss = loss + cfg.mirror_coef * mirror_loss
-                if cfg.teacher_coef:
-                    teacher_loss = self.teacher_loss(x, logp_all, b_teacher[idx])
-                    loss = loss + cfg.teacher_coef * teacher_loss
 
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -455,7 +442,6 @@ class Learner:
                     ("policy_loss", pg_loss),
                     ("grad_norm", grad_norm),
                     *((("mirror_loss", mirror_loss),) if cfg.mirror_coef else ()),
-                    *((("teacher_loss", teacher_loss),) if cfg.teacher_coef else ()),
                 ):
                     sums[key] += float(v.detach())
                 count += 1
@@ -499,15 +485,6 @@ class Learner:
             log_target = target.clamp_min(1e-12).log()
         kl = (target * (2 * log_target - logp_swapped - logp_m)).sum(-1).mean() / 2
         return kl + 0.5 * ((value_m - value.detach()) ** 2).mean()
-
-    @staticmethod
-    def teacher_loss(x: torch.Tensor, logp_all: torch.Tensor, teacher: torch.Tensor):
-        """Cross-entropy to the oracle's actions ``teacher`` on the frames that show the goal
-        (entries of -1, no advice, are skipped); 0 when no frame qualifies."""
-        where = shows_goal(x) & (teacher >= 0)
-        if not bool(where.any()):
-            return logp_all.new_zeros(())
-        return -logp_all[where].gather(1, teacher[where].unsqueeze(1)).mean()
 
     def state(self) -> dict:
         """Optimizer state, minibatch RNG and update counter (for --resume)."""
@@ -616,7 +593,6 @@ class Trainer:
             episode_counts=rs["episode_counts"] if rs else None,
             stuck_penalty=cfg.stuck_penalty,
             progress_reward=cfg.progress_reward,
-            teacher=cfg.teacher_coef > 0,
         )
         obs_shape = pool.obs_shape
         n_actions = int(pool.action_space.n)
@@ -786,7 +762,6 @@ class Trainer:
                 self._log(f"warning: {warning}")
             for s, (lo, hi) in enumerate(pool.slots):
                 buf.obs[0, lo:hi] = obs[lo:hi]
-                buf.teacher[0, lo:hi] = pool.teacher_actions[lo:hi]
                 act(s, buf, 0)
             t = 0
             waited, t_rollout = 0.0, time.perf_counter()
@@ -804,7 +779,6 @@ class Trainer:
                     episodes += len(finished)
                     if t + 1 < T:
                         buf.obs[t + 1, lo:hi] = obs_s
-                        buf.teacher[t + 1, lo:hi] = pool.teacher_actions[lo:hi]
                         act(s, buf, t + 1)
                     else:
                         if s == 0:
@@ -813,7 +787,6 @@ class Trainer:
                                 check_errors()
                             nxt.free.clear()
                         nxt.obs[0, lo:hi] = obs_s
-                        nxt.teacher[0, lo:hi] = pool.teacher_actions[lo:hi]
                         act(s, nxt, 0)
                         buf.last_values[lo:hi] = nxt.values[0, lo:hi]
                     if published[0] is not None and published[0][0] != version:

@@ -81,7 +81,6 @@ def _worker(
     seed_range,
     stuck_penalty,
     progress_reward,
-    teacher,
 ):
     # Nothing in a worker uses torch, so skip envs' torch._dynamo pre-import (~2 s per worker).
     os.environ.setdefault("RLVIZ_SKIP_DYNAMO_PREIMPORT", "1")
@@ -94,19 +93,14 @@ def _worker(
         ep_stuck = [0] * (hi - lo)
         last_obs: list = [None] * (hi - lo)
         goal_dist = [0.0] * (hi - lo)
-        if progress_reward or teacher:
-            from envs.oracle import goal_distance, oracle_action
+        if progress_reward:
+            from envs.oracle import goal_distance
 
             if getattr(env_list[0].unwrapped, "distractors", None) is None:
-                what = "progress_reward" if progress_reward else "the oracle teacher"
                 raise ValueError(
-                    f"{what} needs a BoxReach env (goal box known to the oracle); "
-                    f"{env_id!r} has none. Use progress_reward=0 and teacher_coef=0 for other envs."
+                    f"progress_reward needs a BoxReach env (goal box known to the oracle); "
+                    f"{env_id!r} has none. Use progress_reward=0 for other envs."
                 )
-
-        def advice(j: int) -> int:
-            """The oracle's action for env j's current state (-1 without a teacher)."""
-            return oracle_action(env_list[j]) if teacher else -1
 
         def reset(j: int) -> np.ndarray:
             ep_seed[j] = episode_seed(seed, lo + j, ep_count[j], seed_range)
@@ -120,8 +114,7 @@ def _worker(
         while True:
             cmd, arg = conn.recv()
             if cmd == "reset":
-                obs = np.stack([reset(j) for j in range(hi - lo)])
-                conn.send(("ok", (obs, np.array([advice(j) for j in range(hi - lo)]))))
+                conn.send(("ok", np.stack([reset(j) for j in range(hi - lo)])))
             elif cmd == "step":
                 group, actions = arg
                 g_lo, g_hi = groups[group]
@@ -130,7 +123,6 @@ def _worker(
                 rewards = np.zeros(n, np.float32)
                 terms = np.zeros(n, bool)
                 truncs = np.zeros(n, bool)
-                advised = np.full(n, -1, np.int64)
                 finished = []
                 for k in range(n):
                     i = g_lo + k
@@ -163,10 +155,9 @@ def _worker(
                     if obs is None:
                         obs = np.empty((n, *o.shape), o.dtype)
                     obs[k] = o
-                    advised[k] = advice(j)
                 # Frames travel pickled through the pipe: ~0.1 ms for 8 frames of 60x80, noise
                 # next to the ~1 ms each env step costs to render.
-                conn.send(("ok", (obs, rewards, terms, truncs, finished, advised)))
+                conn.send(("ok", (obs, rewards, terms, truncs, finished)))
             elif cmd == "close":
                 for env in env_list:
                     env.close()
@@ -200,8 +191,6 @@ class EnvPool:
         progress_reward: added per metre of walking distance gained toward the goal box
             (:func:`envs.oracle.goal_distance`; BoxReach envs only; 0 turns it off). Training-only
             privileged information: the policy still sees pixels alone.
-        teacher: also ask the scripted oracle (:func:`envs.oracle.oracle_action`) what it would
-            do in each new state; :attr:`teacher_actions` holds the answers (-1 without).
 
     Slot ``s`` covers envs ``slots[s] = (lo, hi)``. Use :meth:`step_async` / :meth:`step_wait` per
     slot.
@@ -219,7 +208,6 @@ class EnvPool:
         seed_range: int = TRAIN_SEED_RANGE,
         stuck_penalty: float = 0.0,
         progress_reward: float = 0.0,
-        teacher: bool = False,
     ) -> None:
         if num_workers < 1 or groups < 1 or num_envs % (num_workers * groups):
             raise ValueError(
@@ -264,7 +252,6 @@ class EnvPool:
                     seed_range,
                     float(stuck_penalty),
                     float(progress_reward),
-                    bool(teacher),
                 ),
                 daemon=True,
                 name=f"rlviz-env-{w}",
@@ -284,9 +271,6 @@ class EnvPool:
             )
         self.obs_shape = tuple(space.shape)
         self.obs = np.zeros((num_envs, *self.obs_shape), np.uint8)
-        #: The oracle's action for each env's latest observation (from reset or step_wait), -1
-        #: without a teacher.
-        self.teacher_actions = np.full(num_envs, -1, np.int64)
 
     def _recv(self, w: int) -> Any:
         try:
@@ -310,9 +294,7 @@ class EnvPool:
             conn.send(("reset", None))
         per_worker = self.num_envs // len(self._conns)
         for w in range(len(self._conns)):
-            obs, advised = self._recv(w)
-            self.obs[w * per_worker : (w + 1) * per_worker] = obs
-            self.teacher_actions[w * per_worker : (w + 1) * per_worker] = advised
+            self.obs[w * per_worker : (w + 1) * per_worker] = self._recv(w)
         return self.obs
 
     def step_async(self, slot: int, actions: np.ndarray) -> None:
@@ -335,10 +317,8 @@ class EnvPool:
         """
         if not self._pending[slot]:
             raise RuntimeError(f"step_wait({slot}) without step_async({slot})")
-        obs, rewards, terms, truncs, finished, advised = self._recv(self._slot_worker[slot])
+        obs, rewards, terms, truncs, finished = self._recv(self._slot_worker[slot])
         self._pending[slot] = False
-        lo, hi = self.slots[slot]
-        self.teacher_actions[lo:hi] = advised
         for ep in finished:
             self.episode_counts[ep.env] += 1
         return obs, rewards, terms, truncs, finished

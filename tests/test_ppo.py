@@ -452,43 +452,6 @@ def test_env_pool_progress_reward_pays_for_distance_gained():
             pass
 
 
-@pytest.mark.slow
-def test_env_pool_teacher_advises_the_oracles_actions():
-    from agents.vecenv import EnvPool
-
-    kwargs = {**TINY_ENV, "num_distractors": 2, "max_episode_steps": 60}
-    with EnvPool("rlviz/BoxReachSmall-v0", kwargs, num_envs=2, groups=2, seed=4) as plain:
-        plain.reset()
-        assert (plain.teacher_actions == -1).all()  # no teacher, no advice
-    with EnvPool(
-        "rlviz/BoxReachSmall-v0", kwargs, num_envs=2, groups=2, seed=4, teacher=True
-    ) as pool:
-        pool.reset()
-        finished = []
-        for _ in range(120):  # do exactly what the teacher says: the oracle always gets there
-            advice = pool.teacher_actions.copy()
-            assert set(advice.tolist()) <= {0, 1, 2}
-            for s, (lo, hi) in enumerate(pool.slots):
-                pool.step_async(s, advice[lo:hi])
-            for s in range(2):
-                finished += pool.step_wait(s)[4]
-    assert len(finished) >= 4 and all(e.success for e in finished)
-
-
-def test_teacher_loss_counts_only_frames_that_show_the_goal():
-    torch.manual_seed(0)
-    x = torch.full((4, 3, 30, 40), 0.5)  # grey frames: no goal in view
-    x[1, :, 10:14, 20:24] = torch.tensor([0.8, 0.1, 0.1]).view(3, 1, 1)  # a red patch
-    x[3, :, 0:2, 0:2] = torch.tensor([0.9, 0.0, 0.0]).view(3, 1, 1)
-    logp = torch.log_softmax(torch.randn(4, 3), -1)
-    teacher = torch.tensor([2, 0, 1, -1])  # frame 3 shows red but has no advice
-    loss = Learner.teacher_loss(x, logp, teacher)
-    assert torch.isclose(loss, -logp[1, 0])
-    assert float(Learner.teacher_loss(x[[0, 2]], logp[[0, 2]], teacher[[0, 2]])) == 0.0
-    with pytest.raises(ValueError, match="teacher_coef"):
-        Config(teacher_coef=-0.1)
-
-
 def test_init_from_rejects_another_architecture(tmp_path):
     from agents.checkpoint import CheckpointError, save_checkpoint
     from agents.train import init_weights
