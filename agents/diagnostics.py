@@ -47,7 +47,6 @@ COLUMNS = (
     "update_s",
     "env_wait",
     "stuck_frac",
-    "mirror_loss",
 )
 
 

@@ -17,7 +17,6 @@ On a 60x80 frame the maps are 15x20 (conv1), 8x10 (conv2) and 8x10 (conv3).
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
@@ -201,31 +200,6 @@ def _adapter_preprocess(obs: torch.Tensor) -> torch.Tensor:
     raise ValueError(
         f"expected uint8 frames [B, H, W, 3] or float [B, 3, H, W]; got {obs.dtype} {tuple(obs.shape)}"
     )
-
-
-def mirror_action_order(action_names: Sequence[str]) -> list[int]:
-    """For each action, the index of its mirror image (``left`` <-> ``right``, others unchanged).
-
-    ``logits[:, mirror_action_order(names)]`` are the logits a left-right symmetric policy gives the
-    mirrored frame. Raises ValueError when no action has a left/right twin (nothing to mirror).
-    """
-    names = list(action_names)
-    swap = {"left": "right", "right": "left"}
-
-    def mirrored(name: str) -> str:
-        return re.sub("left|right", lambda m: swap[m.group(0)], name)
-
-    order = []
-    for name in names:
-        twin = mirrored(name)
-        if twin not in names:
-            raise ValueError(f"action {name!r} has no mirror image {twin!r} among {tuple(names)}")
-        order.append(names.index(twin))
-    if order == list(range(len(names))):
-        raise ValueError(
-            f"actions {tuple(names)} have no left/right pair, so a mirror loss has nothing to swap"
-        )
-    return order
 
 
 def make_adapter(model: nn.Module, action_names: Sequence[str] | None = None):

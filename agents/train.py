@@ -56,7 +56,7 @@ from agents.diagnostics import (
     explained_variance,
     plot_learning_curve,
 )
-from agents.policy import ActorCritic, Architecture, mirror_action_order, preprocess
+from agents.policy import ActorCritic, Architecture, preprocess
 
 
 @dataclass
@@ -120,14 +120,6 @@ class Config:
     """Shaping: added per metre of walking distance gained toward the red box (privileged, from
     envs.oracle.goal_distance; BoxReach only). Sums to a constant per episode, so it speeds learning
     without changing the best policy; statistics and evaluation use the env's own reward."""
-    mirror_coef: float = 0.0
-    """Weight of a mirror-consistency loss: the policy on the left-right mirrored frame must be the
-    policy with left and right swapped, and the value the same, on frames that show the red goal
-    (``shows_goal``). BoxReach is mirror-symmetric, so there the best policy obeys it; without it
-    PPO settles on turning one way only, and the agent circles to reach a box on its other side.
-    Frames without the goal are left alone: with no memory, searching by always turning the same
-    way is the best a policy can do there. Costs one more forward/backward pass on a quarter of
-    each minibatch."""
     init_from: str | None = None
     """Start from this checkpoint's weights (fine-tuning; same architecture); optimizer fresh."""
     async_learner: bool = True
@@ -167,8 +159,6 @@ class Config:
         ):
             if getattr(self, name) < 1:
                 problems.append(f"{name}={getattr(self, name)}; expected >= 1")
-        if self.mirror_coef < 0:
-            problems.append(f"mirror_coef={self.mirror_coef}; expected >= 0")
         if problems:
             raise ValueError("invalid training config: " + "; ".join(problems))
 
@@ -317,15 +307,6 @@ class RolloutBuffer:
         self.meta: dict = {}
 
 
-def shows_goal(x: torch.Tensor) -> torch.Tensor:
-    """Which frames (float [B, 3, H, W] in [0, 1]) show BoxReach's red goal box: any pixel with
-    red > 60/255 and over twice the green and the blue. No other object, wall or floor is that red;
-    against the env's ground truth this is right on 99.8% of 3,004 frames, with no false positive
-    (the misses are boxes of <= 16 edge samples)."""
-    r, g, b = x[:, 0], x[:, 1], x[:, 2]
-    return ((r > 60 / 255) & (r > 2 * g) & (r > 2 * b)).flatten(1).any(1)
-
-
 class Learner:
     """The PPO update. Owns the trained model and the optimizer."""
 
@@ -337,7 +318,6 @@ class Learner:
         self.generator = torch.Generator().manual_seed(cfg.seed * 7919 + 1)
         self.updates = 0
         self.relu_layers = list(model.conv_layers)  # post-ReLU maps, for the dead-unit fraction
-        self.mirror_order = mirror_action_order(model.action_names) if cfg.mirror_coef else None
 
     def learning_rate(self, step: int) -> float:
         """Learning rate for an update that starts at env step ``step``."""
@@ -376,7 +356,6 @@ class Learner:
             "value_loss": 0.0,
             "policy_loss": 0.0,
             "grad_norm": 0.0,
-            **({"mirror_loss": 0.0} if cfg.mirror_coef else {}),
         }
         count = skipped = 0
         dead = float("nan")
@@ -416,14 +395,6 @@ class Learner:
                 else:
                     v_loss = 0.5 * ((value - b_ret[idx]) ** 2).mean()
                 loss = pg_loss - cfg.ent_coef * entropy + cfg.vf_coef * v_loss
-                if cfg.mirror_coef:
-                    # A quarter of the minibatch (a random subset: perm is shuffled) estimates
-                    # the same mean at a quarter of the extra pass's cost.
-                    k = max(len(x) // 4, 1)
-                    mirror_loss = self.mirror_loss(
-                        x[:k], logp_all[:k], value[:k], shows_goal(x[:k])
-                    )
-                    loss = loss + cfg.mirror_coef * mirror_loss
 
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -441,7 +412,6 @@ class Learner:
                     ("value_loss", v_loss),
                     ("policy_loss", pg_loss),
                     ("grad_norm", grad_norm),
-                    *((("mirror_loss", mirror_loss),) if cfg.mirror_coef else ()),
                 ):
                     sums[key] += float(v.detach())
                 count += 1
@@ -461,30 +431,6 @@ class Learner:
             update=self.updates,
         )
         return stats
-
-    def mirror_loss(
-        self, x: torch.Tensor, logp_all: torch.Tensor, value: torch.Tensor, where: torch.Tensor
-    ) -> torch.Tensor:
-        """Pull pi(frame) (left/right swapped) and pi(mirrored frame) toward their average, on
-        the frames selected by the bool mask ``where`` (0 when it selects none).
-
-        The target is the average of the two distributions, held fixed (a stop-gradient), and the
-        loss is the mean KL from it to each. Pulling the two toward each other directly (a
-        symmetric KL through both) lets the optimizer satisfy it by making both deterministic:
-        the entropy collapses. The average is at least as spread as either, so this cannot. The
-        second term asks the value to be the same for both frames.
-        """
-        if not bool(where.any()):
-            return x.new_zeros(())
-        x, logp_all, value = x[where], logp_all[where], value[where]
-        logits_m, value_m = self.model(x.flip(-1))
-        logp_m = torch.log_softmax(logits_m, dim=-1)
-        logp_swapped = logp_all[:, self.mirror_order]
-        with torch.no_grad():
-            target = 0.5 * (logp_swapped.exp() + logp_m.exp())
-            log_target = target.clamp_min(1e-12).log()
-        kl = (target * (2 * log_target - logp_swapped - logp_m)).sum(-1).mean() / 2
-        return kl + 0.5 * ((value_m - value.detach()) ** 2).mean()
 
     def state(self) -> dict:
         """Optimizer state, minibatch RNG and update counter (for --resume)."""

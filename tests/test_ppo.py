@@ -19,7 +19,7 @@ from agents.diagnostics import (
     plot_learning_curve,
     read_csv,
 )
-from agents.policy import ActorCritic, mirror_action_order, preprocess
+from agents.policy import ActorCritic, preprocess
 from agents.train import (
     Config,
     Learner,
@@ -189,81 +189,6 @@ def test_learner_skips_and_reports_non_finite_updates():
         for k in ("entropy", "approx_kl", "value_loss", "grad_norm", "clip_frac")
     )
     assert any(not torch.equal(v, before[k]) for k, v in model.state_dict().items())
-
-
-def test_mirror_action_order():
-    assert mirror_action_order(("left", "forward", "right")) == [2, 1, 0]
-    assert mirror_action_order(("noop", "turn_right", "turn_left")) == [0, 2, 1]
-    with pytest.raises(ValueError, match="no mirror image 'right'"):
-        mirror_action_order(("left", "forward"))
-    with pytest.raises(ValueError, match="no left/right pair"):
-        mirror_action_order(("up", "down"))
-    with pytest.raises(ValueError, match="mirror_coef"):
-        Config(mirror_coef=-1.0)
-
-
-def test_mirror_loss_makes_a_one_sided_policy_symmetric_without_collapsing_it():
-    torch.manual_seed(0)
-    model = ActorCritic(channels=(4, 8, 8), obs_shape=(30, 40, 3))
-    with torch.no_grad():
-        model.policy.bias.copy_(torch.tensor([-2.0, 0.0, 2.0]))  # turns right, almost never left
-    learner = Learner(model, Config(mirror_coef=1.0), torch.device("cpu"))
-    x = preprocess(torch.from_numpy(_buffer().obs.reshape(-1, 30, 40, 3)))
-
-    def loss_and_policy():
-        logits, value = model(x)
-        logp = torch.log_softmax(logits, -1)
-        return learner.mirror_loss(x, logp, value, torch.ones(len(x), dtype=torch.bool)), logp.exp()
-
-    before, p_before = loss_and_policy()
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    for _ in range(100):
-        loss, _ = loss_and_policy()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    after, p_after = loss_and_policy()
-    assert float(after) < 0.05 * float(before), (float(before), float(after.detach()))
-    # left and right end up equally likely on average, and the policy is *more* random, not less
-    # (a symmetric KL through both passes drove it to one deterministic action)
-    assert abs(float(p_after[:, 0].mean() - p_after[:, 2].mean())) < 0.05
-    entropy = lambda p: float(-(p * p.log()).sum(-1).mean())  # noqa: E731
-    assert entropy(p_after) > entropy(p_before)
-
-
-def test_shows_goal_matches_the_envs_ground_truth():
-    from agents.train import shows_goal
-    from agents.vecenv import make_env
-    from envs.oracle import oracle_action
-
-    env = make_env("rlviz/BoxReach-v0", {"ground_truth": True})
-    frames, visible = [], []
-    try:
-        for seed in (11, 12):
-            obs, info = env.reset(seed=seed)
-            for t in range(60):
-                frames.append(obs)
-                visible.append(info["box_visible"])
-                action = oracle_action(env) if t % 3 else 0  # a mix of looking around and walking
-                obs, _, term, trunc, info = env.step(action)
-                if term or trunc:
-                    break
-    finally:
-        env.close()
-    visible = torch.tensor(visible)
-    assert 0 < int(visible.sum()) < len(visible)  # both kinds of frame are in the sample
-    predicted = shows_goal(preprocess(np.stack(frames)))
-    assert float((predicted == visible).float().mean()) >= 0.97
-    assert not bool((predicted & ~visible).any())  # nothing else in the room counts as the goal
-
-
-def test_learner_reports_the_mirror_loss():
-    torch.manual_seed(0)
-    model = ActorCritic(channels=(4, 8, 8), obs_shape=(30, 40, 3))
-    learner = Learner(model, Config(num_minibatches=2, mirror_coef=0.5), torch.device("cpu"))
-    stats = learner.update(_buffer(), step=16)
-    assert set(stats) <= set(COLUMNS) and math.isfinite(stats["mirror_loss"])
-    assert stats["mirror_loss"] > 0  # a random CNN is not mirror-symmetric
 
 
 def test_csv_log_and_learning_curve(tmp_path):
