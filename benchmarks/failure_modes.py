@@ -12,9 +12,10 @@ seed). A failed episode is
 For each failure it also prints how often the red box was in view. Over all episodes it splits
 the steps into: before the box first came into view (searching), blocked (a forward step that left
 the frame unchanged: pressed against a wall or a box, often one outside the view), and box out of
-view again after it had been seen (lost: e.g. it drops below the camera in the last ~1.6 m and a
-memoryless policy searches again); and it counts left and right turns (a policy that turns one way
-only has to circle to reach a box on its other side).
+view again after it had been seen (lost; "of which near the box" counts those within 2 m of it,
+where the box drops below the camera and a memoryless policy starts searching again); and it
+counts left and right turns (a policy that turns one way only has to circle to reach a box on its
+other side).
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/failure_modes.py [--checkpoint PATH] [--episodes 200]
 """
@@ -50,7 +51,8 @@ def classify(positions: np.ndarray, distractors: np.ndarray, still: float, near:
 
 
 def step_phases(rollout, action_names) -> dict[str, int]:
-    """Steps of one episode spent searching, blocked, and with the box lost after seeing it."""
+    """Steps of one episode spent searching, blocked, and with the box lost after seeing it (and
+    how many of those within 2 m of the box, where it drops below the camera)."""
     visible = np.asarray(rollout.infos["box_visible"], bool)
     seen = np.maximum.accumulate(visible)
     forward = rollout.actions == action_names.index("forward")
@@ -58,10 +60,13 @@ def step_phases(rollout, action_names) -> dict[str, int]:
     unchanged = np.zeros(len(forward), bool)
     unchanged[:-1] = (rollout.obs[1:] == rollout.obs[:-1]).all(axis=(1, 2, 3))
     blocked = forward & unchanged
+    lost = seen & ~visible & ~blocked
+    near = np.linalg.norm(rollout.infos["agent_pos"] - rollout.infos["box_pos"], axis=-1) < 2.0
     return {
         "searching": int((~seen).sum()),
         "blocked": int(blocked.sum()),
-        "lost after seeing": int((seen & ~visible & ~blocked).sum()),
+        "lost after seeing": int(lost.sum()),
+        "of which near the box": int((lost & near).sum()),
     }
 
 
@@ -80,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     env = make_env(config["env_id"], **(config.get("env_kwargs") or {}))
     kinds: dict[str, list[int]] = {}
     turns = np.zeros(3, dtype=np.int64)  # action counts over all episodes
-    phases = {"searching": 0, "blocked": 0, "lost after seeing": 0}
+    phases = {"searching": 0, "blocked": 0, "lost after seeing": 0, "of which near the box": 0}
     ok_steps = []
     seeds = held_out_seeds(args.episodes, start=args.seed_start)
     try:
@@ -91,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
                 seed=seed,
                 deterministic=args.deterministic,
                 generator=torch.Generator().manual_seed(seed),
-                info_keys=("success", "agent_pos", "distractor_pos", "box_visible"),
+                info_keys=("success", "agent_pos", "distractor_pos", "box_visible", "box_pos"),
             )
             turns += np.bincount(rollout.actions, minlength=3)[:3]
             for phase, steps in step_phases(rollout, policy.action_names).items():
