@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -84,8 +85,9 @@ def main(argv: list[str] | None = None) -> int:
     policy = agents.make_adapter(model.eval())
     env = make_env(config["env_id"], **(config.get("env_kwargs") or {}))
     kinds: dict[str, list[int]] = {}
-    turns = np.zeros(3, dtype=np.int64)  # action counts over all episodes
-    phases = {"searching": 0, "blocked": 0, "lost after seeing": 0, "of which near the box": 0}
+    names = policy.action_names
+    action_counts = np.zeros(len(names), dtype=np.int64)  # over all episodes
+    phases: Counter[str] = Counter()  # steps per phase over all episodes (see step_phases)
     ok_steps = []
     seeds = held_out_seeds(args.episodes, start=args.seed_start)
     try:
@@ -98,9 +100,8 @@ def main(argv: list[str] | None = None) -> int:
                 generator=torch.Generator().manual_seed(seed),
                 info_keys=("success", "agent_pos", "distractor_pos", "box_visible", "box_pos"),
             )
-            turns += np.bincount(rollout.actions, minlength=3)[:3]
-            for phase, steps in step_phases(rollout, policy.action_names).items():
-                phases[phase] += steps
+            action_counts += np.bincount(rollout.actions, minlength=len(names))
+            phases.update(step_phases(rollout, names))
             if rollout.success:
                 ok_steps.append(len(rollout))
                 continue
@@ -117,8 +118,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{args.checkpoint.name}: {failures} failures in {len(seeds)} episodes")
     for kind, which in sorted(kinds.items(), key=lambda kv: -len(kv[1])):
         print(f"  {kind:22s} {len(which):3d}")
-    names = policy.action_names
-    per_episode = ", ".join(f"{n} {c / len(seeds):.1f}" for n, c in zip(names, turns, strict=True))
+    per_episode = ", ".join(
+        f"{n} {c / len(seeds):.1f}" for n, c in zip(names, action_counts, strict=True)
+    )
     print(f"actions per episode: {per_episode}; successful episodes {np.mean(ok_steps):.1f} steps")
     print("steps per episode: " + ", ".join(f"{k} {v / len(seeds):.1f}" for k, v in phases.items()))
     return 0
