@@ -13,9 +13,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import torch
 from safetensors import SafetensorError
@@ -23,10 +22,17 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 from torch import nn
 
-from agents.policy import ActorCritic, Architecture
+from agents.policy import ActorCritic, Architecture, make_adapter
+from rlviz.io import atomic_write_bytes
+
+if TYPE_CHECKING:
+    from rlviz import PolicyAdapter
 
 #: The trained BoxReach agent shipped with rlviz (weights; its config is the .json beside it).
 SHIPPED_CHECKPOINT = Path(__file__).resolve().parent / "checkpoints" / "boxreach.safetensors"
+
+#: The env a checkpoint plays in when neither the caller nor its config names one.
+DEFAULT_ENV_ID = "rlviz/BoxReach-v0"
 
 FORMAT = "rlviz-agent"
 FORMAT_VERSION = 1
@@ -34,23 +40,6 @@ FORMAT_VERSION = 1
 
 class CheckpointError(ValueError):
     """A checkpoint is missing, corrupt, or does not fit what it is loaded into."""
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def config_path(path: str | os.PathLike) -> Path:
@@ -250,6 +239,53 @@ def load_checkpoint(
     check_state_dict(model, tensors, wpath)
     model.load_state_dict(tensors)
     return model.to(device).eval(), config
+
+
+class LoadedPolicy(NamedTuple):
+    """A checkpoint ready to play: what :func:`load_policy` returns."""
+
+    model: ActorCritic
+    adapter: PolicyAdapter
+    config: dict
+    env_id: str
+    env_kwargs: dict
+
+
+def checkpoint_env(
+    config: dict, env_id: str | None = None, env_kwargs: dict | None = None
+) -> tuple[str, dict]:
+    """The env a checkpoint plays in: ``(env_id, env_kwargs)``.
+
+    ``env_id`` defaults to the one in ``config`` (then :data:`DEFAULT_ENV_ID`). ``env_kwargs``
+    defaults to the variant the agent trained in (e.g. its ``num_distractors``) when the id is
+    the trained one, else none: another env's kwargs need not fit.
+    """
+    trained = config.get("env_id")
+    env_id = env_id or trained or DEFAULT_ENV_ID
+    if env_kwargs is None:
+        env_kwargs = (config.get("env_kwargs") or {}) if env_id == trained else {}
+    return env_id, dict(env_kwargs)
+
+
+def load_policy(
+    path: str | os.PathLike,
+    device: str | torch.device = "cpu",
+    env_id: str | None = None,
+    env_kwargs: dict | None = None,
+) -> LoadedPolicy:
+    """The one way a command loads a checkpoint: model, rlviz adapter, config and its env.
+
+    Args:
+        path: weights (``.safetensors``) or config (``.json``) path.
+        device: where the model goes.
+        env_id, env_kwargs: the env to play in, see :func:`checkpoint_env`.
+
+    Raises:
+        FileNotFoundError, CheckpointError: as :func:`load_checkpoint`.
+    """
+    model, config = load_checkpoint(path, device=device)
+    env_id, env_kwargs = checkpoint_env(config, env_id, env_kwargs)
+    return LoadedPolicy(model, make_adapter(model), config, env_id, env_kwargs)
 
 
 def check_state_dict(

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from agents.checkpoint import atomic_write_bytes
+from rlviz.io import atomic_write_bytes
 
 #: Columns of ``progress.csv``, in order.
 COLUMNS = (

@@ -46,7 +46,9 @@ class Architecture:
     coord_channels: bool = True
     """Feed x/y coordinate channels to the last conv block (gap head: lets units encode position)."""
     obs_shape: tuple[int, int, int] = (60, 80, 3)
-    """(H, W, C) of the observations the network reads."""
+    """(H, W, C) of the observations the network reads (C = frames x channels per frame)."""
+    frames: int = 1
+    """K, frames per observation, stacked on the channel axis oldest first (1: no memory)."""
     action_names: tuple[str, ...] = field(default_factory=lambda: ACTION_NAMES)
 
     def to_dict(self) -> dict:
@@ -90,7 +92,9 @@ class ConvBlock(nn.Module):
 class ActorCritic(nn.Module):
     """pi(a|img) and V(img) from one CNN trunk.
 
-    ``forward(x)`` takes float [B, 3, H, W] in [0, 1] and returns ``(logits [B, A], value [B])``.
+    ``forward(x)`` takes float [B, 3K, H, W] in [0, 1] (K = ``arch.frames``, oldest frame first)
+    and returns ``(logits [B, A], value [B])``. With K > 1 only ``conv1`` changes (3K input
+    channels); every later layer, the heads and the exactness of CAM are as for one frame.
     Build from an :class:`Architecture` or keyword arguments of one.
     """
 
@@ -107,9 +111,14 @@ class ActorCritic(nn.Module):
                 f"channels {arch.channels}, kernels {arch.kernels} and strides {arch.strides} must "
                 "have the same non-zero length"
             )
+        h, w, c = arch.obs_shape
+        if int(arch.frames) < 1 or c % int(arch.frames):
+            raise ValueError(
+                f"obs_shape {tuple(arch.obs_shape)} cannot hold frames={arch.frames}: the channel "
+                "count must be frames x channels per frame (e.g. (60, 80, 6) for 2 RGB frames)"
+            )
         self.arch = arch
         self.action_names = tuple(arch.action_names)
-        h, w, c = arch.obs_shape
         n = len(arch.channels)
         c_in = c
         for i, (c_out, k, s) in enumerate(
@@ -136,6 +145,16 @@ class ActorCritic(nn.Module):
     def conv_layers(self) -> list[str]:
         """Names of the conv blocks, input to output (``["conv1", "conv2", "conv3"]``)."""
         return [f"conv{i + 1}" for i in range(len(self.arch.channels))]
+
+    @property
+    def observation_layout(self):
+        """The :class:`rlviz.ObservationLayout` of the observations the network reads: K frames
+        of ``C / K`` channels on the last axis, oldest first."""
+        from rlviz.layout import ObservationLayout  # lazy: the policy stands without rlviz
+
+        frames = int(self.arch.frames)
+        channels = int(self.arch.obs_shape[2]) // frames
+        return ObservationLayout(frames=frames, channels=channels, order="HWC", source="user")
 
     @property
     def cam_layer(self) -> str:
@@ -165,7 +184,7 @@ class ActorCritic(nn.Module):
         return torch.relu(self.fc(fmap.flatten(1)))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Return ``(logits [B, A], value [B])`` for float input [B, 3, H, W] in [0, 1]."""
+        """Return ``(logits [B, A], value [B])`` for float input [B, 3K, H, W] in [0, 1]."""
         h = self.trunk(x)
         return self.policy(h), self.value(h).squeeze(-1)
 
@@ -173,37 +192,48 @@ class ActorCritic(nn.Module):
 def preprocess(
     obs: np.ndarray | torch.Tensor, device: torch.device | str | None = None
 ) -> torch.Tensor:
-    """uint8 frames [B, H, W, 3] (or one frame [H, W, 3]) -> float32 [B, 3, H, W] in [0, 1].
+    """uint8 frames [B, H, W, 3K] (or one [H, W, 3K]) -> float32 [B, 3K, H, W] in [0, 1].
+
+    K = 1 for one RGB frame; a stack of K frames (oldest first, :class:`envs.wrappers.StackFrames`)
+    keeps its frame order on the channel axis, the canonical rlviz network input.
 
     Raises:
-        ValueError: for anything other than uint8 channel-last RGB frames.
+        ValueError: for anything other than uint8 channel-last RGB frames or stacks of them.
     """
     t = torch.as_tensor(obs)
     if t.ndim == 3:
         t = t.unsqueeze(0)
-    if t.ndim != 4 or t.shape[-1] != 3 or t.dtype != torch.uint8:
+    if t.ndim != 4 or t.shape[-1] % 3 or t.dtype != torch.uint8:
         raise ValueError(
-            f"preprocess expects uint8 RGB frames shaped [B, H, W, 3]; got {t.dtype} "
-            f"{tuple(t.shape)}. Pass the env's observations unchanged."
+            f"preprocess expects uint8 RGB frames shaped [B, H, W, 3] (or K stacked frames, "
+            f"[B, H, W, 3K]); got {t.dtype} {tuple(t.shape)}. Pass the env's observations "
+            "unchanged."
         )
     if device is not None:
         t = t.to(device, non_blocking=True)
     return t.permute(0, 3, 1, 2).float().div_(255.0)
 
 
-def _adapter_preprocess(obs: torch.Tensor) -> torch.Tensor:
-    # The engine hands a batched tensor; accept already-preprocessed float CHW input as well.
-    if obs.dtype == torch.uint8:
-        return preprocess(obs)
-    if obs.ndim == 4 and obs.shape[1] == 3:
-        return obs.float()
-    raise ValueError(
-        f"expected uint8 frames [B, H, W, 3] or float [B, 3, H, W]; got {obs.dtype} {tuple(obs.shape)}"
-    )
+def _adapter_preprocess(channels: int):
+    """The adapter's preprocess for a network reading ``channels`` input channels (3K)."""
+
+    def run(obs: torch.Tensor) -> torch.Tensor:
+        # The engine hands a batched tensor; accept already-preprocessed float CHW input as well.
+        if obs.dtype == torch.uint8:
+            return preprocess(obs)
+        if obs.ndim == 4 and obs.shape[1] == channels:
+            return obs.float()
+        raise ValueError(
+            f"expected uint8 frames [B, H, W, {channels}] or float [B, {channels}, H, W]; got "
+            f"{obs.dtype} {tuple(obs.shape)}"
+        )
+
+    return run
 
 
 def make_adapter(model: nn.Module, action_names: Sequence[str] | None = None):
-    """An :class:`rlviz.PolicyAdapter` for ``model`` with our preprocessing and action names.
+    """An :class:`rlviz.PolicyAdapter` for ``model`` with our preprocessing and action names, and
+    for an :class:`ActorCritic` with memory its observation layout (K frames on the channel axis).
 
     Returns:
         PolicyAdapter whose ``outputs(x)`` gives logits [B, A] and value [B].
@@ -213,4 +243,13 @@ def make_adapter(model: nn.Module, action_names: Sequence[str] | None = None):
     names = (
         action_names if action_names is not None else getattr(model, "action_names", ACTION_NAMES)
     )
-    return PolicyAdapter(model, preprocess=_adapter_preprocess, action_names=names)
+    if not isinstance(model, ActorCritic) or model.arch.frames == 1:
+        # One RGB frame: its shape says so, and float [B, 3, H, W] input keeps working.
+        return PolicyAdapter(model, preprocess=_adapter_preprocess(3), action_names=names)
+    # A stack's shape is ambiguous ([H, W, 6]: two RGB frames or six gray ones?): declare it.
+    return PolicyAdapter(
+        model,
+        preprocess=_adapter_preprocess(int(model.arch.obs_shape[2])),
+        action_names=names,
+        layout=model.observation_layout,
+    )

@@ -6,7 +6,8 @@ the main process reads the previous group's frames and picks its next actions: r
 inference overlap, and the worker never idles as long as inference for a group is faster than
 rendering the other group.
 
-The module does not import torch, so workers start fast and stay small; the trainer's process never
+The module does not import torch, so workers start fast and stay small (a frame stack imports it
+through :mod:`envs.wrappers`, which declares the stack's rlviz layout); the trainer's process never
 creates an environment (the workers report the spaces).
 
 Episode seeds: episode ``e`` of env ``i`` is reset with a seed drawn from
@@ -35,10 +36,21 @@ def episode_seed(
     return int(np.random.default_rng([seed, env_index, episode]).integers(0, seed_range))
 
 
-def make_env(env_id: str, env_kwargs: dict | None = None):
-    """Create ``env_id`` with ``gymnasium.make`` after registering and preparing rlviz's envs."""
+def make_env(env_id: str, env_kwargs: dict | None = None, frame_stack: int = 1):
+    """Create ``env_id`` with ``gymnasium.make`` after registering and preparing rlviz's envs.
+
+    Args:
+        env_id, env_kwargs: what ``gymnasium.make`` gets.
+        frame_stack: K > 1 wraps the env in :class:`envs.wrappers.StackFrames` (the last K frames
+            on the channel axis, oldest first); 1 returns the env's own frames.
+    """
     import gymnasium as gym
 
+    if int(frame_stack) < 1:
+        raise ValueError(f"frame_stack={frame_stack}; expected K >= 1 (1: no stacking)")
+    if frame_stack > 1:
+        # Before the first env: the wrapper imports torch, which must not follow a GL context.
+        from envs.wrappers import StackFrames
     try:
         import envs  # registers rlviz/* ids and knows how to start MiniWorld headless
 
@@ -48,12 +60,19 @@ def make_env(env_id: str, env_kwargs: dict | None = None):
     if env_id.startswith("MiniWorld-"):
         import miniworld  # noqa: F401  (registers MiniWorld-* ids)
     try:
-        return gym.make(env_id, **(env_kwargs or {}))
+        env = gym.make(env_id, **(env_kwargs or {}))
     except gym.error.Error as exc:
         raise ValueError(
             f"could not make env {env_id!r} with kwargs {env_kwargs or {}} ({exc}); registered "
             "rlviz ids: " + ", ".join(k for k in gym.registry if k.startswith("rlviz/"))
         ) from None
+    return StackFrames(env, frame_stack) if frame_stack > 1 else env
+
+
+def newest_frame(obs: np.ndarray, frame_stack: int) -> np.ndarray:
+    """The newest frame of observation ``[H, W, K*C]`` stacked by :func:`make_env` (K =
+    ``frame_stack``): its last C channels."""
+    return obs[..., obs.shape[-1] - obs.shape[-1] // frame_stack :]
 
 
 @dataclass
@@ -69,6 +88,67 @@ class Episode:
     """Steps that left the frame unchanged (walking into a wall or box)."""
 
 
+class RewardShaping:
+    """The reward the trainer learns from, for one env; episode statistics keep the env's own.
+
+    The env's reward, minus ``stuck_penalty`` for a step that leaves the newest frame unchanged
+    (the agent walked into a wall or a box), plus ``progress_reward`` per metre of walking
+    distance gained toward the goal box (:func:`envs.oracle.goal_distance`; BoxReach only).
+
+    Args:
+        env: the env (possibly wrapped in a frame stack of ``frame_stack`` frames).
+        stuck_penalty, progress_reward: see :class:`EnvPool`.
+        frame_stack: K of the observations, whose newest frames the stuck test compares.
+    """
+
+    def __init__(
+        self, env, stuck_penalty: float = 0.0, progress_reward: float = 0.0, frame_stack: int = 1
+    ) -> None:
+        self.env = env
+        self.stuck_penalty = float(stuck_penalty)
+        self.progress_reward = float(progress_reward)
+        self.frame_stack = int(frame_stack)
+        self._last: np.ndarray | None = None
+        self._goal_dist = 0.0
+        if self.progress_reward:
+            if getattr(env.unwrapped, "distractors", None) is None:
+                raise ValueError(
+                    f"progress_reward needs a BoxReach env (goal box known to the oracle); "
+                    f"{env.unwrapped!r} has none. Use progress_reward=0 for other envs."
+                )
+            from envs.oracle import goal_distance
+
+            self._goal_distance = goal_distance
+
+    def _distance(self) -> float:
+        return self._goal_distance(self.env)
+
+    def reset(self, obs: np.ndarray) -> None:
+        """Start an episode whose first observation is ``obs``."""
+        self._last = obs
+        if self.progress_reward:
+            self._goal_dist = self._distance()
+
+    def step(self, obs: np.ndarray, reward: float, ended: bool) -> tuple[float, bool]:
+        """``(shaped reward, stuck)`` of the step that returned ``obs`` and ``reward``."""
+        # Only the newest frame counts: two stacks differ whenever an older frame does.
+        stuck = not ended and np.array_equal(
+            newest_frame(obs, self.frame_stack), newest_frame(self._last, self.frame_stack)
+        )
+        shaped = float(reward) - self.stuck_penalty * stuck
+        if self.progress_reward:
+            # Potential-based shaping (Ng et al. 1999, gamma = 1): metres of walking distance
+            # gained toward the box, so it sums to a constant per episode and leaves the best
+            # policy unchanged while telling the agent early which steps help, e.g. going around
+            # a distractor rather than into it.
+            d = self._distance()
+            if np.isfinite(d) and np.isfinite(self._goal_dist):
+                shaped += self.progress_reward * (self._goal_dist - d)
+            self._goal_dist = d
+        self._last = obs
+        return shaped, bool(stuck)
+
+
 def _worker(
     conn,
     env_id,
@@ -81,34 +161,27 @@ def _worker(
     seed_range,
     stuck_penalty,
     progress_reward,
+    frame_stack,
 ):
     # Nothing in a worker uses torch, so skip envs' torch._dynamo pre-import (~2 s per worker).
     os.environ.setdefault("RLVIZ_SKIP_DYNAMO_PREIMPORT", "1")
     try:
-        env_list = [make_env(env_id, env_kwargs) for _ in range(lo, hi)]
+        env_list = [make_env(env_id, env_kwargs, frame_stack) for _ in range(lo, hi)]
+        shaping = [
+            RewardShaping(env, stuck_penalty, progress_reward, frame_stack) for env in env_list
+        ]
         ep_count = list(counts)
         ep_ret = [0.0] * (hi - lo)
         ep_len = [0] * (hi - lo)
         ep_seed = [0] * (hi - lo)
         ep_stuck = [0] * (hi - lo)
-        last_obs: list = [None] * (hi - lo)
-        goal_dist = [0.0] * (hi - lo)
-        if progress_reward:
-            from envs.oracle import goal_distance
-
-            if getattr(env_list[0].unwrapped, "distractors", None) is None:
-                raise ValueError(
-                    f"progress_reward needs a BoxReach env (goal box known to the oracle); "
-                    f"{env_id!r} has none. Use progress_reward=0 for other envs."
-                )
 
         def reset(j: int) -> np.ndarray:
             ep_seed[j] = episode_seed(seed, lo + j, ep_count[j], seed_range)
             ep_ret[j], ep_len[j], ep_stuck[j] = 0.0, 0, 0
-            last_obs[j] = env_list[j].reset(seed=ep_seed[j])[0]
-            if progress_reward:
-                goal_dist[j] = goal_distance(env_list[j])
-            return last_obs[j]
+            obs = env_list[j].reset(seed=ep_seed[j])[0]
+            shaping[j].reset(obs)
+            return obs
 
         conn.send(("ok", (env_list[0].observation_space, env_list[0].action_space)))
         while True:
@@ -130,21 +203,9 @@ def _worker(
                     o, r, term, trunc, info = env_list[j].step(int(actions[k]))
                     ep_ret[j] += float(r)  # episode statistics keep the env's own reward
                     ep_len[j] += 1
-                    # A step that leaves the frame unchanged walked into a wall or a box.
-                    stuck = not (term or trunc) and np.array_equal(o, last_obs[j])
+                    rewards[k], stuck = shaping[j].step(o, r, term or trunc)
                     ep_stuck[j] += stuck
-                    rewards[k] = r - stuck_penalty * stuck
-                    if progress_reward:
-                        # Potential-based shaping (Ng et al. 1999, gamma = 1): metres of walking
-                        # distance gained toward the box, so it sums to a constant per episode and
-                        # leaves the best policy unchanged while telling the agent early which
-                        # steps help, e.g. going around a distractor rather than into it.
-                        d = goal_distance(env_list[j])
-                        if np.isfinite(d) and np.isfinite(goal_dist[j]):
-                            rewards[k] += progress_reward * (goal_dist[j] - d)
-                        goal_dist[j] = d
                     terms[k], truncs[k] = term, trunc
-                    last_obs[j] = o
                     if term or trunc:
                         success = bool(info.get("success", term and r > 0))
                         finished.append(
@@ -191,6 +252,8 @@ class EnvPool:
         progress_reward: added per metre of walking distance gained toward the goal box
             (:func:`envs.oracle.goal_distance`; BoxReach envs only; 0 turns it off). Training-only
             privileged information: the policy still sees pixels alone.
+        frame_stack: K > 1 stacks each env's last K frames on the channel axis (see
+            :func:`make_env`); the stuck test compares the newest frames only.
 
     Slot ``s`` covers envs ``slots[s] = (lo, hi)``. Use :meth:`step_async` / :meth:`step_wait` per
     slot.
@@ -208,6 +271,7 @@ class EnvPool:
         seed_range: int = TRAIN_SEED_RANGE,
         stuck_penalty: float = 0.0,
         progress_reward: float = 0.0,
+        frame_stack: int = 1,
     ) -> None:
         if num_workers < 1 or groups < 1 or num_envs % (num_workers * groups):
             raise ValueError(
@@ -219,6 +283,7 @@ class EnvPool:
             raise ValueError(f"episode_counts has {len(counts)} entries for {num_envs} envs")
         self.num_envs = num_envs
         self.seed = seed
+        self.frame_stack = int(frame_stack)
         self.episode_counts = counts
         self._closed = True  # until the workers are up
 
@@ -252,6 +317,7 @@ class EnvPool:
                     seed_range,
                     float(stuck_penalty),
                     float(progress_reward),
+                    int(frame_stack),
                 ),
                 daemon=True,
                 name=f"rlviz-env-{w}",

@@ -32,8 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from rlviz import ActionLogit, PolicyAdapter  # noqa: E402
 from rlviz.methods import get_method  # noqa: E402
-from rlviz.methods.base import gaussian_blur  # noqa: E402
 from rlviz.methods.perturbation import grid_centres  # noqa: E402
+from rlviz.ops import gaussian_blur  # noqa: E402
 
 warnings.filterwarnings("ignore")  # captum warns on every guided-backprop call
 
@@ -457,11 +457,21 @@ def main(argv: list[str] | None = None) -> int:
         "--threads", type=int, default=None, help="torch threads (default: torch's)"
     )
     parser.add_argument("--maps-only", action="store_true", help="only time the display helpers")
+    parser.add_argument(
+        "--incremental",
+        action="store_true",
+        help="only the incremental vs full re-inference rows (occlusion, perturbation; issue 19)",
+    )
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.maps_only:
         maps_speed()
+        return 0
+    if args.incremental:
+        import incremental_speed  # the sibling script: benchmarks/ is on sys.path when run
+
+        incremental_speed.run(best_times, args.quick)
         return 0
     methods = args.only or list(METHODS)
     print(

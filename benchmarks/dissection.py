@@ -31,10 +31,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import agents  # noqa: E402
-from rlviz.commands.features import collect_dataset, conv_blocks  # noqa: E402
+from rlviz.cli.common import make_env  # noqa: E402
+from rlviz.cli.features import collect_dataset  # noqa: E402
 from rlviz.features import ablation_study, dissect, plot_ablation, plot_dissection  # noqa: E402
-from rlviz.features._common import save_json  # noqa: E402
-from rlviz.render import make_env  # noqa: E402
+from rlviz.hooks import default_layers  # noqa: E402
+from rlviz.io import save_json  # noqa: E402
 
 
 def dissection_table(name: str, result, thresholds: list[float]) -> list[str]:
@@ -97,7 +98,7 @@ def main() -> int:
     model, config = agents.load_checkpoint(args.checkpoint)
     adapter = agents.make_adapter(model)
     env_id = args.env or config.get("env_id") or "rlviz/BoxReach-v0"
-    layers = conv_blocks(model)
+    layers = default_layers(model)
     print(
         f"# rlviz dissection benchmark, {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC}"
     )

@@ -33,8 +33,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import agents  # noqa: E402
+from agents.checkpoint import load_policy  # noqa: E402
 from agents.evaluate import held_out_seeds  # noqa: E402
-from rlviz.render import make_env  # noqa: E402
+from agents.vecenv import make_env, newest_frame  # noqa: E402
 from rlviz.rollout import run_episode  # noqa: E402
 
 
@@ -51,15 +52,17 @@ def classify(positions: np.ndarray, distractors: np.ndarray, still: float, near:
     return "stuck elsewhere"
 
 
-def step_phases(rollout, action_names) -> dict[str, int]:
+def step_phases(rollout, action_names, frame_stack: int = 1) -> dict[str, int]:
     """Steps of one episode spent searching, blocked, and with the box lost after seeing it (and
-    how many of those within 2 m of the box, where it drops below the camera)."""
+    how many of those within 2 m of the box, where it drops below the camera). ``frame_stack``:
+    K of stacked observations, whose newest frames are compared."""
     visible = np.asarray(rollout.infos["box_visible"], bool)
     seen = np.maximum.accumulate(visible)
     forward = rollout.actions == action_names.index("forward")
     # The frame after step t is obs[t + 1]; the last step's (terminal) frame is not kept.
+    frames = newest_frame(np.asarray(rollout.obs), frame_stack)
     unchanged = np.zeros(len(forward), bool)
-    unchanged[:-1] = (rollout.obs[1:] == rollout.obs[:-1]).all(axis=(1, 2, 3))
+    unchanged[:-1] = (frames[1:] == frames[:-1]).all(axis=(1, 2, 3))
     blocked = forward & unchanged
     lost = seen & ~visible & ~blocked
     near = np.linalg.norm(rollout.infos["agent_pos"] - rollout.infos["box_pos"], axis=-1) < 2.0
@@ -81,9 +84,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--deterministic", action="store_true", help="greedy actions")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
-    model, config = agents.load_checkpoint(args.checkpoint)
-    policy = agents.make_adapter(model.eval())
-    env = make_env(config["env_id"], **(config.get("env_kwargs") or {}))
+    loaded = load_policy(args.checkpoint)
+    policy, frame_stack = loaded.adapter, loaded.model.arch.frames
+    # Ground truth (box in view, poses) sorts the failures; the policy still sees pixels only.
+    env_kwargs = {**loaded.env_kwargs, "ground_truth": True}
+    env = make_env(loaded.env_id, env_kwargs, frame_stack=frame_stack)
     kinds: dict[str, list[int]] = {}
     names = policy.action_names
     action_counts = np.zeros(len(names), dtype=np.int64)  # over all episodes
@@ -101,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
                 info_keys=("success", "agent_pos", "distractor_pos", "box_visible", "box_pos"),
             )
             action_counts += np.bincount(rollout.actions, minlength=len(names))
-            phases.update(step_phases(rollout, names))
+            phases.update(step_phases(rollout, names, frame_stack))
             if rollout.success:
                 ok_steps.append(len(rollout))
                 continue

@@ -20,9 +20,7 @@ actions with a generator seeded by s, as the search did. Videos stay under 3 MB 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -32,8 +30,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import agents  # noqa: E402
-from rlviz.render import fit_state_embedding, make_env, render_video  # noqa: E402
+from rlviz.cli.common import make_env  # noqa: E402
+from rlviz.io import save_image  # noqa: E402
 from rlviz.rollout import run_episode  # noqa: E402
+from rlviz.video import fit_state_embedding, render_video  # noqa: E402
 
 MAX_BYTES = 3_000_000
 
@@ -75,31 +75,27 @@ def search(env, policy, seeds: range, max_steps: int) -> dict[str, int]:
 def save_still(env, policy, embedding, seed: int, max_steps: int, path: Path, meta: dict) -> None:
     """A composed frame of episode ``seed`` (the box in view, saliency at its strongest), as PNG
     (atomic)."""
-    from PIL import Image
-
-    from rlviz.compose import Composer
-    from rlviz.panels import default_panels
-    from rlviz.render import EpisodeRecorder, explain_episode, select_panels
+    from rlviz.video import Composer, default_panels, explain_episode, select_panels
+    from rlviz.video.pipeline import top_down_capture
 
     panels = default_panels(["gradient", "gradcam"], per_action="gradient")
-    recorder = EpisodeRecorder(env, next(p.map_size for p in panels if hasattr(p, "map_size")))
     gen = torch.Generator().manual_seed(seed)
     rollout = run_episode(
-        recorder,
+        env,
         policy,
         seed=seed,
         generator=gen,
         max_steps=max_steps,
         info_keys=("success", "goal_mask", "box_visible"),
+        capture=top_down_capture(env, panels),
     )
-    recorder.frames.truncate(len(rollout))
     episode = explain_episode(
         policy,
         rollout,
         ["gradient", "gradcam"],
         per_action="gradient",
         embedding=embedding,
-        top_down=recorder.frames,
+        top_down=rollout.views,
         meta={**meta, "seed": seed},
     )
     composer = Composer(select_panels(panels, episode))
@@ -110,14 +106,7 @@ def save_still(env, policy, embedding, seed: int, max_steps: int, path: Path, me
     steps = visible if len(visible) else np.arange(len(rollout))
     strength = episode.maps["gradient"][steps].astype(np.float32).mean(axis=(1, 2))
     t = int(steps[int(np.argmax(strength))])
-    fd, tmp = tempfile.mkstemp(suffix=".png", dir=path.parent)
-    os.close(fd)
-    try:
-        Image.fromarray(composer.frame(t, episode)).save(tmp, optimize=True)
-        os.chmod(tmp, 0o644)  # mkstemp makes it private
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    save_image(composer.frame(t, episode), path)
     print(f"wrote {path} (step {t + 1} of seed {seed})")
 
 

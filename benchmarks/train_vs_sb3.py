@@ -11,8 +11,15 @@ weights) and evaluated after training, so evaluation never slows either trainer 
 to 90%" is the training wall time at the first snapshot that reaches 90%. Each trainer stops at
 ``--budget`` env steps or ``--max-seconds`` of training, whichever comes first.
 
+With memory, like for like: ``--frame-stack K`` gives ours K stacked frames and SB3 a
+``VecFrameStack`` of the same K (the same [H, W, 3K] layout, oldest first); ``--stuck-penalty`` and
+``--progress-reward`` give both trainers the same shaped reward (SB3 through :class:`ShapedReward`,
+the shaping our env workers apply).
+
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/train_vs_sb3.py     # default env
     .venv/bin/python benchmarks/train_vs_sb3.py --budget 100000 --skip-sb3
+    .venv/bin/python benchmarks/train_vs_sb3.py --frame-stack 2 --progress-reward 0.3 \
+        --stuck-penalty 0.1 --heads gap
 """
 
 from __future__ import annotations
@@ -32,8 +39,31 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import gymnasium as gym  # noqa: E402
+
 from agents.evaluate import evaluate, held_out_seeds  # noqa: E402
-from agents.vecenv import make_env  # noqa: E402
+from agents.vecenv import RewardShaping, make_env  # noqa: E402
+
+
+class ShapedReward(gym.Wrapper):
+    """The reward our trainer learns from (:class:`agents.vecenv.RewardShaping`), for SB3.
+
+    Wraps the single-frame env, before SB3 stacks frames, so the stuck test sees one frame.
+    """
+
+    def __init__(self, env: gym.Env, stuck_penalty: float, progress_reward: float) -> None:
+        super().__init__(env)
+        self.shaping = RewardShaping(env, stuck_penalty, progress_reward)
+
+    def reset(self, **kwargs):
+        obs, info = self.env.reset(**kwargs)
+        self.shaping.reset(obs)
+        return obs, info
+
+    def step(self, action):
+        obs, reward, term, trunc, info = self.env.step(action)
+        shaped, _ = self.shaping.step(obs, reward, term or trunc)
+        return obs, shaped, term, trunc, info
 
 
 def raw_env_sps(env_id: str, env_kwargs: dict, seconds: float) -> float:
@@ -96,6 +126,9 @@ def run_ours(args, head: str, env_kwargs, workdir: Path, log) -> dict:
         checkpoint_every=10**12,
         progress=False,
         head=head,
+        frame_stack=args.frame_stack,
+        stuck_penalty=args.stuck_penalty,
+        progress_reward=args.progress_reward,
     )
     settings.update(json.loads(args.ours_config))
     cfg = Config(**settings)
@@ -125,10 +158,11 @@ def run_ours(args, head: str, env_kwargs, workdir: Path, log) -> dict:
 class SB3Model(nn.Module):
     """An SB3 ActorCriticPolicy behind our model interface (float [B,3,H,W] in [0,1] -> logits, value)."""
 
-    def __init__(self, policy, obs_shape, n_actions) -> None:
+    def __init__(self, policy, obs_shape, n_actions, frames: int = 1) -> None:
         super().__init__()
         self.sb3 = policy
-        self.arch = SimpleNamespace(obs_shape=tuple(obs_shape))
+        # What agents.evaluate reads: the observation shape and the frames to stack.
+        self.arch = SimpleNamespace(obs_shape=tuple(obs_shape), frames=int(frames))
         from agents.policy import ACTION_NAMES
 
         self.action_names = ACTION_NAMES if n_actions == 3 else tuple(range(n_actions))
@@ -143,8 +177,16 @@ def run_sb3(args, env_kwargs, log) -> dict:
     from stable_baselines3 import PPO
     from stable_baselines3.common.callbacks import BaseCallback
     from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.vec_env import VecFrameStack
 
-    vec = make_vec_env(lambda: make_env(args.env_id, env_kwargs), n_envs=4, seed=args.seed)
+    def make():
+        return ShapedReward(
+            make_env(args.env_id, env_kwargs), args.stuck_penalty, args.progress_reward
+        )
+
+    vec = make_vec_env(make, n_envs=4, seed=args.seed)
+    if args.frame_stack > 1:
+        vec = VecFrameStack(vec, args.frame_stack, channels_order="last")
     model = PPO("CnnPolicy", vec, n_steps=128, seed=args.seed, verbose=0, device="cpu")
     snaps: list[dict] = []
 
@@ -178,7 +220,7 @@ def run_sb3(args, env_kwargs, log) -> dict:
 
     def make_model(snap):
         model.policy.load_state_dict(snap["state"])
-        return SB3Model(model.policy, obs_shape, 3).eval()
+        return SB3Model(model.policy, obs_shape, 3, frames=args.frame_stack).eval()
 
     curve = held_out_curve(snaps, make_model, args.env_id, env_kwargs, args.seeds, log)
     return {"sps": sps, "time_s": total, "steps": int(model.num_timesteps), "curve": curve}
@@ -202,6 +244,11 @@ def main(argv: list[str] | None = None) -> int:
         default="{}",
         help="JSON overrides of agents.train.Config, e.g. '{\"update_epochs\": 4}'",
     )
+    p.add_argument(
+        "--frame-stack", type=int, default=1, help="K frames for both (SB3: VecFrameStack)"
+    )
+    p.add_argument("--stuck-penalty", type=float, default=0.01, help="both trainers' reward")
+    p.add_argument("--progress-reward", type=float, default=0.0, help="both trainers' reward")
     p.add_argument("--raw-seconds", type=float, default=20.0)
     p.add_argument("--skip-sb3", action="store_true")
     p.add_argument("--skip-ours", action="store_true")

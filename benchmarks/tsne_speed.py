@@ -32,7 +32,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from rlviz.embedding import StateEmbedding  # noqa: E402
+from rlviz.statemap import StateEmbedding  # noqa: E402
 
 
 def synthetic_states(n: int, dims: int = 512, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -40,7 +40,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import agents  # noqa: E402
-from rlviz.render import fit_state_embedding, render_video, torch_threads  # noqa: E402
+from rlviz.video import fit_state_embedding, render_video  # noqa: E402
+from rlviz.video.resources import torch_threads  # noqa: E402
 
 warnings.filterwarnings("ignore")
 ENV_ID = "rlviz/BoxReach-v0"
@@ -102,7 +103,7 @@ def run_naive(policy, embedding, frames: int, seed: int, out: Path) -> tuple[flo
     import matplotlib.pyplot as plt
     from captum.attr import LayerAttribution, LayerGradCam, Saliency
 
-    from rlviz.render import layer_features
+    from rlviz.statemap import layer_features
 
     model = policy.model
     logits_fn = lambda x: model(x)[0]  # noqa: E731
@@ -177,13 +178,12 @@ def run_naive(policy, embedding, frames: int, seed: int, out: Path) -> tuple[flo
 
 
 def calibration(policy, tmp: Path) -> dict[str, float]:
-    from rlviz.compose import Composer
     from rlviz.methods import get_method
-    from rlviz.panels import ActionPanel, MapPanel, ObservationPanel, ValuePanel
-    from rlviz.render import explain_episode
     from rlviz.rollout import run_episode
     from rlviz.targets import TakenAction
-    from rlviz.video import VideoWriter
+    from rlviz.video import VideoWriter, explain_episode
+    from rlviz.video.grid import Composer
+    from rlviz.video.panels import ActionPanel, MapPanel, ObservationPanel, ValuePanel
 
     env = _boxreach(100)
     try:

@@ -13,6 +13,7 @@ import numpy as np
 
 from envs import ACTION_NAMES
 from envs.headless import prepare, quiet
+from envs.textures import ROOM_KWARGS, room_textures
 
 prepare()
 
@@ -115,6 +116,14 @@ class BoxReachEnv(MiniWorldEnv, utils.EzPickle):
     * ``render_mode`` (None | "rgb_array" | "human"): ``render()`` returns MiniWorld's 800x600
       view from the agent.
 
+    ``reset(seed=..., options=...)`` options (all optional; the seed alone sets the layout):
+
+    * ``texture_seed`` (int): floor, wall and ceiling textures drawn from
+      :data:`envs.textures.PALETTE` by their own RNG, so one seed's layout renders re-textured.
+    * ``textures`` ({"floor" | "wall" | "ceiling": name}): set surfaces by MiniWorld texture name.
+    * ``box_pos`` ((x, z)): move the goal box there after the layout is drawn (the agent and the
+      distractors stay where the seed put them); a position that collides raises ValueError.
+
     ## Ground truth
     ``info["success"]`` (bool, reached the goal this step) is always present. With
     ``ground_truth=True``, ``reset`` and ``step`` also return:
@@ -186,6 +195,9 @@ class BoxReachEnv(MiniWorldEnv, utils.EzPickle):
         self._path: list[tuple[float, float]] = []
         self.box: Box | None = None
         self.distractors: list[Box] = []
+        # Set per reset from its options (envs/textures.py); layout RNG use does not depend on them.
+        self.textures = room_textures(None)
+        self._box_pos: tuple[float, float] | None = None
 
         prepare()
         # Only render() uses MiniWorld's 800x600 frame buffer: keep it tiny when nobody renders.
@@ -218,7 +230,8 @@ class BoxReachEnv(MiniWorldEnv, utils.EzPickle):
 
     # ------------------------------------------------------------------ world
     def _gen_world(self) -> None:
-        self.add_rect_room(min_x=0, max_x=self.size, min_z=0, max_z=self.size)
+        tex = {ROOM_KWARGS[surface]: name for surface, name in self.textures.items()}
+        self.add_rect_room(min_x=0, max_x=self.size, min_z=0, max_z=self.size, **tex)
         self.box = self.place_entity(_StaticBox(color="red", size=_BOX_SIZE))
         k = self.num_distractors
         if k <= len(DISTRACTOR_COLORS):
@@ -235,11 +248,28 @@ class BoxReachEnv(MiniWorldEnv, utils.EzPickle):
             if np.linalg.norm(self.agent.pos - self.box.pos) > reach + 0.5:
                 break
             self.entities.remove(self.agent)
+        if self._box_pos is not None:
+            # After every random draw, so the rest of the layout is the seed's own.
+            self._move_box(self._box_pos)
+
+    def _move_box(self, xz: tuple[float, float]) -> None:
+        pos = np.array([float(xz[0]), 0.0, float(xz[1])])
+        r = self.box.radius
+        inside = r <= pos[0] <= self.size - r and r <= pos[2] <= self.size - r
+        if not inside or self.intersect(self.box, pos, r):
+            raise ValueError(
+                f"options['box_pos']={tuple(xz)} puts the goal box outside the {self.size:g} m "
+                "room or into a wall, distractor or the agent; pick a free (x, z)"
+            )
+        self.box.pos = pos
 
     # --------------------------------------------------------------- gym API
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[np.ndarray, dict[str, Any]]:
+        self.textures = room_textures(options)
+        box_pos = (options or {}).get("box_pos")
+        self._box_pos = None if box_pos is None else (float(box_pos[0]), float(box_pos[1]))
         obs, _ = super().reset(seed=seed, options=options)
         self._map_cache.clear()
         self._trail_cache.clear()

@@ -7,9 +7,8 @@ from collections.abc import Iterable
 import numpy as np
 from torch import nn
 
-from rlviz.adapters import PolicyAdapter
 from rlviz.methods import AttributionMethod, get_method, method_options
-from rlviz.methods.base import as_adapter
+from rlviz.policy import PolicyAdapter, as_adapter
 
 
 def explain(
@@ -19,6 +18,8 @@ def explain(
     layer: str | None = None,
     target: object = None,
     batch_size: int | None = None,
+    per_frame: bool = False,
+    states: object = None,
     **options: object,
 ) -> dict[str, np.ndarray]:
     """Attribution maps of ``obs`` under each of ``methods``.
@@ -30,12 +31,18 @@ def explain(
         layer: layer for the CAM family (default: the last conv layer); others ignore it.
         target: what to explain (see :meth:`AttributionMethod.attribute`).
         batch_size: most images per forward/backward pass.
+        per_frame: one map per stack frame, oldest first, for policies that see K frames
+            (input methods reduce each frame's channels alone; occlusion and perturbation
+            perturb one frame at a time; the CAM family draws on the newest frame only).
+        states: for a recurrent policy, the state entering each observation (tuple of
+            tensors [B, ...], e.g. ``rollout.states``); each step is explained with it fixed.
         **options: method options. ``name={...}`` (e.g. ``occlusion={"window": 6}``) goes to that
             method only; a plain ``key=value`` goes to every named method that accepts ``key``
             (e.g. ``steps=64`` reaches integrated_gradients).
 
     Returns:
-        dict method name -> float32 [B, H, W] numpy maps, in the order of ``methods``.
+        dict method name -> float32 [B, H, W] numpy maps ([B, K, H, W] with ``per_frame``), in
+        the order of ``methods``.
     """
     adapter = as_adapter(policy)
     if isinstance(methods, (str, AttributionMethod)):
@@ -64,6 +71,27 @@ def explain(
     results: dict[str, np.ndarray] = {}
     for name, method in zip(names, built, strict=True):
         results[name] = method.attribute(
-            adapter, obs, target, layer=layer, batch_size=batch_size
+            adapter,
+            obs,
+            target,
+            layer=layer,
+            batch_size=batch_size,
+            per_frame=per_frame,
+            states=states,
         ).numpy()
     return results
+
+
+def frame_share(maps: np.ndarray) -> np.ndarray:
+    """Attribution mass per stack frame: per-frame maps [B, K, H, W] -> shares [B, K] summing
+    to 1 (|map| summed per frame; an all-zero map shares equally)."""
+    maps = np.asarray(maps)
+    if maps.ndim != 4:
+        raise ValueError(
+            f"frame_share needs per-frame maps [B, K, H, W] (explain(..., per_frame=True)); got "
+            f"shape {list(maps.shape)}"
+        )
+    mass = np.abs(maps).sum(axis=(2, 3), dtype=np.float64)
+    total = mass.sum(axis=1, keepdims=True)
+    equal = np.full_like(mass, 1.0 / maps.shape[1])
+    return np.where(total > 0, mass / np.where(total > 0, total, 1.0), equal).astype(np.float32)

@@ -1,16 +1,34 @@
-"""Capture activations of named layers for one call, and always let go of the hooks.
+"""Named layers, the one activations API and the one default-layer rule.
 
 Layers are addressed by dotted name (``"features_extractor.cnn.4"``), as ``model.get_submodule``
-understands them. Capturing never changes the caller's train/eval mode or ``requires_grad`` flags.
+understands them. Capturing never changes the caller's train/eval mode or ``requires_grad`` flags,
+and hooks are always removed. Every reader of layer outputs (features, state maps, videos) goes
+through :func:`activations` (one pass, graph kept) or :func:`layer_activations` (raw observations
+in batches, no grad).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from typing import Any, Protocol
 
 import torch
 from torch import nn
+
+#: How :func:`layer_activations` may pool each output: keep it, flatten it to [N, D], or average a
+#: [N, C, h, w] map over space to [N, C] (other shapes are flattened).
+POOLS = ("flatten", "avg")
+
+
+class Policy(Protocol):
+    """What :func:`layer_activations` needs of a policy (a :class:`rlviz.PolicyAdapter` has it)."""
+
+    model: nn.Module
+
+    def preprocess(self, obs: Any) -> torch.Tensor: ...
+
+    def outputs(self, x: torch.Tensor) -> Any: ...
 
 
 def list_layers(
@@ -39,6 +57,23 @@ def last_conv_layer(model: nn.Module) -> str:
     if not convs:
         raise ValueError("the model has no nn.Conv2d layer; name a layer explicitly with layer=...")
     return convs[-1]
+
+
+def default_layer(model: nn.Module) -> str:
+    """The layer used when none is named (CAM methods, state maps, single-layer feature tools).
+
+    The model's own ``cam_layer`` attribute if it names one (rlviz agents: the last conv block,
+    after its ReLU), else the last ``nn.Conv2d``.
+    """
+    name = getattr(model, "cam_layer", None)
+    return name if isinstance(name, str) else last_conv_layer(model)
+
+
+def default_layers(model: nn.Module) -> list[str]:
+    """The layers shown when none are named (feature maps, dissection, dreams): the model's
+    ``conv_layers`` if it names them (rlviz agents: post-ReLU blocks), else every ``nn.Conv2d``."""
+    named = getattr(model, "conv_layers", None)
+    return list(named) if named else list_layers(model, nn.Conv2d)
 
 
 class Captured(dict):
@@ -89,3 +124,107 @@ def hook_count(model: nn.Module) -> int:
         total += len(module._forward_hooks) + len(module._forward_pre_hooks)
         total += len(module._backward_hooks) + len(getattr(module, "_backward_pre_hooks", {}))
     return total
+
+
+class _StopForward(Exception):
+    """Raised from a hook once every wanted layer has been recorded, to skip the rest of the net."""
+
+
+def activations(
+    model: nn.Module,
+    x: torch.Tensor,
+    layers: str | Sequence[str],
+    *,
+    forward: Callable[[torch.Tensor], object] | None = None,
+    stop_early: bool = False,
+) -> dict[str, torch.Tensor]:
+    """Outputs of ``layers`` for one forward pass of the network input ``x`` (graph kept).
+
+    Args:
+        model: the module that owns the layers.
+        x: the network input, e.g. preprocessed frames [B, C, H, W].
+        layers: one dotted name or several.
+        forward: what runs the network (``adapter.outputs``); defaults to ``model(x)``.
+        stop_early: stop the pass once every layer has run: saves the head's compute and lets a
+            conv layer read inputs of any size (a fully connected head would reject them).
+
+    Returns:
+        dict layer name -> activation ([B, C, h, w] for a conv layer, [B, D] for a linear one).
+    """
+    names = [layers] if isinstance(layers, str) else list(layers)
+    run = forward if forward is not None else model
+    handles = []
+    with capture(model, names) as acts:
+
+        def stop(_module: nn.Module, _inputs: tuple, _output: torch.Tensor) -> None:
+            if all(name in acts for name in names):
+                raise _StopForward
+
+        try:
+            if stop_early:
+                # Registered after capture's hooks, so on the same module they run after recording.
+                handles = [get_layer(model, name).register_forward_hook(stop) for name in names]
+            try:
+                run(x)
+            except _StopForward:
+                pass
+        finally:
+            for handle in handles:
+                handle.remove()
+        missing = [name for name in names if name not in acts]
+        if missing:
+            raise ValueError(
+                f"layer(s) {missing} were not called in the model's forward; "
+                "pick layers that the policy actually runs (see rlviz.list_layers(model))"
+            )
+        return dict(acts)
+
+
+def pool_activation(act: torch.Tensor, pool: str | None) -> torch.Tensor:
+    """``act`` [N, ...] pooled as :data:`POOLS` describes (``None`` keeps it as it is)."""
+    if pool is None:
+        return act
+    if pool not in POOLS:
+        raise ValueError(f"pool={pool!r} is not one of {POOLS} (or None to keep the shape)")
+    if act.ndim == 4 and pool == "avg":
+        return act.mean(dim=(2, 3))
+    return act.reshape(act.shape[0], -1)
+
+
+@torch.no_grad()
+def layer_activations(
+    policy: Policy,
+    obs: Sequence | torch.Tensor,
+    layers: str | Sequence[str],
+    *,
+    batch_size: int = 256,
+    pool: str | None = None,
+    stop_early: bool = False,
+) -> dict[str, torch.Tensor]:
+    """Outputs of ``layers`` for raw observations ``obs`` [N, ...], in batches, without gradients.
+
+    Args:
+        policy: a :class:`rlviz.PolicyAdapter` (``preprocess`` and ``outputs`` run the network).
+        obs: raw observations, a batch (index 0 is the frame axis).
+        layers: one dotted name or several.
+        batch_size: observations per forward pass (memory knob; results do not depend on it).
+        pool: ``None`` (each layer's own shape), ``"flatten"`` or ``"avg"``; see :data:`POOLS`.
+        stop_early: see :func:`activations`.
+
+    Returns:
+        dict layer name -> float32 CPU tensor [N, ...].
+    """
+    names = [layers] if isinstance(layers, str) else list(layers)
+    if len(obs) == 0:
+        raise ValueError("got 0 observations; pass a non-empty batch [N, H, W, C]")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if pool is not None and pool not in POOLS:
+        raise ValueError(f"pool={pool!r} is not one of {POOLS} (or None to keep the shape)")
+    chunks: dict[str, list[torch.Tensor]] = {name: [] for name in names}
+    for start in range(0, len(obs), batch_size):
+        x = policy.preprocess(obs[start : start + batch_size])
+        acts = activations(policy.model, x, names, forward=policy.outputs, stop_early=stop_early)
+        for name in names:
+            chunks[name].append(pool_activation(acts[name].detach(), pool).float().cpu())
+    return {name: torch.cat(parts) for name, parts in chunks.items()}

@@ -13,7 +13,7 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-from rlviz.methods.base import upsample_tensor
+from rlviz.ops import upsample_tensor
 
 ArrayLike = np.ndarray | torch.Tensor
 

@@ -17,8 +17,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from rlviz.adapters import PolicyAdapter
-from rlviz.methods.base import as_adapter, block_target, fill_values, job_blocks, pass_buffer
+from rlviz.methods.base import block_target, job_blocks, pass_buffer
+from rlviz.ops import fill_values
+from rlviz.policy import PolicyAdapter, as_adapter
 from rlviz.targets import ActionProb, MostLikelyAction, as_target
 
 

@@ -1,14 +1,52 @@
-"""Run a policy in any Gymnasium env with image observations and keep what explanations need."""
+"""Run a policy in any Gymnasium env with image observations and keep what explanations need.
+
+:class:`EpisodeRecorder` is the one per-step record of an episode (s_t, info_t, a_t, r_t and an
+optional per-state image such as a top-down map); :func:`run_episode` plays a policy with it, and
+the video wrappers feed it from ``reset``/``step`` while someone else chooses the actions.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import zlib
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
 
 import numpy as np
 import torch
 
-from rlviz.adapters import PolicyAdapter
+from rlviz.policy import PolicyAdapter
+
+
+class CompressedFrames:
+    """A list of uint8 images kept zlib-compressed (top-down maps shrink ~20x); indexable by t."""
+
+    def __init__(self, level: int = 1) -> None:
+        self.level = int(level)
+        self._data: list[bytes] = []
+        self._shapes: list[tuple[int, ...]] = []
+
+    def append(self, image: np.ndarray) -> None:
+        """Store one uint8 image (any shape)."""
+        image = np.ascontiguousarray(image, dtype=np.uint8)
+        self._data.append(zlib.compress(image.data, self.level))
+        self._shapes.append(image.shape)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __getitem__(self, t: int) -> np.ndarray:
+        raw = zlib.decompress(self._data[t])
+        return np.frombuffer(raw, dtype=np.uint8).reshape(self._shapes[t])
+
+    def truncate(self, n: int) -> None:
+        """Keep only the first ``n`` images."""
+        del self._data[n:], self._shapes[n:]
+
+    @property
+    def nbytes(self) -> int:
+        """Compressed bytes held."""
+        return sum(len(d) for d in self._data)
 
 
 @dataclass
@@ -25,6 +63,7 @@ class Rollout:
             (for BoxReach with ground truth: ``goal_mask`` bool [T, H, W], ``agent_pos`` [T, 2], ...).
         terminated / truncated: how the episode ended.
         seed: the reset seed, when one was given.
+        views: T per-state images captured while playing (e.g. the env's top-down map), or None.
     """
 
     obs: np.ndarray
@@ -36,23 +75,28 @@ class Rollout:
     terminated: bool = False
     truncated: bool = False
     seed: int | None = None
+    views: Sequence[np.ndarray] | None = None
 
     def __len__(self) -> int:
         return len(self.actions)
 
     @property
     def success(self) -> bool:
-        """Whether the episode ended by reaching its goal (an ``info["success"]`` flag, else termination with reward > 0)."""
+        """Whether the episode reached its goal (``info["success"]``, else termination with
+        reward > 0)."""
         if "success" in self.infos:
             return bool(np.any(self.infos["success"]))
         return bool(self.terminated and self.rewards.sum() > 0)
 
     @property
     def episode_return(self) -> float:
+        """Sum of the rewards."""
         return float(self.rewards.sum())
 
 
-def _stack_infos(per_step: list[dict], keys: Sequence[str] | None) -> dict[str, np.ndarray]:
+def stack_infos(per_step: list[dict], keys: Sequence[str] | None) -> dict[str, np.ndarray]:
+    """Per-step info dicts as arrays over t, for the ``keys`` (all of the first info's when None)
+    present at every step; ragged entries become object arrays."""
     if not per_step:
         return {}
     wanted = keys if keys is not None else list(per_step[0])
@@ -66,6 +110,119 @@ def _stack_infos(per_step: list[dict], keys: Sequence[str] | None) -> dict[str, 
     return stacked
 
 
+def policy_outputs(
+    adapter: PolicyAdapter, obs: np.ndarray, batch_size: int = 256
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """pi(.|s) float32 [T, A] and V(s) float32 [T] (or None) for observations [T, ...], batched."""
+    probs, values = [], []
+    for start in range(0, len(obs), batch_size):
+        out = adapter(obs[start : start + batch_size])
+        probs.append(out.probs.float().cpu().numpy())
+        values.append(None if out.value is None else out.value.float().cpu().numpy())
+    value = None if values[0] is None else np.concatenate(values).astype(np.float32)
+    return np.concatenate(probs).astype(np.float32), value
+
+
+class EpisodeRecorder:
+    """The per-step record of one episode as it is played: s_t, info_t, a_t, r_t (and a view).
+
+    The info kept for step t describes s_t (the reset info for t = 0), so masks line up with
+    ``obs[t]``; ``success`` is credited to the step whose action reached the goal. Infos are cut
+    to ``info_keys`` as they arrive (names or glob patterns such as ``"*_visible"``), so an env
+    that reports large extras (BoxReach: a mask per distractor) costs nothing per step.
+
+    Args:
+        info_keys: infos to keep (None: all).
+        capture: called once per state kept (after reset and each non-final step) for an image
+            of it, e.g. ``lambda: env.unwrapped.top_down_map(size=(216, 312))``; None for none.
+
+    Attributes:
+        obs, infos: the states so far, one more than ``actions`` until the episode ends.
+        actions, rewards: a_t and r_t of the steps taken.
+        views: the captured images (compressed), one per state.
+    """
+
+    def __init__(
+        self,
+        info_keys: Sequence[str] | None = None,
+        capture: Callable[[], np.ndarray] | None = None,
+    ) -> None:
+        self.info_keys = None if info_keys is None else tuple(info_keys)
+        self.capture = capture
+        self.reset_record(None)
+
+    def reset_record(self, seed: int | None) -> None:
+        """Forget the episode recorded so far."""
+        self.seed = seed
+        self.obs: list[np.ndarray] = []
+        self.infos: list[dict] = []
+        self.actions: list[int] = []
+        self.rewards: list[float] = []
+        self.views = CompressedFrames()
+        self.terminated = self.truncated = False
+
+    def __len__(self) -> int:
+        return len(self.actions)
+
+    @property
+    def done(self) -> bool:
+        """Whether the episode has ended."""
+        return self.terminated or self.truncated
+
+    def _keep(self, info: dict) -> dict:
+        if self.info_keys is None:
+            return dict(info)
+        return {k: v for k, v in info.items() if any(fnmatchcase(k, p) for p in self.info_keys)}
+
+    def _add_state(self, obs, info: dict) -> None:
+        self.obs.append(np.array(obs, copy=True))
+        self.infos.append(self._keep(info))
+        if self.capture is not None:
+            self.views.append(self.capture())
+
+    def start(self, obs, info: dict, seed: int | None = None) -> None:
+        """Begin an episode at the state ``reset`` returned."""
+        self.reset_record(seed)
+        self._add_state(obs, info)
+
+    def step(self, action, reward: float, terminated: bool, truncated: bool, obs, info) -> None:
+        """Record a_t, r_t and, unless the episode ended, the next state (what ``step`` gave)."""
+        self.actions.append(int(np.asarray(action).reshape(-1)[0]))
+        self.rewards.append(float(reward))
+        if "success" in info and "success" in self.infos[-1]:
+            # success is an event of the step a_t led to: credit it to t.
+            self.infos[-1] = {**self.infos[-1], "success": info["success"]}
+        if terminated or truncated:  # the state after the last step is never shown
+            self.terminated, self.truncated = bool(terminated), bool(truncated)
+        else:
+            self._add_state(obs, info)
+
+    def to_rollout(
+        self,
+        probs: np.ndarray,
+        values: np.ndarray | None,
+        actions: np.ndarray | None = None,
+        rewards: np.ndarray | None = None,
+    ) -> Rollout:
+        """The states recorded so far with pi/V (and other actions or rewards, when given).
+
+        Without ``actions``, only states that have an action are included (T = actions taken).
+        """
+        n = len(self.obs) if actions is not None else len(self.actions)
+        return Rollout(
+            obs=np.stack(self.obs[:n]),
+            actions=np.asarray(self.actions if actions is None else actions, dtype=np.int64),
+            probs=np.asarray(probs, dtype=np.float32),
+            values=None if values is None else np.asarray(values, dtype=np.float32),
+            rewards=np.asarray(self.rewards if rewards is None else rewards, dtype=np.float32),
+            infos=stack_infos(self.infos[:n], None),
+            terminated=self.terminated,
+            truncated=self.truncated,
+            seed=self.seed,
+            views=self.views if self.capture is not None else None,
+        )
+
+
 def run_episode(
     env,
     policy: PolicyAdapter,
@@ -75,45 +232,35 @@ def run_episode(
     info_keys: Sequence[str] | None = None,
     max_steps: int | None = None,
     generator: torch.Generator | None = None,
+    capture: Callable[[], np.ndarray] | None = None,
 ) -> Rollout:
-    """Play one episode of ``policy`` in ``env`` (a Gymnasium env) and return it as a :class:`Rollout`.
+    """Play one episode of ``policy`` in ``env`` (a Gymnasium env) and return it as a
+    :class:`Rollout`.
 
-    A stochastic policy samples a_t ~ pi(.|s_t) with ``generator``; ``deterministic`` takes argmax.
-    ``info_keys`` limits which ``info`` entries are kept (all array-like ones by default). The info kept
-    for step t describes s_t (the reset info for t = 0), so masks line up with ``obs[t]``.
+    A stochastic policy samples a_t ~ pi(.|s_t) with ``generator``; ``deterministic`` takes
+    argmax. ``info_keys`` limits which ``info`` entries are kept (all by default; glob patterns
+    allowed); ``capture`` records an image per state into ``Rollout.views`` (see
+    :class:`EpisodeRecorder`).
     """
+    record = EpisodeRecorder(info_keys, capture)
     obs, info = env.reset(seed=seed)
-    frames, actions, probs, values, rewards, infos = [], [], [], [], [], []
-    terminated = truncated = False
-    while not (terminated or truncated):
+    record.start(obs, info, seed)
+    probs, values = [], []
+    while not record.done:
         out = policy(obs)
         pi = out.probs[0].float().cpu()
         if deterministic:
             action = int(pi.argmax())
         else:
             action = int(torch.multinomial(pi, 1, generator=generator))
-        frames.append(np.asarray(obs))
-        infos.append(info)
-        actions.append(action)
         probs.append(pi.numpy())
         values.append(None if out.value is None else float(out.value[0]))
         obs, reward, terminated, truncated, info = env.step(action)
-        rewards.append(float(reward))
-        if "success" in info and "success" in infos[-1]:
-            # success is an event of the step a_t led to: credit it to t.
-            infos[-1] = {**infos[-1], "success": info["success"]}
-        if max_steps is not None and len(actions) >= max_steps:
+        if max_steps is not None and len(record) + 1 >= max_steps:
             truncated = True
-    return Rollout(
-        obs=np.stack(frames),
-        actions=np.asarray(actions, dtype=np.int64),
-        probs=np.stack(probs).astype(np.float32),
-        values=None if values[0] is None else np.asarray(values, dtype=np.float32),
-        rewards=np.asarray(rewards, dtype=np.float32),
-        infos=_stack_infos(infos, info_keys),
-        terminated=bool(terminated),
-        truncated=bool(truncated),
-        seed=seed,
+        record.step(action, reward, terminated, truncated, obs, info)
+    return record.to_rollout(
+        np.stack(probs), None if values[0] is None else np.asarray(values, np.float32)
     )
 
 
@@ -126,6 +273,7 @@ def collect(
     deterministic: bool = False,
     info_keys: Sequence[str] | None = None,
     max_steps: int | None = None,
+    capture: Callable[[], np.ndarray] | None = None,
 ) -> Iterator[Rollout]:
     """Yield ``episodes`` rollouts; episode i is reset with ``seed + i`` (when ``seed`` is given),
     and action sampling is seeded from ``seed`` too, so the same call gives the same episodes."""
@@ -140,4 +288,5 @@ def collect(
             info_keys=info_keys,
             max_steps=max_steps,
             generator=generator,
+            capture=capture,
         )

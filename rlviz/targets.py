@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
-from rlviz.adapters import PolicyOutput
+from rlviz.policy import PolicyOutput
 
 Target = Callable[[PolicyOutput], torch.Tensor]
 

@@ -279,7 +279,7 @@ def test_shipped_checkpoint_solves_held_out_episodes():
 
 @pytest.mark.slow
 def test_evaluate_cli_reports_held_out_train_gap_and_oracle(tmp_path, capsys):
-    from agents.evaluate import main
+    from rlviz.cli.evaluate import main
 
     torch.manual_seed(7)
     kwargs = {

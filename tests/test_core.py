@@ -41,13 +41,15 @@ def test_adapter_preprocess_and_outputs():
 
 def test_adapter_rejects_bad_shapes():
     adapter = PolicyAdapter(TinyActorCritic())
-    with pytest.raises(ValueError, match="expected observations shaped"):
-        adapter.preprocess(np.zeros((2, 2), np.uint8))
+    # [H, W] is a gray frame now (Gymnasium's GrayscaleObservation); 1-D and 6-D are not images.
+    for shape in [(5,), (1, 2, 3, 4, 5, 6)]:
+        with pytest.raises(ValueError, match="expected observations shaped"):
+            adapter.preprocess(np.zeros(shape, np.uint8))
 
 
 def test_targets_values():
     logits = torch.tensor([[1.0, 2.0, 3.0], [0.0, 0.0, 0.0]])
-    from rlviz.adapters import PolicyOutput
+    from rlviz.policy import PolicyOutput
 
     out = PolicyOutput(logits, torch.tensor([0.5, -1.0]))
     assert torch.allclose(TakenAction([2, 0])(out), torch.log_softmax(logits, -1)[[0, 1], [2, 0]])

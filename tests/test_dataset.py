@@ -10,9 +10,9 @@ import torch
 from torch import nn
 
 from rlviz import PolicyAdapter
-from rlviz.dataset import StateDataset
 from rlviz.hooks import hook_count
 from rlviz.rollout import Rollout
+from rlviz.statemap import StateDataset
 
 H, W = 12, 16
 
@@ -251,7 +251,7 @@ def _fields(dataset):
 
 
 def test_layer_features_match_the_dataset(adapter, rollouts, dataset):
-    from rlviz.dataset import layer_features
+    from rlviz.statemap import layer_features
 
     feats = layer_features(adapter, rollouts[1].obs, "conv2", batch_size=3)
     np.testing.assert_allclose(feats, dataset.features[5:9], atol=1e-6)

@@ -4,9 +4,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from rlviz.dataset import StateDataset
-from rlviz.embedding import StateEmbedding, embedding_quality, format_quality
-from rlviz.plots import COLORS, color_values, mosaic_cells, plot_mosaic, plot_state_map
+from rlviz.statemap import StateDataset, StateEmbedding, embedding_quality, format_quality
+from rlviz.statemap.plots import COLORS, color_values, mosaic_cells, plot_mosaic, plot_state_map
 
 N_CLUSTERS = 4
 
@@ -97,7 +96,7 @@ def test_fast_and_accurate_transform_agree(fitted, data):
 
 
 def test_neighbour_weights_have_the_asked_perplexity():
-    from rlviz.embedding import _neighbour_weights
+    from rlviz.statemap.embedding import _neighbour_weights
 
     d2 = np.sort(np.random.default_rng(0).uniform(1.0, 2.0, (50, 10)), axis=1)
     for perplexity in (1.5, 2.0, 5.0):

@@ -104,26 +104,7 @@ def planted():
     return model, PolicyAdapter(model, action_names=("left", "forward", "right"))
 
 
-class TinyCNN(nn.Module):
-    def __init__(self, seed=0):
-        super().__init__()
-        torch.manual_seed(seed)
-        self.conv1 = nn.Conv2d(3, 6, 5, stride=2, padding=2)
-        self.conv2 = nn.Conv2d(6, 8, 3, stride=2, padding=1)
-        self.fc = nn.Linear(8 * 6 * 8, 16)
-        self.policy = nn.Linear(16, 3)
-        self.value = nn.Linear(16, 1)
-
-    def forward(self, x):
-        h = torch.relu(self.conv2(torch.relu(self.conv1(x))))
-        h = torch.relu(self.fc(h.flatten(1)))
-        return self.policy(h), self.value(h).squeeze(-1)
-
-
-@pytest.fixture
-def tiny():
-    model = TinyCNN()
-    return model, PolicyAdapter(model)
+# `tiny` (TinyCNN on 24x32 frames + its adapter) comes from conftest.py.
 
 
 def frames(n=12, seed=1):

@@ -35,8 +35,8 @@ def test_dissection_finds_a_planted_red_unit_on_real_boxreach_frames():
     # with the env's goal-box masks, which checks masks, frames, receptive-field upsampling and the
     # rollout's step bookkeeping together (masks one step out of line score far lower).
     import agents
+    from rlviz.cli.common import make_env
     from rlviz.features import dissect
-    from rlviz.render import make_env
     from rlviz.rollout import collect
 
     torch.manual_seed(0)
@@ -69,7 +69,7 @@ def test_dissection_finds_a_planted_red_unit_on_real_boxreach_frames():
 
 
 def test_filters_command_writes_every_figure(checkpoint, tmp_path):
-    from rlviz.commands.features import filters_main
+    from rlviz.cli.features import filters_main
 
     assert (
         run(
@@ -98,7 +98,7 @@ def test_filters_command_writes_every_figure(checkpoint, tmp_path):
 
 
 def test_featvis_command_all_methods(checkpoint, tmp_path, capsys):
-    from rlviz.commands.features import featvis_main
+    from rlviz.cli.features import featvis_main
 
     common = ["--checkpoint", checkpoint, "--out", tmp_path, "--max-steps", 12, "--no-progress"]
     assert (
@@ -129,7 +129,7 @@ def test_featvis_command_all_methods(checkpoint, tmp_path, capsys):
 
 
 def test_topk_and_dissect_commands(checkpoint, tmp_path, capsys):
-    from rlviz.commands.features import dissect_main, topk_main
+    from rlviz.cli.features import dissect_main, topk_main
 
     common = ["--checkpoint", checkpoint, "--out", tmp_path, "--max-steps", 15, "--no-progress"]
     assert run(topk_main, *common, "--episodes", 2, "--k", 4, "--neighbours", "--units", 0, 3) == 0
@@ -164,7 +164,7 @@ def test_topk_and_dissect_commands(checkpoint, tmp_path, capsys):
 
 
 def test_commands_reject_bad_input_with_a_clear_message(checkpoint, tmp_path, capsys):
-    from rlviz.commands.features import dissect_main, featvis_main, topk_main
+    from rlviz.cli.features import dissect_main, featvis_main, topk_main
 
     assert run(dissect_main, "--checkpoint", tmp_path / "nope.safetensors") == 2
     assert "does not exist" in capsys.readouterr().err

@@ -4,9 +4,8 @@ the optimiser raising its objective far above random images."""
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
-from rlviz import PolicyAdapter, PolicyOutput
+from rlviz import PolicyOutput
 from rlviz.features import optvis
 from rlviz.features.optvis import Context
 from rlviz.features.optvis.transforms import _affine
@@ -15,26 +14,7 @@ from rlviz.hooks import hook_count
 H, W = 24, 32
 
 
-class TinyCNN(nn.Module):
-    def __init__(self, seed=0):
-        super().__init__()
-        torch.manual_seed(seed)
-        self.conv1 = nn.Conv2d(3, 6, 5, stride=2, padding=2)
-        self.conv2 = nn.Conv2d(6, 8, 3, stride=2, padding=1)
-        self.fc = nn.Linear(8 * 6 * 8, 16)
-        self.policy = nn.Linear(16, 3)
-        self.value = nn.Linear(16, 1)
-
-    def forward(self, x):
-        h = torch.relu(self.conv2(torch.relu(self.conv1(x))))
-        h = torch.relu(self.fc(h.flatten(1)))
-        return self.policy(h), self.value(h).squeeze(-1)
-
-
-@pytest.fixture
-def tiny():
-    model = TinyCNN()
-    return model, PolicyAdapter(model)
+# `tiny` (TinyCNN on 24x32 frames + its adapter) comes from conftest.py.
 
 
 def context():

@@ -4,67 +4,15 @@ import subprocess
 import sys
 import textwrap
 
-import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from helpers import CleanRLAtariAgent, ColourPatchEnv, sb3_model
 from torch import nn
 from torch.distributions import Categorical
 
 from rlviz import PolicyAdapter
-from rlviz.integrations import from_callable
-
-
-class ColourPatchEnv(gym.Env):
-    """Tiny RGB env: a bright patch left or right; the right action is its side. Cheap and learnable."""
-
-    metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
-
-    def __init__(self, size: int = 64, horizon: int = 8):
-        self.observation_space = gym.spaces.Box(0, 255, (size, size, 3), np.uint8)
-        self.action_space = gym.spaces.Discrete(3)
-        self.size, self.horizon, self.render_mode = size, horizon, "rgb_array"
-
-    def _obs(self):
-        frame = np.full((self.size, self.size, 3), 30, np.uint8)
-        half = self.size // 2
-        cols = slice(0, half) if self.side == 0 else slice(half, self.size)
-        frame[self.size // 4 : 3 * self.size // 4, cols, 0] = 220
-        return frame
-
-    def reset(self, *, seed=None, options=None):
-        super().reset(seed=seed)
-        self.t, self.side = 0, int(self.np_random.integers(2))
-        self.frame = self._obs()
-        return self.frame, {}
-
-    def step(self, action):
-        self.t += 1
-        reward = 1.0 if action == 2 * self.side else 0.0
-        self.side = int(self.np_random.integers(2))
-        self.frame = self._obs()
-        return self.frame, reward, False, self.t >= self.horizon, {}
-
-    def render(self):
-        return self.frame
-
-
-@pytest.fixture(scope="module")
-def sb3_ppo():
-    from stable_baselines3 import PPO
-
-    model = PPO(
-        "CnnPolicy",
-        ColourPatchEnv(),
-        n_steps=64,
-        batch_size=32,
-        n_epochs=1,
-        seed=0,
-        device="cpu",
-        policy_kwargs={"features_extractor_kwargs": {"features_dim": 32}},
-    )
-    model.learn(256)
-    return model
+from rlviz.policy import from_callable
 
 
 @pytest.mark.slow
@@ -84,18 +32,7 @@ def test_sb3_ppo_logits_and_values_match_sb3(sb3_ppo):
 
 @pytest.mark.slow
 def test_sb3_dqn_q_values_match():
-    from stable_baselines3 import DQN
-
-    model = DQN(
-        "CnnPolicy",
-        ColourPatchEnv(),
-        buffer_size=200,
-        learning_starts=50,
-        seed=0,
-        device="cpu",
-        policy_kwargs={"features_extractor_kwargs": {"features_dim": 32}},
-    )
-    model.learn(100)
+    model = sb3_model("DQN", learn_steps=100)
     adapter = PolicyAdapter.from_sb3(model)
     obs = np.stack([ColourPatchEnv().reset(seed=s)[0] for s in range(4)])
     with torch.no_grad():
@@ -108,34 +45,6 @@ def test_sb3_dqn_q_values_match():
 def test_from_sb3_rejects_other_objects():
     with pytest.raises(TypeError, match="Stable-Baselines3"):
         PolicyAdapter.from_sb3(nn.Linear(2, 2))
-
-
-class CleanRLAtariAgent(nn.Module):
-    """The shape of cleanrl/ppo_atari.py's Agent (scales by 1/255 inside)."""
-
-    def __init__(self, n_actions=3):
-        super().__init__()
-        self.network = nn.Sequential(
-            nn.Conv2d(3, 8, 5, stride=2),
-            nn.ReLU(),
-            nn.Conv2d(8, 8, 3, stride=2),
-            nn.ReLU(),
-            nn.Flatten(),
-            nn.LazyLinear(32),
-            nn.ReLU(),
-        )
-        self.actor = nn.Linear(32, n_actions)
-        self.critic = nn.Linear(32, 1)
-
-    def get_value(self, x):
-        return self.critic(self.network(x / 255.0))
-
-    def get_action_and_value(self, x, action=None):
-        hidden = self.network(x / 255.0)
-        probs = Categorical(logits=self.actor(hidden))
-        if action is None:
-            action = probs.sample()
-        return action, probs.log_prob(action), probs.entropy(), self.critic(hidden)
 
 
 class OpaqueAgent(CleanRLAtariAgent):
@@ -185,12 +94,13 @@ def test_cleanrl_gradients_flow_to_input():
 
 
 def test_from_callable_plain_function():
-    weights = torch.randn(3, 3 * 4 * 4)
+    # 8x8: a 4x4x3 frame would be ambiguous (4 channels first or 3 last?) and rightly refused.
+    weights = torch.randn(3, 3 * 8 * 8)
     adapter = from_callable(lambda x: x.flatten(1) @ weights.T)
-    out = adapter(np.zeros((2, 4, 4, 3), np.uint8))
+    out = adapter(np.zeros((2, 8, 8, 3), np.uint8))
     assert out.logits.shape == (2, 3) and out.value is None
     with pytest.raises(ValueError, match="no value head"):
-        adapter.value(np.zeros((1, 4, 4, 3), np.uint8))
+        adapter.value(np.zeros((1, 8, 8, 3), np.uint8))
 
 
 def test_import_rlviz_pulls_in_no_env_or_agent_code():
@@ -203,7 +113,7 @@ def test_import_rlviz_pulls_in_no_env_or_agent_code():
                 if name.split('.')[0] in {'envs', 'agents', 'miniworld', 'pyglet', 'stable_baselines3', 'gymnasium'}:
                     raise ImportError('blocked: ' + name)
         sys.meta_path.insert(0, Block())
-        import rlviz, rlviz.integrations, rlviz.cli
+        import rlviz, rlviz.policy, rlviz.cli
         names = [n for n in getattr(rlviz, '__all__', [])]
         for n in names:
             getattr(rlviz, n)
@@ -257,19 +167,9 @@ def test_sb3_ppo_explained_by_every_method_and_rendered(sb3_ppo, tmp_path):
 
 @pytest.mark.slow
 def test_sb3_dqn_q_value_targets():
-    from stable_baselines3 import DQN
-
     import rlviz
 
-    model = DQN(
-        "CnnPolicy",
-        ColourPatchEnv(),
-        buffer_size=200,
-        learning_starts=50,
-        seed=0,
-        device="cpu",
-        policy_kwargs={"features_extractor_kwargs": {"features_dim": 32}},
-    )
+    model = sb3_model("DQN")
     adapter = PolicyAdapter.from_sb3(model)
     obs = np.stack([ColourPatchEnv().reset(seed=s)[0] for s in range(2)])
     q_maps = [

@@ -9,6 +9,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from helpers import FAST_OPTIONS, TinyGapNet
 from scipy.ndimage import gaussian_filter
 from torch import nn
 
@@ -16,8 +17,9 @@ import rlviz
 from rlviz import ActionLogit, PolicyAdapter, TakenAction, explain
 from rlviz.hooks import hook_count
 from rlviz.methods import available_methods, get_method, register
-from rlviz.methods.base import AttributionMethod, gaussian_blur
+from rlviz.methods.base import AttributionMethod
 from rlviz.methods.integrated_gradients import quadrature
+from rlviz.ops import gaussian_blur
 
 EXPECTED = {
     "gradient",
@@ -32,33 +34,6 @@ EXPECTED = {
     "gradcam",
     "gradcam_pp",
 }
-
-# Cheap settings so the contract test stays fast; defaults are tested for shape elsewhere.
-FAST_OPTIONS = {
-    "smoothgrad": {"samples": 4},
-    "integrated_gradients": {"steps": 6},
-    "occlusion": {"window": 4, "stride": 3},
-    "perturbation": {"stride": 4, "mask_sigma": 2.0, "blur_sigma": 1.5},
-}
-
-
-class TinyGapNet(nn.Module):
-    """conv -> inplace ReLU -> conv -> ReLU -> global average pool -> policy / value heads."""
-
-    def __init__(self, inplace: bool = True) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(3, 6, 3, padding=1)
-        self.relu1 = nn.ReLU(inplace=inplace)
-        self.conv2 = nn.Conv2d(6, 8, 3, stride=2, padding=1)
-        self.relu2 = nn.ReLU(inplace=inplace)
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.policy = nn.Linear(8, 3)
-        self.value = nn.Linear(8, 1)
-
-    def forward(self, x):
-        h = self.pool(self.relu2(self.conv2(self.relu1(self.conv1(x))))).flatten(1)
-        return self.policy(h), self.value(h)
-
 
 class TinyFlatNet(nn.Module):
     """A Nature-CNN-like head (flatten + linear): CAM is undefined for it."""

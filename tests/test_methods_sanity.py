@@ -12,7 +12,7 @@ import copy
 import numpy as np
 import pytest
 import torch
-from test_methods import FAST_OPTIONS, TinyGapNet
+from helpers import FAST_OPTIONS, TinyGapNet
 from torch import nn
 
 from rlviz import ActionLogit

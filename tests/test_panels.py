@@ -5,9 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from rlviz import compose
-from rlviz.compose import ACCENT, Composer, grid_shape, put_text, text_mask
-from rlviz.panels import (
+from rlviz.rollout import CompressedFrames, Rollout
+from rlviz.video import draw as compose
+from rlviz.video.draw import ACCENT, put_text, text_mask
+from rlviz.video.episode import EpisodeExplanation
+from rlviz.video.grid import Composer, grid_shape
+from rlviz.video.panels import (
     ActionPanel,
     CaptionPanel,
     EmbeddingPanel,
@@ -20,8 +23,6 @@ from rlviz.panels import (
     display_frame,
     episode_events,
 )
-from rlviz.render import CompressedFrames, EpisodeExplanation
-from rlviz.rollout import Rollout
 
 T, H, W = 10, 30, 40
 NAMES = ("left", "forward", "right")
@@ -51,7 +52,7 @@ def make_episode(with_extras: bool = True) -> EpisodeExplanation:
     )
     extras = {}
     if with_extras:
-        from rlviz.embedding import StateEmbedding
+        from rlviz.statemap import StateEmbedding
 
         feats = np.random.default_rng(0).normal(size=(40, 6)).astype(np.float32)
         emb = StateEmbedding(method="pca").fit(feats, point_data={"value": feats[:, 0]})

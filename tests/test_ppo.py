@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from agents.checkpoint import load_checkpoint, load_training_state, read_config
+from agents.config import Config, add_dataclass_arguments
 from agents.diagnostics import (
     COLUMNS,
     CsvLog,
@@ -20,15 +21,8 @@ from agents.diagnostics import (
     read_csv,
 )
 from agents.policy import ActorCritic, preprocess
-from agents.train import (
-    Config,
-    Learner,
-    RolloutBuffer,
-    add_dataclass_arguments,
-    build_parser,
-    compute_gae,
-    main,
-)
+from agents.ppo import Learner, RolloutBuffer, compute_gae
+from agents.train import build_parser, main
 
 # A tiny, easy variant: 5x5 room, no distractors, big steps, 30-step episodes, 30x40 frames.
 TINY_ENV = {
@@ -302,7 +296,7 @@ def test_resume_rejects_a_checkpoint_without_training_state(tmp_path, capsys):
 
 
 def test_bad_device_is_explained():
-    from agents.train import resolve_device
+    from agents.config import resolve_device
 
     with pytest.raises(ValueError, match="not a device"):
         resolve_device("gpu0")
@@ -379,7 +373,7 @@ def test_env_pool_progress_reward_pays_for_distance_gained():
 
 def test_init_from_rejects_another_architecture(tmp_path):
     from agents.checkpoint import CheckpointError, save_checkpoint
-    from agents.train import init_weights
+    from agents.trainer import init_weights
 
     source = ActorCritic(channels=(4, 8, 8))
     path = save_checkpoint(tmp_path / "a.safetensors", source, {})

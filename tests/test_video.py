@@ -10,12 +10,12 @@ from pathlib import Path
 import imageio
 import numpy as np
 import pytest
-from test_video_fixtures import SquareEnv, tiny_policy
+from helpers import SquareEnv, tiny_policy
 
-from rlviz.panels import ActionPanel, MapPanel, Panel
-from rlviz.render import explain_episode, output_paths, render_video
 from rlviz.rollout import run_episode
-from rlviz.video import VideoWriter, check_writable
+from rlviz.video import explain_episode, output_paths, render_video
+from rlviz.video.panels import ActionPanel, MapPanel, Panel
+from rlviz.video.writer import VideoWriter, check_writable
 
 
 def read_video(path: Path) -> list[np.ndarray]:
@@ -246,8 +246,7 @@ def test_explain_episode_normalises_over_the_episode_or_per_frame():
 
 
 def test_explain_episode_per_action_maps_and_embedding():
-    from rlviz.embedding import StateEmbedding
-    from rlviz.render import layer_features
+    from rlviz.statemap import StateEmbedding, layer_features
 
     env = SquareEnv(max_steps=30, goal=False)
     policy = tiny_policy()
@@ -304,7 +303,7 @@ def checkpoint(tmp_path):
 
 
 def test_cli_errors_are_clear(tmp_path, capsys):
-    from rlviz.commands.video import main
+    from rlviz.cli.video import main
 
     assert main(["--checkpoint", str(tmp_path / "missing.safetensors")]) == 2
     assert "does not exist" in capsys.readouterr().err
@@ -320,7 +319,7 @@ def test_cli_errors_are_clear(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_cli_renders_boxreach_from_a_checkpoint(tmp_path, checkpoint, capsys):
-    from rlviz.commands.video import main
+    from rlviz.cli.video import main
 
     out = tmp_path / "videos"
     code = main(
@@ -357,7 +356,8 @@ def test_render_video_on_real_boxreach_with_all_panels(tmp_path):
     import torch
 
     import agents
-    from rlviz.render import fit_state_embedding, make_env
+    from rlviz.cli.common import make_env
+    from rlviz.video import fit_state_embedding
 
     env = make_env("rlviz/BoxReachSmall-v0")
     try:
@@ -383,7 +383,7 @@ def test_render_video_on_real_boxreach_with_all_panels(tmp_path):
 
 def test_chunked_normalisation_equals_normalize_on_the_whole_episode():
     from rlviz.maps import normalize
-    from rlviz.render import _normalize_maps
+    from rlviz.video.explain import normalize_maps as _normalize_maps
 
     raw = np.random.default_rng(0).gamma(1.0, 1e-4, (300, 6, 8)).astype(np.float32)
     raw[5] *= 40  # one bright frame sets the episode's scale

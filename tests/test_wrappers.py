@@ -7,9 +7,9 @@ import gymnasium as gym
 import imageio
 import numpy as np
 import pytest
-from test_video_fixtures import SquareEnv, tiny_policy
+from helpers import SquareEnv, tiny_policy
 
-from rlviz.panels import ActionPanel, MapPanel, ValuePanel
+from rlviz.video.panels import ActionPanel, MapPanel, ValuePanel
 from rlviz.wrappers import ExplanationRender, RecordExplanationVideo
 
 
@@ -156,9 +156,8 @@ def test_record_video_conventions_match_gymnasium(tmp_path):
 
 
 def test_explanation_render_places_states_on_a_map():
-    from rlviz.embedding import StateEmbedding
-    from rlviz.render import layer_features
     from rlviz.rollout import run_episode
+    from rlviz.statemap import StateEmbedding, layer_features
 
     policy = tiny_policy()
     rollout = run_episode(SquareEnv(max_steps=20, goal=False), policy, seed=0)

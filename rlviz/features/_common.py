@@ -1,22 +1,20 @@
-"""Helpers shared by the feature tools: layer activations in batches, image conversion, figures."""
+"""Helpers shared by the feature tools: layer activations, frame checks, image conversion, figures.
+
+Figures and JSON are written with :mod:`rlviz.io` (atomic).
+"""
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 
-from rlviz.adapters import PolicyAdapter
-from rlviz.hooks import capture, get_layer
+from rlviz.hooks import activations
+from rlviz.policy import PolicyAdapter
 
-
-class _StopForward(Exception):
-    """Raised from a hook once every wanted layer has been recorded, to skip the rest of the net."""
+# Frames per forward pass of the feature tools (memory knob; results do not depend on it).
+BATCH = 128
 
 
 def forward_to_layers(
@@ -24,62 +22,10 @@ def forward_to_layers(
 ) -> dict[str, torch.Tensor]:
     """Run ``x`` [B, C, H, W] (preprocessed) through the model only as far as ``layers``.
 
-    Stopping early lets a conv layer be read on inputs of any size (the fully connected head would
-    reject them) and saves the head's compute. The graph is kept, so gradients can flow to ``x``.
-
-    Returns:
-        dict layer name -> activation tensor ([B, C, h, w] for a conv layer, [B, D] for a linear one).
+    :func:`rlviz.hooks.activations` with ``stop_early``: a conv layer can be read on inputs of any
+    size and the head's compute is saved. The graph is kept, so gradients can flow to ``x``.
     """
-    names = [layers] if isinstance(layers, str) else list(layers)
-    modules = [get_layer(adapter.model, name) for name in names]
-    handles = []
-    with capture(adapter.model, names) as acts:
-
-        def stop(_module: nn.Module, _inputs: tuple, _output: torch.Tensor) -> None:
-            if all(name in acts for name in names):
-                raise _StopForward
-
-        try:
-            # Registered after capture's hooks, so on the same module they run after recording.
-            handles = [module.register_forward_hook(stop) for module in modules]
-            try:
-                adapter.outputs(x)
-            except _StopForward:
-                pass
-        finally:
-            for handle in handles:
-                handle.remove()
-        missing = [name for name in names if name not in acts]
-        if missing:
-            raise ValueError(
-                f"layer(s) {missing} were not called in the model's forward; "
-                "pick layers that the policy actually runs (see rlviz.list_layers(model))"
-            )
-        return dict(acts)
-
-
-@torch.no_grad()
-def layer_activations(
-    adapter: PolicyAdapter,
-    obs: np.ndarray | torch.Tensor,
-    layers: str | Sequence[str],
-    batch_size: int = 128,
-) -> dict[str, torch.Tensor]:
-    """Activations of ``layers`` for a batch of raw observations, computed in chunks.
-
-    Returns:
-        dict layer name -> float32 CPU tensor [N, C, h, w] (conv) or [N, D] (linear).
-    """
-    names = [layers] if isinstance(layers, str) else list(layers)
-    if len(obs) == 0:
-        raise ValueError("got 0 observations; pass a non-empty batch [N, H, W, C]")
-    chunks: dict[str, list[torch.Tensor]] = {name: [] for name in names}
-    for start in range(0, len(obs), batch_size):
-        x = adapter.preprocess(obs[start : start + batch_size])
-        acts = forward_to_layers(adapter, x, names)
-        for name in names:
-            chunks[name].append(acts[name].detach().float().cpu())
-    return {name: torch.cat(parts) for name, parts in chunks.items()}
+    return activations(adapter.model, x, layers, forward=adapter.outputs, stop_early=True)
 
 
 def check_frames(obs: np.ndarray, name: str = "obs") -> np.ndarray:
@@ -128,33 +74,6 @@ def new_figure(width: float, height: float):
     return Figure(figsize=(width, height), dpi=100, layout="constrained")
 
 
-def _publishable(tmp: str) -> None:
-    """Give a mkstemp file (private, 0600) the permissions a plain ``open()`` would."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
-
-
-def save_figure(fig, path: str | os.PathLike) -> Path:
-    """Write ``fig`` as PNG at ``path`` atomically (temp file + rename); returns the path."""
-    path = Path(path)
-    if path.suffix.lower() != ".png":
-        raise ValueError(
-            f"figures are written as PNG; got path {str(path)!r}, use a name ending in .png"
-        )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png.tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, format="png")
-        _publishable(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
-
-
 def grid_shape(n: int, max_cols: int = 8) -> tuple[int, int]:
     """(rows, cols) of a near-square grid holding ``n`` tiles, at most ``max_cols`` wide."""
     cols = max(1, min(max_cols, int(np.ceil(np.sqrt(n * 4 / 3)))))
@@ -175,22 +94,3 @@ def check_unit(act: torch.Tensor, layer: str, channel: int) -> None:
     n = channel_count(act, layer)
     if not 0 <= channel < n:
         raise ValueError(f"layer {layer!r} has {n} channels (0..{n - 1}); got channel {channel}")
-
-
-def save_json(data: object, path: str | os.PathLike) -> Path:
-    """Write ``data`` as indented JSON at ``path`` atomically (temp file + rename); returns the path."""
-    import json
-
-    path = Path(path)
-    text = json.dumps(data, indent=2) + "\n"  # fails before touching the disk if not JSON-able
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".json.tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        _publishable(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path

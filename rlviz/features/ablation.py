@@ -18,9 +18,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from rlviz.adapters import PolicyAdapter
-from rlviz.features._common import check_frames, new_figure, save_figure
+from rlviz.features._common import check_frames, new_figure
 from rlviz.hooks import get_layer
+from rlviz.io import save_figure
+from rlviz.policy import PolicyAdapter
 from rlviz.rollout import collect
 
 Units = Mapping[str, Sequence[int]] | Sequence[tuple[str, int]] | Sequence[object]

@@ -21,8 +21,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rlviz.adapters import PolicyAdapter
-from rlviz.features._common import check_frames, display_rgb, new_figure, save_figure, to_uint8
+from rlviz.features._common import check_frames, display_rgb, new_figure, to_uint8
+from rlviz.io import save_figure
+from rlviz.policy import PolicyAdapter
 
 
 @dataclass

@@ -17,10 +17,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from rlviz.adapters import PolicyAdapter
-from rlviz.features._common import check_frames, display_rgb, new_figure, save_figure, to_uint8
+from rlviz.features._common import check_frames, display_rgb, new_figure, to_uint8
 from rlviz.features.optvis.objectives import Objective, as_objective, dream
 from rlviz.features.optvis.optimize import evaluate
+from rlviz.io import save_figure
+from rlviz.policy import PolicyAdapter
 
 
 @dataclass

@@ -20,16 +20,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rlviz.adapters import PolicyAdapter
-from rlviz.features._common import (
-    check_frames,
-    display_rgb,
-    layer_activations,
-    new_figure,
-    save_figure,
-)
+from rlviz.features._common import BATCH, check_frames, display_rgb, new_figure
 from rlviz.features.topk import ReceptiveField, receptive_field_or_none, top_k_examples
-from rlviz.hooks import list_layers
+from rlviz.hooks import layer_activations, list_layers
+from rlviz.io import save_figure
+from rlviz.policy import PolicyAdapter
 
 #: Bau et al.'s IoU above which a unit counts as a detector of a concept.
 DEFAULT_IOU_THRESHOLD = 0.04
@@ -201,7 +196,7 @@ def dissect(
             "no layers to dissect: the model has no nn.Conv2d; pass layers=[...] explicitly"
         )
 
-    acts = layer_activations(adapter, obs, layers, batch_size)
+    acts = layer_activations(adapter, obs, layers, batch_size=batch_size, stop_early=True)
     input_size = tuple(adapter.preprocess(obs[:1]).shape[-2:])
     thresholds, iou, precision, recall = {}, {}, {}, {}
     names = list(concepts)
@@ -250,7 +245,8 @@ def unit_segmentation(
         bool [N, H, W].
     """
     obs = check_frames(obs)
-    a = layer_activations(adapter, obs, layer)[layer][:, unit : unit + 1]
+    acts = layer_activations(adapter, obs, layer, batch_size=BATCH, stop_early=True)
+    a = acts[layer][:, unit : unit + 1]
     field = receptive_field_or_none(adapter.model, layer) if upsample == "field" else None
     input_size = tuple(adapter.preprocess(obs[:1]).shape[-2:])
     return (upsample_maps(a, obs.shape[1:3], field, input_size)[:, 0] > threshold).numpy()

@@ -8,15 +8,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rlviz.adapters import PolicyAdapter
-from rlviz.features._common import (
-    check_frames,
-    display_rgb,
-    grid_shape,
-    layer_activations,
-    new_figure,
-    save_figure,
-)
+from rlviz.features._common import BATCH, check_frames, display_rgb, grid_shape, new_figure
+from rlviz.hooks import layer_activations
+from rlviz.io import save_figure
+from rlviz.policy import PolicyAdapter
 
 
 def feature_maps(
@@ -30,7 +25,7 @@ def feature_maps(
     frame = check_frames(np.asarray(frame), "frame")
     if len(frame) != 1:
         raise ValueError(f"feature_maps takes one frame [H, W, C], got {len(frame)} frames")
-    act = layer_activations(adapter, frame, layer)[layer][0]
+    act = layer_activations(adapter, frame, layer, batch_size=BATCH, stop_early=True)[layer][0]
     if act.ndim != 3:
         raise ValueError(
             f"layer {layer!r} outputs shape {tuple(act.shape)} per frame; feature maps need a "

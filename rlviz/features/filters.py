@@ -15,10 +15,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rlviz.adapters import PolicyAdapter
-from rlviz.features._common import check_frames, display_rgb, grid_shape, new_figure, save_figure
+from rlviz.features._common import check_frames, display_rgb, grid_shape, new_figure
 from rlviz.features.featmaps import feature_maps
 from rlviz.hooks import get_layer, list_layers
+from rlviz.io import save_figure
+from rlviz.policy import PolicyAdapter
 
 #: Classic 3x3 kernels, for showing what convolution does to an image.
 HAND_KERNELS: dict[str, np.ndarray] = {

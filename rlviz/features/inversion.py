@@ -16,18 +16,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rlviz.adapters import PolicyAdapter
-from rlviz.features._common import (
-    check_frames,
-    display_rgb,
-    forward_to_layers,
-    new_figure,
-    save_figure,
-)
+from rlviz.features._common import check_frames, display_rgb, forward_to_layers, new_figure
 from rlviz.features.optvis.objectives import feature_distance, l2, total_variation
 from rlviz.features.optvis.optimize import evaluate, optimize
 from rlviz.features.optvis.param import fourier, pixels
 from rlviz.features.optvis.transforms import Transform
+from rlviz.io import save_figure
+from rlviz.policy import PolicyAdapter
 
 
 @dataclass

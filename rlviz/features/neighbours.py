@@ -14,18 +14,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rlviz.adapters import PolicyAdapter
-from rlviz.features._common import (
-    check_frames,
-    display_rgb,
-    layer_activations,
-    new_figure,
-    save_figure,
-)
+from rlviz.features._common import BATCH, check_frames, display_rgb, new_figure
+from rlviz.hooks import layer_activations
+from rlviz.io import save_figure
+from rlviz.policy import PolicyAdapter
 
 
 def layer_features(
-    adapter: PolicyAdapter, obs: np.ndarray, layer: str, batch_size: int = 128
+    adapter: PolicyAdapter, obs: np.ndarray, layer: str, batch_size: int = BATCH
 ) -> torch.Tensor:
     """Flattened activations of ``layer`` for raw frames ``obs`` [N, H, W, C].
 
@@ -33,7 +29,10 @@ def layer_features(
         float32 [N, D] CPU tensor.
     """
     obs = check_frames(obs)
-    return layer_activations(adapter, obs, layer, batch_size)[layer].reshape(len(obs), -1)
+    acts = layer_activations(
+        adapter, obs, layer, batch_size=batch_size, pool="flatten", stop_early=True
+    )
+    return acts[layer]
 
 
 @dataclass
@@ -74,7 +73,7 @@ def nearest_neighbours(
     *,
     exclude: Iterable[int] = (),
     features: torch.Tensor | None = None,
-    batch_size: int = 128,
+    batch_size: int = BATCH,
 ) -> Neighbours:
     """The ``k`` frames of ``obs`` [N, H, W, C] nearest to ``query`` [H, W, C] in ``layer``'s
     feature space (L2 over the flattened activation).

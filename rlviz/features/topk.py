@@ -16,16 +16,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from rlviz.adapters import PolicyAdapter
 from rlviz.features._common import (
     check_frames,
     check_unit,
     display_rgb,
     forward_to_layers,
     new_figure,
-    save_figure,
 )
 from rlviz.hooks import get_layer, list_layers
+from rlviz.io import save_figure
+from rlviz.policy import PolicyAdapter
 
 # Layers that act on each position alone: they leave the receptive field as it is. Norm layers that
 # pool statistics over space (LayerNorm, GroupNorm, InstanceNorm) are counted here too, by the

@@ -5,11 +5,17 @@
 >>> maps = get_method("gradcam").attribute(adapter, frames, TakenAction(actions))  # [B, H, W]
 
 Add a method by subclassing :class:`AttributionMethod`, writing ``_maps`` and decorating the class
-with ``@register("name")``.
+with ``@register("name", "Title", aliases=(...))``.
 """
 
 from rlviz.methods.base import AttributionMethod, reduce_channels
-from rlviz.methods.registry import available_methods, get_method, method_options, register
+from rlviz.methods.registry import (
+    available_methods,
+    get_method,
+    method_options,
+    method_title,
+    register,
+)
 
 # Importing the families registers them (order = available_methods() order).
 from rlviz.methods.saliency import Gradient, GradientSigned, GradientXInput, SmoothGrad
@@ -35,6 +41,7 @@ __all__ = [
     "available_methods",
     "get_method",
     "method_options",
+    "method_title",
     "reduce_channels",
     "register",
 ]

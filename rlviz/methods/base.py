@@ -12,15 +12,17 @@ from __future__ import annotations
 import threading
 import warnings
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from functools import lru_cache
+from contextlib import contextmanager, nullcontext
+from contextvars import ContextVar
 from typing import ClassVar
 
 import numpy as np
 import torch
 from torch import nn
 
-from rlviz.adapters import PolicyAdapter, PolicyOutput
+from rlviz.layout import ObservationLayout
+from rlviz.ops import upsample_tensor
+from rlviz.policy import PolicyAdapter, PolicyOutput, as_adapter
 from rlviz.targets import MostLikelyAction, TakenAction, Target, as_target, subset_target
 
 # Input elements per forward/backward pass when the caller gives no batch_size: enough images to
@@ -31,67 +33,56 @@ DEFAULT_PASS_ELEMENTS = 1 << 22
 
 Obs = np.ndarray | torch.Tensor | Sequence
 
-
-def as_adapter(policy: PolicyAdapter | nn.Module) -> PolicyAdapter:
-    """``policy`` as a :class:`PolicyAdapter` (an ``nn.Module`` is wrapped with the defaults)."""
-    if isinstance(policy, PolicyAdapter):
-        return policy
-    if isinstance(policy, nn.Module):
-        return PolicyAdapter(policy)
-    raise TypeError(
-        f"expected a rlviz.PolicyAdapter or an nn.Module, got {type(policy).__name__}; "
-        "wrap other policies with rlviz.PolicyAdapter(module, forward=fn)"
-    )
+# The layout whose frames a per-frame call splits input attributions into (None: one map).
+_PER_FRAME: ContextVar[ObservationLayout | None] = ContextVar("rlviz_per_frame", default=None)
 
 
-def reduce_channels(attr: torch.Tensor, how: str) -> torch.Tensor:
-    """Collapse the channel axis of a per-input attribution [B, C, H, W] -> [B, H, W].
+def reduce_channels(attr: torch.Tensor, how: str, dim: int = 1) -> torch.Tensor:
+    """Collapse the channel axis ``dim`` of a per-input attribution [B, C, H, W] -> [B, H, W].
 
     ``abs_max``: max over channels of |a| (Simonyan et al. 2013); ``sum``: signed sum (keeps
     completeness for Integrated Gradients); ``abs_sum``: sum of |a|; ``l2``: Euclidean norm.
     """
     if how == "abs_max":
-        return attr.abs().amax(dim=1)
+        return attr.abs().amax(dim=dim)
     if how == "sum":
-        return attr.sum(dim=1)
+        return attr.sum(dim=dim)
     if how == "abs_sum":
-        return attr.abs().sum(dim=1)
+        return attr.abs().sum(dim=dim)
     if how == "l2":
-        return attr.square().sum(dim=1).sqrt()
+        return attr.square().sum(dim=dim).sqrt()
     raise ValueError(f"unknown channel reduction {how!r}; use one of {REDUCTIONS}")
+
+
+def reduce_input(attr: torch.Tensor, how: str) -> torch.Tensor:
+    """An input attribution [B, K*C, H, W] -> [B, H, W], or [B, K, H, W] in a per-frame call.
+
+    The one place input-space methods collapse channels, so every one of them gets per-frame maps
+    (each stack frame's channels reduced on their own) for free.
+    """
+    layout = _PER_FRAME.get()
+    if layout is None:
+        return reduce_channels(attr, how)
+    return reduce_channels(layout.split_input(attr), how, dim=2)
+
+
+def only_frame(layout: ObservationLayout, x: torch.Tensor) -> list[torch.Tensor]:
+    """Per stack frame k, a bool mask [1, K*C, 1, 1] of frame k's channels of input ``x``."""
+    masks = []
+    for k in range(layout.frames):
+        mask = torch.zeros(1, x.shape[1], 1, 1, dtype=torch.bool, device=x.device)
+        mask[:, k * layout.channels : (k + 1) * layout.channels] = True
+        masks.append(mask)
+    return masks
+
+
+def per_frame_layout() -> ObservationLayout | None:
+    """Inside a method's ``_maps``: the layout of a per-frame call, else None."""
+    return _PER_FRAME.get()
 
 
 REDUCTIONS = ("abs_max", "sum", "abs_sum", "l2")
 SIGNED_REDUCTIONS = ("sum",)
-
-
-@lru_cache(maxsize=64)
-def _resize_matrix(n_in: int, n_out: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    """[n_out, n_in] linear interpolation weights with half-pixel centres (align_corners=False)."""
-    src = (torch.arange(n_out, dtype=torch.float64) + 0.5) * (n_in / n_out) - 0.5
-    src = src.clamp(0, n_in - 1)
-    lo = src.floor().long()
-    hi = (lo + 1).clamp(max=n_in - 1)
-    frac = src - lo
-    rows = torch.arange(n_out)
-    matrix = torch.zeros(n_out, n_in, dtype=torch.float64)
-    matrix[rows, lo] += 1 - frac
-    matrix[rows, hi] += frac
-    return matrix.to(device=device, dtype=dtype)
-
-
-def upsample_tensor(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Bilinear resize (half-pixel centres, as OpenCV and PIL) of maps [B, h, w] -> [B, *size].
-
-    Same values as ``F.interpolate(mode="bilinear", align_corners=False)``, computed as two small
-    matrix products (rows, then columns), which is several times faster for the small maps here.
-    """
-    h, w = maps.shape[-2:]
-    if (h, w) == tuple(size):
-        return maps
-    ry = _resize_matrix(h, int(size[0]), maps.device, maps.dtype)
-    rx = _resize_matrix(w, int(size[1]), maps.device, maps.dtype)
-    return torch.matmul(torch.matmul(ry, maps), rx.T)
 
 
 def scalar_per_sample(values: torch.Tensor, batch: int) -> torch.Tensor:
@@ -197,77 +188,21 @@ def pass_buffer(
         _WORKSPACE.busy = False
 
 
+def block_rows(frames: slice, jobs: int) -> torch.Tensor:
+    """The frame of each of a block's images: frame f repeated for each of its ``jobs``."""
+    return torch.arange(frames.start, frames.stop).repeat_interleave(jobs)
+
+
 def block_target(target: Target, frames: slice, jobs: int) -> Target:
     """``target`` for a block's images: frame f's entry repeated for each of its ``jobs``."""
-    index = torch.arange(frames.start, frames.stop).repeat_interleave(jobs)
-    return subset_target(target, index)
+    return subset_target(target, block_rows(frames, jobs))
 
 
-def _reflect_index(n: int, radius: int, device: torch.device) -> torch.Tensor:
-    """Indices that pad a length-n axis by ``radius`` with symmetric reflection (d c b a | a b c d),
-    SciPy's ``mode="reflect"``; repeats the pattern when radius > n."""
-    idx = torch.arange(-radius, n + radius, device=device)
-    period = 2 * n
-    idx = idx % period
-    return torch.where(idx >= n, period - 1 - idx, idx)
-
-
-@lru_cache(maxsize=32)
-def _blur_matrix(
-    n: int, sigma: float, truncate: float, device: torch.device, dtype: torch.dtype
-) -> torch.Tensor:
-    """[n, n] matrix that blurs a length-n axis: reflect padding and the cut kernel folded in."""
-    radius = int(truncate * sigma + 0.5)
-    offsets = torch.arange(-radius, radius + 1, dtype=torch.float64)
-    kernel = torch.exp(-0.5 * (offsets / sigma) ** 2)
-    kernel = kernel / kernel.sum()
-    source = _reflect_index(n, radius, torch.device("cpu")).unfold(0, 2 * radius + 1, 1)  # [n, k]
-    rows = torch.arange(n).repeat_interleave(2 * radius + 1)
-    matrix = torch.zeros(n, n, dtype=torch.float64)
-    matrix.index_put_((rows, source.flatten()), kernel.repeat(n), accumulate=True)
-    return matrix.to(device=device, dtype=dtype)
-
-
-def gaussian_blur(x: torch.Tensor, sigma: float, truncate: float = 4.0) -> torch.Tensor:
-    """Gaussian blur of each channel of ``x`` [B, C, H, W], as ``scipy.ndimage.gaussian_filter``
-    (reflect borders, kernel cut at ``truncate`` sigmas). Returns [B, C, H, W]; differentiable."""
-    if sigma <= 0:
-        return x.clone()
-    h, w = x.shape[-2:]
-    key = (float(sigma), float(truncate), x.device, x.dtype)
-    # Separable blur as two small matrix products: ~25x faster on a CPU than one-channel
-    # convolutions over padded copies, and exactly the same sums.
-    return _blur_matrix(h, *key) @ x @ _blur_matrix(w, *key).T
-
-
-def fill_values(x: torch.Tensor, fill: object, blur_sigma: float = 5.0) -> torch.Tensor:
-    """What replaces removed pixels, broadcastable to ``x`` [B, C, H, W].
-
-    ``fill``: a number, ``"mean"`` (each frame's mean colour), ``"blur"`` (the frame blurred with
-    ``blur_sigma``), or a tensor broadcastable to one frame [C, H, W].
-    """
-    if isinstance(fill, str):
-        if fill == "mean":
-            return x.mean(dim=(2, 3), keepdim=True)
-        if fill == "blur":
-            return gaussian_blur(x, blur_sigma)
-        if fill in ("zeros", "black"):
-            return x.new_zeros(1, 1, 1, 1)
-        raise ValueError(
-            f"unknown fill {fill!r}; use a number, 'mean', 'blur', 'zeros' or a tensor"
-        )
-    if isinstance(fill, (int, float)):
-        return x.new_full((1, 1, 1, 1), float(fill))
-    if isinstance(fill, (torch.Tensor, np.ndarray)):
-        value = torch.as_tensor(fill).to(device=x.device, dtype=x.dtype)
-        try:
-            return torch.broadcast_to(value, x.shape[1:]).unsqueeze(0)
-        except RuntimeError:
-            raise ValueError(
-                f"a fill/baseline tensor must broadcast to one frame {tuple(x.shape[1:])}, got "
-                f"shape {tuple(value.shape)}"
-            ) from None
-    raise TypeError(f"fill must be a number, a name or a tensor, got {type(fill).__name__}")
+def _on_newest_frame(maps: torch.Tensor, frames: int) -> torch.Tensor:
+    """Maps [B, h, w] as per-frame maps [B, K, h, w] that are 0 on every frame but the newest."""
+    out = maps.new_zeros(maps.shape[0], frames, *maps.shape[1:])
+    out[:, -1] = maps
+    return out
 
 
 def _model_warnings(model: nn.Module) -> None:
@@ -295,6 +230,8 @@ class AttributionMethod:
     """
 
     name: ClassVar[str] = ""
+    #: What panels and plots print; set by ``@register`` (see ``method_title``).
+    title: ClassVar[str] = ""
     needs_layer: ClassVar[bool] = False
     low_res: ClassVar[bool] = False
     #: Whether the method evaluates the network on altered inputs (then the greedy target is fixed
@@ -302,6 +239,10 @@ class AttributionMethod:
     perturbs_input: ClassVar[bool] = False
     #: Input elements per network pass when no batch_size is given (memory vs. speed).
     pass_elements: ClassVar[int] = DEFAULT_PASS_ELEMENTS
+    #: What ``per_frame=True`` gives: ``input`` (each stack frame's channels reduced alone),
+    #: ``when`` (the method perturbs one frame at a time) or ``newest`` (a layer mixes the
+    #: frames, so the map is drawn on the newest frame only).
+    per_frame_mode: ClassVar[str] = "input"
     signed: bool = False
 
     def __repr__(self) -> str:
@@ -342,6 +283,8 @@ class AttributionMethod:
         *,
         layer: str | None = None,
         batch_size: int | None = None,
+        per_frame: bool = False,
+        states: Sequence[torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """Attribution maps for a batch of raw observations.
 
@@ -354,11 +297,16 @@ class AttributionMethod:
             layer: dotted layer name for layer methods (CAM family); ignored by the others.
             batch_size: most images per forward/backward pass (memory knob). Frames are grouped
                 so a pass stays under it; results do not depend on it.
+            per_frame: one map per stack frame (oldest first) for policies that see K frames
+                (see :attr:`per_frame_mode`).
+            states: for a recurrent policy, the state entering each observation (a tuple of
+                tensors [B, ...], as rollouts record); each step is explained with it held fixed.
 
         Returns:
-            float32 [B, H, W] on the CPU, H, W the network input's spatial size.
+            float32 [B, H, W] on the CPU, H, W the network input's spatial size; [B, K, H, W]
+            with ``per_frame``.
         """
-        return self._run(adapter, obs, target, layer, batch_size, raw=False)
+        return self._run(adapter, obs, target, layer, batch_size, False, per_frame, states)
 
     def attribute_raw(
         self,
@@ -368,14 +316,18 @@ class AttributionMethod:
         *,
         layer: str | None = None,
         batch_size: int | None = None,
+        per_frame: bool = False,
+        states: Sequence[torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """Like :meth:`attribute` but before upsampling: float32 [B, h, w] (the layer's or the
         perturbation grid's resolution; equal to :meth:`attribute` for input-resolution methods)."""
-        return self._run(adapter, obs, target, layer, batch_size, raw=True)
+        return self._run(adapter, obs, target, layer, batch_size, True, per_frame, states)
 
     # -- driver ------------------------------------------------------------------------------
 
-    def _run(self, adapter, obs, target, layer, batch_size, raw: bool) -> torch.Tensor:
+    def _run(
+        self, adapter, obs, target, layer, batch_size, raw: bool, per_frame=False, states=None
+    ) -> torch.Tensor:
         adapter = as_adapter(adapter)
         _model_warnings(adapter.model)
         if batch_size is not None and (
@@ -384,18 +336,57 @@ class AttributionMethod:
             raise ValueError(
                 f"batch_size must be a positive int (images per pass), got {batch_size!r}"
             )
+        layout = self._per_frame_layout(adapter, obs) if per_frame else None
+        states = self._check_states(adapter, states)
         resolved = self._resolve_target(target)
         count, pass_size, chunks = self._chunks(adapter, obs, batch_size, self.images_per_frame())
         self._check_target_length(resolved, count)
         outs = []
-        for start, x in chunks:
-            whole = start == 0 and x.shape[0] == count
-            tgt = resolved if whole else subset_target(resolved, slice(start, start + x.shape[0]))
-            maps = self._maps(adapter, x, tgt, layer, pass_size)
-            if self.low_res and not raw:
-                maps = self._upsample(maps, tuple(x.shape[-2:]))
-            outs.append(maps.detach().to("cpu", torch.float32))
-        return outs[0] if len(outs) == 1 else torch.cat(outs)
+        token = _PER_FRAME.set(layout if self.per_frame_mode != "newest" else None)
+        try:
+            for start, x in chunks:
+                rows = slice(start, start + x.shape[0])
+                whole = start == 0 and x.shape[0] == count
+                tgt = resolved if whole else subset_target(resolved, rows)
+                held = None if states is None else tuple(s[rows] for s in states)
+                with adapter.holding_state(held) if adapter.recurrent else nullcontext():
+                    maps = self._maps(adapter, x, tgt, layer, pass_size)
+                if self.low_res and not raw:
+                    maps = self._upsample(maps, tuple(x.shape[-2:]))
+                outs.append(maps.detach().to("cpu", torch.float32))
+        finally:
+            _PER_FRAME.reset(token)
+        maps = outs[0] if len(outs) == 1 else torch.cat(outs)
+        if layout is not None and self.per_frame_mode == "newest":
+            maps = _on_newest_frame(maps, layout.frames)
+        return maps
+
+    def _per_frame_layout(self, adapter: PolicyAdapter, obs: Obs) -> ObservationLayout:
+        layout = adapter.layout_for(obs)
+        if layout.source == "shape" and layout.frames == 1 and layout.channels not in (1, 3):
+            raise ValueError(
+                f"per_frame: are the {layout.channels} channels of an observation one frame or a "
+                "stack of frames? Declare the layout, e.g. PolicyAdapter(model, "
+                "layout=rlviz.ObservationLayout(frames=4, channels=1, order='CHW'))"
+            )
+        if self.per_frame_mode == "newest" and layout.stacked:
+            warnings.warn(
+                f"{self.name}: a conv layer mixes the {layout.frames} stack frames, so its map "
+                "is drawn on the newest frame only (past frames get 0); use an input-space "
+                "method (gradient, occlusion, ...) to see which frames the policy used",
+                stacklevel=4,
+            )
+        return layout
+
+    @staticmethod
+    def _check_states(adapter: PolicyAdapter, states) -> tuple[torch.Tensor, ...] | None:
+        if states is None:
+            return None
+        if not adapter.recurrent:
+            raise ValueError("states= is for recurrent policies; this policy has no state")
+        if isinstance(states, torch.Tensor):
+            states = (states,)
+        return tuple(torch.as_tensor(s).to(adapter.device) for s in states)
 
     @staticmethod
     def _frame_count(obs: Obs) -> int | None:

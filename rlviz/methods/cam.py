@@ -16,10 +16,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from rlviz.adapters import PolicyAdapter
-from rlviz.hooks import get_layer, last_conv_layer, list_layers
+from rlviz import hooks
+from rlviz.hooks import get_layer, list_layers
 from rlviz.methods.base import AttributionMethod, scalar_per_sample
 from rlviz.methods.registry import register
+from rlviz.policy import PolicyAdapter
 from rlviz.targets import Target
 
 _GLOBAL_POOLS = (nn.AdaptiveAvgPool2d, nn.AvgPool2d)
@@ -84,13 +85,6 @@ def layer_activations_and_gradients(
     return acts.detach(), grads
 
 
-def default_cam_layer(model: nn.Module) -> str:
-    """The model's own ``cam_layer`` attribute if it names one (rlviz agents do), else the last
-    ``nn.Conv2d``."""
-    name = getattr(model, "cam_layer", None)
-    return name if isinstance(name, str) else last_conv_layer(model)
-
-
 def weighted_maps(weights: torch.Tensor, acts: torch.Tensor) -> torch.Tensor:
     """sum_k weights[b, k] * acts[b, k] -> [B, h, w], as one batched matrix product (faster
     than einsum or broadcasting on CPU)."""
@@ -104,10 +98,11 @@ class _LayerMethod(AttributionMethod):
 
     needs_layer = True
     low_res = True
+    per_frame_mode = "newest"
 
     def default_layer(self, model: nn.Module) -> tuple[str, bool]:
         """(layer name, read its input?) used when the caller names no layer."""
-        return default_cam_layer(model), False
+        return hooks.default_layer(model), False
 
     def _maps(self, adapter, x, target, layer, pass_size):
         name, at_input = (layer, False) if layer is not None else self.default_layer(adapter.model)
@@ -118,7 +113,7 @@ class _LayerMethod(AttributionMethod):
         raise NotImplementedError
 
 
-@register("cam")
+@register("cam", "CAM")
 class CAM(_LayerMethod):
     """Exact CAM (Zhou et al. 2016) for networks that end in global average pooling + linear heads.
 
@@ -138,7 +133,7 @@ class CAM(_LayerMethod):
         pools = [name for name, m in model.named_modules() if name and isinstance(m, _GLOBAL_POOLS)]
         if pools:
             return pools[-1], True
-        return default_cam_layer(model), False
+        return hooks.default_layer(model), False
 
     def _combine(self, acts, grads, layer):
         # The head's structure is the same for every frame, so a few frames suffice to check it
@@ -158,7 +153,7 @@ class CAM(_LayerMethod):
         return weighted_maps(grads.mean(dim=(2, 3)) * (h * w), acts)
 
 
-@register("gradcam")
+@register("gradcam", "Grad-CAM")
 class GradCAM(_LayerMethod):
     """Grad-CAM: ReLU(sum_k w_k A_k) with w_k the spatial mean of d target / d A_k.
 
@@ -175,7 +170,7 @@ class GradCAM(_LayerMethod):
         return cam.clamp_(min=0) if self.relu else cam
 
 
-@register("gradcam_pp")
+@register("gradcam_pp", "Grad-CAM++", aliases=("gradcam++",))
 class GradCAMPlusPlus(_LayerMethod):
     """Grad-CAM++: channel weights sum_ij relu(g_ij) a_ij with
     a_ij = g^2 / (2 g^2 + sum(A) g^3) (Chattopadhay et al. eq. 19), then ReLU(sum_k w_k A_k)."""

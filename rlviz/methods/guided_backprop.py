@@ -15,7 +15,7 @@ import warnings
 import torch
 from torch import nn
 
-from rlviz.methods.base import SIGNED_REDUCTIONS, AttributionMethod, reduce_channels
+from rlviz.methods.base import SIGNED_REDUCTIONS, AttributionMethod, reduce_input
 from rlviz.methods.registry import register
 from rlviz.methods.saliency import _check_reduce, input_gradients
 
@@ -30,7 +30,7 @@ def _guide(_module: nn.Module, _inputs: tuple, output: torch.Tensor) -> None:
         output.register_hook(_clamp_negative)
 
 
-@register("guided_backprop")
+@register("guided_backprop", "Guided backprop")
 class GuidedBackprop(AttributionMethod):
     """Guided backpropagation through the model's ``nn.ReLU`` modules.
 
@@ -61,4 +61,4 @@ class GuidedBackprop(AttributionMethod):
         finally:
             for handle in handles:
                 handle.remove()
-        return reduce_channels(grads, self.reduce)
+        return reduce_input(grads, self.reduce)

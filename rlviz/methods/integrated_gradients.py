@@ -10,22 +10,22 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from rlviz.adapters import PolicyAdapter
 from rlviz.methods.base import (
     REDUCTIONS,
     SIGNED_REDUCTIONS,
     AttributionMethod,
-    as_adapter,
+    block_rows,
     block_target,
-    fill_values,
     freeze_target,
     job_blocks,
     pass_buffer,
-    reduce_channels,
+    reduce_input,
     scalar_per_sample,
 )
 from rlviz.methods.registry import register
 from rlviz.methods.saliency import input_gradients
+from rlviz.ops import fill_values
+from rlviz.policy import PolicyAdapter, as_adapter
 
 RULES = ("gausslegendre", "riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid")
 
@@ -65,7 +65,7 @@ class _Weighted:
         return self.target(out) * self.weights
 
 
-@register("integrated_gradients")
+@register("integrated_gradients", "Integrated gradients", aliases=("ig",))
 class IntegratedGradients(AttributionMethod):
     """Integrated Gradients, summed over colour channels (so maps sum to ~ target(x) - target(x')).
 
@@ -129,9 +129,9 @@ class IntegratedGradients(AttributionMethod):
                 weighted = _Weighted(
                     block_target(target, frames, n_steps), weights[steps].repeat(k)
                 )
-                grads = input_gradients(adapter, points, weighted)
+                grads = input_gradients(adapter, points, weighted, rows=block_rows(frames, n_steps))
                 total[frames] += grads.view(k, n_steps, *x.shape[1:]).sum(dim=1)
-        return reduce_channels(total * diff, self.reduce)
+        return reduce_input(total * diff, self.reduce)
 
     def attribute_with_delta(
         self,

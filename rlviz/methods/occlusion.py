@@ -17,14 +17,17 @@ import torch
 from rlviz.methods.base import (
     DEFAULT_PASS_ELEMENTS,
     AttributionMethod,
+    block_rows,
     block_target,
-    fill_values,
     freeze_greedy,
     job_blocks,
+    only_frame,
     pass_buffer,
+    per_frame_layout,
     scalar_per_sample,
 )
 from rlviz.methods.registry import register
+from rlviz.ops import fill_values
 
 
 def _pair(value: int | tuple[int, int], what: str) -> tuple[int, int]:
@@ -66,7 +69,7 @@ def _window_weights(size, window, stride, device, dtype) -> torch.Tensor:
     return masks / masks.sum(dim=0).clamp(min=1)
 
 
-@register("occlusion")
+@register("occlusion", "Occlusion")
 class Occlusion(AttributionMethod):
     """Occlusion sensitivity: signed, > 0 where hiding the pixels lowers the target.
 
@@ -101,30 +104,44 @@ class Occlusion(AttributionMethod):
             for n, w, s in zip(size, self.window, self.stride, strict=True)
         )
 
+    per_frame_mode = "when"
+
     def _maps(self, adapter, x, target, layer, pass_size):
+        with torch.no_grad():
+            clean_out = adapter.outputs(x)
+            target = freeze_greedy(target, clean_out)
+            clean = scalar_per_sample(target(clean_out), x.shape[0])
+            fill = fill_values(x, self.fill, self.blur_sigma)
+            layout = per_frame_layout()
+            if layout is None:  # "where": the same window in every stack frame
+                return self._drop_maps(adapter, x, fill, target, clean, pass_size)
+            # "when": one stack frame occluded at a time, the others left as they are.
+            maps = [
+                self._drop_maps(adapter, x, torch.where(only, fill, x), target, clean, pass_size)
+                for only in only_frame(layout, x)
+            ]
+            return torch.stack(maps, dim=1)
+
+    def _drop_maps(self, adapter, x, fill, target, clean, pass_size) -> torch.Tensor:
+        """Mean target drop per pixel [b, H, W] with each window of ``x`` replaced by ``fill``."""
         b, _, h, w = x.shape
         masks = window_masks((h, w), self.window, self.stride, x.device)
         weights = _window_weights((h, w), self.window, self.stride, x.device, x.dtype)
         n_windows = masks.shape[0]
-        with torch.no_grad():
-            clean_out = adapter.outputs(x)
-            target = freeze_greedy(target, clean_out)
-            clean = scalar_per_sample(target(clean_out), b)
-            fill = fill_values(x, self.fill, self.blur_sigma)
-            drops = x.new_zeros(b, n_windows)
-            with pass_buffer(x, b, n_windows, pass_size) as buffer:
-                for frames, wins in job_blocks(b, n_windows, pass_size):
-                    n_wins = wins.stop - wins.start
-                    frame_fill = fill[frames] if fill.shape[0] > 1 else fill
-                    occluded = torch.where(
-                        masks[None, wins, None],
-                        frame_fill[:, None],
-                        x[frames, None],
-                        out=buffer.block(frames.stop - frames.start, n_wins),
-                    ).flatten(0, 1)
-                    out = adapter.outputs(occluded)
-                    values = scalar_per_sample(
-                        block_target(target, frames, n_wins)(out), len(occluded)
-                    )
-                    drops[frames, wins] = clean[frames, None] - values.view(-1, n_wins)
-            return (drops @ weights).view(b, h, w)
+        drops = x.new_zeros(b, n_windows)
+        with pass_buffer(x, b, n_windows, pass_size) as buffer:
+            for frames, wins in job_blocks(b, n_windows, pass_size):
+                n_wins = wins.stop - wins.start
+                frame_fill = fill[frames] if fill.shape[0] > 1 else fill
+                occluded = torch.where(
+                    masks[None, wins, None],
+                    frame_fill[:, None],
+                    x[frames, None],
+                    out=buffer.block(frames.stop - frames.start, n_wins),
+                ).flatten(0, 1)
+                out = adapter.outputs(occluded, rows=block_rows(frames, n_wins))
+                values = scalar_per_sample(
+                    block_target(target, frames, n_wins)(out), len(occluded)
+                )
+                drops[frames, wins] = clean[frames, None] - values.view(-1, n_wins)
+        return (drops @ weights).view(b, h, w)

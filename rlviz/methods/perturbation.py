@@ -16,18 +16,21 @@ from functools import lru_cache
 
 import torch
 
-from rlviz.adapters import PolicyOutput
 from rlviz.methods.base import (
     DEFAULT_PASS_ELEMENTS,
     AttributionMethod,
+    block_rows,
     block_target,
     freeze_greedy,
-    gaussian_blur,
     job_blocks,
+    only_frame,
     pass_buffer,
+    per_frame_layout,
     scalar_per_sample,
 )
 from rlviz.methods.registry import register
+from rlviz.ops import gaussian_blur
+from rlviz.policy import PolicyOutput
 from rlviz.targets import as_target
 
 
@@ -79,7 +82,7 @@ def _interp_matrix(centres: torch.Tensor, size: int) -> torch.Tensor:
     return matrix
 
 
-@register("perturbation")
+@register("perturbation", "Perturbation saliency", aliases=("greydanus",))
 class PerturbationSaliency(AttributionMethod):
     """Greydanus et al. 2018 blurred-mask saliency; >= 0, large where blurring moves the output.
 
@@ -120,33 +123,47 @@ class PerturbationSaliency(AttributionMethod):
             dtype,
         )
 
+    per_frame_mode = "when"
+
     def _maps(self, adapter, x, target, layer, pass_size):
+        with torch.no_grad():
+            clean_out = adapter.outputs(x)
+            target = freeze_greedy(target, clean_out)
+            clean = _per_sample(target(clean_out), x.shape[0])
+            blurred = gaussian_blur(x, self.blur_sigma)
+            layout = per_frame_layout()
+            if layout is None:  # "where": the same blur spot in every stack frame
+                return self._scores(adapter, x, blurred, target, clean, pass_size)
+            # "when": one stack frame blurred at a time, the others left as they are.
+            maps = [
+                self._scores(adapter, x, torch.where(only, blurred, x), target, clean, pass_size)
+                for only in only_frame(layout, x)
+            ]
+            return torch.stack(maps, dim=1)
+
+    def _scores(self, adapter, x, blurred, target, clean, pass_size) -> torch.Tensor:
+        """Saliency per blur centre [b, rows, cols]: half the squared change of the target."""
         b, _, h, w = x.shape
         masks = self.masks((h, w), x.device, x.dtype)
         rows, cols = len(grid_centres(h, self.stride)), len(grid_centres(w, self.stride))
         n_centres = masks.shape[0]
-        with torch.no_grad():
-            clean_out = adapter.outputs(x)
-            target = freeze_greedy(target, clean_out)
-            clean = _per_sample(target(clean_out), b)
-            blurred = gaussian_blur(x, self.blur_sigma)
-            scores = x.new_zeros(b, n_centres)
-            with pass_buffer(x, b, n_centres, pass_size) as buffer:
-                for frames, centres in job_blocks(b, n_centres, pass_size):
-                    n_c = centres.stop - centres.start
-                    # x (1 - M) + blur(x) M, one broadcast op (lerp is the fastest here).
-                    perturbed = torch.lerp(
-                        x[frames, None],
-                        blurred[frames, None],
-                        masks[None, centres, None],
-                        out=buffer.block(frames.stop - frames.start, n_c),
-                    ).flatten(0, 1)
-                    out = adapter.outputs(perturbed)
-                    values = _per_sample(block_target(target, frames, n_c)(out), len(perturbed))
-                    change = clean[frames, None] - values.view(-1, n_c, *values.shape[1:])
-                    scores[frames, centres] = 0.5 * change.reshape(
-                        -1, n_c, change[0, 0].numel()
-                    ).square().sum(-1)
+        scores = x.new_zeros(b, n_centres)
+        with pass_buffer(x, b, n_centres, pass_size) as buffer:
+            for frames, centres in job_blocks(b, n_centres, pass_size):
+                n_c = centres.stop - centres.start
+                # x (1 - M) + blur(x) M, one broadcast op (lerp is the fastest here).
+                perturbed = torch.lerp(
+                    x[frames, None],
+                    blurred[frames, None],
+                    masks[None, centres, None],
+                    out=buffer.block(frames.stop - frames.start, n_c),
+                ).flatten(0, 1)
+                out = adapter.outputs(perturbed, rows=block_rows(frames, n_c))
+                values = _per_sample(block_target(target, frames, n_c)(out), len(perturbed))
+                change = clean[frames, None] - values.view(-1, n_c, *values.shape[1:])
+                scores[frames, centres] = 0.5 * change.reshape(
+                    -1, n_c, change[0, 0].numel()
+                ).square().sum(-1)
         return scores.view(b, rows, cols)
 
     def _upsample(self, maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

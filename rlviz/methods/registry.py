@@ -1,34 +1,38 @@
-"""Method registry: names -> AttributionMethod classes."""
+"""Method registry: names -> AttributionMethod classes, each with its display title and aliases."""
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from rlviz.methods.base import AttributionMethod
 
 _REGISTRY: dict[str, type[AttributionMethod]] = {}
-# Other names people use for the same method (DESIGN.md's example says "saliency").
-_ALIASES: dict[str, str] = {
-    "saliency": "gradient",
-    "vanilla_gradient": "gradient",
-    "input_x_gradient": "grad_x_input",
-    "ig": "integrated_gradients",
-    "gradcam++": "gradcam_pp",
-    "greydanus": "perturbation",
-}
+# Other names people use for a method (DESIGN.md's example says "saliency"), filled by register.
+_ALIASES: dict[str, str] = {}
 
 
-def register(name: str) -> Callable[[type[AttributionMethod]], type[AttributionMethod]]:
-    """Class decorator: make ``cls`` available as ``get_method(name)``."""
+def register(
+    name: str, title: str | None = None, aliases: Sequence[str] = ()
+) -> Callable[[type[AttributionMethod]], type[AttributionMethod]]:
+    """Class decorator: make ``cls`` available as ``get_method(name)`` (and by its ``aliases``).
+
+    ``title`` is what panels and plots print (default: ``name``); it is set on the class as
+    ``cls.title`` and read back with :func:`method_title`.
+    """
 
     def decorate(cls: type[AttributionMethod]) -> type[AttributionMethod]:
         if not (isinstance(cls, type) and issubclass(cls, AttributionMethod)):
             raise TypeError(f"@register({name!r}) needs an AttributionMethod subclass, got {cls!r}")
         if name in _REGISTRY and _REGISTRY[name] is not cls:
             raise ValueError(f"an attribution method called {name!r} is already registered")
+        taken = [a for a in aliases if a in _REGISTRY or _ALIASES.get(a, name) != name]
+        if taken:
+            raise ValueError(f"alias(es) {taken} of {name!r} already name another method")
         cls.name = name
+        cls.title = title or name  # set on every class: a subclass must not inherit the title
         _REGISTRY[name] = cls
+        _ALIASES.update(dict.fromkeys(aliases, name))
         return cls
 
     return decorate
@@ -71,3 +75,10 @@ def method_options(name: str) -> list[str]:
     """Keyword options a registered method's constructor accepts."""
     cls = _lookup(name)
     return [p for p in inspect.signature(cls).parameters if p != "self"]
+
+
+def method_title(name: str) -> str:
+    """Display title of a method name or alias (``"gradcam"`` -> ``"Grad-CAM"``); unknown names
+    pass through unchanged, so panels can label any string."""
+    cls = _REGISTRY.get(_ALIASES.get(name, name))
+    return cls.title if cls is not None else name

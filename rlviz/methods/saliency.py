@@ -14,31 +14,36 @@ from __future__ import annotations
 
 import torch
 
-from rlviz.adapters import PolicyAdapter
 from rlviz.methods.base import (
     REDUCTIONS,
     SIGNED_REDUCTIONS,
     AttributionMethod,
+    block_rows,
     block_target,
     freeze_target,
     job_blocks,
     pass_buffer,
-    reduce_channels,
+    reduce_input,
     scalar_per_sample,
 )
 from rlviz.methods.registry import register
+from rlviz.policy import PolicyAdapter
 from rlviz.targets import Target
 
 
-def input_gradients(adapter: PolicyAdapter, x: torch.Tensor, target: Target) -> torch.Tensor:
+def input_gradients(
+    adapter: PolicyAdapter, x: torch.Tensor, target: Target, rows: torch.Tensor | None = None
+) -> torch.Tensor:
     """d target / d x for a preprocessed batch ``x`` [B, C, H, W]; returns [B, C, H, W].
+
+    ``rows`` names the frame each input was made from, for a recurrent policy's held state.
 
     Only the input's gradient is computed (``torch.autograd.grad``); parameter ``.grad`` fields are
     never touched and the caller's ``x`` is not modified.
     """
     x = x.detach().requires_grad_(True)
     with torch.enable_grad():
-        values = scalar_per_sample(target(adapter.outputs(x)), x.shape[0])
+        values = scalar_per_sample(target(adapter.outputs(x, rows=rows)), x.shape[0])
         if not values.requires_grad:
             raise ValueError(
                 "the target does not depend on the input through autograd (does the policy's "
@@ -54,7 +59,7 @@ def _check_reduce(reduce: str) -> str:
     return reduce
 
 
-@register("gradient")
+@register("gradient", "Saliency (gradient)", aliases=("saliency", "vanilla_gradient"))
 class Gradient(AttributionMethod):
     """Vanilla gradient saliency (Simonyan et al. 2013): |d target / d pixel|, max over channels.
 
@@ -68,10 +73,10 @@ class Gradient(AttributionMethod):
         self.signed = reduce in SIGNED_REDUCTIONS
 
     def _maps(self, adapter, x, target, layer, pass_size):
-        return reduce_channels(input_gradients(adapter, x, target), self.reduce)
+        return reduce_input(input_gradients(adapter, x, target), self.reduce)
 
 
-@register("gradient_signed")
+@register("gradient_signed", "Signed gradient")
 class GradientSigned(Gradient):
     """Signed gradient, summed over channels: where brightening a pixel raises (> 0) or lowers the
     target."""
@@ -80,7 +85,7 @@ class GradientSigned(Gradient):
         super().__init__(reduce)
 
 
-@register("grad_x_input")
+@register("grad_x_input", "Gradient x input", aliases=("input_x_gradient",))
 class GradientXInput(Gradient):
     """Gradient x input (Shrikumar et al. 2016), summed over channels: a first-order estimate of
     each pixel's contribution relative to a black image."""
@@ -89,10 +94,10 @@ class GradientXInput(Gradient):
         super().__init__(reduce)
 
     def _maps(self, adapter, x, target, layer, pass_size):
-        return reduce_channels(input_gradients(adapter, x, target) * x, self.reduce)
+        return reduce_input(input_gradients(adapter, x, target) * x, self.reduce)
 
 
-@register("smoothgrad")
+@register("smoothgrad", "SmoothGrad")
 class SmoothGrad(AttributionMethod):
     """SmoothGrad (Smilkov et al. 2017): the gradient averaged over noisy copies of each frame.
 
@@ -152,7 +157,12 @@ class SmoothGrad(AttributionMethod):
                     out=buffer.block(frames.stop - frames.start, draws.stop - draws.start),
                 ).flatten(0, 1)
                 n_draws = draws.stop - draws.start
-                grads = input_gradients(adapter, noisy, block_target(target, frames, n_draws))
+                grads = input_gradients(
+                    adapter,
+                    noisy,
+                    block_target(target, frames, n_draws),
+                    rows=block_rows(frames, n_draws),
+                )
                 grads = grads.abs_() if self.absolute else grads
                 total[frames] += grads.view(-1, n_draws, *x.shape[1:]).sum(dim=1)
-        return reduce_channels(total / self.samples, self.reduce)
+        return reduce_input(total / self.samples, self.reduce)

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from rlviz.adapters import PolicyOutput
-from rlviz.methods.base import gaussian_blur
+from rlviz.ops import gaussian_blur
+from rlviz.policy import PolicyOutput
 
 
 @dataclass

@@ -10,12 +10,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rlviz.adapters import PolicyAdapter
-from rlviz.features._common import forward_to_layers, new_figure, save_figure, to_uint8
+from rlviz.features._common import forward_to_layers, new_figure, to_uint8
 from rlviz.features.optvis.objectives import Context, Objective, as_objective
 from rlviz.features.optvis.param import ImageParam, fourier
 from rlviz.features.optvis.transforms import Transform, compose, standard_transforms
 from rlviz.hooks import capture
+from rlviz.io import save_figure
+from rlviz.policy import PolicyAdapter
 
 
 class Adam:

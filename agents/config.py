@@ -1,0 +1,232 @@
+"""The training config: one dataclass, one field per ``rlviz train`` flag (CleanRL's ``Args``).
+
+Each field carries a one-line docstring under it; :func:`add_dataclass_arguments` turns the fields
+into ``--flags`` and those docstrings into ``--help`` text, so the config is documented once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import dataclasses
+import inspect
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+
+if typing.TYPE_CHECKING:
+    import torch
+
+
+@dataclass
+class Config:
+    """PPO settings. Every field is a command-line flag: ``env_id`` -> ``--env-id``."""
+
+    env_id: str = "rlviz/BoxReach-v0"
+    """Gymnasium id of the task (import envs registers rlviz/*)."""
+    env_kwargs: dict = field(default_factory=dict)
+    """Extra keyword arguments for gymnasium.make, as JSON (e.g. '{"num_distractors": 1}')."""
+    total_steps: int = 600_000
+    """Env steps to train for."""
+    seed: int = 1
+    """Seeds weights, action sampling, minibatches and the episode-seed sequence."""
+    run_name: str | None = None
+    """Folder under runs_dir; default <env>_<head>_s<seed>."""
+    runs_dir: str = "runs"
+    """Where run folders go."""
+    device: str = "auto"
+    """cpu, cuda, cuda:N or auto (cuda when available)."""
+    head: str = "gap"
+    """Policy head: gap (global average pooling, exact CAM) or mlp (flatten + hidden layer)."""
+    channels: tuple[int, ...] = (16, 32, 32)
+    """Channels of conv1, conv2, conv3."""
+    hidden: int = 256
+    """Hidden width of the mlp head."""
+    num_envs: int = 16
+    """Parallel envs (split evenly over num_workers x 2 groups)."""
+    num_workers: int = 1
+    """Env worker processes; each renders on one core. The learner uses the main process."""
+    num_steps: int = 64
+    """Steps per env per rollout (rollout = num_envs * num_steps transitions)."""
+    update_epochs: int = 6
+    """Passes over each rollout."""
+    num_minibatches: int = 8
+    """Minibatches per pass."""
+    learning_rate: float = 5e-4
+    """Adam step size (linearly annealed to 0 with anneal_lr)."""
+    anneal_lr: bool = True
+    """Anneal the learning rate linearly to 0 over total_steps."""
+    gamma: float = 0.99
+    """Discount."""
+    gae_lambda: float = 0.95
+    """GAE lambda."""
+    clip_coef: float = 0.2
+    """PPO clip range for the probability ratio."""
+    clip_vloss: bool = True
+    """Clip the value update like the policy's."""
+    ent_coef: float = 0.01
+    """Entropy bonus weight."""
+    vf_coef: float = 0.5
+    """Value loss weight."""
+    max_grad_norm: float = 0.5
+    """Global gradient-norm clip."""
+    target_kl: float | None = None
+    """Stop an update's epochs early when approx KL exceeds this."""
+    stuck_penalty: float = 0.01
+    """Subtracted from the reward when a step leaves the frame unchanged (walked into a wall or
+    box); statistics and evaluation use the env's own reward."""
+    progress_reward: float = 0.0
+    """Shaping: added per metre of walking distance gained toward the red box (privileged, from
+    envs.oracle.goal_distance; BoxReach only). Sums to a constant per episode, so it speeds learning
+    without changing the best policy; statistics and evaluation use the env's own reward."""
+    frame_stack: int = 1
+    """Memory: the policy sees the last K frames, stacked on the channel axis oldest first
+    (envs.wrappers.StackFrames; 1: one frame, no memory)."""
+    init_from: str | None = None
+    """Start from this checkpoint's weights (fine-tuning; same architecture); optimizer fresh."""
+    async_learner: bool = True
+    """Update in a background thread while the envs keep stepping (see the module docstring)."""
+    torch_threads: int = 1
+    """torch intra-op threads of the main process (1 leaves the other core to the envs)."""
+    checkpoint_every: int = 50_000
+    """Env steps between checkpoints (one is always written at the end)."""
+    snapshot_every: int = 0
+    """Also keep weights-only copies every this many env steps in snapshots/ (0: off)."""
+    progress: bool = True
+    """Show a progress bar with the live success rate."""
+    warn_entropy_frac: float = 0.1
+    """Warn when entropy < this x log(A) before the task is solved."""
+    warn_grad_norm: float = 50.0
+    """Warn when the pre-clip gradient norm exceeds this."""
+    warn_kl: float = 0.1
+    """Warn when one update's approx KL exceeds this."""
+
+    def __post_init__(self) -> None:
+        self.channels = tuple(int(c) for c in self.channels)
+        problems = []
+        if self.head not in ("gap", "mlp"):
+            problems.append(f"head={self.head!r}; expected gap or mlp")
+        if self.num_envs % (2 * self.num_workers):
+            problems.append(
+                f"num_envs={self.num_envs} must be a multiple of 2 x num_workers={self.num_workers} "
+                "(each worker steps two equal groups)"
+            )
+        for name in (
+            "total_steps",
+            "num_steps",
+            "num_envs",
+            "num_workers",
+            "update_epochs",
+            "num_minibatches",
+            "frame_stack",
+        ):
+            if getattr(self, name) < 1:
+                problems.append(f"{name}={getattr(self, name)}; expected >= 1")
+        if problems:
+            raise ValueError("invalid training config: " + "; ".join(problems))
+
+
+def _field_docs(cls: type) -> dict[str, str]:
+    """The docstring under each dataclass field (CleanRL/tyro style), for --help."""
+    docs: dict[str, str] = {}
+    try:
+        tree = ast.parse(inspect.getsource(cls))
+    except (OSError, TypeError):
+        return docs
+    body = tree.body[0].body
+    for node, nxt in zip(body, body[1:], strict=False):
+        if (
+            isinstance(node, ast.AnnAssign)
+            and isinstance(node.target, ast.Name)
+            and isinstance(nxt, ast.Expr)
+            and isinstance(nxt.value, ast.Constant)
+            and isinstance(nxt.value.value, str)
+        ):
+            docs[node.target.id] = " ".join(nxt.value.value.split())
+    return docs
+
+
+def _parse_none(inner: type):
+    """A parser for ``inner | None`` flags: ``none``/``null``/empty text is None."""
+
+    def parse(text: str):
+        return None if text.lower() in ("none", "null", "") else inner(text)
+
+    parse.__name__ = inner.__name__
+    return parse
+
+
+def _parse_json_dict(text: str) -> dict:
+    """A ``dict`` flag's value, written as a JSON object."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(
+            f"expected a JSON object like '{{\"size\": 8}}', got {text!r} ({exc})"
+        ) from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object, got {text!r}")
+    return value
+
+
+def add_dataclass_arguments(
+    parser: argparse.ArgumentParser,
+    cls: type,
+    suppress_defaults: bool = False,
+    aliases: dict[str, list[str]] | None = None,
+) -> None:
+    """Add one ``--flag`` per field of dataclass ``cls`` (bools get ``--no-flag`` too);
+    ``aliases`` maps a field name to extra flags (``{"env_id": ["--env"]}``)."""
+    hints = typing.get_type_hints(cls)
+    docs = _field_docs(cls)
+    for f in dataclasses.fields(cls):
+        flag = "--" + f.name.replace("_", "-")
+        tp = hints[f.name]
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        kwargs: dict = {"dest": f.name, "help": f"{docs.get(f.name, '')} (default: {default})"}
+        kwargs["default"] = argparse.SUPPRESS if suppress_defaults else default
+        args = typing.get_args(tp)
+        optional = (typing.get_origin(tp) in (typing.Union, types.UnionType)) and type(None) in args
+        if optional:
+            tp = next(a for a in args if a is not type(None))
+        if tp is bool:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        elif typing.get_origin(tp) is tuple:
+            kwargs.update(nargs="+", type=typing.get_args(tp)[0])
+        elif tp is dict or typing.get_origin(tp) is dict:
+            kwargs.update(type=_parse_json_dict, metavar="JSON")
+        else:
+            kwargs["type"] = _parse_none(tp) if optional else tp
+        parser.add_argument(flag, *(aliases or {}).get(f.name, []), **kwargs)
+
+
+def config_from_dict(data: dict) -> Config:
+    """A :class:`Config` from a dict (e.g. a checkpoint's ``train_config``); unknown keys raise."""
+    names = {f.name for f in dataclasses.fields(Config)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ValueError(f"unknown config keys {unknown}; valid: {sorted(names)}")
+    return Config(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> cuda when available else cpu; anything else is checked and returned."""
+    import torch  # here, so reading or parsing a config does not import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(
+            f"--device {name!r} is not a device; use cpu, cuda, cuda:N or auto"
+        ) from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda was asked for but torch sees no CUDA GPU; use --device cpu")
+    return device
+
+
+def default_run_name(cfg: Config) -> str:
+    """``<env>_<head>_s<seed>``, e.g. ``BoxReach-v0_gap_s1``."""
+    return f"{cfg.env_id.split('/')[-1]}_{cfg.head}_s{cfg.seed}"

@@ -1,0 +1,139 @@
+"""``rlviz explore``: an interactive HTML report of a checkpoint playing its env.
+
+Open ``OUT/index.html`` in a browser (from disk, no server): scrub the timeline and every view
+follows: the observation with attribution overlays per method and target, pi, V, reward, GAE
+advantage and entropy, bookmarks, a t-SNE map of the states, NMF layer features, a network tab.
+
+Example::
+
+    rlviz explore --checkpoint agents/checkpoints/boxreach.safetensors --episodes 4 --out explorer/
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+
+from rlviz.cli.common import (
+    CliError,
+    add_shared,
+    command,
+    load_policy,
+    make_env,
+    new_parser,
+    require_at_least,
+    require_checkpoint,
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command's argument parser."""
+    p = new_parser("explore", "Write an interactive HTML report (explorer) of a checkpoint.")
+    add_shared(
+        p,
+        "checkpoint",
+        "env",
+        "episodes",
+        "out",
+        "seed",
+        checkpoint=dict(required=True, default=None, help="agent checkpoint (.safetensors)"),
+        episodes=dict(default=2, help="episodes to explore (default 2)"),
+        out=dict(type=str, default="explorer", help="report folder (default explorer/)"),
+    )
+    p.add_argument(
+        "--methods",
+        default="gradient,gradcam",
+        help="comma-separated attribution methods (default gradient,gradcam)",
+    )
+    p.add_argument(
+        "--targets",
+        default="taken,value,actions",
+        help="what maps explain: taken, value, actions (per action, first method only); "
+        "default all three",
+    )
+    p.add_argument("--layer", default=None, help="layer for CAM methods (default: the last conv)")
+    p.add_argument("--gamma", type=float, default=0.99, help="discount for GAE (default 0.99)")
+    p.add_argument("--lam", type=float, default=0.95, help="GAE lambda (default 0.95)")
+    p.add_argument(
+        "--nmf-features", type=int, default=4, help="NMF layer features (0: none; default 4)"
+    )
+    p.add_argument("--nmf-layer", default=None, help="layer for NMF attribution (default: CAM's)")
+    p.add_argument(
+        "--nmf-target",
+        default="value",
+        help="NMF attribution target: value or taken (default value)",
+    )
+    p.add_argument(
+        "--units", type=int, default=4, help="network tab: units per layer (0: no tab; default 4)"
+    )
+    p.add_argument(
+        "--optvis-steps", type=int, default=64, help="feature visualisation steps (default 64)"
+    )
+    p.add_argument(
+        "--map", choices=("tsne", "pca", "none"), default="tsne", help="state map (default tsne)"
+    )
+    add_shared(p, "deterministic", "max_steps", "no_progress")
+    return p
+
+
+def _split(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+@command("explore")
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command; returns the exit status (0 ok, 2 bad input)."""
+    from rlviz.explorer import explore
+    from rlviz.explorer.episode import TARGETS
+    from rlviz.video.explain import check_methods
+
+    args = build_parser().parse_args(argv)
+    methods, targets = _split(args.methods), _split(args.targets)
+    require_at_least("--episodes", args.episodes, 1)
+    require_at_least("--nmf-features", args.nmf_features, 0)
+    require_at_least("--units", args.units, 0)
+    if not methods:
+        raise CliError("--methods is empty; name at least one, e.g. --methods gradient")
+    unknown = sorted(set(targets) - set(TARGETS))
+    if unknown:
+        raise CliError(f"unknown --targets {unknown}; valid: {', '.join(TARGETS)}")
+    if args.nmf_target not in ("value", "taken"):
+        raise CliError(f"--nmf-target must be value or taken, got {args.nmf_target!r}")
+    try:
+        check_methods(methods)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    require_checkpoint(args.checkpoint)
+    policy = load_policy(args.checkpoint, env_id=args.env)
+    env = make_env(policy.env_id, **policy.env_kwargs)
+    try:
+        summary = explore(
+            env,
+            policy.adapter,
+            out=args.out,
+            episodes=args.episodes,
+            methods=methods,
+            targets=targets,
+            seed=args.seed,
+            layer=args.layer,
+            gamma=args.gamma,
+            lam=args.lam,
+            deterministic=args.deterministic,
+            max_steps=args.max_steps,
+            statemap=args.map != "none",
+            map_method="tsne" if args.map == "none" else args.map,
+            nmf=args.nmf_features > 0,
+            nmf_layer=args.nmf_layer,
+            nmf_target=args.nmf_target,
+            nmf_features=max(1, args.nmf_features),
+            network=args.units > 0,
+            units_per_layer=max(1, args.units),
+            optvis_steps=args.optvis_steps,
+            title=f"rlviz explorer \u00b7 {args.checkpoint.name} \u00b7 {policy.env_id}",
+            progress=not args.no_progress,
+        )
+    finally:
+        env.close()
+    print(summary)
+    print(f"open file://{summary.path.resolve()}")
+    return 0

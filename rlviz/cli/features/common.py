@@ -1,0 +1,154 @@
+"""What ``rlviz filters | featvis | topk | dissect`` share: their options, and playing the
+checkpoint for frames to look at."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from contextlib import closing
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from rlviz.cli.common import CliError, add_shared, load_policy, make_env, new_parser
+
+if TYPE_CHECKING:
+    from agents.checkpoint import LoadedPolicy
+
+DEFAULT_OUT = Path("videos/features")
+
+
+def feature_parser(name: str, description: str) -> argparse.ArgumentParser:
+    """A feature command's parser with the options all four share."""
+    p = new_parser(name, description)
+    add_shared(
+        p,
+        "checkpoint",
+        "env",
+        "out",
+        "seed",
+        "max_steps",
+        "deterministic",
+        "no_progress",
+        out=dict(default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})"),
+    )
+    return p
+
+
+def load(args: argparse.Namespace) -> LoadedPolicy:
+    """The ``--checkpoint``, to play in ``--env`` (default: the env it trained in)."""
+    return load_policy(args.checkpoint, env_id=args.env)
+
+
+def play_env(policy: LoadedPolicy) -> closing:
+    """The env ``policy`` plays in, closed on leaving ``with play_env(policy) as env:``."""
+    return closing(make_env(policy.env_id, **policy.env_kwargs))
+
+
+def collect_dataset(
+    env,
+    adapter,
+    episodes: int,
+    *,
+    seed: int = 0,
+    deterministic: bool = False,
+    max_steps: int | None = None,
+    ground_truth: bool = False,
+    progress: bool = False,
+):
+    """Play ``episodes`` episodes; returns (obs uint8 [N, H, W, C], goal masks bool [N, H, W] or
+    None where the env gives none, list of rollouts). ``ground_truth``: fail without masks."""
+    from tqdm.auto import tqdm
+
+    from rlviz.rollout import collect
+
+    if episodes < 1:
+        raise CliError(f"--episodes must be >= 1, got {episodes}")
+    rollouts = list(
+        tqdm(
+            collect(
+                env,
+                adapter,
+                episodes,
+                seed=seed,
+                deterministic=deterministic,
+                info_keys=("success", "goal_mask"),
+                max_steps=max_steps,
+            ),
+            total=episodes,
+            desc="playing episodes",
+            disable=not progress,
+            leave=False,
+        )
+    )
+    obs = np.concatenate([r.obs for r in rollouts])
+    masks = None
+    if all("goal_mask" in r.infos for r in rollouts):
+        masks = np.concatenate([r.infos["goal_mask"] for r in rollouts]).astype(bool)
+    elif ground_truth:
+        raise CliError(
+            "this env gives no info['goal_mask']; dissection needs an rlviz/BoxReach env "
+            "made with ground_truth=True"
+        )
+    return obs, masks, rollouts
+
+
+def play_states(args: argparse.Namespace, env, adapter, *, ground_truth: bool = False):
+    """:func:`collect_dataset` with the command's ``--episodes``, ``--seed``,
+    ``--deterministic``, ``--max-steps`` and ``--no-progress``."""
+    return collect_dataset(
+        env,
+        adapter,
+        args.episodes,
+        seed=args.seed,
+        deterministic=args.deterministic,
+        max_steps=args.max_steps,
+        ground_truth=ground_truth,
+        progress=not args.no_progress,
+    )
+
+
+def showcase_index(masks: np.ndarray | None) -> int:
+    """Index of a state where the goal box is clearly in view (75th percentile of its visible
+    area), or 0 without masks or a visible box."""
+    if masks is None:
+        return 0
+    area = masks.reshape(len(masks), -1).sum(1)
+    visible = np.flatnonzero(area > 0)
+    if not len(visible):
+        return 0
+    order = visible[np.argsort(area[visible], kind="stable")]
+    return int(order[int(0.75 * (len(order) - 1))])
+
+
+def pick_frame(
+    env, adapter, seed: int, max_steps: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """A frame worth showing: from one episode of the policy, a state where the goal box is
+    clearly in view (75th percentile of its visible area), else the first frame.
+
+    Returns:
+        (frame uint8 [H, W, C], all the episode's frames [T, H, W, C]).
+    """
+    import torch
+
+    from rlviz.rollout import run_episode
+
+    episode = run_episode(
+        env,
+        adapter,
+        seed=seed,
+        info_keys=("goal_mask",),
+        max_steps=max_steps or 200,
+        generator=torch.Generator().manual_seed(seed),
+    )
+    return episode.obs[showcase_index(episode.infos.get("goal_mask"))], episode.obs
+
+
+def layers_arg(model, layers: Sequence[str] | None) -> list[str]:
+    """``--layers`` checked against ``model``, default every conv block."""
+    from rlviz.cli.common import check_layers
+    from rlviz.hooks import default_layers
+
+    return check_layers(model, layers or default_layers(model))

@@ -1,0 +1,146 @@
+"""``rlviz dissect``: network dissection against the goal-box mask (Bau et al. 2017,
+https://arxiv.org/abs/1704.05796), and optionally the success-rate cost of switching the best
+detectors off."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+
+from rlviz.cli.common import CliError, add_shared, command, print_paths
+from rlviz.cli.features.common import feature_parser, layers_arg, load, play_env, play_states
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``rlviz dissect`` argument parser."""
+    p = feature_parser(
+        "dissect",
+        "Network dissection against the goal-box mask (Bau et al. 2017), and "
+        "optionally the success-rate cost of switching the best detectors off.",
+    )
+    p.add_argument(
+        "--layers", nargs="+", default=None, help="layers to dissect (default: every conv block)"
+    )
+    add_shared(
+        p,
+        "episodes",
+        episodes=dict(default=10, help="episodes of states to dissect on (default 10)"),
+    )
+    p.add_argument(
+        "--quantile",
+        type=float,
+        default=0.995,
+        help="unit activation quantile threshold (default 0.995)",
+    )
+    p.add_argument(
+        "--iou-threshold",
+        type=float,
+        default=0.04,
+        help="IoU above which a unit is a detector (default 0.04)",
+    )
+    p.add_argument(
+        "--ablate",
+        type=int,
+        default=0,
+        metavar="K",
+        help="switch off the top K detectors vs K random units and compare success (default 0: no)",
+    )
+    p.add_argument(
+        "--ablate-episodes",
+        type=int,
+        default=20,
+        help="episodes per ablation condition (default 20)",
+    )
+    p.add_argument(
+        "--random-draws", type=int, default=5, help="random-unit control draws (default 5)"
+    )
+    return p
+
+
+def _print_dissection(result, layers: list[str], obs, masks, threshold: float) -> None:
+    counts = result.count(threshold)
+    print(f"{len(obs)} states, goal box visible in {int(masks.any((1, 2)).sum())}")
+    for layer in layers:
+        best = result.top(1, layers=[layer])[0]
+        print(
+            f"{layer}: {counts[layer]}/{len(result.thresholds[layer])} units with IoU > "
+            f"{threshold:g}; best #{best.unit} IoU {best.iou:.3f} precision {best.precision:.2f}"
+        )
+
+
+def _ablate(env, adapter, result, layers: list[str], obs, args: argparse.Namespace):
+    """Switch off the top ``--ablate`` detectors vs as many random units; returns the study."""
+    from rlviz.features import ablation_study
+
+    channels = {layer: len(result.thresholds[layer]) for layer in layers}
+    # Ablation runs on fresh episodes (seeds after the dissection's), so it is not judged on the
+    # states the detectors were picked on.
+    study = ablation_study(
+        env,
+        adapter,
+        result.top(args.ablate),
+        channels,
+        episodes=args.ablate_episodes,
+        random_draws=args.random_draws,
+        seed=args.seed + args.episodes,
+        deterministic=args.deterministic,
+        obs=obs,
+        max_steps=args.max_steps,
+        progress=not args.no_progress,
+    )
+    summary = study.summary()
+    print(
+        f"success: intact {summary['baseline']:.2f}, top-{study.k} detectors off "
+        f"{summary['targeted']:.2f}, {study.k} random units off {summary['random_mean']:.2f} "
+        f"+- {summary['random_std']:.2f}"
+    )
+    return study
+
+
+@command("dissect")
+def dissect_main(argv: Sequence[str] | None = None) -> int:
+    """``rlviz dissect``; returns the exit status."""
+    from rlviz.features import dissect, plot_ablation, plot_dissection
+    from rlviz.io import save_json
+
+    args = build_parser().parse_args(argv)
+    if not 0 < args.quantile < 1:
+        raise CliError(f"--quantile must be in (0, 1), got {args.quantile}")
+    policy = load(args)
+    adapter = policy.adapter
+    layers = layers_arg(policy.model, args.layers)
+    with play_env(policy) as env:
+        obs, masks, _ = play_states(args, env, adapter, ground_truth=True)
+        result = dissect(adapter, obs, masks, layers, quantile=args.quantile)
+        _print_dissection(result, layers, obs, masks, args.iou_threshold)
+        written = [
+            plot_dissection(
+                result,
+                args.out / "dissection.png",
+                iou_threshold=args.iou_threshold,
+                adapter=adapter,
+                obs=obs,
+                masks=masks,
+            )
+        ]
+        report = {
+            "checkpoint": str(args.checkpoint),
+            "env_id": policy.env_id,
+            "states": len(obs),
+            "quantile": args.quantile,
+            "iou_threshold": args.iou_threshold,
+            "detectors_per_layer": result.count(args.iou_threshold),
+            "units_per_layer": {layer: len(result.thresholds[layer]) for layer in layers},
+            "units": [vars(s) for s in result.scores()],
+        }
+        if args.ablate:
+            study = _ablate(env, adapter, result, layers, obs, args)
+            written.append(plot_ablation(study, args.out / "ablation.png"))
+            report["ablation"] = {
+                **study.summary(),
+                "units": study.units,
+                "random_units": study.random_units,
+            }
+    written.append(save_json(report, args.out / "dissection.json"))
+    print_paths(written)
+    return 0

@@ -1,0 +1,214 @@
+"""``rlviz sweep``: every snapshot of a run on the same held-out seeds and the same probe frames.
+
+Per snapshot: success and mean steps, faithfulness per method (pointing game, mass in box),
+box-detector units per layer, the success drop with the top detectors off, and saliency drift
+between consecutive snapshots; for a fine-tune (``--init-from`` run) also which detectors of the
+init checkpoint survived and which were born. Each snapshot x block of episodes is one task:
+serial by default, on Ray with ``--workers N`` (local) or ``--address`` (a cluster; checkpoint
+paths must then be readable on every node).
+
+Example::
+
+    rlviz sweep --run runs/ft_b --episodes 50 --workers 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from rlviz.cli.common import CliError, add_shared, command, new_parser, print_paths
+
+#: Probe episodes start here: above the held-out evaluation seeds (1e6..), never trained on.
+PROBE_SEED_START = 2_000_000
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``rlviz sweep`` argument parser."""
+    from agents.evaluate import HELD_OUT_START
+
+    p = new_parser(
+        "sweep",
+        "Metrics of every snapshot of a run vs training steps: success, faithfulness, "
+        "box detectors, ablation, saliency drift.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--run", type=Path, help="run folder; sweeps RUN/snapshots/*.safetensors")
+    which.add_argument("--checkpoints", nargs="+", type=Path, help="checkpoints, in training order")
+    add_shared(p, "episodes", episodes=dict(default=50, help="held-out episodes per snapshot"))
+    p.add_argument("--seed-start", type=int, default=HELD_OUT_START, help="first held-out seed")
+    p.add_argument("--block-size", type=int, default=10, help="episodes per task")
+    p.add_argument("--methods", nargs="+", default=["gradient", "gradcam"], help="saliency methods")
+    p.add_argument(
+        "--probe-frames", type=int, default=64, help="fixed frames explained per snapshot"
+    )
+    p.add_argument(
+        "--probe-episodes", type=int, default=4, help="oracle episodes the probe frames come from"
+    )
+    p.add_argument("--top-k", type=int, default=3, help="top box detectors to ablate (0: none)")
+    p.add_argument("--iou-threshold", type=float, default=0.04, help="IoU of a box detector")
+    p.add_argument(
+        "--init-checkpoint",
+        type=Path,
+        default=None,
+        help="the checkpoint a fine-tune started from (default: the run's recorded --init-from)",
+    )
+    p.add_argument("--no-init", action="store_true", help="no before/after unit comparison")
+    add_shared(p, "deterministic", "max_steps", "env")
+    p.add_argument(
+        "--workers", type=int, default=1, help="1: serial; N: Ray tasks on N cores; 0: all"
+    )
+    p.add_argument("--address", default=None, help="Ray cluster to run on (e.g. auto, HOST:PORT)")
+    add_shared(p, "out", "no_progress", out=dict(help="output folder (default RUN/sweep)"))
+    return p
+
+
+def run_snapshots(run: Path) -> list[Path]:
+    """The weights snapshots of a run folder, in training-step order."""
+    from agents.checkpoint import read_config
+
+    folder = run / "snapshots"
+    found = [p for p in folder.glob("*.safetensors") if not p.name.endswith(".state.safetensors")]
+    if not found:
+        raise CliError(
+            f"no snapshots in {str(folder)!r}; train with `rlviz train --snapshot-every N` or "
+            "pass --checkpoints A B ..."
+        )
+    return sorted(found, key=lambda p: (int(read_config(p).get("steps", 0)), p.name))
+
+
+def init_checkpoint(args, last_config: dict) -> Path | None:
+    """The fine-tune's init checkpoint when it can be compared, else None (said why on stderr)."""
+    if args.no_init:
+        return None
+    given = args.init_checkpoint
+    recorded = (last_config.get("train_config") or {}).get("init_from")
+    path = given or (Path(recorded) if recorded else None)
+    if path is None:
+        return None
+    if not path.exists():
+        print(
+            f"rlviz sweep: init checkpoint {str(path)!r} not found; no unit comparison "
+            "(pass --init-checkpoint)",
+            file=sys.stderr,
+        )
+        return None
+    if given is None and "init_from_steps" in last_config:
+        from agents.checkpoint import read_config
+
+        if int(read_config(path).get("steps", -1)) != int(last_config["init_from_steps"]):
+            print(
+                f"rlviz sweep: {str(path)!r} is no longer the checkpoint the run started from "
+                f"(its steps differ from init_from_steps {last_config['init_from_steps']}); no "
+                "unit comparison (pass --init-checkpoint)",
+                file=sys.stderr,
+            )
+            return None
+    return path
+
+
+def _check(args) -> None:
+    for flag, value, low in (
+        ("--episodes", args.episodes, 1),
+        ("--block-size", args.block_size, 1),
+        ("--probe-frames", args.probe_frames, 2),
+        ("--probe-episodes", args.probe_episodes, 1),
+        ("--top-k", args.top_k, 0),
+        ("--workers", args.workers, 0),
+    ):
+        if value < low:
+            raise CliError(f"{flag} {value}; expected >= {low}")
+    from rlviz.methods.registry import available_methods
+
+    unknown = [m for m in args.methods if m not in available_methods()]
+    if unknown:
+        raise CliError(f"unknown --methods {unknown}; available: {', '.join(available_methods())}")
+
+
+def _fmt(value) -> str:
+    if isinstance(value, float):
+        return "   -" if math.isnan(value) else f"{value:.3f}"
+    return str(value)
+
+
+def print_table(rows: Sequence[dict], methods: Sequence[str]) -> None:
+    """The main columns of the sweep table, one line per snapshot."""
+    columns = ["label", "steps", "success_rate", "mean_steps", "ablation_drop", "detectors_total"]
+    columns += [f"{kind}_{m}" for kind in ("pointing", "mass", "drift") for m in methods]
+    print("  ".join(columns))
+    for row in rows:
+        print("  ".join(_fmt(row.get(c, float("nan"))) for c in columns))
+    print()
+
+
+@command("sweep")
+def main(argv: Sequence[str] | None = None) -> int:
+    """``rlviz sweep``: write RUN/sweep/sweep.{csv,json,png} and print the table."""
+    from agents.checkpoint import checkpoint_env, read_config
+    from agents.evaluate import held_out_seeds
+    from rlviz.cli.sweep_tasks import WORKER_SETUP, build_spec
+    from rlviz.sweep import make_executor, parallelism_hint, run_sweep
+
+    args = build_parser().parse_args(argv)
+    _check(args)
+    checkpoints = run_snapshots(args.run) if args.run else list(args.checkpoints)
+    for path in checkpoints:
+        if not path.exists():
+            raise CliError(f"checkpoint {str(path)!r} does not exist")
+    last = read_config(checkpoints[-1])
+    env_id, env_kwargs = checkpoint_env(read_config(checkpoints[0]), args.env)
+    spec = build_spec(
+        env_id=env_id,
+        env_kwargs=env_kwargs,
+        probe_seeds=range(PROBE_SEED_START, PROBE_SEED_START + args.probe_episodes),
+        probe_frames=args.probe_frames,
+        methods=args.methods,
+        top_k=args.top_k,
+        iou_threshold=args.iou_threshold,
+        deterministic=args.deterministic,
+        max_steps=args.max_steps,
+        env_override=args.env is not None,
+    )
+    init = init_checkpoint(args, last)
+    out = args.out or (args.run / "sweep" if args.run else checkpoints[-1].parent / "sweep")
+    try:
+        executor = make_executor(
+            args.workers, args.address, setup=WORKER_SETUP, progress=not args.no_progress
+        )
+    except (RuntimeError, ValueError) as exc:
+        raise CliError(str(exc)) from None
+    if args.workers == 1 and args.address is None:
+        parallelism_hint()
+    n = len(checkpoints) + (init is not None)
+    print(
+        f"sweeping {n} checkpoints x {args.episodes} held-out episodes in {env_id} "
+        f"({executor.describe()})",
+        file=sys.stderr,
+    )
+    with executor:
+        result = run_sweep(
+            [str(c) for c in checkpoints],
+            spec,
+            held_out_seeds(args.episodes, args.seed_start),
+            executor,
+            block_size=args.block_size,
+            init=None if init is None else str(init),
+        )
+    print_table(result.rows, args.methods)
+    if result.comparison is not None:
+        c = result.comparison
+        print(
+            f"box detectors, {c['before']} -> {c['after']}: {len(c['survived'])} survived, "
+            f"{len(c['born'])} born, {len(c['lost'])} lost"
+        )
+    title = f"rlviz sweep: {args.run or checkpoints[-1].parent} ({env_id})"
+    print_paths(result.write(out, title))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,196 @@
+"""The env- and agent-side pieces the sweep engine is handed: picklable functions that load a
+checkpoint, play held-out seeds and make the probe frames, and ``--workers`` evaluation.
+
+Module-level functions (bound with :func:`functools.partial`) so Ray ships them by reference;
+each imports ``envs`` / ``agents`` inside, after the worker set-up (:data:`WORKER_SETUP`) has made
+MiniWorld safe to import in that process.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+
+import numpy as np
+
+from rlviz.sweep import Executor, ProbeSet, Snapshot, SweepSpec, blocks_of, make_executor
+
+#: Run in every worker before its first task: headless EGL, torch._dynamo before MiniWorld.
+WORKER_SETUP = "envs.headless:prepare"
+
+
+def load_snapshot(path: str) -> Snapshot:
+    """Checkpoint ``path`` as a :class:`~rlviz.sweep.Snapshot` (CPU, eval mode)."""
+    from torch import nn
+
+    from agents.checkpoint import load_checkpoint
+    from agents.policy import make_adapter
+    from rlviz.hooks import list_layers
+
+    model, config = load_checkpoint(path)
+    layers = getattr(model, "conv_layers", None) or list_layers(model, nn.Conv2d)
+    return Snapshot(make_adapter(model), int(config.get("steps", 0)), tuple(layers), config)
+
+
+def play(
+    snapshot: Snapshot,
+    seeds: Sequence[int],
+    *,
+    env_id: str | None = None,
+    env_kwargs: dict | None = None,
+    deterministic: bool = False,
+    max_steps: int | None = None,
+) -> dict:
+    """``agents.evaluate.evaluate`` of the snapshot's model on ``seeds`` in its env (or the one
+    given, see ``agents.checkpoint.checkpoint_env``)."""
+    from agents.checkpoint import checkpoint_env
+    from agents.evaluate import evaluate
+
+    env_id, env_kwargs = checkpoint_env(snapshot.config, env_id, env_kwargs)
+    return evaluate(
+        snapshot.adapter.model,
+        env_id,
+        seeds,
+        deterministic=deterministic,
+        env_kwargs=env_kwargs,
+        max_steps=max_steps,
+    )
+
+
+def oracle_probe(
+    env_id: str,
+    env_kwargs: dict | None,
+    seeds: Sequence[int],
+    frames: int,
+    explore: float = 0.25,
+    max_steps: int | None = None,
+) -> ProbeSet:
+    """``frames`` probe frames with goal masks, evenly spaced over the scripted oracle's episodes
+    on ``seeds`` (a share ``explore`` of its actions random, seeded, so the box is also seen from
+    afar, at the edge and not at all). Independent of every checkpoint: the same for all."""
+    from agents.vecenv import make_env
+    from envs.oracle import oracle_action
+
+    env = make_env(env_id, {**(env_kwargs or {}), "ground_truth": True})
+    obs, masks = [], []
+    try:
+        for seed in seeds:
+            rng = np.random.default_rng(int(seed))
+            frame, info = env.reset(seed=int(seed))
+            for _ in range(max_steps or 10**9):
+                obs.append(frame)
+                masks.append(np.asarray(info["goal_mask"], dtype=bool))
+                explore_now = rng.random() < explore
+                action = int(rng.integers(3)) if explore_now else oracle_action(env)
+                frame, _, term, trunc, info = env.step(action)
+                if term or trunc:
+                    break
+    finally:
+        env.close()
+    pick = np.unique(np.linspace(0, len(obs) - 1, min(frames, len(obs))).round().astype(int))
+    return ProbeSet(np.stack(obs)[pick], np.stack(masks)[pick], tuple(int(s) for s in seeds))
+
+
+def build_spec(
+    *,
+    env_id: str,
+    env_kwargs: dict | None,
+    probe_seeds: Sequence[int],
+    probe_frames: int,
+    methods: Sequence[str],
+    top_k: int,
+    iou_threshold: float,
+    deterministic: bool,
+    max_steps: int | None,
+    env_override: bool = False,
+) -> SweepSpec:
+    """The :class:`~rlviz.sweep.SweepSpec` of ``rlviz sweep``: our loader, evaluate, oracle probe.
+
+    ``env_override``: play every snapshot in ``env_id`` instead of the env it trained in.
+    """
+    return SweepSpec(
+        load=load_snapshot,
+        play=functools.partial(
+            play,
+            env_id=env_id if env_override else None,
+            env_kwargs=env_kwargs if env_override else None,
+            deterministic=deterministic,
+            max_steps=max_steps,
+        ),
+        make_probe=functools.partial(
+            oracle_probe, env_id, env_kwargs, tuple(probe_seeds), probe_frames, max_steps=max_steps
+        ),
+        methods=tuple(methods),
+        top_k=top_k,
+        iou_threshold=iou_threshold,
+        setup=WORKER_SETUP,
+    )
+
+
+def _evaluate_block(checkpoint: str, seeds: Sequence[int], **kwargs) -> dict:
+    from agents.checkpoint import load_checkpoint
+    from agents.evaluate import evaluate
+
+    model, _ = load_checkpoint(checkpoint)
+    return evaluate(model, seeds=seeds, **kwargs)
+
+
+def _oracle_block(env_id: str, seeds: Sequence[int], env_kwargs: dict | None) -> dict:
+    from agents.evaluate import evaluate_oracle
+
+    return evaluate_oracle(env_id, seeds, env_kwargs)
+
+
+def _joined(parts: Sequence[dict], extra: dict) -> dict:
+    """Episode blocks' results as one ``agents.evaluate.evaluate`` dict (same keys, same means)."""
+    # TODO(issue 20): a public name for agents.evaluate._summarise (requested from its owner)
+    from agents.evaluate import _summarise
+
+    lists = {
+        k: [v for p in parts for v in p[k]] for k in ("seeds", "successes", "steps", "returns")
+    }
+    return _summarise(**lists, **extra)
+
+
+def evaluate_parallel(
+    checkpoint: str,
+    env_id: str,
+    seeds: Sequence[int],
+    *,
+    deterministic: bool = False,
+    env_kwargs: dict | None = None,
+    max_steps: int | None = None,
+    executor: Executor | None = None,
+    workers: int | None = 2,
+    address: str | None = None,
+    block_size: int | None = None,
+    oracle: bool = False,
+    progress: bool = True,
+) -> dict:
+    """``agents.evaluate.evaluate`` (or ``evaluate_oracle`` with ``oracle``) with the seeds split
+    into blocks, one task each, on ``executor`` (default: ``make_executor(workers, address)``,
+    closed after); the same dict, the same numbers as the serial call (every episode's sampling
+    is seeded by its own seed)."""
+    seeds = [int(s) for s in seeds]
+    if not seeds:
+        raise ValueError("evaluate needs at least one seed")
+    owned = executor is None
+    if owned:
+        executor = make_executor(workers, address, setup=WORKER_SETUP, progress=progress)
+    size = block_size or max(1, -(-len(seeds) // (4 * max(1, executor.workers))))
+    chunks = blocks_of(seeds, size)
+    if oracle:
+        fn, extra = _oracle_block, {}
+        calls = {(env_id, b): (env_id, c, env_kwargs) for b, c in enumerate(chunks)}
+    else:
+        kwargs = dict(
+            env_id=env_id, deterministic=deterministic, env_kwargs=env_kwargs, max_steps=max_steps
+        )
+        fn, extra = functools.partial(_evaluate_block, **kwargs), {"deterministic": deterministic}
+        calls = {(str(checkpoint), b): (str(checkpoint), c) for b, c in enumerate(chunks)}
+    try:
+        parts = executor.map(fn, calls, desc="episode blocks")
+    finally:
+        if owned:
+            executor.close()
+    return _joined([parts[key] for key in calls], extra)

@@ -1,0 +1,202 @@
+"""``rlviz video``: annotated explanation videos of a checkpoint playing its env.
+
+Each frame shows what the agent sees with saliency / Grad-CAM overlays, pi(a|s) with the action
+taken, V(s) and rewards over time, where the state sits on a t-SNE map of the agent's states, the
+room from above, and event captions. One MP4 (or GIF) per episode.
+
+Example::
+
+    rlviz video --checkpoint agents/checkpoints/boxreach.safetensors --env rlviz/BoxReach-v0 \\
+        --episodes 3 --methods gradient,gradcam --out videos/
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+
+from rlviz.cli.common import (
+    CliError,
+    add_shared,
+    command,
+    load_policy,
+    make_env,
+    new_parser,
+    require_at_least,
+    require_checkpoint,
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command's argument parser."""
+    p = new_parser("video", "Render annotated explanation videos of a checkpoint.")
+    add_shared(
+        p,
+        "checkpoint",
+        "env",
+        "episodes",
+        checkpoint=dict(required=True, default=None, help="agent checkpoint (.safetensors)"),
+        episodes=dict(help="episodes to render (default 1)"),
+    )
+    p.add_argument(
+        "--methods",
+        default="gradient,gradcam",
+        help="comma-separated attribution methods, one map panel each (default gradient,gradcam)",
+    )
+    add_shared(
+        p,
+        "out",
+        "seed",
+        out=dict(
+            type=str, default="videos/", help="a folder, or a .mp4/.gif file (default videos/)"
+        ),
+    )
+    p.add_argument("--fps", type=float, default=15, help="frames per second (default 15)")
+    p.add_argument(
+        "--gif", action="store_true", help="write GIFs instead of MP4s (with a folder --out)"
+    )
+    p.add_argument(
+        "--layer", default=None, help="layer for CAM methods (default: the last conv block)"
+    )
+    add_shared(p, "deterministic")
+    p.add_argument(
+        "--normalize",
+        choices=("episode", "frame"),
+        default="episode",
+        help="colour scale over the whole episode (default) or per frame",
+    )
+    p.add_argument(
+        "--per-action",
+        default=None,
+        metavar="METHOD",
+        help="add a row of per-action maps of METHOD (what makes it turn left vs right)",
+    )
+    p.add_argument(
+        "--embedding",
+        default="fit",
+        metavar="PATH|fit|none",
+        help="state map: an embedding.npz from `rlviz tsne`, 'fit' (fit a t-SNE on "
+        "--map-episodes extra episodes first, default) or 'none'",
+    )
+    p.add_argument(
+        "--map-episodes",
+        type=int,
+        default=5,
+        help="episodes played to fit the state map with --embedding fit (default 5)",
+    )
+    add_shared(p, "max_steps")
+    p.add_argument(
+        "--crf", type=int, default=23, help="x264 quality, lower is better and larger (default 23)"
+    )
+    p.add_argument(
+        "--preset",
+        default="veryfast",
+        help="x264 speed preset: ultrafast .. veryslow (default veryfast)",
+    )
+    p.add_argument("--name-prefix", default="rl-explain", help="file name prefix in a folder --out")
+    add_shared(p, "no_progress", no_progress=dict(help="no progress bar"))
+    return p
+
+
+def _check_methods(names: Sequence[str]) -> None:
+    from rlviz.methods import available_methods, get_method
+
+    for name in names:
+        try:
+            get_method(name)
+        except ValueError:
+            raise CliError(
+                f"unknown method {name!r}; valid: {', '.join(available_methods())}"
+            ) from None
+
+
+def _check_outputs(args: argparse.Namespace) -> None:
+    from rlviz.video import check_writable, output_paths
+
+    try:
+        for path in output_paths(
+            args.out, args.episodes, gif=args.gif, name_prefix=args.name_prefix
+        ):
+            check_writable(path)
+    except (ValueError, OSError) as exc:
+        raise CliError(str(exc)) from None
+
+
+def _state_map(env, adapter, args: argparse.Namespace):
+    """The embedding ``--embedding`` asks for: fitted now, loaded, or None."""
+    from rlviz.video import fit_state_embedding
+
+    if args.embedding == "none":
+        return None
+    if args.embedding != "fit":
+        from rlviz.statemap import StateEmbedding
+
+        try:
+            return StateEmbedding.load(args.embedding)
+        except (FileNotFoundError, ValueError) as exc:
+            raise CliError(str(exc)) from None
+    start = time.perf_counter()
+    embedding = fit_state_embedding(
+        env,
+        adapter,
+        episodes=args.map_episodes,
+        seed=args.seed + 100_000,
+        deterministic=args.deterministic,
+        max_steps=args.max_steps,
+        progress=not args.no_progress,
+    )
+    print(
+        f"state map: t-SNE of {len(embedding.embedding_)} states from "
+        f"{args.map_episodes} episodes, {time.perf_counter() - start:.1f} s"
+    )
+    return embedding
+
+
+@command("video")
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command; returns the exit status (0 ok, 2 bad input)."""
+    from rlviz.video import render_video
+
+    args = build_parser().parse_args(argv)
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    require_at_least("--episodes", args.episodes, 1)
+    if args.fps <= 0:
+        raise CliError(f"--fps must be > 0, got {args.fps}")
+    # Cheap checks first: a typo must not cost a checkpoint load and an env start.
+    require_checkpoint(args.checkpoint)
+    _check_methods(methods + ([args.per_action] if args.per_action else []))
+    _check_outputs(args)
+    policy = load_policy(args.checkpoint, env_id=args.env)
+    env = make_env(policy.env_id, **policy.env_kwargs)
+    try:
+        summary = render_video(
+            env,
+            policy.adapter,
+            out=args.out,
+            methods=methods,
+            episodes=args.episodes,
+            seed=args.seed,
+            layer=args.layer,
+            fps=args.fps,
+            embedding=_state_map(env, policy.adapter, args),
+            deterministic=args.deterministic,
+            normalize=args.normalize,
+            per_action=args.per_action,
+            max_steps=args.max_steps,
+            gif=args.gif,
+            agent_name=args.checkpoint.name,
+            progress=not args.no_progress,
+            name_prefix=args.name_prefix,
+            crf=args.crf,
+            preset=args.preset,
+        )
+    finally:
+        env.close()
+    print(summary)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

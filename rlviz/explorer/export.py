@@ -1,0 +1,397 @@
+"""``rlviz.explore``: play episodes, explain them, and write the explorer report.
+
+The report is a folder: ``index.html`` plus ``assets/`` (the page's JS and CSS, copied from this
+package) and ``data/``: ``manifest.js`` (report-wide: episodes, state map, NMF legend, network
+tab), ``episode_{i}.js`` (one episode's scalars, events and map sprite sheets as data URLs,
+loaded when the episode is first shown) and ``frames_{i}.png`` / ``vis.png`` sprite sheets.
+Data files are scripts that assign to ``window.RLVIZ`` because browsers refuse ``fetch()`` of
+``file://`` URLs: the page opens from disk with no server. Every file is written atomically and
+``index.html`` last, so a report that has an index is complete.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from rlviz.explorer.episode import (
+    TARGETS,
+    EpisodeData,
+    episode_maps,
+    episode_record,
+    map_size,
+    memory_fn,
+)
+from rlviz.explorer.page import write_page, write_script
+from rlviz.explorer.sprites import DEFAULT_COLS, png_bytes, sheet
+from rlviz.io import atomic_write_bytes
+from rlviz.layout import LayoutError, ObservationLayout
+from rlviz.policy import PolicyAdapter, as_adapter
+from rlviz.rollout import collect
+from rlviz.targets import TakenAction
+
+DEFAULT_METHODS = ("gradient", "gradcam")
+#: Ground truth kept per step (events, dissection masks); other infos are dropped as they arrive.
+INFO_KEYS = ("success", "goal_mask", "box_visible", "agent_pos")
+
+
+@dataclass
+class ExploreSummary:
+    """What :func:`explore` wrote.
+
+    Attributes:
+        path: the report's ``index.html``.
+        episodes, steps: counts. seconds: wall time. bytes: the report's size on disk.
+        timings: seconds per stage (rollout, explain, state_map, nmf, network, write).
+    """
+
+    path: Path
+    episodes: int = 0
+    steps: int = 0
+    seconds: float = 0.0
+    bytes: int = 0
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        return (
+            f"explorer: {self.path}  ({self.episodes} episodes, {self.steps} steps, "
+            f"{self.bytes / 1e6:.1f} MB, {self.seconds:.1f} s)"
+        )
+
+
+def _layout(env, adapter: PolicyAdapter, obs: np.ndarray) -> ObservationLayout:
+    declared = getattr(adapter, "layout", None)
+    if declared is not None:
+        return declared
+    try:
+        return ObservationLayout.from_env(env)
+    except (LayoutError, AttributeError):
+        return ObservationLayout.from_shape(obs.shape[1:], batched=False)
+
+
+def _check(methods: Sequence[str], targets: Sequence[str], episodes: int) -> None:
+    from rlviz.video.explain import check_methods
+
+    if episodes < 1:
+        raise ValueError(f"episodes must be >= 1, got {episodes}")
+    check_methods(methods)
+    unknown = sorted(set(targets) - set(TARGETS))
+    if unknown:
+        raise ValueError(f"unknown target(s) {unknown}; valid: {', '.join(TARGETS)}")
+
+
+def _nmf_target(spec, actions: np.ndarray):
+    if spec == "taken":
+        return TakenAction(actions)
+    return spec
+
+
+def explore(
+    env,
+    policy: PolicyAdapter | torch.nn.Module,
+    out: str | os.PathLike = "explorer",
+    episodes: int = 2,
+    methods: Sequence[str] = DEFAULT_METHODS,
+    *,
+    targets: Sequence[str] = ("taken", "value", "actions"),
+    per_action: str | None = None,
+    seed: int | None = 0,
+    layer: str | None = None,
+    gamma: float = 0.99,
+    lam: float = 0.95,
+    deterministic: bool = False,
+    max_steps: int | None = None,
+    statemap: bool = True,
+    map_method: str = "tsne",
+    embedding=None,
+    nmf: bool = True,
+    nmf_layer: str | None = None,
+    nmf_target: str | int = "value",
+    nmf_features: int = 4,
+    network: bool = True,
+    units_per_layer: int = 4,
+    optvis_steps: int = 64,
+    map_scale: int = 2,
+    batch_size: int = 128,
+    threads: int | None = 1,
+    title: str | None = None,
+    progress: bool = False,
+) -> ExploreSummary:
+    """Play ``episodes`` episodes of ``policy`` in ``env`` and write an interactive report.
+
+    Args:
+        env: a Gymnasium env with image observations, or a registered id.
+        policy: a :class:`PolicyAdapter` or an ``nn.Module`` returning ``(logits, value)``.
+        out: the report's folder (``out/index.html`` opens in a browser from disk).
+        methods: attribution methods (``rlviz.available_methods()``).
+        targets: what the maps explain: ``"taken"`` (log pi(a_t|s_t)), ``"value"`` (V(s_t)),
+            ``"actions"`` (log pi(k|s_t) for every k, with the ``per_action`` method only).
+        per_action: the method for ``"actions"`` maps (default: the first of ``methods``).
+        seed: episode i is reset with ``seed + i``.
+        layer: layer for CAM-type methods.
+        gamma, lam: discount and GAE lambda for the advantages.
+        statemap: place every step on a state map (fitted on these steps with ``map_method``,
+            "tsne" or "pca", or placed on a fitted ``embedding``).
+        nmf: add URV's layer attribution reduced by NMF (``nmf_features`` features of
+            ``nmf_layer``, default the CAM layer, for ``nmf_target``: "value", "taken" or k).
+        network: add the network tab (``units_per_layer`` units per conv layer).
+        optvis_steps: steps of each feature visualisation (0: none).
+        map_scale: maps are stored at 1/``map_scale`` of the frame size per side (the page
+            draws them smoothed); 2 keeps a report 4x smaller with little visible change.
+        threads: torch threads while playing and explaining (restored after).
+
+    Returns:
+        :class:`ExploreSummary` (path of ``index.html``, counts, size, time per stage).
+    """
+    from rlviz.video.pipeline import make_env
+    from rlviz.video.resources import torch_threads
+
+    methods = list(methods)
+    _check(methods, targets, episodes)
+    made = isinstance(env, str)
+    env = make_env(env) if made else env
+    try:
+        adapter = as_adapter(policy)
+        job = _Job(adapter, env, Path(out), methods, list(targets), per_action or methods[0])
+        job.map_scale = max(1, int(map_scale))
+        start = time.perf_counter()
+        with torch_threads(threads) if threads else nullcontext():
+            job.play(episodes, seed, deterministic, max_steps, progress)
+            job.explain(layer, gamma, lam, batch_size)
+            if statemap:
+                job.state_map(embedding, map_method, seed or 0)
+            if nmf:
+                job.nmf(nmf_layer, nmf_target, nmf_features, optvis_steps, seed or 0)
+            if network:
+                job.network(units_per_layer, optvis_steps, seed or 0)
+            path = job.write(title, gamma, lam)
+    finally:
+        if made:
+            env.close()  # we made it, we close it
+    summary = ExploreSummary(path=path, episodes=len(job.data), timings=job.timings)
+    summary.steps = sum(d.record["T"] for d in job.data)
+    summary.seconds = time.perf_counter() - start
+    summary.bytes = sum(f.stat().st_size for f in Path(out).rglob("*") if f.is_file())
+    return summary
+
+
+class _Job:
+    """The stages of one :func:`explore` call, sharing what they computed."""
+
+    def __init__(self, adapter, env, out: Path, methods, targets, per_action) -> None:
+        self.adapter, self.env, self.out = adapter, env, out
+        self.methods, self.targets, self.per_action = methods, targets, per_action
+        self.rollouts: list = []
+        self.data: list[EpisodeData] = []
+        self.timings: dict[str, float] = {}
+        self.manifest: dict = {}
+        self.nmf_maps: np.ndarray | None = None
+        self.vis_images: list[np.ndarray] = []
+        self.layout = None
+        self.map_scale = 2
+        self.map_hw = (1, 1)
+        self.names: tuple[str, ...] = ()
+
+    def _timed(self, stage: str, t0: float) -> None:
+        self.timings[stage] = self.timings.get(stage, 0.0) + time.perf_counter() - t0
+
+    def play(self, episodes, seed, deterministic, max_steps, progress) -> None:
+        from rlviz.video.episode import resolve_action_names
+
+        t0 = time.perf_counter()
+        rollouts = collect(
+            self.env,
+            self.adapter,
+            episodes,
+            seed=seed,
+            deterministic=deterministic,
+            max_steps=max_steps,
+            info_keys=INFO_KEYS,
+        )
+        if progress:
+            from tqdm.auto import tqdm
+
+            rollouts = tqdm(rollouts, total=episodes, unit="ep", desc="playing")
+        self.rollouts = list(rollouts)
+        self.layout = _layout(self.env, self.adapter, self.rollouts[0].obs)
+        n_actions = self.rollouts[0].probs.shape[1]
+        self.names = resolve_action_names(self.env, self.adapter, n_actions)
+        self._timed("rollout", t0)
+
+    @property
+    def all_obs(self) -> np.ndarray:
+        return np.concatenate([r.obs for r in self.rollouts])
+
+    def explain(self, layer, gamma, lam, batch_size) -> None:
+        t0 = time.perf_counter()
+        memory = memory_fn(self.adapter, self.layout)
+        for i, rollout in enumerate(self.rollouts):
+            shown = self.layout.display_frames(rollout.obs)  # [T, K, H, W, 3]
+            self.map_hw = map_size(tuple(shown.shape[2:4]), self.map_scale)
+            maps, signed, explained = episode_maps(
+                self.adapter,
+                rollout,
+                self.methods,
+                self.targets,
+                self.names,
+                per_action=self.per_action,
+                layer=layer,
+                batch_size=batch_size,
+                size=self.map_hw,
+            )
+            record = episode_record(
+                rollout, explained, self.names, gamma=gamma, lam=lam, memory=memory
+            )
+            stack = shown if shown.shape[1] > 1 else None
+            self.data.append(EpisodeData(i, record, shown[:, -1], stack, maps, signed))
+            del explained
+        self._timed("explain", t0)
+
+    def state_map(self, embedding, method: str, seed: int) -> None:
+        from rlviz.explorer.views import state_map
+
+        t0 = time.perf_counter()
+        values = np.concatenate(
+            [
+                r.values if r.values is not None else np.zeros(len(r), np.float32)
+                for r in self.rollouts
+            ]
+        )
+        result = state_map(
+            self.adapter, self.all_obs, values, embedding=embedding, method=method, seed=seed
+        )
+        if result is not None:
+            result["ep"] = [i for i, r in enumerate(self.rollouts) for _ in range(len(r))]
+            result["t"] = [t for r in self.rollouts for t in range(len(r))]
+            result["value"] = np.round(values, 4).tolist()
+            result["action"] = np.concatenate([r.actions for r in self.rollouts]).tolist()
+            self.manifest["statemap"] = result
+        self._timed("state_map", t0)
+
+    def nmf(self, layer, target, n_features, steps, seed) -> None:
+        from rlviz.explorer.views import nmf_view
+
+        t0 = time.perf_counter()
+        actions = np.concatenate([r.actions for r in self.rollouts])
+        _, maps, images, legend = nmf_view(
+            self.adapter,
+            self.all_obs,
+            layer=layer,
+            target=_nmf_target(target, actions),
+            n_features=n_features,
+            vis_steps=steps,
+            seed=seed,
+            map_size=self.map_hw,
+        )
+        if target == "taken":
+            legend["target"] = "taken action"
+        legend["vis"] = list(range(len(self.vis_images), len(self.vis_images) + len(images)))
+        self.vis_images += images
+        self.nmf_maps = maps
+        self.manifest["nmf"] = legend
+        self._timed("nmf", t0)
+
+    def network(self, units_per_layer, steps, seed) -> None:
+        from rlviz.explorer.network import network_units
+
+        t0 = time.perf_counter()
+        ids = np.array([(i, t) for i, r in enumerate(self.rollouts) for t in range(len(r))])
+        masks = None
+        if all("goal_mask" in r.infos for r in self.rollouts):
+            masks = np.concatenate([np.asarray(r.infos["goal_mask"], bool) for r in self.rollouts])
+        obs = self.all_obs
+        if obs.ndim != 4:  # the feature tools read single frames [N, H, W, C]
+            return
+        layers, images = network_units(
+            self.adapter,
+            obs,
+            ids,
+            masks,
+            units_per_layer=units_per_layer,
+            optvis_steps=steps,
+            seed=seed,
+        )
+        offset = len(self.vis_images)
+        for entry in layers:
+            for unit in entry["units"]:
+                unit["vis"] += offset
+        self.vis_images += images
+        self.manifest["network"] = {"layers": layers, "dissected": masks is not None}
+        self._timed("network", t0)
+
+    def write(self, title, gamma, lam) -> Path:
+        t0 = time.perf_counter()
+        data_dir = self.out / "data"
+        data_dir.mkdir(parents=True, exist_ok=True)
+        offset = 0
+        episodes = []
+        for d in self.data:
+            n = d.record["T"]
+            record = dict(d.record, maps=d.map_urls(DEFAULT_COLS), signed=d.signed)
+            if self.nmf_maps is not None:
+                feats = self.nmf_maps[offset : offset + n]
+                record["nmf"] = [_url(feats[:, f]) for f in range(feats.shape[1])]
+            if d.stack is not None:
+                k = d.stack.shape[1]
+                frames = d.stack.reshape(-1, *d.stack.shape[2:])
+                atomic_write_bytes(
+                    data_dir / f"stack_{d.index}.png", png_bytes(sheet(frames, k * 4))
+                )
+                record["stack"] = {"file": f"data/stack_{d.index}.png", "k": k, "cols": k * 4}
+            offset += n
+            atomic_write_bytes(data_dir / f"frames_{d.index}.png", png_bytes(sheet(d.frames)))
+            write_script(data_dir / f"episode_{d.index}.js", f"episodes[{d.index}]", record)
+            episodes.append(
+                {
+                    "i": d.index,
+                    "T": n,
+                    "return": d.record["return"],
+                    "success": d.record["success"],
+                    "seed": d.record["seed"],
+                    "file": f"data/episode_{d.index}.js",
+                    "frames": f"data/frames_{d.index}.png",
+                }
+            )
+        if self.vis_images:
+            atomic_write_bytes(data_dir / "vis.png", png_bytes(sheet(np.stack(self.vis_images), 8)))
+        h, w = self.data[0].frames.shape[1:3]
+        env_id = getattr(getattr(self.env, "spec", None), "id", None)
+        self.manifest.update(
+            title=title or " \u00b7 ".join(filter(None, ["rlviz explorer", env_id])),
+            env=env_id,
+            actions=list(self.names),
+            methods=[_method_info(m) for m in self.methods],
+            per_action=self.per_action if "actions" in self.targets else None,
+            targets=[t for t in self.targets if t != "actions"],
+            cols=DEFAULT_COLS,
+            frame={"h": int(h), "w": int(w)},
+            map={"h": int(self.map_hw[0]), "w": int(self.map_hw[1])},
+            vis={"file": "data/vis.png", "cols": 8} if self.vis_images else None,
+            gamma=gamma,
+            lam=lam,
+            episodes=episodes,
+        )
+        self.timings["write"] = time.perf_counter() - t0
+        self.manifest["timings"] = {k: round(v, 3) for k, v in self.timings.items()}
+        write_script(data_dir / "manifest.js", "manifest", self.manifest)
+        return write_page(self.out, self.manifest["title"])
+
+
+def _url(maps: np.ndarray) -> str:
+    from rlviz.explorer.sprites import data_url
+
+    return data_url(png_bytes(sheet(maps, DEFAULT_COLS)))
+
+
+def _method_info(name: str) -> dict:
+    from rlviz.video.explain import is_signed
+    from rlviz.video.panel import method_title
+
+    return {"name": name, "title": method_title(name), "signed": is_signed(name)}

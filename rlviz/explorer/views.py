@@ -1,0 +1,110 @@
+"""Report-wide views of the explorer: the state map over every explored step, and the NMF layer
+attribution shared by all episodes."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+
+from rlviz.explorer.nmf import NMFAttribution, nmf_attribution, visualize_directions
+from rlviz.hooks import layer_activations
+from rlviz.policy import PolicyAdapter
+
+#: Legend colours of NMF features (colour-blind-safe Okabe-Ito order), as RGB.
+FEATURE_COLORS = (
+    (230, 159, 0),
+    (86, 180, 233),
+    (0, 158, 115),
+    (240, 228, 66),
+    (0, 114, 178),
+    (213, 94, 0),
+    (204, 121, 167),
+    (255, 255, 255),
+)
+
+
+def state_map(
+    adapter: PolicyAdapter,
+    obs: np.ndarray,
+    values: np.ndarray,
+    *,
+    layer: str | None = None,
+    embedding=None,
+    method: str = "tsne",
+    seed: int = 0,
+) -> dict | None:
+    """Every explored state placed on a 2-D map of ``layer``'s features.
+
+    With ``embedding`` (a fitted :class:`rlviz.statemap.embedding.StateEmbedding`) states are
+    placed on it; else a map is fitted on these states (t-SNE, perplexity scaled to their count).
+
+    Returns:
+        ``{"xy": [N, 2] in [0, 1] (y up), "layer", "method"}``, or None with fewer than 5 states.
+    """
+    from rlviz.statemap.embedding import StateEmbedding
+    from rlviz.video.explain import place_states
+    from rlviz.video.state_map import default_embedding_layer
+
+    if embedding is not None:
+        xy = place_states(adapter, obs, embedding, layer)
+        return {"xy": np.round(embedding.to_unit(xy), 4).tolist(), "layer": layer, "method": "fit"}
+    if len(obs) < 5:
+        return None
+    layer = layer or default_embedding_layer(adapter.model)
+    feats = layer_activations(adapter, obs, layer, pool="flatten")[layer].numpy()
+    # as fit_state_embedding: perplexity 30, lowered for small maps
+    perplexity = min(30.0, max(2.0, (len(feats) - 1) / 3 - 1))
+    emb = StateEmbedding(method=method, perplexity=perplexity, seed=seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a small report's perplexity warning is expected
+        emb.fit(feats, point_data={"value": values}, meta={"layer": layer, "pool": "flatten"})
+    xy = emb.to_unit(emb.embedding_)
+    return {"xy": np.round(xy, 4).tolist(), "layer": layer, "method": method}
+
+
+def nmf_view(
+    adapter: PolicyAdapter,
+    obs: np.ndarray,
+    *,
+    layer: str | None,
+    target,
+    n_features: int,
+    vis_steps: int,
+    seed: int = 0,
+    map_size: tuple[int, int] | None = None,
+) -> tuple[NMFAttribution, np.ndarray, list[np.ndarray], dict]:
+    """NMF layer attribution over all explored steps, for the page.
+
+    Returns:
+        (the :class:`NMFAttribution`, uint8 maps [N, F, h, w] at ``map_size`` (default the
+        frame size) on one scale per
+        feature, feature visualisations uint8 [H, W, 3] per feature, the legend's JSON).
+    """
+    from rlviz.hooks import default_layer
+
+    size = tuple(int(s) for s in obs.shape[1:3])
+    layer = layer or default_layer(adapter.model)
+    probe = layer_activations(adapter, obs[:1], layer, stop_early=True)[layer]
+    result = nmf_attribution(
+        adapter, obs, layer, target, n_features=min(n_features, probe.shape[1]), seed=seed
+    )
+    up = result.upsampled(map_size or size) / result.scale[None, :, None, None]
+    maps = np.clip(np.round(up * 255.0), 0, 255).astype(np.uint8)
+    images = (
+        visualize_directions(adapter, result, size, steps=vis_steps, seed=seed) if vis_steps else []
+    )
+    legend = {
+        "layer": result.layer,
+        "target": result.target,
+        "error": round(result.reconstruction_error, 4),
+        "features": [
+            {
+                "color": list(FEATURE_COLORS[f % len(FEATURE_COLORS)]),
+                "top_channels": [int(c) for c in np.argsort(-result.directions[f])[:3]],
+                "share": round(float(result.maps[:, f].sum() / max(result.maps.sum(), 1e-12)), 4),
+            }
+            for f in range(result.n_features)
+        ],
+    }
+    return result, maps, images, legend

@@ -1,0 +1,137 @@
+"""Memory reliance: per step, how much the policy's choice depends on what it remembers.
+
+Two measures, for frame stacks and recurrent state alike:
+
+* ``kl``: KL(pi(.|s_t) || pi(.|s_t without memory)), where "without memory" replaces the past frames
+  of a stack by the current one, or resets a recurrent state to the policy's initial state. One
+  extra forward pass per step; 0 means the memory changed nothing.
+* ``share``: the gradient x input share of the memory: |memory . d log pi(a_t) / d memory| over that
+  plus the current frame's, in [0, 1] (Simonyan-style attribution split between past and present).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from rlviz.layout import ObservationLayout
+from rlviz.targets import MostLikelyAction, TakenAction, as_target, subset_target
+
+# Steps per pass: memory reliance runs over whole episodes.
+DEFAULT_BATCH = 256
+
+
+@dataclass
+class MemoryReliance:
+    """Per-step memory reliance of an episode: ``kl`` and ``share``, float32 [T] each."""
+
+    kl: np.ndarray
+    share: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.kl)
+
+
+def _kl(logits: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    log_p = torch.log_softmax(logits, dim=-1)
+    log_q = torch.log_softmax(reference, dim=-1)
+    return (log_p.exp() * (log_p - log_q)).sum(dim=-1).clamp_min(0.0)
+
+
+def without_past_frames(x: torch.Tensor, layout: ObservationLayout) -> torch.Tensor:
+    """A network input [B, K*C, H, W] with every past frame replaced by the newest one."""
+    frames = layout.split_input(x)
+    return frames[:, -1:].expand_as(frames).reshape(x.shape)
+
+
+def _stack_reliance(adapter, x, target, layout) -> tuple[torch.Tensor, torch.Tensor]:
+    x = x.detach().requires_grad_(True)
+    out = adapter.outputs(x)
+    target = target if not isinstance(target, MostLikelyAction) else _greedy(out)
+    (grad,) = torch.autograd.grad(target(out).sum(), x)
+    with torch.no_grad():
+        kl = _kl(out.logits, adapter.outputs(without_past_frames(x, layout)).logits)
+        per_frame = layout.split_input(grad * x).abs().sum(dim=(2, 3, 4))  # [B, K]
+        share = per_frame[:, :-1].sum(1) / per_frame.sum(1).clamp_min(1e-12)
+    return kl, share
+
+
+def _recurrent_reliance(adapter, x, state, target) -> tuple[torch.Tensor, torch.Tensor]:
+    x = x.detach().requires_grad_(True)
+    state = tuple(s.detach().requires_grad_(True) for s in state)
+    out = adapter.outputs(x, state=state)
+    target = target if not isinstance(target, MostLikelyAction) else _greedy(out)
+    grads = torch.autograd.grad(target(out).sum(), (x, *state), allow_unused=True)
+    with torch.no_grad():
+        reset = adapter.initial_state(x.shape[0])
+        kl = _kl(out.logits, adapter.outputs(x, state=reset).logits)
+        frame_part = _abs_sum(grads[0], x)
+        memory_part = sum(_abs_sum(g, s) for g, s in zip(grads[1:], state, strict=True))
+        share = memory_part / (memory_part + frame_part).clamp_min(1e-12)
+    return kl, share
+
+
+def _abs_sum(grad: torch.Tensor | None, value: torch.Tensor) -> torch.Tensor:
+    if grad is None:
+        return value.new_zeros(value.shape[0])
+    return (grad * value).abs().flatten(1).sum(1)
+
+
+def _greedy(out) -> TakenAction:
+    """The greedy action of the clean steps, fixed before the memory is removed."""
+    return TakenAction(out.logits.detach().argmax(dim=-1).cpu())
+
+
+def memory_reliance(
+    adapter,
+    obs,
+    target: object = None,
+    *,
+    states=None,
+    layout: ObservationLayout | None = None,
+    batch_size: int = DEFAULT_BATCH,
+) -> MemoryReliance:
+    """Memory reliance of each step of ``obs`` (one episode or any batch of steps).
+
+    Args:
+        adapter: a :class:`rlviz.PolicyAdapter` with memory (a stacked layout or recurrent state).
+        obs: raw observations [T, ...] in the adapter's layout.
+        target: what the share explains (default: the greedy action's log-prob); see
+            :meth:`rlviz.AttributionMethod.attribute`.
+        states: for a recurrent adapter, the state entering each step: a tuple of tensors [T, ...].
+        layout: the observation layout (default: the adapter's).
+        batch_size: steps per pass.
+
+    Returns:
+        :class:`MemoryReliance` with ``kl`` and ``share``, float32 [T].
+    """
+    recurrent = bool(getattr(adapter, "recurrent", False))
+    layout = layout or getattr(adapter, "layout", None)
+    if not recurrent and (layout is None or not layout.stacked):
+        raise ValueError(
+            f"memory reliance needs a policy with memory: a frame stack (layout with frames > 1; "
+            f"got {layout}) or a recurrent state; declare the layout on the PolicyAdapter"
+        )
+    if recurrent and states is None:
+        raise ValueError(
+            "a recurrent policy's memory reliance needs the state entering each step: pass "
+            "states= (recorded by rlviz's rollouts)"
+        )
+    target = as_target(target)
+    x_all = adapter.preprocess(obs)
+    kls, shares = [], []
+    for start in range(0, x_all.shape[0], batch_size):
+        rows = slice(start, start + batch_size)
+        part = subset_target(target, rows)
+        with torch.enable_grad():
+            if recurrent:
+                kl, share = _recurrent_reliance(
+                    adapter, x_all[rows], tuple(s[rows] for s in states), part
+                )
+            else:
+                kl, share = _stack_reliance(adapter, x_all[rows], part, layout)
+        kls.append(kl.float().cpu())
+        shares.append(share.float().cpu())
+    return MemoryReliance(kl=torch.cat(kls).numpy(), share=torch.cat(shares).numpy())

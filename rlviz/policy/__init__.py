@@ -1,0 +1,29 @@
+"""Policies for explanation: :class:`PolicyAdapter` over any network, and constructors for others'.
+
+``sb3``, ``cleanrl`` and ``callable`` build the parts (module, forward, preprocess) the adapter is
+made of; they never import the adapter, so imports flow one way.
+"""
+
+from rlviz.policy.adapter import (
+    PolicyAdapter,
+    PolicyOutput,
+    as_adapter,
+    default_preprocess,
+    to_tensor_batch,
+)
+
+# Module-level spellings of the constructors (the old ``rlviz.integrations`` API).
+from_sb3 = PolicyAdapter.from_sb3
+from_cleanrl = PolicyAdapter.from_cleanrl
+from_callable = PolicyAdapter.from_callable
+
+__all__ = [
+    "PolicyAdapter",
+    "PolicyOutput",
+    "as_adapter",
+    "default_preprocess",
+    "from_callable",
+    "from_cleanrl",
+    "from_sb3",
+    "to_tensor_batch",
+]

@@ -1,0 +1,325 @@
+"""PolicyAdapter: one interface over any policy network.
+
+Every explanation method talks to a policy only through an adapter: ``preprocess`` turns raw
+observations (uint8 frames, HWC) into the float tensor the network reads, and ``outputs`` maps that
+tensor to action logits (and, when the policy has a critic, a value). Gradients are always taken with
+respect to the preprocessed tensor, so maps have the network's input resolution.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+
+import numpy as np
+import torch
+from torch import nn
+
+from rlviz.layout import ObservationLayout, resolve_layout
+
+Preprocess = Callable[[torch.Tensor], torch.Tensor]
+ForwardFn = Callable[[torch.Tensor], "torch.Tensor | tuple | PolicyOutput"]
+#: A recurrent state: a tuple of tensors with the batch axis first, [B, ...] each.
+State = tuple[torch.Tensor, ...]
+#: (network input, state) -> (outputs, next state), for recurrent policies.
+StateForwardFn = Callable[[torch.Tensor, State], "tuple[object, State]"]
+
+
+@dataclass
+class PolicyOutput:
+    """What a policy says about a batch: ``logits`` [B, A] and optionally ``value`` [B]."""
+
+    logits: torch.Tensor
+    value: torch.Tensor | None = None
+
+    @property
+    def log_probs(self) -> torch.Tensor:
+        """log pi(.|s), [B, A]."""
+        return torch.log_softmax(self.logits, dim=-1)
+
+    @property
+    def probs(self) -> torch.Tensor:
+        """pi(.|s), [B, A]."""
+        return torch.softmax(self.logits, dim=-1)
+
+
+def to_tensor_batch(
+    obs: np.ndarray | torch.Tensor | Sequence, device: torch.device
+) -> torch.Tensor:
+    """Observations as a batched tensor on ``device``: adds the batch axis to a single frame."""
+    if isinstance(obs, (list, tuple)):
+        obs = np.stack([np.asarray(o) for o in obs])
+    tensor = torch.as_tensor(np.asarray(obs) if not isinstance(obs, torch.Tensor) else obs)
+    if tensor.ndim == 3:
+        tensor = tensor.unsqueeze(0)
+    if tensor.ndim != 4:
+        raise ValueError(
+            f"expected observations shaped [B, H, W, C] or [B, C, H, W] (or one frame without B), "
+            f"got shape {tuple(tensor.shape)}"
+        )
+    return tensor.to(device)
+
+
+def default_preprocess(obs: torch.Tensor) -> torch.Tensor:
+    """A raw batch -> float32 [B, K*C, H, W] through the layout its shape implies.
+
+    For one frame: uint8 [B, H, W, C] -> float [B, C, H, W] / 255; float [B, C, H, W] passes
+    through. A shape that fits several layouts raises :class:`rlviz.layout.LayoutError`.
+    """
+    layout = ObservationLayout.from_shape(
+        tuple(obs.shape[1:]), batched=False, floating=obs.dtype.is_floating_point
+    )
+    return layout.to_network(obs)
+
+
+def _floating(obs: object) -> bool:
+    """Whether observations hold floats (network inputs, read channels-first when unclear)."""
+    dtype = getattr(obs, "dtype", None)
+    if isinstance(dtype, torch.dtype):
+        return dtype.is_floating_point
+    return dtype is not None and np.issubdtype(dtype, np.floating)
+
+
+def _as_policy_output(raw: object) -> PolicyOutput:
+    if isinstance(raw, PolicyOutput):
+        return raw
+    if isinstance(raw, torch.Tensor):
+        return PolicyOutput(logits=raw)
+    if isinstance(raw, (tuple, list)) and len(raw) == 2:
+        logits, value = raw
+        if value is not None:
+            value = value.reshape(value.shape[0], -1)[:, 0]
+        return PolicyOutput(logits=logits, value=value)
+    raise TypeError(
+        "the policy's forward must return logits [B, A], a (logits, value) pair or a PolicyOutput; "
+        f"got {type(raw).__name__}"
+    )
+
+
+class PolicyAdapter:
+    """Wraps a policy network for explanation.
+
+    Args:
+        model: the ``nn.Module`` that owns the layers (hooks and dotted layer names refer to it).
+        forward: maps the preprocessed input [B, C, H, W] to logits [B, A], ``(logits, value)`` or a
+            :class:`PolicyOutput`. Defaults to ``model(x)``.
+        preprocess: raw observations (batched tensor) -> network input. Defaults to
+            :func:`default_preprocess` (uint8 HWC -> float CHW / 255).
+        action_names: labels for the action axis, used by panels and plots.
+        layout: how one observation holds its frames (:class:`rlviz.ObservationLayout` or a
+            string such as ``"4:KHW"``). Without it the layout is read off each batch's shape,
+            which raises when the shape is ambiguous (``[H, W, 6]``: two RGB frames?).
+        state_forward: for recurrent policies, ``(x, state) -> (outputs, next_state)`` with the
+            state a tuple of batch-first tensors; methods then explain each step with its
+            incoming state held fixed.
+        initial_state: for recurrent policies, ``batch -> state`` at an episode start.
+        scale: the input value that maps to 1.0 when the layout names none (default: 255 for
+            uint8, floats unscaled); CleanRL agents, which scale inside, use 1.0.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        forward: ForwardFn | None = None,
+        preprocess: Preprocess | None = None,
+        action_names: Sequence[str] | None = None,
+        layout: ObservationLayout | str | None = None,
+        state_forward: StateForwardFn | None = None,
+        initial_state: Callable[[int], State] | None = None,
+        scale: float | None = None,
+    ) -> None:
+        if not isinstance(model, nn.Module):
+            raise TypeError(
+                f"PolicyAdapter needs the nn.Module that owns the layers, got {type(model).__name__}; "
+                "wrap a plain function with PolicyAdapter(module, forward=fn)"
+            )
+        if (state_forward is None) != (initial_state is None):
+            raise TypeError(
+                "a recurrent PolicyAdapter needs both state_forward and initial_state; got only "
+                f"{'state_forward' if state_forward is not None else 'initial_state'}"
+            )
+        self.model = model
+        self._forward = forward if forward is not None else model
+        self._preprocess = preprocess
+        self.action_names = tuple(action_names) if action_names is not None else None
+        self.layout = None if layout is None else resolve_layout(layout, None)
+        self.scale = scale
+        self._state_forward = state_forward
+        self._initial_state = initial_state
+        self._held_state: State | None = None
+
+    @classmethod
+    def from_sb3(cls, model, action_names: Sequence[str] | None = None) -> PolicyAdapter:
+        """Stable-Baselines3 PPO/A2C/DQN policy (or algorithm); see :mod:`rlviz.policy.sb3`.
+
+        Layer names are those of ``model.policy`` (e.g. ``"features_extractor.cnn.4"``). For DQN
+        the "logits" are Q-values, so ``ActionLogit(k)`` explains Q(s, k).
+        """
+        from rlviz.policy.sb3 import sb3_parts  # lazy: sb3.py never imports this module back
+
+        parts = sb3_parts(model)
+        return cls(parts.module, action_names=action_names, **parts.adapter_kwargs())
+
+    @classmethod
+    def from_cleanrl(
+        cls,
+        agent: nn.Module,
+        n_actions: int | None = None,
+        action_names: Sequence[str] | None = None,
+    ) -> PolicyAdapter:
+        """CleanRL-style agent; see :func:`rlviz.policy.cleanrl.cleanrl_parts`."""
+        from rlviz.policy.cleanrl import cleanrl_parts
+
+        parts = cleanrl_parts(agent, n_actions=n_actions)
+        return cls(parts.module, action_names=action_names, **parts.adapter_kwargs())
+
+    @classmethod
+    def from_callable(
+        cls, fn, preprocess: Preprocess | None = None, action_names: Sequence[str] | None = None
+    ) -> PolicyAdapter:
+        """``nn.Module`` or plain function mapping the network input to logits or
+        ``(logits, value)``. A plain function has no layers, so CAM-family methods need a module."""
+        from rlviz.policy.callable import callable_module
+
+        return cls(callable_module(fn), preprocess=preprocess, action_names=action_names)
+
+    @property
+    def device(self) -> torch.device:
+        """Device of the model's first parameter (CPU for a parameter-free model)."""
+        for param in self.model.parameters():
+            return param.device
+        return torch.device("cpu")
+
+    @property
+    def recurrent(self) -> bool:
+        """Whether the policy carries a recurrent state between steps."""
+        return self._state_forward is not None
+
+    def layout_for(self, obs: np.ndarray | torch.Tensor | Sequence) -> ObservationLayout:
+        """The declared layout, or the one the shape of ``obs`` (one or a batch) implies."""
+        layout = self.layout
+        if layout is None:
+            first = obs[0] if isinstance(obs, (list, tuple)) else obs
+            shape = tuple(np.shape(first))
+            if not isinstance(obs, (list, tuple)) and len(shape) in (4, 5):
+                shape = shape[1:]  # 4-D and 5-D arrays are batches of observations
+            layout = ObservationLayout.from_shape(shape, batched=False, floating=_floating(first))
+        if self.scale is not None and layout.scale is None:
+            layout = replace(layout, scale=self.scale)
+        return layout
+
+    def preprocess(self, obs: np.ndarray | torch.Tensor | Sequence) -> torch.Tensor:
+        """Raw observations (one or a batch) -> float network input [B, K*C, H, W]."""
+        if self._preprocess is None:
+            return self.layout_for(obs).to_network(obs, self.device)
+        if self.layout is not None:
+            return self._preprocess(self.layout.batch(obs, self.device))
+        return self._preprocess(to_tensor_batch(obs, self.device))
+
+    def initial_state(self, batch: int) -> State:
+        """A recurrent policy's state at an episode start, batch-first tensors [batch, ...]."""
+        if self._initial_state is None:
+            raise ValueError("this policy is not recurrent: it has no state")
+        return tuple(s.to(self.device) for s in self._initial_state(int(batch)))
+
+    @contextmanager
+    def holding_state(self, state: State | None) -> Iterator[None]:
+        """Within the block, :meth:`outputs` of a recurrent policy uses ``state`` (rows [B, ...])."""
+        previous, self._held_state = self._held_state, state
+        try:
+            yield
+        finally:
+            self._held_state = previous
+
+    def outputs(
+        self,
+        x: torch.Tensor,
+        state: State | None = None,
+        rows: torch.Tensor | slice | None = None,
+    ) -> PolicyOutput:
+        """Network outputs for a preprocessed batch ``x`` [B, C, H, W] (keeps the autograd graph).
+
+        A recurrent policy reads ``state`` or, when none is given, the held state (see
+        :meth:`holding_state`), taking its ``rows`` for batches built from repeated frames.
+        """
+        if self._state_forward is None:
+            return _as_policy_output(self._forward(x))
+        return _as_policy_output(self.step(x, state, rows)[0])
+
+    def step(
+        self,
+        x: torch.Tensor,
+        state: State | None = None,
+        rows: torch.Tensor | slice | None = None,
+    ) -> tuple[object, State]:
+        """A recurrent policy's (raw outputs, next state) for input ``x`` entering ``state``."""
+        if self._state_forward is None:
+            raise ValueError("this policy is not recurrent: use outputs(x)")
+        if state is None:
+            if self._held_state is None:
+                raise ValueError(
+                    "a recurrent policy is explained with the state entering each step held "
+                    "fixed: pass states= (rollouts record them, e.g. states=rollout.states)"
+                )
+            state = self._held_state
+            if rows is not None:
+                state = tuple(s[rows] for s in state)
+        if state[0].shape[0] != x.shape[0]:
+            raise ValueError(
+                f"the recurrent state has {state[0].shape[0]} rows for {x.shape[0]} inputs; give "
+                "one state per observation"
+            )
+        return self._state_forward(x, state)
+
+    @torch.no_grad()
+    def __call__(self, obs: np.ndarray | torch.Tensor | Sequence) -> PolicyOutput:
+        """Outputs for raw observations, without gradients."""
+        return self.outputs(self.preprocess(obs))
+
+    def logits(self, obs: np.ndarray | torch.Tensor | Sequence) -> torch.Tensor:
+        """Action logits [B, A] for raw observations."""
+        return self(obs).logits
+
+    def value(self, obs: np.ndarray | torch.Tensor | Sequence) -> torch.Tensor:
+        """State values [B]; raises if the policy has no critic."""
+        value = self(obs).value
+        if value is None:
+            raise ValueError(
+                "this policy has no value head; pass a forward that returns (logits, value)"
+            )
+        return value
+
+    def probs(self, obs: np.ndarray | torch.Tensor | Sequence) -> torch.Tensor:
+        """Action probabilities [B, A] for raw observations."""
+        return self(obs).probs
+
+    def action_names_for(self, n_actions: int, env=None) -> tuple[str, ...]:
+        """Labels for ``n_actions`` actions: the one rule for every panel, plot and wrapper.
+
+        The first source whose length is ``n_actions`` wins: this adapter's ``action_names``, the
+        env's ``unwrapped.action_names``, its ``unwrapped.get_action_meanings()`` (lower-cased, as
+        Atari's), else ``a0, a1, ...``.
+        """
+        unwrapped = getattr(env, "unwrapped", env)
+        for names in (self.action_names, getattr(unwrapped, "action_names", None)):
+            if names is not None and len(names) == n_actions:
+                return tuple(names)
+        meanings = getattr(unwrapped, "get_action_meanings", None)
+        if callable(meanings):
+            names = meanings()
+            if len(names) == n_actions:
+                return tuple(str(n).lower() for n in names)
+        return tuple(f"a{k}" for k in range(n_actions))
+
+
+def as_adapter(policy: PolicyAdapter | nn.Module) -> PolicyAdapter:
+    """``policy`` as a :class:`PolicyAdapter` (an ``nn.Module`` is wrapped with the defaults)."""
+    if isinstance(policy, PolicyAdapter):
+        return policy
+    if isinstance(policy, nn.Module):
+        return PolicyAdapter(policy)
+    raise TypeError(
+        f"expected a rlviz.PolicyAdapter or an nn.Module, got {type(policy).__name__}; "
+        "wrap other policies with rlviz.PolicyAdapter(module, forward=fn)"
+    )

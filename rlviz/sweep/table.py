@@ -1,0 +1,197 @@
+"""The sweep's table: one row per snapshot, saliency drift between rows, unit comparison, and
+the outputs (CSV, JSON, figure), each written atomically through :mod:`rlviz.io`."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from rlviz.io import atomic_write_bytes, save_figure, save_json
+
+
+def _average_ranks(values: np.ndarray) -> np.ndarray:
+    """Ranks (0-based, ties share their mean rank) of each row of ``values`` [N, P]: float64."""
+    order = np.argsort(values, axis=1, kind="stable")
+    ranks = np.empty(values.shape, dtype=np.float64)
+    for i, row in enumerate(np.take_along_axis(values, order, axis=1)):
+        starts = np.r_[0, np.flatnonzero(row[1:] != row[:-1]) + 1]
+        ends = np.r_[starts[1:], len(row)]
+        ranks[i, order[i]] = np.repeat((starts + ends - 1) / 2.0, ends - starts)
+    return ranks
+
+
+def spearman(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Spearman rank correlation of maps ``a`` and ``b`` [N, H, W], frame by frame.
+
+    Returns:
+        float64 [N]; NaN for a frame where either map is constant (no ranking to compare).
+    """
+    a, b = np.asarray(a), np.asarray(b)
+    if a.shape != b.shape:
+        raise ValueError(f"maps to compare must have one shape; got {a.shape} and {b.shape}")
+    ra, rb = (_average_ranks(x.reshape(len(x), -1)) for x in (a, b))
+    ra -= ra.mean(1, keepdims=True)
+    rb -= rb.mean(1, keepdims=True)
+    denom = np.sqrt((ra * ra).sum(1) * (rb * rb).sum(1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(denom > 0, (ra * rb).sum(1) / denom, np.nan)
+
+
+def _mean(values: Sequence[float]) -> float:
+    return float(np.mean(values)) if len(values) else float("nan")
+
+
+def episode_summary(blocks: Sequence[Mapping]) -> dict:
+    """Per-episode lists of a checkpoint's episode blocks (in block order) joined and averaged."""
+    successes = [s for b in blocks for s in b["successes"]]
+    steps = [n for b in blocks for n in b["steps"]]
+    ablated = [b["ablated"] for b in blocks]
+    out = {
+        "episodes": len(successes),
+        "success_rate": _mean(successes),
+        "mean_steps": _mean(steps),
+        "success_ablated": float("nan"),
+    }
+    if ablated and all(a is not None for a in ablated):
+        out["success_ablated"] = _mean([s for a in ablated for s in a["successes"]])
+    out["ablation_drop"] = out["success_rate"] - out["success_ablated"]
+    return out
+
+
+def build_rows(
+    checkpoints: Sequence[str],
+    labels: Sequence[str],
+    analyses: Mapping[str, Mapping],
+    episodes: Mapping[str, Sequence[Mapping]],
+    methods: Sequence[str],
+) -> list[dict]:
+    """One flat row per checkpoint, in the order given; drift compares each row to the one before."""
+    rows, previous = [], None
+    for checkpoint, label in zip(checkpoints, labels, strict=True):
+        a = analyses[checkpoint]
+        row = {"label": label, "checkpoint": str(checkpoint), "steps": a["steps"]}
+        row.update(episode_summary(episodes[checkpoint]))
+        row["ablation_kl"] = a["ablation_kl"]
+        row["ablation_flips"] = a["ablation_flips"]
+        row["top_units"] = " ".join(
+            f"{layer}#{u}" for layer, units in a["top_units"].items() for u in units
+        )
+        if a["memory_reliance"] is not None:
+            row["memory_reliance"] = a["memory_reliance"]
+        row["mask_share"] = a["mask_share"]
+        for m in methods:
+            row[f"pointing_{m}"] = a["faithfulness"][m]["pointing"]
+            row[f"mass_{m}"] = a["faithfulness"][m]["mass"]
+        for m in methods:
+            drift = float("nan")
+            if previous is not None:
+                drift = float(np.nanmean(spearman(previous["maps"][m], a["maps"][m])))
+            row[f"drift_{m}"] = drift
+        for layer, count in a["detectors"].items():
+            row[f"detectors_{layer}"] = count
+        row["detectors_total"] = sum(a["detectors"].values())
+        rows.append(row)
+        previous = a
+    return rows
+
+
+def unit_comparison(before: Mapping, after: Mapping) -> dict:
+    """Which box detectors of ``before`` (an analysis) survived in ``after``, which were born,
+    which were lost: lists of ``"layer#unit"``, with the counts per layer."""
+    b = {f"{layer}#{unit}" for layer, unit, _ in before["detector_units"]}
+    a = {f"{layer}#{unit}" for layer, unit, _ in after["detector_units"]}
+
+    def key(name: str) -> tuple[str, int]:
+        layer, unit = name.rsplit("#", 1)
+        return layer, int(unit)
+
+    out = {
+        "survived": sorted(a & b, key=key),
+        "born": sorted(a - b, key=key),
+        "lost": sorted(b - a, key=key),
+    }
+    out["per_layer"] = {
+        layer: {
+            k: sum(1 for n in out[k] if key(n)[0] == layer) for k in ("survived", "born", "lost")
+        }
+        for layer in after["detectors"]
+    }
+    return out
+
+
+def _plain(value):
+    """JSON-safe: NaN becomes null, numpy scalars plain numbers, containers recursively."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, (np.floating, float)):
+        return None if math.isnan(value) else float(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
+
+
+def write_csv(rows: Sequence[Mapping], path: str | os.PathLike) -> Path:
+    """The rows as CSV (columns: the union of the rows' keys, first seen first; NaN left empty)."""
+    columns: list[str] = []
+    for row in rows:
+        columns += [k for k in row if k not in columns]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        plain = _plain(dict(row))
+        writer.writerow({k: "" if v is None else v for k, v in plain.items()})
+    return atomic_write_bytes(path, buffer.getvalue().encode())
+
+
+def write_json(report: Mapping, path: str | os.PathLike) -> Path:
+    """``report`` as JSON (NaN as null)."""
+    return save_json(_plain(report), path)
+
+
+def _lines(ax, steps, rows, columns: Mapping[str, str], ylabel: str) -> None:
+    for column, label in columns.items():
+        values = [r.get(column, float("nan")) for r in rows]
+        ax.plot(steps, [float("nan") if v is None else v for v in values], marker="o", label=label)
+    ax.set_ylabel(ylabel, fontsize=8)
+    ax.tick_params(labelsize=7)
+    if len(columns) > 1:
+        ax.legend(fontsize=6)
+
+
+def plot_sweep(
+    rows: Sequence[Mapping], methods: Sequence[str], path: str | os.PathLike, title: str = ""
+) -> Path:
+    """Every metric of the table against training steps, one panel per metric; returns the PNG."""
+    from matplotlib.figure import Figure
+
+    steps = [r["steps"] for r in rows]
+    layers = [k[len("detectors_") :] for k in rows[0] if k.startswith("detectors_")]
+    panels = [
+        ({"success_rate": "intact", "success_ablated": "top detectors off"}, "success rate"),
+        ({"mean_steps": "all episodes"}, "mean steps"),
+        ({f"pointing_{m}": m for m in methods}, "pointing game"),
+        ({**{f"mass_{m}": m for m in methods}, "mask_share": "chance (box area)"}, "mass in box"),
+        ({f"detectors_{layer}": layer for layer in layers}, "box-detector units"),
+        ({"ablation_drop": "success drop", "ablation_kl": "KL on probe frames"}, "ablation"),
+        ({f"drift_{m}": m for m in methods}, "saliency rank corr. to previous"),
+    ]
+    if any("memory_reliance" in r for r in rows):
+        panels.append(({"memory_reliance": "memory reliance"}, "memory reliance"))
+    fig = Figure(figsize=(13, 6), dpi=100, layout="constrained")
+    axes = fig.subplots(2, 4, squeeze=False).ravel()
+    for ax, (columns, ylabel) in zip(axes, panels, strict=False):
+        _lines(ax, steps, rows, columns, ylabel)
+        ax.set_xlabel("training steps", fontsize=8)
+    for ax in axes[len(panels) :]:
+        ax.set_axis_off()
+    fig.suptitle(title or f"Sweep over {len(rows)} snapshots", fontsize=10)
+    return save_figure(fig, path)

@@ -1,0 +1,209 @@
+"""The sweep's tasks: small pure functions of (spec, probe set, checkpoint, block).
+
+The engine never builds an env or loads an agent itself (it may not import ``envs`` or
+``agents``): the caller's :class:`SweepSpec` carries picklable functions that do (the CLI's are in
+:mod:`rlviz.cli.sweep_tasks`). Two kinds of task per checkpoint:
+
+* the **analysis** task (block :data:`ANALYSIS`) on the fixed probe frames: faithfulness of each
+  method (pointing game, mass in box), box-detector units per layer (dissection), the action
+  change when the top detectors are off, memory reliance when the agent has memory, and the maps
+  themselves (for the drift between snapshots);
+* one **episode** task per block of held-out seeds: success and steps, intact and with the top
+  detectors ablated (on the same seeds: a paired comparison).
+
+An episode task re-derives the top detectors from the probe frames itself (a few ms for a small
+CNN) instead of waiting for the analysis task: the tasks of a checkpoint never depend on each
+other, so they spread over workers freely.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from rlviz.features.ablation import ablate, action_change
+from rlviz.features.dissection import DEFAULT_IOU_THRESHOLD, Dissection, dissect
+from rlviz.metrics import mask_share, mass_in_mask, pointing_game
+from rlviz.policy import PolicyAdapter
+
+#: The block number of a checkpoint's analysis task (episode blocks are numbered from 0).
+ANALYSIS = -1
+
+Units = dict[str, list[int]]
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A loaded checkpoint, as :attr:`SweepSpec.load` returns it.
+
+    Attributes:
+        adapter: the policy (its ``model`` is what ablation hooks).
+        steps: training steps of the checkpoint (the sweep's x axis).
+        layers: conv layers to dissect, in network order.
+        config: the checkpoint's JSON config (anything the spec's functions need).
+    """
+
+    adapter: PolicyAdapter
+    steps: int
+    layers: tuple[str, ...]
+    config: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ProbeSet:
+    """The fixed frames every snapshot is explained on: uint8 obs [N, H, W, C], bool masks
+    [N, H, W] (the goal box), and the seeds of the episodes they come from."""
+
+    obs: np.ndarray
+    masks: np.ndarray
+    seeds: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.obs.ndim != 4 or self.masks.shape != self.obs.shape[:3]:
+            raise ValueError(
+                f"probe obs must be [N, H, W, C] and masks [N, H, W] of the same frames; got "
+                f"{self.obs.shape} and {self.masks.shape}"
+            )
+
+    @property
+    def visible(self) -> np.ndarray:
+        """bool [N]: frames where the goal box is in view (faithfulness is scored on those)."""
+        return self.masks.reshape(len(self.masks), -1).any(1)
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    """What a sweep measures and the caller's functions that touch envs and agents.
+
+    Every function must be picklable by reference (a module-level function, or a
+    ``functools.partial`` of one) so Ray can ship it to workers.
+
+    Attributes:
+        load: checkpoint path -> :class:`Snapshot`.
+        play: ``(snapshot, seeds)`` -> dict with per-episode lists ``seeds``, ``successes``,
+            ``steps`` (``agents.evaluate.evaluate``'s keys); it must run ``snapshot.adapter.model``
+            so the ablation hooks on it take effect.
+        make_probe: ``() -> ProbeSet``, run once per sweep as a task.
+        methods: attribution methods scored on the probe frames.
+        top_k: detectors ablated (0: no ablation).
+        iou_threshold: IoU above which a unit counts as a box detector.
+        quantile: dissection's per-unit activation threshold.
+        memory: optional ``(snapshot, probe_obs) -> float | None``: mean memory reliance, None
+            when the agent has no memory.
+        setup: ``"module:function"`` every worker runs before its first task.
+    """
+
+    load: Callable[[str], Snapshot]
+    play: Callable[[Snapshot, Sequence[int]], dict]
+    make_probe: Callable[[], ProbeSet]
+    methods: tuple[str, ...] = ("gradient", "gradcam")
+    top_k: int = 3
+    iou_threshold: float = DEFAULT_IOU_THRESHOLD
+    quantile: float = 0.995
+    memory: Callable[[Snapshot, np.ndarray], float | None] | None = None
+    setup: str | None = None
+
+
+def make_probe(spec: SweepSpec) -> ProbeSet:
+    """The probe-set task."""
+    return spec.make_probe()
+
+
+def _dissect(spec: SweepSpec, snap: Snapshot, probe: ProbeSet) -> Dissection:
+    return dissect(snap.adapter, probe.obs, probe.masks, list(snap.layers), quantile=spec.quantile)
+
+
+def top_detectors(spec: SweepSpec, result: Dissection) -> Units:
+    """The ``spec.top_k`` best box detectors (IoU above the threshold) as ``{layer: [unit]}``."""
+    units: Units = {}
+    for score in result.detectors(spec.iou_threshold)[: spec.top_k]:
+        units.setdefault(score.layer, []).append(score.unit)
+    return {layer: sorted(index) for layer, index in units.items()}
+
+
+def _faithfulness(snap: Snapshot, probe: ProbeSet, methods: Sequence[str]) -> tuple[dict, dict]:
+    """Maps of each method on the probe frames, and pointing / mass in box on visible frames."""
+    from rlviz.explain import explain
+
+    maps = explain(snap.adapter, probe.obs, methods=list(methods))
+    seen = probe.visible
+    scores = {}
+    for name, m in maps.items():
+        if seen.any():
+            pointing = float(pointing_game(m[seen], probe.masks[seen]).mean())
+            mass = float(mass_in_mask(m[seen], probe.masks[seen]).mean())
+        else:  # no frame shows the box: nothing to point at
+            pointing = mass = float("nan")
+        scores[name] = {"pointing": pointing, "mass": mass}
+    return {name: np.asarray(m, dtype=np.float32) for name, m in maps.items()}, scores
+
+
+def analyse(spec: SweepSpec, probe: ProbeSet, checkpoint: str) -> dict:
+    """The analysis task of one checkpoint on the probe frames (see the module docstring).
+
+    Returns:
+        dict with ``steps``, ``faithfulness`` {method: {pointing, mass}}, ``mask_share``,
+        ``detectors`` {layer: count}, ``detector_units`` [[layer, unit, iou]] (all, best first),
+        ``top_units`` {layer: [unit]}, ``ablation_kl``, ``ablation_flips``, ``memory_reliance``
+        (None without memory) and ``maps`` {method: float32 [N, H, W]}.
+    """
+    snap = spec.load(checkpoint)
+    maps, scores = _faithfulness(snap, probe, spec.methods)
+    result = _dissect(spec, snap, probe)
+    units = top_detectors(spec, result)
+    kl = flips = float("nan")
+    if units:
+        change = action_change(snap.adapter, probe.obs, units)
+        kl, flips = float(change.kl.mean()), change.flip_rate
+    seen = probe.visible
+    return {
+        "steps": int(snap.steps),
+        "faithfulness": scores,
+        "mask_share": float(mask_share(probe.masks[seen]).mean()) if seen.any() else float("nan"),
+        "detectors": result.count(spec.iou_threshold),
+        "units": {layer: len(result.thresholds[layer]) for layer in result.layers},
+        "detector_units": [[s.layer, s.unit, s.iou] for s in result.detectors(spec.iou_threshold)],
+        "top_units": units,
+        "ablation_kl": kl,
+        "ablation_flips": flips,
+        "memory_reliance": None if spec.memory is None else spec.memory(snap, probe.obs),
+        "maps": maps,
+    }
+
+
+@torch.no_grad()
+def play_block(spec: SweepSpec, probe: ProbeSet, checkpoint: str, seeds: Sequence[int]) -> dict:
+    """One episode task: the block's seeds played intact and with the top detectors off.
+
+    Returns:
+        dict with ``seeds``, ``successes``, ``steps`` (intact) and ``ablated`` (the same lists
+        with the top detectors off, or None when there are none to ablate).
+    """
+    snap = spec.load(checkpoint)
+    seeds = [int(s) for s in seeds]
+    intact = spec.play(snap, seeds)
+    units = top_detectors(spec, _dissect(spec, snap, probe)) if spec.top_k > 0 else {}
+    ablated = None
+    if units:
+        with ablate(snap.adapter.model, units):
+            ablated = spec.play(snap, seeds)
+    keep = ("seeds", "successes", "steps")
+    return {
+        **{k: list(intact[k]) for k in keep},
+        "ablated": None if ablated is None else {k: list(ablated[k]) for k in keep},
+    }
+
+
+def sweep_task(
+    spec: SweepSpec, probe: ProbeSet, checkpoint: str, block: int, seeds: Sequence[int]
+) -> dict:
+    """The one task function of a sweep: the analysis (``block == ANALYSIS``) or an episode
+    block of ``checkpoint``."""
+    if not probe.obs.flags.writeable:  # Ray hands out read-only views of its object store
+        probe = ProbeSet(probe.obs.copy(), probe.masks.copy(), probe.seeds)
+    if block == ANALYSIS:
+        return analyse(spec, probe, checkpoint)
+    return play_block(spec, probe, checkpoint, seeds)

@@ -1,0 +1,184 @@
+"""Panels about the agent's surroundings: the state map, the env's top-down view, captions."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from rlviz.maps import colorize
+from rlviz.video.draw import (
+    ACCENT,
+    BAD,
+    GOOD,
+    MUTED,
+    PANEL_BG,
+    TEXT,
+    blank,
+    fade,
+    fit_nearest,
+    paste,
+    put_text,
+    text_width,
+)
+from rlviz.video.events import episode_events, goal_truth
+from rlviz.video.panel import HEADER, TILE, Panel
+
+if TYPE_CHECKING:
+    from rlviz.video.episode import EpisodeExplanation
+
+
+class EmbeddingPanel(Panel):
+    """The fitted t-SNE (or PCA) map of states, with the current state and its recent trail.
+
+    The background (every fitted state, coloured by its stored value when there is one) is drawn
+    once; each frame draws only the trail of the last ``trail`` states and the current one.
+    """
+
+    def __init__(
+        self, trail: int = 20, size: tuple[int, int] = TILE, title: str = "State map (t-SNE)"
+    ) -> None:
+        super().__init__(size, title)
+        self.trail = int(trail)
+        self._pixels: np.ndarray | None = None
+
+    def available(self, episode: EpisodeExplanation) -> bool:
+        return episode.embedding is not None and episode.embedding_xy is not None
+
+    def _to_px(self, unit: np.ndarray) -> np.ndarray:
+        h, w = self.size
+        x0, x1, y0, y1 = 8, w - 8, HEADER + 4, h - 8
+        return np.stack([x0 + unit[:, 0] * (x1 - x0), y1 - unit[:, 1] * (y1 - y0)], 1)
+
+    def prepare(self, episode: EpisodeExplanation) -> None:
+        embedding = episode.embedding
+        if embedding is None or episode.embedding_xy is None:
+            raise ValueError("EmbeddingPanel needs episode.embedding and episode.embedding_xy")
+        self.title = f"State map ({'t-SNE' if embedding.method == 'tsne' else 'PCA'})"
+        tile = self._header_tile()
+        bg = embedding.background()
+        pts = self._to_px(embedding.to_unit(bg["xy"]))
+        values = bg.get("values")
+        if values is not None and np.ptp(values) > 0:
+            v = (np.asarray(values, np.float32) - np.min(values)) / np.ptp(values)
+            colors = np.asarray(colorize(v[None, None, :], "viridis")[0, 0], np.float32)[:, :3]
+            colors = (0.55 * colors + 0.45 * np.asarray(PANEL_BG)).astype(np.uint8)
+            put_text(
+                tile,
+                "colour: V(s) of mapped states",
+                (self.size[1] - 6, HEADER // 2),
+                size=10,
+                color=MUTED,
+                anchor="rm",
+            )
+        else:
+            colors = np.broadcast_to(np.asarray((95, 95, 110), np.uint8), (len(pts), 3))
+        ij = np.round(pts).astype(np.int64)
+        for dy in (0, 1):  # 2x2 px dots, vectorised
+            for dx in (0, 1):
+                yy = (ij[:, 1] + dy).clip(0, self.size[0] - 1)
+                xx = (ij[:, 0] + dx).clip(0, self.size[1] - 1)
+                tile[yy, xx] = colors
+        self._base = tile
+        self._pixels = self._to_px(embedding.to_unit(episode.embedding_xy))
+
+    def render(self, t: int, episode: EpisodeExplanation) -> np.ndarray:
+        tile = self._require_prepared()
+        img = Image.fromarray(tile)
+        draw = ImageDraw.Draw(img)
+        start = max(0, t - self.trail)
+        trail = [tuple(p) for p in self._pixels[start : t + 1].tolist()]
+        n = len(trail)
+        for i in range(1, n):  # older segments fade into the background
+            draw.line([trail[i - 1], trail[i]], fill=fade((255, 255, 255), i / n), width=2)
+        x, y = trail[-1]
+        draw.ellipse([x - 5, y - 5, x + 5, y + 5], fill=ACCENT, outline=(0, 0, 0))
+        return np.asarray(img).copy()
+
+
+class TopDownPanel(Panel):
+    """The env's top-down map at step t (agent, its path, the goal), from ``episode.top_down``.
+
+    The pipeline asks the env for maps of :attr:`map_size` so that no resizing happens per frame.
+    """
+
+    def __init__(self, size: tuple[int, int] = TILE, title: str = "Top-down view") -> None:
+        super().__init__(size, title)
+
+    @property
+    def map_size(self) -> tuple[int, int]:
+        """(H, W) of the map images this panel shows without resizing."""
+        return (self.size[0] - HEADER - 4, self.size[1] - 8)
+
+    def available(self, episode: EpisodeExplanation) -> bool:
+        return episode.top_down is not None
+
+    def render(self, t: int, episode: EpisodeExplanation) -> np.ndarray:
+        tile = self._require_prepared().copy()
+        view = np.asarray(episode.top_down[t])[..., :3]
+        h, w = self.map_size
+        if view.shape[:2] != (h, w):
+            scale = min(h / view.shape[0], w / view.shape[1])
+            view = fit_nearest(
+                view, max(1, int(view.shape[0] * scale)), max(1, int(view.shape[1] * scale))
+            )
+        paste(
+            tile, view, HEADER + (h - view.shape[0]) // 2 + 2, (self.size[1] - view.shape[1]) // 2
+        )
+        return tile
+
+
+class CaptionPanel(Panel):
+    """A full-width strip: a state chip (goal in view or not) and the latest events, held a while.
+
+    The goal's name and visibility come from the env's info (see :mod:`rlviz.video.events`).
+    """
+
+    wide = True
+
+    def __init__(self, height: int = 30, hold: int = 8, width: int = 640) -> None:
+        super().__init__((height, width), "")
+        self.hold = int(hold)
+        self._events: list[list[str]] = []
+        self._visible: np.ndarray | None = None
+        self._goal = "goal"
+
+    def fit_width(self, width: int) -> None:
+        """Stretch to the frame's width (called by the Composer)."""
+        self.size = (self.size[0], int(width))
+        self._base = blank(*self.size, PANEL_BG)
+
+    def prepare(self, episode: EpisodeExplanation) -> None:
+        self._base = blank(*self.size, PANEL_BG)
+        self._events = episode_events(episode)
+        truth = goal_truth(episode.rollout.infos, len(episode))
+        self._visible, self._goal = truth.visible, truth.name
+
+    def render(self, t: int, episode: EpisodeExplanation) -> np.ndarray:
+        tile = self._require_prepared().copy()
+        h = self.size[0]
+        x = 8
+        if self._visible is not None:
+            seen = bool(self._visible[t])
+            label = f"{self._goal} in view" if seen else f"{self._goal} not in view"
+            color = GOOD if seen else MUTED
+            tile[4 : h - 4, x : x + text_width(label, 13, True) + 12] = color
+            drawn = put_text(
+                tile, label, (x + 6, h // 2), size=13, bold=True, color=(20, 20, 20), anchor="lm"
+            )
+            x = drawn[2] + 18
+        latest: dict[str, int] = {}  # event -> last step it happened (repeats shown once)
+        for s in range(max(0, t - self.hold + 1), t + 1):
+            latest.update({e: s for e in self._events[s]})
+        recent = sorted(((s, e) for e, s in latest.items()), reverse=True)[:3]
+        for s, event in recent:  # newest first, older ones fade
+            color = ACCENT if "reached" in event else (BAD if "away" in event else TEXT)
+            color = fade(color, 1.0 - 0.6 * (t - s) / max(self.hold, 1))
+            drawn = put_text(
+                tile, event, (x, h // 2), size=13, bold=s == t, color=color, anchor="lm"
+            )
+            x = drawn[2] + 16
+            if x > self.size[1]:
+                break
+        return tile

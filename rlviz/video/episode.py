@@ -1,0 +1,101 @@
+"""The episode data model the panels read: a rollout plus its maps, map positions and views."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from rlviz.policy import PolicyAdapter
+from rlviz.rollout import CompressedFrames, Rollout
+from rlviz.video.draw import display_frame
+
+__all__ = ["CompressedFrames", "EpisodeExplanation", "resolve_action_names"]
+
+
+@dataclass
+class EpisodeExplanation:
+    """Everything the panels show about one episode, indexed by step t = 0 .. T-1.
+
+    Attributes:
+        rollout: the episode (observations, actions, pi, V, rewards, ground-truth infos).
+        maps: method name -> [T, H, W] in [0, 1] (float16 from the pipeline), normalised as
+            ``normalize`` says ([-1, 1] for signed methods).
+        map_ranges: method name -> (low, high) raw attribution values at 0 and 1 of the colour
+            scale (the episode's range; per-frame scaling shows the episode's range for reference).
+        map_signed: method name -> whether its maps are signed ([-1, 1], diverging colours).
+        action_names: labels of the actions.
+        normalize: ``"episode"`` (one colour scale for the whole episode), ``"frame"`` (each frame
+            scaled on its own, as captum and pytorch-grad-cam show maps) or ``"running"`` (live
+            rendering: scale of the episode so far).
+        target_name: what the maps explain, for the panel footers (e.g. ``"log pi(a_t|s_t)"``).
+        action_maps: method -> [T, A, H, W]: a map per action k of log pi(k|s_t), all actions on
+            one scale (for :class:`rlviz.video.panels.PerActionPanel`).
+        embedding: the fitted :class:`rlviz.statemap.StateEmbedding`, or None.
+        embedding_xy: float32 [T, 2]: each state's position on that map.
+        top_down: T uint8 [h, w, 3] top-down maps (indexable), or None when the env has none.
+        meta: title parts: ``agent``, ``env``, ``seed``, ``episode``.
+        horizon: x-axis length of time plots (defaults to T).
+    """
+
+    rollout: Rollout
+    maps: dict[str, np.ndarray]
+    map_ranges: dict[str, tuple[float, float]] = field(default_factory=dict)
+    map_signed: dict[str, bool] = field(default_factory=dict)
+    action_names: tuple[str, ...] = ()
+    normalize: str = "episode"
+    target_name: str | None = "log \u03c0(a_t | s_t)"
+    action_maps: dict[str, np.ndarray] = field(default_factory=dict)
+    embedding: Any = None
+    embedding_xy: np.ndarray | None = None
+    top_down: Sequence[np.ndarray] | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+    horizon: int | None = None
+
+    def __post_init__(self) -> None:
+        n = len(self.rollout)
+        if not self.action_names:
+            self.action_names = tuple(f"a{k}" for k in range(self.rollout.probs.shape[1]))
+        for name, m in self.maps.items():
+            if len(m) != n:
+                raise ValueError(f"maps[{name!r}] has {len(m)} frames for an episode of {n} steps")
+        if self.embedding_xy is not None and len(self.embedding_xy) != n:
+            raise ValueError(f"embedding_xy has {len(self.embedding_xy)} rows for {n} steps")
+        if self.top_down is not None and len(self.top_down) < n:
+            raise ValueError(f"top_down has {len(self.top_down)} frames for {n} steps")
+
+    def __len__(self) -> int:
+        return len(self.rollout)
+
+    @property
+    def obs_shape(self) -> tuple[int, ...]:
+        """Shape of one observation as displayed, (H, W, C)."""
+        return display_frame(self.rollout.obs[0]).shape
+
+    def title(self) -> str:
+        """The title bar's text: agent, env, seed, episode."""
+        parts = [
+            f"{key}: {self.meta[key]}"
+            for key in ("agent", "env", "seed", "episode")
+            if self.meta.get(key) is not None
+        ]
+        return "    ".join(parts)
+
+
+def resolve_action_names(env, adapter: PolicyAdapter, n_actions: int) -> tuple[str, ...]:
+    """Labels of ``n_actions`` actions: the adapter's, else the env's ``action_names`` or
+    ``get_action_meanings()`` (lower-cased), else ``a0, a1, ...``."""
+    for names in (
+        getattr(adapter, "action_names", None),
+        getattr(env.unwrapped, "action_names", None),
+    ):
+        if names is not None and len(names) == n_actions:
+            return tuple(names)
+    meanings = getattr(env.unwrapped, "get_action_meanings", None)
+    if callable(meanings):
+        names = meanings()
+        if len(names) == n_actions:
+            return tuple(str(n).lower() for n in names)
+    return tuple(f"a{k}" for k in range(n_actions))

@@ -1,0 +1,217 @@
+"""Explain a whole episode in batches for the video panels: maps float16, one scale per episode.
+
+Attribution runs in passes of ``EXPLAIN_BATCH`` frames into one preallocated array, and maps are
+normalised chunk by chunk, so a long episode never holds its activations, gradients or raw maps
+more than once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from rlviz.explain import explain
+from rlviz.maps import normalize as normalize_map
+from rlviz.methods import available_methods, get_method
+from rlviz.policy import PolicyAdapter, as_adapter
+from rlviz.rollout import Rollout
+from rlviz.statemap.dataset import layer_features
+from rlviz.targets import TakenAction
+from rlviz.video.episode import EpisodeExplanation
+
+DEFAULT_METHODS = ("gradient", "gradcam")
+NORMALIZE_MODES = ("episode", "frame")
+#: Frames per attribution pass: big enough to batch well, small enough that a long episode's
+#: activations and gradients are never all alive at once (memory flat in episode length).
+EXPLAIN_BATCH = 128
+#: Display maps are stored as float16: [0, 1] to 1/2048, half the memory of float32.
+MAP_DTYPE = np.float16
+#: States placed on the state map per pass (their features are never all held).
+EMBED_BATCH = 256
+
+
+def check_methods(methods: Sequence[str]) -> None:
+    """Raise ``ValueError`` naming the valid methods when one of ``methods`` is unknown."""
+    for name in methods:
+        try:
+            get_method(name)
+        except ValueError:
+            raise ValueError(
+                f"unknown attribution method {name!r}; valid: {', '.join(available_methods())}"
+            ) from None
+
+
+def is_signed(method: str) -> bool:
+    """Whether ``method``'s maps are signed (diverging colours, [-1, 1])."""
+    return bool(getattr(get_method(method), "signed", False))
+
+
+def normalize_maps(
+    raw: np.ndarray, mode: str, signed: bool = False, percentile: float = 99.5, chunk: int = 128
+) -> tuple[np.ndarray, tuple[float, float]]:
+    """Maps [T, ...] scaled by :func:`rlviz.maps.normalize`, chunk by chunk.
+
+    ``"episode"``: one scale, the ``percentile`` of the episode's magnitudes (as ``normalize``
+    computes it), applied to ``chunk`` frames at a time so that normalising a long episode needs
+    no whole-episode temporaries beyond one magnitude copy.
+
+    Returns:
+        (maps in ``MAP_DTYPE`` [T, ...] in [0, 1] ([-1, 1] if signed), the raw values at the ends
+        of the episode's colour scale).
+    """
+    if mode not in NORMALIZE_MODES:
+        raise ValueError(f"normalize={mode!r}; expected one of {NORMALIZE_MODES}")
+    raw = np.asarray(raw, dtype=np.float32)
+    magnitude = np.abs(raw) if signed else np.maximum(raw, 0)
+    high = float(np.percentile(magnitude, percentile, overwrite_input=True)) if raw.size else 0.0
+    del magnitude
+    out = np.empty(raw.shape, MAP_DTYPE)
+    for start in range(0, len(raw), chunk):
+        part = raw[start : start + chunk]
+        if mode == "episode":
+            out[start : start + chunk] = normalize_map(part, signed=signed, scale=np.float32(high))
+        else:
+            out[start : start + chunk] = normalize_map(
+                part, mode="frame", signed=signed, percentile=percentile
+            )
+    return out, (-high if signed else 0.0, high)
+
+
+def attribute_episode(
+    adapter: PolicyAdapter,
+    obs: np.ndarray,
+    method: str,
+    actions: np.ndarray,
+    *,
+    layer: str | None = None,
+    batch_size: int | None = EXPLAIN_BATCH,
+) -> np.ndarray:
+    """Raw maps float32 [T, H, W] of ``method`` for log pi(actions_t | s_t), chunk by chunk into
+    one preallocated array (no list of chunks plus a concatenated copy)."""
+    step = batch_size or EXPLAIN_BATCH
+    out = None
+    for start in range(0, len(obs), step):
+        part = explain(
+            adapter,
+            obs[start : start + step],
+            methods=[method],
+            layer=layer,
+            target=TakenAction(actions[start : start + step]),
+        )[method]
+        if out is None:
+            out = np.empty((len(obs), *part.shape[1:]), np.float32)
+        out[start : start + len(part)] = part
+    return out
+
+
+def per_action_maps(
+    adapter: PolicyAdapter, rollout: Rollout, method: str, normalize: str, **options: Any
+) -> np.ndarray:
+    """[T, A, H, W]: a map of log pi(k | s_t) for every action k, all actions on one scale."""
+    n = len(rollout)
+    per = [
+        attribute_episode(adapter, rollout.obs, method, np.full(n, k, np.int64), **options)
+        for k in range(rollout.probs.shape[1])
+    ]
+    stacked = np.stack(per, axis=1)
+    scaled, _ = normalize_maps(
+        stacked.reshape(n, -1, stacked.shape[-1]), normalize, is_signed(method)
+    )
+    return scaled.reshape(stacked.shape)
+
+
+def embedding_layer_of(embedding) -> tuple[str | None, str]:
+    """(layer, pool) an embedding was fitted on, from its metadata (``layer``, ``pool``)."""
+    meta = getattr(embedding, "meta", {}) or {}
+    return meta.get("layer"), meta.get("pool", "flatten")
+
+
+def place_states(
+    adapter: PolicyAdapter, obs: np.ndarray, embedding, layer: str | None = None
+) -> np.ndarray:
+    """float32 [T, 2]: where each observation lands on a fitted state ``embedding`` (fast path).
+
+    ``layer`` defaults to the one the map was fitted on (``embedding.meta["layer"]``).
+    """
+    fitted, pool = embedding_layer_of(embedding)
+    layer = layer or fitted
+    if layer is None:
+        raise ValueError(
+            "the state embedding does not say which layer it was fitted on (meta['layer']); "
+            "pass embedding_layer=..."
+        )
+    return np.concatenate(
+        [  # in chunks: features of a whole long episode are never held
+            embedding.transform(
+                layer_features(adapter, obs[s : s + EMBED_BATCH], layer, pool), fast=True
+            )
+            for s in range(0, len(obs), EMBED_BATCH)
+        ]
+    )
+
+
+def explain_episode(
+    policy: PolicyAdapter | torch.nn.Module,
+    rollout: Rollout,
+    methods: Sequence[str] = DEFAULT_METHODS,
+    *,
+    layer: str | None = None,
+    normalize: str = "episode",
+    per_action: str | None = None,
+    embedding=None,
+    embedding_layer: str | None = None,
+    top_down: Sequence[np.ndarray] | None = None,
+    action_names: Sequence[str] | None = None,
+    batch_size: int | None = EXPLAIN_BATCH,
+    meta: dict[str, Any] | None = None,
+) -> EpisodeExplanation:
+    """Explain a whole episode in batches (never frame by frame) for the video panels.
+
+    Args:
+        policy: the policy that played ``rollout``.
+        methods: attribution methods (``rlviz.methods`` names); each explains log pi(a_t|s_t) of
+            the action taken.
+        layer: layer for CAM-type methods (default: the method's, usually the last conv).
+        normalize: ``"episode"`` (one fixed colour scale) or ``"frame"``.
+        per_action: a method name to also compute one map per action (PerActionPanel).
+        embedding: a fitted ``StateEmbedding``; states are placed on it (``transform(fast=True)``).
+        embedding_layer: the layer its features come from (default: ``embedding.meta["layer"]``).
+        top_down: per-step top-down images of the episode, if any.
+        batch_size: images per forward/backward pass (memory knob; None: the method's default).
+
+    Returns:
+        An :class:`EpisodeExplanation` with maps float16 [T, H, W] in [0, 1].
+    """
+    adapter = as_adapter(policy)
+    options = {"layer": layer, "batch_size": batch_size}
+    maps, ranges, signs = {}, {}, {}
+    for name in methods:  # one method at a time: one raw [T, H, W] float32 alive at once
+        raw = attribute_episode(adapter, rollout.obs, name, rollout.actions, **options)
+        signs[name] = is_signed(name)
+        maps[name], ranges[name] = normalize_maps(raw, normalize, signs[name])
+        del raw
+    action_maps = {}
+    if per_action:
+        signs[per_action] = is_signed(per_action)
+        action_maps[per_action] = per_action_maps(
+            adapter, rollout, per_action, normalize, **options
+        )
+    xy = None
+    if embedding is not None:
+        xy = place_states(adapter, rollout.obs, embedding, embedding_layer)
+    return EpisodeExplanation(
+        rollout=rollout,
+        maps=maps,
+        map_ranges=ranges,
+        map_signed=signs,
+        action_names=tuple(action_names or adapter.action_names or ()),
+        normalize=normalize,
+        action_maps=action_maps,
+        embedding=embedding if xy is not None else None,
+        embedding_xy=xy,
+        top_down=top_down,
+        meta=dict(meta or {}),
+    )

@@ -1,0 +1,415 @@
+"""Explanation videos: play episodes, explain each in batches, compose and stream annotated frames.
+
+Per episode: (1) the policy plays it (:func:`rlviz.rollout.collect`), recording the env's top-down
+map when it has one; (2) every method explains the whole episode in chunks
+(:func:`rlviz.video.explain.explain_episode`), maps normalised over the episode, states placed on
+a fitted state map; (3) for each step the panels render tiles, :class:`rlviz.video.grid.Composer`
+lays them out and :class:`rlviz.video.writer.VideoWriter` streams the frame to ffmpeg. Only the
+episode's small per-step data is held (observation, goal mask, float16 maps at observation size, a
+compressed top-down view: ~45 KB a step at 60x80); composed frames (~1.6 MB each) never pile up.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from rlviz.policy import PolicyAdapter, as_adapter
+from rlviz.rollout import Rollout, collect
+from rlviz.video.episode import EpisodeExplanation, resolve_action_names
+from rlviz.video.events import INFO_KEYS
+from rlviz.video.explain import DEFAULT_METHODS, EXPLAIN_BATCH, check_methods, explain_episode
+from rlviz.video.grid import Composer
+from rlviz.video.panels import TopDownPanel, default_panels
+from rlviz.video.resources import release_freed_memory, torch_threads
+from rlviz.video.writer import FORMATS, VideoWriter, check_writable
+
+PanelsArg = Sequence | Callable[[], Sequence] | None
+
+
+@dataclass
+class VideoSummary:
+    """What :func:`render_video` did.
+
+    Attributes:
+        paths: the videos written, one per episode.
+        episodes, successes, frames: counts; seconds: wall time in total.
+        returns, lengths: per episode.
+        timings: seconds per stage (rollout, explain, compose_encode).
+        panels: class names of the panels shown (of the last episode).
+    """
+
+    paths: list[Path] = field(default_factory=list)
+    episodes: int = 0
+    successes: int = 0
+    frames: int = 0
+    seconds: float = 0.0
+    returns: list[float] = field(default_factory=list)
+    lengths: list[int] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+    panels: list[str] = field(default_factory=list)
+
+    @property
+    def fps(self) -> float:
+        """Frames written per second of wall time, end to end."""
+        return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+    def add(self, path: Path, rollout: Rollout, panels: Sequence, timings: dict[str, float]):
+        """Count one written episode: its file, rollout, the panels shown and stage times."""
+        self.panels = [type(p).__name__ for p in panels]
+        for stage, seconds in timings.items():
+            self.timings[stage] = self.timings.get(stage, 0.0) + seconds
+        self.paths.append(path)
+        self.episodes += 1
+        self.successes += int(rollout.success)
+        self.frames += len(rollout)
+        self.returns.append(rollout.episode_return)
+        self.lengths.append(len(rollout))
+
+    def __str__(self) -> str:
+        lines = [
+            f"episodes: {self.episodes}   success: {self.successes}/{self.episodes}   "
+            f"frames: {self.frames}   seconds: {self.seconds:.1f} ({self.fps:.0f} frames/s)",
+        ]
+        lines += [
+            f"  {p}  ({n} steps, return {r:.2f})"
+            for p, n, r in zip(self.paths, self.lengths, self.returns, strict=True)
+        ]
+        return "\n".join(lines)
+
+
+def output_paths(
+    out: str | os.PathLike, episodes: int, *, gif: bool = False, name_prefix: str = "rl-explain"
+) -> list[Path]:
+    """Where :func:`render_video` writes each episode.
+
+    A file path (``.mp4``/``.gif``) is used as is for one episode and numbered
+    (``run-episode-0.mp4``, ...) for several; any other path is a folder that receives
+    ``{name_prefix}-episode-{i}.mp4`` (``.gif`` with ``gif=True``), Gymnasium RecordVideo's naming.
+    """
+    out = Path(out)
+    if out.suffix.lower() in FORMATS:
+        if episodes == 1:
+            return [out]
+        return [out.with_name(f"{out.stem}-episode-{i}{out.suffix}") for i in range(episodes)]
+    if out.suffix:
+        raise ValueError(
+            f"output {str(out)!r} has suffix {out.suffix!r}; "
+            "give a folder or a file ending in .mp4 or .gif"
+        )
+    suffix = ".gif" if gif else ".mp4"
+    return [out / f"{name_prefix}-episode-{i}{suffix}" for i in range(episodes)]
+
+
+def panel_factory(
+    panels: PanelsArg, methods: Sequence[str], per_action: str | None = None
+) -> Callable[[], list]:
+    """A function returning the panels to use: ``panels()`` when it is a factory, a list of the
+    given ones, or fresh :func:`rlviz.video.panels.default_panels`."""
+
+    def fresh() -> list:
+        if panels is None:
+            return default_panels(list(methods), per_action=per_action)
+        return list(panels() if callable(panels) else panels)
+
+    return fresh
+
+
+def top_down_capture(env, panels: Sequence) -> Callable[[], np.ndarray] | None:
+    """What records the env's top-down map at the size the :class:`TopDownPanel` shows, or None
+    when no panel shows one or the env draws none (``env.unwrapped.top_down_map(size=...)``)."""
+    size = next((p.map_size for p in panels if isinstance(p, TopDownPanel)), None)
+    draw = getattr(env.unwrapped, "top_down_map", None)
+    if size is None or not callable(draw):
+        return None
+    return lambda: draw(size=size)
+
+
+def select_panels(panels, episode: EpisodeExplanation) -> list:
+    """The panels that ``episode`` can feed (e.g. no top-down view for an env without one)."""
+    kept = [p for p in panels if p.available(episode)]
+    if not kept:
+        names = ", ".join(type(p).__name__ for p in panels)
+        raise ValueError(f"none of the panels ({names}) can show this episode")
+    return kept
+
+
+def render_episode(
+    episode: EpisodeExplanation,
+    out: str | os.PathLike,
+    panels: Sequence | None = None,
+    *,
+    fps: float = 15,
+    on_frame: Callable[[int], None] | None = None,
+    crf: int = 23,
+    preset: str = "veryfast",
+) -> list:
+    """Write the video of one explained episode to ``out`` (``.mp4`` or ``.gif``), frame by frame.
+
+    Panels the episode cannot feed are left out. The file appears atomically: nothing is at
+    ``out`` if rendering fails.
+
+    Returns:
+        The panels used, in layout order.
+    """
+    chosen = select_panels(
+        panels if panels is not None else default_panels(list(episode.maps)), episode
+    )
+    composer = Composer(chosen)
+    composer.prepare(episode, title=episode.title())
+    with VideoWriter(out, fps=fps, crf=crf, preset=preset) as writer:
+        for t in range(len(episode)):
+            writer.write(composer.frame(t, episode))
+            if on_frame is not None:
+                on_frame(t)
+    return chosen
+
+
+def make_env(env_id: str, **kwargs: Any):
+    """``gymnasium.make(env_id, **kwargs)``, with an error that says what to do for unknown ids.
+
+    Ids an application registers (rlviz's BoxReach: ``import envs``) must be registered first.
+    """
+    import gymnasium as gym  # only when an id is given: `import rlviz` loads no gymnasium
+
+    try:
+        return gym.make(env_id, **kwargs)
+    except gym.error.Error as exc:
+        known = sorted(gym.registry)
+        shown = ", ".join(known[:40]) + (", ..." if len(known) > 40 else "")
+        raise ValueError(
+            f"cannot make env {env_id!r} ({exc}); registered ids: {shown}. Pass an env, or "
+            "import the package that registers the id first (rlviz/... ids: `import envs`)"
+        ) from None
+
+
+@contextmanager
+def _opened(env) -> Iterator[tuple[Any, str | None]]:
+    """(env, its id): an id is made here and closed afterwards; an env is the caller's."""
+    if not isinstance(env, str):
+        yield env, getattr(getattr(env, "spec", None), "id", None)
+        return
+    made = make_env(env)
+    try:
+        yield made, env
+    finally:
+        made.close()  # we made it, we close it
+
+
+def _check_image_env(env) -> None:
+    shape = getattr(getattr(env, "observation_space", None), "shape", None)
+    if shape is not None and len(shape) not in (2, 3):
+        raise ValueError(
+            f"render_video needs image observations [H, W, C]; this env's observation space is "
+            f"{env.observation_space}. Wrap it (e.g. gymnasium.wrappers.AddRenderObservation) "
+            "to get pixels"
+        )
+
+
+@contextmanager
+def _progress(enabled: bool):
+    if not enabled:
+        yield None
+        return
+    from tqdm.auto import tqdm  # optional: only for the progress bar
+
+    bar = tqdm(total=0, unit="frame", desc="rendering", dynamic_ncols=True)
+    try:
+        yield bar
+    finally:
+        bar.close()
+
+
+@dataclass
+class VideoJob:
+    """One :func:`render_video` call's settings (see there), and the loop that runs it."""
+
+    methods: list[str]
+    seed: int | None = 0
+    layer: str | None = None
+    panels: Callable[[], list] = list
+    fps: float = 15
+    embedding: Any = None
+    deterministic: bool = False
+    normalize: str = "episode"
+    per_action: str | None = None
+    max_steps: int | None = None
+    batch_size: int | None = EXPLAIN_BATCH
+    agent_name: str | None = None
+    crf: int = 23
+    preset: str = "veryfast"
+    info_keys: Sequence[str] | None = INFO_KEYS
+    threads: int | None = 1
+    progress: bool = False
+
+    def run(self, env, adapter: PolicyAdapter, paths: list[Path], env_name: str | None):
+        """Play, explain and write one episode per path; returns the :class:`VideoSummary`."""
+        summary = VideoSummary(timings={"rollout": 0.0, "explain": 0.0, "compose_encode": 0.0})
+        start = time.perf_counter()
+        with (
+            _progress(self.progress) as bar,
+            torch_threads(self.threads) if self.threads else nullcontext(),
+        ):
+            rollouts = collect(
+                env,
+                adapter,
+                len(paths),
+                seed=self.seed,
+                deterministic=self.deterministic,
+                max_steps=self.max_steps,
+                info_keys=self.info_keys,
+                capture=top_down_capture(env, self.panels()),
+            )
+            for i, path in enumerate(paths):
+                t0 = time.perf_counter()
+                rollout = next(rollouts)
+                release_freed_memory()  # the rollout's per-step lists are gone
+                t1 = time.perf_counter()
+                meta = {
+                    "agent": self.agent_name,
+                    "env": env_name,
+                    "seed": None if self.seed is None else self.seed + i,
+                    "episode": f"{i + 1}/{len(paths)}",
+                }
+                episode = self.explain(env, adapter, rollout, meta)
+                release_freed_memory()  # raw maps and attribution buffers are gone
+                t2 = time.perf_counter()
+                used = self.write(episode, path, bar)
+                t3 = time.perf_counter()
+                stages = {"rollout": t1 - t0, "explain": t2 - t1, "compose_encode": t3 - t2}
+                summary.add(path, rollout, used, stages)
+                del episode, rollout  # before the next episode is played
+        summary.seconds = time.perf_counter() - start
+        return summary
+
+    def explain(self, env, adapter: PolicyAdapter, rollout: Rollout, meta: dict):
+        """The :class:`EpisodeExplanation` of one played episode."""
+        return explain_episode(
+            adapter,
+            rollout,
+            self.methods,
+            layer=self.layer,
+            normalize=self.normalize,
+            per_action=self.per_action,
+            embedding=self.embedding,
+            top_down=rollout.views,
+            action_names=resolve_action_names(env, adapter, rollout.probs.shape[1]),
+            batch_size=self.batch_size,
+            meta=meta,
+        )
+
+    def write(self, episode: EpisodeExplanation, path: Path, bar=None) -> list:
+        """Stream the episode's video to ``path``; returns the panels used."""
+        if bar is not None:
+            bar.total += len(episode)
+            bar.set_postfix_str(f"episode {episode.meta['episode']}")
+            bar.refresh()
+        return render_episode(
+            episode,
+            path,
+            self.panels(),
+            fps=self.fps,
+            crf=self.crf,
+            preset=self.preset,
+            on_frame=(lambda _t: bar.update(1)) if bar is not None else None,
+        )
+
+
+def render_video(
+    env,
+    policy: PolicyAdapter | torch.nn.Module,
+    out: str | os.PathLike = "videos/run.mp4",
+    methods: Sequence[str] = DEFAULT_METHODS,
+    episodes: int = 1,
+    seed: int | None = 0,
+    layer: str | None = None,
+    panels: PanelsArg = None,
+    fps: float = 15,
+    embedding=None,
+    *,
+    deterministic: bool = False,
+    normalize: str = "episode",
+    per_action: str | None = None,
+    max_steps: int | None = None,
+    batch_size: int | None = EXPLAIN_BATCH,
+    gif: bool = False,
+    agent_name: str | None = None,
+    name_prefix: str = "rl-explain",
+    crf: int = 23,
+    preset: str = "veryfast",
+    info_keys: Sequence[str] | None = INFO_KEYS,
+    threads: int | None = 1,
+    progress: bool = False,
+) -> VideoSummary:
+    """Play ``episodes`` episodes of ``policy`` in ``env`` and write one explanation video each.
+
+    Works for any Gymnasium env with image observations. Panels that need what the env does not
+    give (ground truth, a top-down map, a state embedding) are left out.
+
+    Args:
+        env: a Gymnasium env, or a registered id (made with ``gymnasium.make`` and closed after).
+        policy: a :class:`PolicyAdapter` or an ``nn.Module`` mapping [B, C, H, W] floats to
+            ``(logits, value)``.
+        out: a ``.mp4``/``.gif`` file, or a folder for ``rl-explain-episode-{i}.mp4`` files.
+        methods: attribution methods shown (one map panel each).
+        episodes: how many episodes; episode i is reset with ``seed + i``.
+        layer: layer for CAM-type methods.
+        panels: panel instances, or a factory returning fresh ones (default
+            :func:`rlviz.video.panels.default_panels`).
+        embedding: a fitted ``StateEmbedding`` to place states on (t-SNE panel), or None.
+        deterministic: act greedily instead of sampling.
+        normalize: colour scale per ``"episode"`` (default) or per ``"frame"``.
+        per_action: also show per-action maps of this method.
+        max_steps: cut episodes at this many steps.
+        gif: with a folder ``out``, write GIFs instead of MP4s.
+        name_prefix: file name prefix when ``out`` is a folder.
+        crf, preset: x264 quality and speed (see :class:`rlviz.video.writer.VideoWriter`).
+        info_keys: per-step infos kept for panels (names or glob patterns; None: all).
+        threads: torch intra-op threads while rendering (restored after; None: leave as set).
+            One is fastest for policy-sized CNNs on CPU: rollouts are batch-1 passes, and the
+            other cores encode video meanwhile; spin-waiting OpenMP threads cost ~8x on a busy
+            machine (BENCHMARKS.md, "## Video").
+        agent_name: shown in the title bar.
+        progress: show a tqdm progress bar of frames.
+
+    Returns:
+        A :class:`VideoSummary` (paths, episodes, successes, frames, seconds).
+    """
+    if episodes < 1:
+        raise ValueError(f"episodes must be >= 1, got {episodes}")
+    adapter = as_adapter(policy)
+    methods = list(methods)
+    paths = output_paths(out, episodes, gif=gif, name_prefix=name_prefix)
+    for path in paths:
+        check_writable(path)
+    check_methods(methods + ([per_action] if per_action else []))
+    job = VideoJob(
+        methods=methods,
+        seed=seed,
+        layer=layer,
+        panels=panel_factory(panels, methods, per_action),
+        fps=fps,
+        embedding=embedding,
+        deterministic=deterministic,
+        normalize=normalize,
+        per_action=per_action,
+        max_steps=max_steps,
+        batch_size=batch_size,
+        agent_name=agent_name,
+        crf=crf,
+        preset=preset,
+        info_keys=info_keys,
+        threads=threads,
+        progress=progress,
+    )
+    with _opened(env) as (env, env_name):
+        _check_image_env(env)
+        return job.run(env, adapter, paths, env_name)

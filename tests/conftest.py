@@ -1,0 +1,28 @@
+"""Shared fixtures; tests import tiny models and envs with ``import helpers`` / ``from helpers``."""
+
+import sys
+from pathlib import Path
+
+import pytest
+
+# The tests folder is no package; put it on the path so `helpers` imports under any import mode.
+TESTS = str(Path(__file__).resolve().parent)
+if TESTS not in sys.path:
+    sys.path.insert(0, TESTS)
+
+from helpers import TinyCNN, sb3_model  # noqa: E402  (needs the path above)
+
+
+@pytest.fixture
+def tiny():
+    """A fresh seeded TinyCNN and its PolicyAdapter."""
+    from rlviz import PolicyAdapter
+
+    model = TinyCNN()
+    return model, PolicyAdapter(model)
+
+
+@pytest.fixture(scope="session")
+def sb3_ppo():
+    """A real SB3 PPO model trained 256 steps on ColourPatchEnv; shared, so never modify it."""
+    return sb3_model("PPO", learn_steps=256)

@@ -1,0 +1,273 @@
+"""rlviz sweep: serial and Ray give one table; a killed worker loses and duplicates nothing;
+``--workers`` evaluation equals serial; Ray workers are set up for headless MiniWorld."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rlviz.sweep import blocks_of, make_executor, plan, spearman
+from rlviz.sweep import executor as executor_module
+
+ENV_ID = "rlviz/BoxReachSmall-v0"
+EPISODES, BLOCK, MAX_STEPS = 4, 2, 12
+TESTS = str(Path(__file__).resolve().parent)
+
+
+# ---- engine pieces, no env ------------------------------------------------------------------
+
+
+def test_spearman_identical_reversed_constant():
+    a = np.arange(12, dtype=np.float32).reshape(1, 3, 4)
+    b = np.concatenate([a, a, a])
+    other = np.concatenate([a, -a, np.zeros_like(a)])
+    np.testing.assert_allclose(spearman(b, other)[:2], [1.0, -1.0])
+    assert np.isnan(spearman(b, other)[2])
+    ties = np.array([[[0.0, 0.0, 1.0, 2.0]]])
+    assert spearman(ties, ties)[0] == pytest.approx(1.0)
+
+
+def test_plan_keys_each_block_once():
+    assert blocks_of(range(5), 2) == [(0, 1), (2, 3), (4,)]
+    calls = plan(["a", "b"], range(5), 2)
+    assert list(calls) == [
+        ("a", -1),
+        ("a", 0),
+        ("a", 1),
+        ("a", 2),
+        ("b", -1),
+        ("b", 0),
+        ("b", 1),
+        ("b", 2),
+    ]
+    with pytest.raises(ValueError, match="repeat"):
+        plan(["a", "a"], range(2), 1)
+
+
+def test_unit_comparison_survived_born_lost():
+    from rlviz.sweep import unit_comparison
+
+    before = {"detector_units": [["c1", 0, 0.2], ["c2", 3, 0.1]], "detectors": {"c1": 1, "c2": 1}}
+    after = {"detector_units": [["c2", 3, 0.3], ["c2", 1, 0.1]], "detectors": {"c1": 0, "c2": 2}}
+    out = unit_comparison(before, after)
+    assert (out["survived"], out["born"], out["lost"]) == (["c2#3"], ["c2#1"], ["c1#0"])
+    assert out["per_layer"]["c2"] == {"survived": 1, "born": 1, "lost": 0}
+
+
+def test_without_ray_runs_serially_and_says_once(monkeypatch, capsys):
+    monkeypatch.setattr(executor_module, "ray_available", lambda: False)
+    monkeypatch.setattr(executor_module, "_hinted", [])
+    for _ in range(2):
+        ex = make_executor(workers=2)
+        assert isinstance(ex, executor_module.SerialExecutor)
+        assert ex.map(pow, {"k": (2, 3)}) == {"k": 8}
+    assert capsys.readouterr().err.count("pip install rlviz[ray]") == 1
+    with pytest.raises(RuntimeError, match="needs Ray"):
+        make_executor(address="auto")
+
+
+# ---- tiny snapshots, a shared Ray cluster ------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+    """A run folder with two tiny untrained snapshots of the real agent (saved, not trained)."""
+    import torch
+
+    from agents.checkpoint import save_checkpoint
+    from agents.policy import ActorCritic, Architecture
+
+    run = tmp_path_factory.mktemp("run")
+    for i, steps in enumerate((1000, 2000)):
+        torch.manual_seed(i)
+        model = ActorCritic(Architecture(channels=(4, 8, 8)))
+        save_checkpoint(
+            run / "snapshots" / f"step_{steps:09d}.safetensors",
+            model,
+            {"env_id": ENV_ID, "env_kwargs": {}, "steps": steps},
+        )
+    return run
+
+
+def _spec(**changes):
+    from rlviz.cli.sweep_tasks import build_spec
+
+    kwargs = dict(
+        env_id=ENV_ID,
+        env_kwargs={},
+        probe_seeds=(2_000_000, 2_000_001),
+        probe_frames=16,
+        methods=("gradient", "gradcam"),
+        top_k=2,
+        iou_threshold=0.0,
+        deterministic=False,
+        max_steps=MAX_STEPS,
+    )
+    return build_spec(**{**kwargs, **changes})
+
+
+def _rows(report: dict) -> list[dict]:
+    """Rows as the JSON file has them (NaN -> null), to compare a report with a file."""
+    from rlviz.sweep.table import _plain
+
+    return _plain(report["rows"])
+
+
+@pytest.fixture(scope="module")
+def serial_report(run_dir) -> dict:
+    """The CLI's serial sweep of the run (also checks the command writes its three files)."""
+    from rlviz.cli.sweep import main
+
+    out = run_dir / "serial"
+    argv = [
+        "--run",
+        str(run_dir),
+        "--episodes",
+        str(EPISODES),
+        "--block-size",
+        str(BLOCK),
+        "--max-steps",
+        str(MAX_STEPS),
+        "--probe-frames",
+        "16",
+        "--probe-episodes",
+        "2",
+        "--top-k",
+        "2",
+        "--iou-threshold",
+        "0",
+        "--out",
+        str(out),
+        "--no-progress",
+    ]
+    assert main(argv) == 0
+    assert {p.name for p in out.iterdir()} == {"sweep.csv", "sweep.json", "sweep.png"}
+    return json.loads((out / "sweep.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def ray_executor():
+    """One local 2-CPU Ray cluster for the module; the tests folder on the workers' path."""
+    pytest.importorskip("ray")
+    from rlviz.cli.sweep_tasks import WORKER_SETUP
+    from rlviz.sweep import RayExecutor
+
+    path = os.pathsep.join([TESTS, os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    ex = RayExecutor(
+        workers=2,
+        setup=WORKER_SETUP,
+        progress=False,
+        runtime_env={"env_vars": {"PYTHONPATH": path}},
+    )
+    yield ex
+    ex.close()
+
+
+def _sweep(run_dir, spec, executor):
+    from rlviz.cli.sweep import run_snapshots
+    from rlviz.sweep import run_sweep
+
+    checkpoints = [str(p) for p in run_snapshots(run_dir)]
+    seeds = list(range(10**6, 10**6 + EPISODES))
+    return run_sweep(checkpoints, spec, seeds, executor, block_size=BLOCK)
+
+
+def test_serial_table_is_complete(serial_report):
+    rows = serial_report["rows"]
+    assert [r["steps"] for r in rows] == [1000, 2000]
+    assert all(r["episodes"] == EPISODES for r in rows)
+    assert rows[0]["drift_gradient"] is None and rows[1]["drift_gradient"] is not None
+    assert serial_report["probe"]["frames"] == 16
+
+
+def test_ray_sweep_equals_serial(run_dir, serial_report, ray_executor):
+    result = _sweep(run_dir, _spec(), ray_executor)
+    assert _rows(result.report()) == _rows(serial_report)
+
+
+def stalling_load(marker: str, path: str):
+    """The real loader, except that the first call anywhere records its pid and hangs (to be
+    killed by the test); the retry after the kill finds the marker and goes on."""
+    from rlviz.cli.sweep_tasks import load_snapshot
+
+    try:
+        fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        return load_snapshot(path)
+    os.write(fd, str(os.getpid()).encode())
+    os.close(fd)
+    time.sleep(300)
+    raise AssertionError("this worker should have been killed")
+
+
+def test_killed_worker_loses_and_duplicates_nothing(run_dir, serial_report, ray_executor, tmp_path):
+    import dataclasses
+    import functools
+
+    marker = tmp_path / "stalled.pid"
+    spec = dataclasses.replace(_spec(), load=functools.partial(stalling_load, str(marker)))
+    box: dict = {}
+    thread = threading.Thread(target=lambda: box.update(result=_sweep(run_dir, spec, ray_executor)))
+    thread.start()
+    deadline = time.time() + 240
+    while not (marker.exists() and marker.read_text()) and time.time() < deadline:
+        time.sleep(0.2)
+    pid = int(marker.read_text())
+    assert pid != os.getpid()
+    os.kill(pid, signal.SIGKILL)
+    thread.join(timeout=300)
+    assert not thread.is_alive()
+    result = box["result"]
+    assert all(
+        len([s for b in result.episodes[c] for s in b["seeds"]]) == EPISODES
+        for c in result.episodes
+    )
+    assert _rows(result.report()) == _rows(serial_report)
+
+
+def test_evaluate_workers_equal_serial(run_dir, ray_executor):
+    from agents.checkpoint import load_checkpoint
+    from agents.evaluate import evaluate
+    from rlviz.cli.sweep_tasks import evaluate_parallel
+
+    checkpoint = str(run_dir / "snapshots" / "step_000001000.safetensors")
+    seeds = list(range(10**6, 10**6 + 5))
+    model, _ = load_checkpoint(checkpoint)
+    serial = evaluate(model, ENV_ID, seeds, max_steps=MAX_STEPS)
+    parallel = evaluate_parallel(
+        checkpoint, ENV_ID, seeds, max_steps=MAX_STEPS, workers=2, block_size=2, progress=False
+    )
+    assert json.dumps(parallel) == json.dumps(serial)
+
+
+def render_in_worker() -> dict:
+    """What a fresh task sees in a Ray worker before it touches MiniWorld, and a rendered frame."""
+    seen = {m: m in sys.modules for m in ("torch._dynamo", "miniworld")}
+    from envs import headless
+
+    seen["prepared"] = headless.is_prepared()
+    from agents.vecenv import make_env
+
+    env = make_env(ENV_ID)
+    frame, _ = env.reset(seed=0)
+    import torch
+    import torch._dynamo  # noqa: F401  (after a GL context: segfaults unless imported first)
+
+    torch.optim.Adam([torch.zeros(1, requires_grad=True)]).step()
+    env.close()
+    return {**seen, "pid": os.getpid(), "frame_std": float(np.asarray(frame).std())}
+
+
+def test_ray_worker_is_set_up_for_headless_miniworld(ray_executor):
+    out = ray_executor.map(render_in_worker, {("frame", 0): ()})[("frame", 0)]
+    assert out["pid"] != os.getpid()
+    assert out["prepared"] and out["torch._dynamo"] and out["miniworld"]
+    assert out["frame_std"] > 0
