@@ -23,7 +23,7 @@ from safetensors.torch import save as st_save
 from torch import nn
 
 from agents.policy import ActorCritic, Architecture, make_adapter
-from rlviz.io import atomic_write_bytes
+from rlviz.io import atomic_write_files
 
 if TYPE_CHECKING:
     from rlviz import PolicyAdapter
@@ -140,11 +140,12 @@ def save_checkpoint(
         weights_file=path.name,
         weights_sha256=_sha256(weights),
     )
+    files: dict[Path, bytes] = {}
     if optimizer_state is not None:
         tensors: dict[str, torch.Tensor] = {}
         skeleton = _flatten(optimizer_state, tensors, "")
         state = st_save(tensors, metadata={"skeleton": json.dumps(skeleton)})
-        atomic_write_bytes(state_path(path), state)
+        files[state_path(path)] = state
         meta["state_file"] = state_path(path).name
         meta["state_sha256"] = _sha256(state)
     else:
@@ -153,8 +154,11 @@ def save_checkpoint(
     text = (
         json.dumps(meta, indent=2, sort_keys=False) + "\n"
     )  # fail before writing if not JSON-able
-    atomic_write_bytes(path, weights)
-    atomic_write_bytes(config_path(path), text.encode())
+    files[path] = weights
+    files[config_path(path)] = text.encode()  # last: the config commits the set (its hashes)
+    # Every file is complete on disk before any replaces its old version: a kill while writing
+    # leaves the previous checkpoint whole.
+    atomic_write_files(files)
     return path
 
 
@@ -183,12 +187,43 @@ def read_config(path: str | os.PathLike) -> dict:
         raise CheckpointError(
             f'{str(cpath)!r} is not an rlviz agent config (expected "format": "{FORMAT}")'
         )
+    _check_config_types(config, cpath)
     if int(config.get("format_version", 0)) > FORMAT_VERSION:
         raise CheckpointError(
             f"{str(cpath)!r} has format_version {config['format_version']}, newer than this rlviz "
             f"reads ({FORMAT_VERSION}); upgrade rlviz"
         )
     return config
+
+
+# The config entries the loader relies on, and the JSON types they must have.
+_CONFIG_TYPES: dict[str, tuple[type, ...]] = {
+    "format_version": (int,),
+    "architecture": (dict,),
+    "weights_sha256": (str,),
+    "state_file": (str,),
+    "state_sha256": (str,),
+    "env_id": (str,),
+    "env_kwargs": (dict,),
+    "steps": (int,),
+    "train_config": (dict,),
+}
+
+
+def _check_config_types(config: dict, cpath: Path) -> None:
+    """Raise :class:`CheckpointError` naming every entry of ``config`` with the wrong JSON type."""
+    wrong = [
+        f"{key!r} is {type(config[key]).__name__} {config[key]!r:.40}, expected "
+        + " or ".join(t.__name__ for t in types)
+        for key, types in _CONFIG_TYPES.items()
+        if config.get(key) is not None
+        and (not isinstance(config[key], types) or isinstance(config[key], bool))
+    ]
+    if wrong:
+        raise CheckpointError(
+            f"config {str(cpath)!r} has entries of the wrong type ({'; '.join(wrong)}); it was "
+            "edited or is corrupt: restore it or re-save the checkpoint"
+        )
 
 
 def _read_verified(path: Path, expected_sha: str | None, what: str) -> bytes:
@@ -224,6 +259,7 @@ def load_checkpoint(
         CheckpointError: a missing/corrupt config, weights that fail their hash, or weights that do
             not fit the architecture the config describes.
     """
+    device = _usable_device(device)
     wpath = _weights_path(path)
     config = read_config(wpath)
     data = _read_verified(wpath, config.get("weights_sha256"), "weights file")
@@ -241,6 +277,22 @@ def load_checkpoint(
     return model.to(device).eval(), config
 
 
+def _usable_device(device: str | torch.device) -> torch.device:
+    """``device`` as a torch device this machine has, else a ``ValueError`` saying what to pass."""
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(
+            f"device {device!r} is not a torch device ({exc}); pass 'cpu' or 'cuda'"
+        ) from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(
+            f"device {str(device)!r} asked for, but this machine has no CUDA GPU "
+            "(torch.cuda.is_available() is False); pass device='cpu'"
+        )
+    return device
+
+
 class LoadedPolicy(NamedTuple):
     """A checkpoint ready to play: what :func:`load_policy` returns."""
 
@@ -249,6 +301,18 @@ class LoadedPolicy(NamedTuple):
     config: dict
     env_id: str
     env_kwargs: dict
+
+    @property
+    def frame_stack(self) -> int:
+        """K, the frames the policy reads per observation (1: none stacked; from the config's
+        ``architecture.frames``)."""
+        return int(self.model.arch.frames)
+
+    def make_env(self, **overrides):
+        """The env this policy plays in: its id and kwargs (``overrides`` win), in its frame stack."""
+        from agents.vecenv import make_env
+
+        return make_env(self.env_id, {**self.env_kwargs, **overrides}, self.frame_stack)
 
 
 def checkpoint_env(

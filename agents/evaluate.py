@@ -69,7 +69,9 @@ def _play(env, act: Callable, seed: int, max_steps: int | None = None):
             return info, term, reward, total, n
 
 
-def _summarise(seeds: list[int], successes: list, steps: list, returns: list, **extra) -> dict:
+def summarise_episodes(
+    seeds: list[int], successes: list, steps: list, returns: list, **extra
+) -> dict:
     """The keys :func:`evaluate` documents, from per-episode lists."""
     ok = [s for s, good in zip(steps, successes, strict=True) if good]
     return {
@@ -124,7 +126,9 @@ def evaluate(
         raise ValueError("evaluate needs at least one seed")
     was_training = model.training
     model.eval()
-    env = make_env(env_id, env_kwargs)
+    # A policy with memory reads K stacked frames: play it in the same stack it trained in.
+    frames = int(getattr(getattr(model, "arch", None), "frames", 1))
+    env = make_env(env_id, env_kwargs, frame_stack=frames)
     successes, steps, returns = [], [], []
     try:
         _check_env(model, env)
@@ -137,7 +141,7 @@ def evaluate(
     finally:
         env.close()
         model.train(was_training)
-    return _summarise(seeds, successes, steps, returns, deterministic=bool(deterministic))
+    return summarise_episodes(seeds, successes, steps, returns, deterministic=bool(deterministic))
 
 
 def evaluate_oracle(env_id: str, seeds: Sequence[int], env_kwargs: dict | None = None) -> dict:
@@ -155,7 +159,7 @@ def evaluate_oracle(env_id: str, seeds: Sequence[int], env_kwargs: dict | None =
             returns.append(total)
     finally:
         env.close()
-    return _summarise(seeds, successes, steps, returns)
+    return summarise_episodes(seeds, successes, steps, returns)
 
 
 def main(argv: list[str] | None = None) -> int:

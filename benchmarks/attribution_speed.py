@@ -311,6 +311,7 @@ def method_options(model_key: str) -> dict[str, dict]:
     }
 
 
+OLD_FORWARD_PASS = 1 << 23  # input elements per pass of the old occlusion/perturbation floor
 MANY_PASS = ("smoothgrad", "integrated_gradients", "occlusion", "perturbation")
 METHODS = (
     "gradient",
@@ -362,6 +363,11 @@ def run_model(key, batches, methods, quick) -> list[dict]:
             x = torch.rand(b, 3, *size, generator=gen)
             actions = torch.randint(0, 3, (b,), generator=gen)
             pass_size = max(1, method.pass_elements // x[0].numel())  # as rlviz chooses
+            floor_pass = pass_size
+            if name in ("occlusion", "perturbation"):
+                # The old floor (issue 19's reference): forwards in 2^23-element passes, what
+                # both methods used before perturbation's passes were halved.
+                floor_pass = max(1, OLD_FORWARD_PASS // x[0].numel())
             target = ActionLogit(actions)
             # Round-robin until 4 s (at least 3 rounds, at most 200): cheap calls get many rounds,
             # which their noisy minimum needs on a shared machine.
@@ -372,7 +378,7 @@ def run_model(key, batches, methods, quick) -> list[dict]:
             def ours(method=method, x=x, target=target, layer_arg=layer_arg):
                 return method.attribute(adapter, x, target, layer=layer_arg)
 
-            floor_fn, floor_label = floor_for(name, model, fwd, layer, x, actions, opts, pass_size)
+            floor_fn, floor_label = floor_for(name, model, fwd, layer, x, actions, opts, floor_pass)
             fns = {"ours": ours, "floor": floor_fn}
             frames = {"ours": b, "floor": b}
             for ref_label, ref_fn in references(

@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import agents  # noqa: E402
 from agents.checkpoint import load_policy  # noqa: E402
 from agents.evaluate import held_out_seeds  # noqa: E402
-from agents.vecenv import make_env, newest_frame  # noqa: E402
+from agents.vecenv import newest_frame  # noqa: E402
 from rlviz.rollout import run_episode  # noqa: E402
 
 
@@ -87,8 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     loaded = load_policy(args.checkpoint)
     policy, frame_stack = loaded.adapter, loaded.model.arch.frames
     # Ground truth (box in view, poses) sorts the failures; the policy still sees pixels only.
-    env_kwargs = {**loaded.env_kwargs, "ground_truth": True}
-    env = make_env(loaded.env_id, env_kwargs, frame_stack=frame_stack)
+    env = loaded.make_env(ground_truth=True)
     kinds: dict[str, list[int]] = {}
     names = policy.action_names
     action_counts = np.zeros(len(names), dtype=np.int64)  # over all episodes

@@ -168,12 +168,15 @@ def main() -> int:
     t_ray = time.perf_counter() - t0
     ray_ex.close()
     same = _plain(s_result.rows) == _plain(r_result.rows)
+    speedup = t_serial / t_ray
     print(
         f"ray ({args.workers} workers): cluster start {t_start:.1f} s, worker warm-up "
-        f"{t_warm:.1f} s, sweep {t_ray:.1f} s -> speed-up {t_serial / t_ray:.2f}x "
+        f"{t_warm:.1f} s, sweep {t_ray:.1f} s -> speed-up {speedup:.2f}x "
         f"({t_serial / (t_ray + t_start + t_warm):.2f}x counting start and warm-up); "
         f"tables identical: {same}"
     )
+    verdict = "met" if speedup >= 1.7 else "NOT met (a loaded machine, or too few tasks: --quick)"
+    print(f"target >= 1.7x on {args.workers} workers: {verdict}")
     shared = len(pickle.dumps((spec, s_result.probe)))
     model = scaling_model(serial, len(checkpoints), args.episodes, args.block_size, shared)
     print("\nscaling model (per-task numbers from the serial run):")
@@ -195,6 +198,7 @@ def main() -> int:
         "ray_start_s": t_start,
         "ray_warm_s": t_warm,
         "ray_s": t_ray,
+        "speedup": speedup,
         "identical": same,
         "model": model,
     }

@@ -73,14 +73,16 @@ def _boxreach(max_steps: int):
 # ----------------------------------------------------------------------------------------- ours
 
 
-def run_ours(policy, embedding, steps: int, seed: int, out: Path, **kwargs):
+def run_ours(
+    policy, embedding, steps: int, seed: int, out: Path, methods=("gradient", "gradcam"), **kwargs
+):
     env = _boxreach(steps)
     try:
         return render_video(
             env,
             policy,
             out=out,
-            methods=["gradient", "gradcam"],
+            methods=list(methods),
             seed=seed,
             embedding=embedding,
             max_steps=steps,
@@ -364,6 +366,17 @@ def main() -> None:
             policy, embedding, args.steps, args.seed, tmp / "per.mp4", per_action="gradient"
         )
         print(f"ours + per-action maps row: {per.fps:.1f} frames/s")
+        # Occlusion is the most faithful map (BENCHMARKS "Faithfulness"); incremental inference
+        # (issue 19) is what lets a video afford it.
+        occ = run_ours(
+            policy,
+            embedding,
+            args.steps,
+            args.seed,
+            tmp / "occ.mp4",
+            methods=("occlusion", "gradient", "gradcam"),
+        )
+        print(f"ours + occlusion panel (occlusion, gradient, gradcam): {occ.fps:.1f} frames/s")
         fast = run_ours(
             policy, embedding, args.steps, args.seed, tmp / "fast.mp4", preset="ultrafast"
         )

@@ -31,7 +31,6 @@ DEFAULT_TEXTURES: dict[str, str] = {
 PALETTE: dict[str, tuple[str, ...]] = {
     "floor": (
         "floor_tiles_bw",
-        "floor_tiles_white",
         "asphalt",
         "grass",
         "marble",

@@ -1,22 +1,76 @@
 """The one way rlviz writes files: a temp file beside the target, then ``os.replace``.
 
 A crash, a kill or an exception mid-write leaves any previous file intact and no half-written file
-under the final name; the temp file is hidden (``.name.*.tmp``) and removed on failure.
+under the final name; the temp file is hidden (``.name.PID.*.tmp``) and removed on failure. A
+temp file left by a killed process (SIGKILL runs no cleanup) is removed by the next write of the
+same name.
+
+Test hook: with ``RLVIZ_FAULT_PAUSE=PATTERN[:N]`` in the environment, the N-th write (default 1st)
+whose file name matches the glob ``PATTERN`` stops right before publishing its (complete) temp file
+and waits to be killed; it first touches ``RLVIZ_FAULT_SIGNAL`` (a path) when that is set.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 import tempfile
+import time
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
 
 TEMP_SUFFIX = ".tmp"
+_fault_hits: list[int] = [0]  # writes that matched RLVIZ_FAULT_PAUSE so far
+
+
+def _fault_point(path: Path) -> None:
+    """Pause forever here when the ``RLVIZ_FAULT_PAUSE`` test hook names this write."""
+    spec = os.environ.get("RLVIZ_FAULT_PAUSE")
+    if not spec:
+        return
+    pattern, _, nth = spec.partition(":")
+    if not fnmatch.fnmatch(path.name, pattern):
+        return
+    _fault_hits[0] += 1
+    if _fault_hits[0] != int(nth or 1):
+        return
+    signal_file = os.environ.get("RLVIZ_FAULT_SIGNAL")
+    if signal_file:
+        Path(signal_file).write_text(f"{os.getpid()} {path}\n")
+    while True:  # the test kills us here
+        time.sleep(1)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
+
+
+def remove_stale_temps(path: str | os.PathLike) -> list[Path]:
+    """Delete the temp files of writes to ``path`` whose process is gone; returns them."""
+    path = Path(path)
+    removed = []
+    for tmp in path.parent.glob(f".{glob_escape(path.name)}.*{TEMP_SUFFIX}"):
+        pid = tmp.name[len(path.name) + 2 :].split(".", 1)[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed
+
+
+def glob_escape(name: str) -> str:
+    """``name`` with glob metacharacters escaped, for ``Path.glob``."""
+    return "".join(f"[{c}]" if c in "*?[" else c for c in name)
 
 
 def _publishable(tmp: str | os.PathLike) -> None:
@@ -35,13 +89,16 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(path)
+    # The pid in the name lets a later write tell a dead writer's leftover from a live one.
     fd, tmp = tempfile.mkstemp(
-        prefix=f".{path.name}.", suffix=f"{suffix}{TEMP_SUFFIX}", dir=path.parent
+        prefix=f".{path.name}.{os.getpid()}.", suffix=f"{suffix}{TEMP_SUFFIX}", dir=path.parent
     )
     os.close(fd)
     try:
         yield Path(tmp)
         _publishable(tmp)
+        _fault_point(path)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -62,6 +119,19 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     with atomic_output(path) as handle:
         handle.write(data)
     return Path(path)
+
+
+def atomic_write_files(files: Mapping[str | os.PathLike, bytes]) -> list[Path]:
+    """Write several files that belong together: every temp file first, then each is published,
+    in the given order (put the file that commits the set, e.g. a config naming the others' hashes,
+    last). A kill while writing leaves all old files; only the few renames at the end are a window.
+    """
+    items = [(Path(p), data) for p, data in files.items()]
+    with ExitStack() as stack:
+        # Entered last-first, so the stack publishes them first-first on leaving the block.
+        for path, data in reversed(items):
+            stack.enter_context(atomic_output(path)).write(data)
+    return [path for path, _ in items]
 
 
 def save_json(data: object, path: str | os.PathLike) -> Path:

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from rlviz.layout import ObservationLayout
+from rlviz.rollout import Rollout, with_layout
 from rlviz.targets import MostLikelyAction, TakenAction, as_target, subset_target
 
 # Steps per pass: memory reliance runs over whole episodes.
@@ -97,7 +98,9 @@ def memory_reliance(
 
     Args:
         adapter: a :class:`rlviz.PolicyAdapter` with memory (a stacked layout or recurrent state).
-        obs: raw observations [T, ...] in the adapter's layout.
+        obs: raw observations [T, ...] in the adapter's layout, or a :class:`rlviz.rollout.Rollout`
+            (then its ``states`` and ``layout`` are the defaults, and the target defaults to the
+            actions it took).
         target: what the share explains (default: the greedy action's log-prob); see
             :meth:`rlviz.AttributionMethod.attribute`.
         states: for a recurrent adapter, the state entering each step: a tuple of tensors [T, ...].
@@ -107,8 +110,14 @@ def memory_reliance(
     Returns:
         :class:`MemoryReliance` with ``kl`` and ``share``, float32 [T].
     """
+    if isinstance(obs, Rollout):
+        states = obs.states if states is None else states
+        layout = layout or obs.layout
+        target = TakenAction(obs.actions) if target is None else target
+        obs = obs.obs
     recurrent = bool(getattr(adapter, "recurrent", False))
     layout = layout or getattr(adapter, "layout", None)
+    adapter = with_layout(adapter, layout)  # a layout given here also preprocesses the stack
     if not recurrent and (layout is None or not layout.stacked):
         raise ValueError(
             f"memory reliance needs a policy with memory: a frame stack (layout with frames > 1; "

@@ -7,6 +7,7 @@ the video wrappers feed it from ``reset``/``step`` while someone else chooses th
 
 from __future__ import annotations
 
+import copy
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -15,7 +16,12 @@ from fnmatch import fnmatchcase
 import numpy as np
 import torch
 
-from rlviz.policy import PolicyAdapter
+from rlviz.layout import LayoutError, ObservationLayout
+from rlviz.policy import PolicyAdapter, PolicyOutput
+from rlviz.policy.adapter import _as_policy_output
+
+#: A recurrent state: a tuple of batch-first tensors (see :class:`rlviz.PolicyAdapter`).
+State = tuple[torch.Tensor, ...]
 
 
 class CompressedFrames:
@@ -54,7 +60,8 @@ class Rollout:
     """One episode. Arrays are indexed by step t = 0 .. T-1 (the state s_t the agent acted in).
 
     Attributes:
-        obs: uint8 [T, H, W, C], what the policy saw.
+        obs: uint8 [T, ...], what the policy saw, as the env gave it (in ``layout``: [T, H, W, C]
+            for one frame, [T, H, W, K*C] or [T, K, H, W, C] for a stack).
         actions: int64 [T], the action taken (sampled, or greedy when deterministic).
         probs: float32 [T, A], pi(.|s_t).
         values: float32 [T], V(s_t), or None for a policy without critic.
@@ -64,6 +71,10 @@ class Rollout:
         terminated / truncated: how the episode ended.
         seed: the reset seed, when one was given.
         views: T per-state images captured while playing (e.g. the env's top-down map), or None.
+        states: for a recurrent policy, the state entering each step (reset at the episode's
+            start): a tuple of CPU tensors [T, ...], as ``states=`` of the methods takes it.
+        layout: the :class:`rlviz.ObservationLayout` of ``obs`` (the policy's, else the env's),
+            or None when neither says (a single frame read off its shape).
     """
 
     obs: np.ndarray
@@ -76,6 +87,8 @@ class Rollout:
     truncated: bool = False
     seed: int | None = None
     views: Sequence[np.ndarray] | None = None
+    states: State | None = None
+    layout: ObservationLayout | None = None
 
     def __len__(self) -> int:
         return len(self.actions)
@@ -121,6 +134,78 @@ def policy_outputs(
         values.append(None if out.value is None else out.value.float().cpu().numpy())
     value = None if values[0] is None else np.concatenate(values).astype(np.float32)
     return np.concatenate(probs).astype(np.float32), value
+
+
+def act(
+    policy: PolicyAdapter, obs, state: State | None = None
+) -> tuple[PolicyOutput, State | None]:
+    """pi/V for one observation and, for a recurrent policy, the state after it (no gradients).
+
+    ``state`` is the state entering the step (recurrent policies only; batch of 1).
+    """
+    if not policy.recurrent:
+        return policy(obs), None
+    with torch.no_grad():
+        raw, next_state = policy.step(policy.preprocess(obs), state)
+    return _as_policy_output(raw), tuple(s.detach() for s in next_state)
+
+
+def stack_states(per_step: Sequence[State]) -> State:
+    """States of single steps (each a tuple of [1, ...] tensors) as one tuple of CPU [T, ...]."""
+    return tuple(
+        torch.cat([s.detach().cpu() for s in parts]) for parts in zip(*per_step, strict=True)
+    )
+
+
+def episode_outputs(
+    adapter: PolicyAdapter, obs: np.ndarray, batch_size: int = 256
+) -> tuple[np.ndarray, np.ndarray | None, State | None]:
+    """pi(.|s) [T, A], V(s) [T] (or None) and the entering states (or None) of one episode's
+    observations [T, ...].
+
+    A recurrent policy replays the episode from its initial state, one step at a time (its state
+    depends on the observations only, so whoever chose the actions, this is the state it had);
+    any other policy is evaluated in batches (:func:`policy_outputs`).
+    """
+    if not adapter.recurrent:
+        return (*policy_outputs(adapter, obs, batch_size), None)
+    state, states, probs, values = adapter.initial_state(1), [], [], []
+    for t in range(len(obs)):
+        states.append(state)
+        out, state = act(adapter, obs[t], state)
+        probs.append(out.probs[0].float().cpu().numpy())
+        values.append(None if out.value is None else float(out.value[0]))
+    value = None if values[0] is None else np.asarray(values, np.float32)
+    return np.stack(probs).astype(np.float32), value, stack_states(states)
+
+
+def with_layout(policy: PolicyAdapter, layout: ObservationLayout | None) -> PolicyAdapter:
+    """``policy`` reading observations in ``layout``: itself when it declares one (or ``layout``
+    is a single frame), else a shallow copy with the layout set (the caller's stays as it was).
+
+    One observation of a stack such as ``[K, H, W, C]`` reads as a batch of K frames by its shape
+    alone; the env's layout says what it is.
+    """
+    if policy.layout is not None or layout is None or not layout.stacked:
+        return policy
+    reading = copy.copy(policy)
+    reading.layout = layout
+    return reading
+
+
+def rollout_layout(policy: PolicyAdapter, env, obs) -> ObservationLayout | None:
+    """The layout of an episode's observations: the policy's, else the env's (its wrappers),
+    else the one ``obs`` (one observation) implies; None when none is clear."""
+    if policy.layout is not None:
+        return policy.layout
+    try:
+        return ObservationLayout.from_env(env)
+    except (LayoutError, AttributeError, TypeError, IndexError, KeyError):
+        pass  # not a Gymnasium image env: read the observation's shape
+    try:
+        return policy.layout_for(obs)
+    except (LayoutError, ValueError):
+        return None
 
 
 class EpisodeRecorder:
@@ -203,10 +288,14 @@ class EpisodeRecorder:
         values: np.ndarray | None,
         actions: np.ndarray | None = None,
         rewards: np.ndarray | None = None,
+        *,
+        states: State | None = None,
+        layout: ObservationLayout | None = None,
     ) -> Rollout:
         """The states recorded so far with pi/V (and other actions or rewards, when given).
 
         Without ``actions``, only states that have an action are included (T = actions taken).
+        ``states`` (a recurrent policy's, [T, ...] each) and ``layout`` are stored as given.
         """
         n = len(self.obs) if actions is not None else len(self.actions)
         return Rollout(
@@ -220,6 +309,8 @@ class EpisodeRecorder:
             truncated=self.truncated,
             seed=self.seed,
             views=self.views if self.capture is not None else None,
+            states=states,
+            layout=layout,
         )
 
 
@@ -240,14 +331,20 @@ def run_episode(
     A stochastic policy samples a_t ~ pi(.|s_t) with ``generator``; ``deterministic`` takes
     argmax. ``info_keys`` limits which ``info`` entries are kept (all by default; glob patterns
     allowed); ``capture`` records an image per state into ``Rollout.views`` (see
-    :class:`EpisodeRecorder`).
+    :class:`EpisodeRecorder`). A recurrent policy starts from its initial state and carries it
+    along; ``Rollout.states`` keeps the state entering each step.
     """
     record = EpisodeRecorder(info_keys, capture)
     obs, info = env.reset(seed=seed)
     record.start(obs, info, seed)
-    probs, values = [], []
+    layout = rollout_layout(policy, env, obs)
+    policy = with_layout(policy, layout)  # an env's frame stack, read as one observation
+    probs, values, states = [], [], []
+    state = policy.initial_state(1) if policy.recurrent else None
     while not record.done:
-        out = policy(obs)
+        if state is not None:
+            states.append(state)  # the state entering step t: what explains a_t
+        out, state = act(policy, obs, state)
         pi = out.probs[0].float().cpu()
         if deterministic:
             action = int(pi.argmax())
@@ -260,7 +357,10 @@ def run_episode(
             truncated = True
         record.step(action, reward, terminated, truncated, obs, info)
     return record.to_rollout(
-        np.stack(probs), None if values[0] is None else np.asarray(values, np.float32)
+        np.stack(probs),
+        None if values[0] is None else np.asarray(values, np.float32),
+        states=stack_states(states) if states else None,
+        layout=layout,
     )
 
 

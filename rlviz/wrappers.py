@@ -25,8 +25,17 @@ import numpy as np
 import torch
 
 from rlviz.explain import explain
+from rlviz.memory import MemoryReliance, memory_reliance
 from rlviz.policy import PolicyAdapter, as_adapter
-from rlviz.rollout import EpisodeRecorder, policy_outputs
+from rlviz.rollout import (
+    EpisodeRecorder,
+    act,
+    episode_outputs,
+    policy_outputs,
+    rollout_layout,
+    stack_states,
+    with_layout,
+)
 from rlviz.targets import MostLikelyAction
 from rlviz.video.episode import EpisodeExplanation, resolve_action_names
 from rlviz.video.events import INFO_KEYS
@@ -40,6 +49,7 @@ from rlviz.video.explain import (
 from rlviz.video.grid import Composer
 from rlviz.video.pipeline import VideoJob, panel_factory, top_down_capture
 from rlviz.video.resources import torch_threads
+from rlviz.video.timeline import TimeMaps, has_memory
 from rlviz.video.writer import check_writable
 
 __all__ = ["ExplanationRender", "RecordExplanationVideo", "capped_cubic_video_schedule"]
@@ -154,7 +164,12 @@ class RecordExplanationVideo(gym.Wrapper):
     def _render(self) -> None:
         record = self._record
         n = len(record)  # the final state has no action yet: it is not shown
-        rollout = record.to_rollout(*policy_outputs(self.policy, np.stack(record.obs[:n])))
+        obs = np.stack(record.obs[:n])
+        # A recurrent policy replays the episode from its initial state (its state follows the
+        # observations, whoever chose the actions), so each step is explained with its state.
+        layout = rollout_layout(self.policy, self.env, obs[0])
+        probs, values, states = episode_outputs(with_layout(self.policy, layout), obs)
+        rollout = record.to_rollout(probs, values, states=states, layout=layout)
         meta = {
             "agent": self.agent_name,
             "env": getattr(getattr(self.env, "spec", None), "id", None),
@@ -204,7 +219,6 @@ class ExplanationRender(gym.Wrapper):
         self.policy = as_adapter(policy)
         self.methods = list(methods)
         check_methods(self.methods)
-        self._signed = {m: is_signed(m) for m in self.methods}
         self.layer = layer
         self.embedding = embedding
         self.agent_name = agent_name
@@ -219,17 +233,27 @@ class ExplanationRender(gym.Wrapper):
         """Always ``"rgb_array"``."""
         return "rgb_array"
 
-    def _reset_history(self, seed: int | None = None) -> None:
+    def _reset_history(self, seed: int | None = None, first_obs=None) -> None:
         self._record.reset_record(seed)
-        self._raw: dict[str, list[np.ndarray]] = {m: [] for m in self.methods}
+        self._layout = (
+            None if first_obs is None else rollout_layout(self.policy, self.env, first_obs)
+        )
+        self._time = TimeMaps(self._layout, self.methods)
+        self._reader = with_layout(self.policy, self._layout)
+        self._memory = has_memory(self._reader, self._layout)
+        self._state = self.policy.initial_state(1) if self.policy.recurrent else None
+        shown = self.methods + ([self._time.method] if self._time.missing else [])
+        self._raw: dict[str, list[np.ndarray]] = {m: [] for m in shown}
         self._probs: list[np.ndarray] = []
         self._values: list[float] = []
         self._xy: list[np.ndarray] = []
+        self._kl: list[np.ndarray] = []
+        self._share: list[np.ndarray] = []
         self._explained = 0  # states whose maps are computed
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         obs, info = super().reset(seed=seed, options=options)
-        self._reset_history(seed)
+        self._reset_history(seed, obs)
         self._record.start(obs, info, seed)
         return obs, info
 
@@ -245,18 +269,43 @@ class ExplanationRender(gym.Wrapper):
         if self._explained == len(states):
             return
         new = np.stack(states[self._explained :])
-        probs, values = policy_outputs(self.policy, new)
+        probs, values, held = self._outputs(new)
         self._probs += list(probs)
         self._values += [] if values is None else list(values)
-        if self.methods:
+        for name in self._raw:
             maps = explain(
-                self.policy, new, methods=self.methods, layer=self.layer, target=MostLikelyAction()
+                self._reader,
+                new,
+                methods=[name],
+                layer=self.layer,
+                target=MostLikelyAction(),
+                per_frame=self._time.per_frame(name) or name not in self.methods,
+                states=held,
             )
-            for name in self.methods:
-                self._raw[name] += list(np.asarray(maps[name], dtype=np.float32))
+            self._raw[name] += list(np.asarray(maps[name], dtype=np.float32))
         if self.embedding is not None:
-            self._xy += list(place_states(self.policy, new, self.embedding))
+            self._xy += list(place_states(self._reader, new, self.embedding, states=held))
+        if self._memory:
+            memory = memory_reliance(
+                self._reader, new, MostLikelyAction(), states=held, layout=self._layout
+            )
+            self._kl += list(memory.kl)
+            self._share += list(memory.share)
         self._explained = len(states)
+
+    def _outputs(self, new: np.ndarray):
+        """pi, V and (recurrent) the entering states of the new observations; a recurrent
+        policy's state is carried along the episode."""
+        if self._state is None:
+            return (*policy_outputs(self._reader, new), None)
+        probs, values, entering = [], [], []
+        for obs in new:
+            entering.append(self._state)
+            out, self._state = act(self._reader, obs, self._state)
+            probs.append(out.probs[0].float().cpu().numpy())
+            values.append(None if out.value is None else float(out.value[0]))
+        values = None if values[0] is None else np.asarray(values, np.float32)
+        return np.stack(probs), values, stack_states(entering)
 
     def render(self) -> np.ndarray:
         """The annotated frame of the current state: uint8 [H, W, 3]."""
@@ -280,12 +329,20 @@ class ExplanationRender(gym.Wrapper):
         values = np.asarray(self._values, np.float32) if self._values else None
         rollout = record.to_rollout(probs, values, actions=probs.argmax(1), rewards=rewards)
         maps, ranges, signs = {}, {}, {}
-        for name in self.methods:
+        time_maps = TimeMaps(self._layout, self.methods)
+        for name in self._raw:
             # The episode so far on one scale (recomputed per frame: the scale can only grow).
-            signs[name] = self._signed[name]
-            maps[name], ranges[name] = normalize_maps(
-                np.stack(self._raw[name]), "episode", signs[name]
-            )
+            signs[name] = is_signed(name)
+            raw = np.stack(self._raw[name])
+            if raw.ndim == 4:  # per stack frame: the panels show the newest frame's map
+                shown = time_maps.add(name, raw, "episode", signs[name])
+            else:
+                shown = normalize_maps(raw, "episode", signs[name])
+            if name in self.methods:
+                maps[name], ranges[name] = shown
+        memory = None
+        if self._memory:
+            memory = MemoryReliance(np.asarray(self._kl), np.asarray(self._share))
         return EpisodeExplanation(
             rollout=rollout,
             maps=maps,
@@ -304,6 +361,11 @@ class ExplanationRender(gym.Wrapper):
                 "action_label": "most likely",
             },
             horizon=_horizon(self.env, n),
+            layout=self._layout,
+            frame_maps=time_maps.frame_maps,
+            frame_shares=time_maps.shares,
+            memory=memory,
+            newest_maps=tuple(m for m in time_maps.newest if m in maps),
         )
 
 

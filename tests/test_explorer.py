@@ -171,3 +171,57 @@ def test_explore_refuses_bad_arguments(tmp_path):
     with pytest.raises(ValueError, match="episodes"):
         explore(SquareEnv(), tiny_policy(), out=tmp_path, episodes=0)
     assert not (tmp_path / "index.html").exists()
+
+
+# ------------------------------------------------------------------------------------ memory
+
+
+def test_stacked_policy_exports_frames_per_frame_maps_and_memory(tmp_path):
+    from explorer_helpers import STACK_LAYOUT, stacked_env, stacked_policy
+
+    from rlviz.explain import explain, frame_share
+    from rlviz.memory import memory_reliance
+    from rlviz.targets import TakenAction
+
+    adapter = stacked_policy()
+    explore(
+        stacked_env(max_steps=6),
+        adapter,
+        out=tmp_path,
+        episodes=1,
+        methods=["gradcam", "gradient"],  # per-frame maps take the input method
+        map_method="pca",
+        statemap=False,
+        nmf_features=2,
+        units_per_layer=1,
+        optvis_steps=2,
+    )
+    record = read_script(tmp_path / "data" / "episode_0.js")
+    stack = record["stack"]
+    assert (stack["k"], stack["cols"], stack["method"]) == (2, 8, "gradient")
+    assert set(stack["maps"]) == {"taken", "value"} == set(stack["shares"])
+    frames = np.asarray(Image.open(tmp_path / stack["file"]))
+    assert frames.shape == (2 * 30, 8 * 40, 3)  # 6 steps x 2 frames: rows of 8 columns
+    # tile t * K + j is frame j of step t: step 3's oldest frame is step 2's newest frame
+    newest = np.asarray(Image.open(tmp_path / "data" / "frames_0.png"))
+    np.testing.assert_array_equal(frames[:30, 6 * 40 : 7 * 40], newest[:, 2 * 40 : 3 * 40])
+    assert decode(stack["maps"]["taken"]).shape == (2 * 15, 8 * 20)
+    # shares are those of explain()'s per-frame maps, memory what rlviz.memory says, on the
+    # same observations (replayed: the env is deterministic given its seed and the actions)
+    actions = np.array(record["actions"])
+    env = stacked_env(max_steps=6)
+    obs = [env.reset(seed=record["seed"])[0]]
+    obs += [env.step(a)[0] for a in actions[:-1]]
+    obs = np.stack(obs)
+    np.testing.assert_array_equal(STACK_LAYOUT.display_frames(obs)[:, -1], newest_tiles(newest, 6))
+    taken = TakenAction(actions)
+    maps = explain(adapter, obs, "gradient", target=taken, per_frame=True)["gradient"]
+    np.testing.assert_allclose(stack["shares"]["taken"], frame_share(maps), atol=1e-3)
+    reliance = memory_reliance(adapter, obs, taken)
+    np.testing.assert_allclose(record["memory"]["share"], reliance.share, atol=1e-4)
+    assert len(record["memory"]["kl"]) == record["T"] == 6
+
+
+def newest_tiles(sheet_img: np.ndarray, n: int, w: int = 40) -> np.ndarray:
+    """The first ``n`` tiles of a one-row frames sheet, [n, H, w, 3]."""
+    return np.stack([sheet_img[:, t * w : (t + 1) * w] for t in range(n)])

@@ -107,6 +107,7 @@ def test_opens_from_file_with_no_network_and_no_errors(page, report):
     assert all(u.startswith(root) for u in page.requests if u.startswith("file://"))
     assert page.errors == []
     assert page.js("RLVIZ.firstPaintMs") < 5000
+    assert not page.page.locator("#stack-card").is_visible()  # no memory: no memory views
 
 
 def test_scrubbing_moves_every_linked_view(page):
@@ -218,3 +219,54 @@ def test_screenshot_is_not_blank(page, tmp_path):
     # the page reports its own render cost per frame (scrub latency)
     assert float(page.js("document.body.dataset.renderMs")) < 100
     assert json.loads(page.js("JSON.stringify(RLVIZ.manifest.frame)")) == {"h": 30, "w": 40}
+
+
+# ------------------------------------------------------------------ memory views (frame stack)
+
+
+@pytest.fixture(scope="module")
+def stacked_report(tmp_path_factory) -> Path:
+    from explorer_helpers import stacked_env, stacked_policy
+
+    out = tmp_path_factory.mktemp("explorer_stack")
+    explore(
+        stacked_env(max_steps=16),
+        stacked_policy(),
+        out=out,
+        episodes=1,
+        seed=3,
+        methods=["gradient"],
+        map_method="pca",
+        nmf_features=2,
+        units_per_layer=1,
+        optvis_steps=2,
+    )
+    return out
+
+
+def test_stack_tiles_and_memory_chart_follow_the_cursor(browser, stacked_report):
+    page = Page(browser, stacked_report)
+    try:
+        assert page.page.locator("#stack-card").is_visible()
+        assert page.page.locator("#stack canvas").count() == 2
+        captions = page.page.locator("#stack figcaption").all_inner_texts()
+        assert captions[0].startswith("t-1") and captions[1].startswith("t ")
+        shares = [float(c.split("\u00b7")[1].strip(" %")) for c in captions]
+        assert sum(shares) == pytest.approx(100, abs=1.5)  # per-frame attribution shares
+        before = page.pixels("#stack")
+        page.page.fill("#scrub", "9")
+        page.page.dispatch_event("#scrub", "input")
+        page.wait_step(0, 9)
+        steps = page.view_steps()
+        assert {"chart-memory", "chart-memory-share"} <= set(steps)
+        assert set(steps.values()) == {"9"}, steps
+        assert page.js("document.getElementById('stack').dataset.t") == "9"
+        assert page.pixels("#stack") != before
+        assert "memory reliance: KL" in page.page.locator("#memory-info").inner_text()
+        taken = page.pixels("#stack")
+        page.page.select_option("#target", "value")  # the tiles follow the page's target
+        assert page.js("document.getElementById('stack').dataset.target") == "value"
+        assert page.pixels("#stack") != taken
+        assert page.errors == []
+    finally:
+        page.page.close()

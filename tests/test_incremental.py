@@ -272,3 +272,39 @@ def test_cleanrl_small_agent_prestage():
     adapter.outputs(x)
     got, want = _compare(adapter, x, (4, 4), (3, 3))
     assert (got.logits - want.logits).abs().max() <= 1e-5 * max(1.0, float(want.logits.abs().max()))
+
+
+@pytest.mark.parametrize("fill", [0.0, "mean"])
+def test_registered_occlusion_option(fill):
+    """The registered method: incremental (default "auto", and True) equals incremental=False."""
+    adapter, shape = _shipped_agent()
+    obs = _uint8_frames(shape, 2, seed=3)
+    full = get_method("occlusion", fill=fill, incremental=False).attribute(adapter, obs)
+    for mode in ("auto", True):
+        got = get_method("occlusion", fill=fill, incremental=mode).attribute(adapter, obs)
+        assert (got - full).abs().max() <= 1e-5 * full.abs().max()
+    with pytest.raises(ValueError, match="incremental must be one of"):
+        get_method("occlusion", incremental="yes")
+
+
+class Picky(nn.Module):
+    """Refuses batches of 2 (the engine's probe size): tracing fails, occlusion must not."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.head = nn.Linear(4, 2)
+
+    def forward(self, x):
+        if x.shape[0] == 2:
+            raise RuntimeError("no pairs")
+        return self.head(self.conv(x).mean(dim=(2, 3)))
+
+
+def test_tracing_failure_falls_back():
+    adapter = PolicyAdapter(Picky().eval())
+    decisions = plan(adapter, (3, 12, 12), box=(4, 4))
+    assert "tracing the forward failed" in decisions.fallback
+    x = _frames((3, 12, 12), 3)
+    maps = get_method("occlusion", window=4, stride=2, fill=0.0).attribute(adapter, x)
+    assert maps.shape == (3, 12, 12)

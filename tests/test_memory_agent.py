@@ -8,7 +8,7 @@ import pytest
 import torch
 from gymnasium.utils.env_checker import check_env
 
-from agents.checkpoint import load_checkpoint, read_config
+from agents.checkpoint import load_checkpoint, load_policy, read_config
 from agents.policy import ActorCritic, Architecture, make_adapter, preprocess
 from envs.wrappers import StackFrames
 from rlviz import capture
@@ -116,6 +116,14 @@ def test_tiny_frame_stack_run_saves_and_reloads_with_k(tmp_path):
     assert config["train_config"]["frame_stack"] == 2
     model, _ = load_checkpoint(ckpt)
     assert model.arch.frames == 2 and model.conv1.conv.in_channels == 6
+    loaded = load_policy(ckpt)
+    assert loaded.frame_stack == 2 and loaded.adapter.layout == model.observation_layout
+    env = loaded.make_env()
+    try:
+        assert env.observation_space.shape == (30, 40, 6)
+        assert ObservationLayout.from_env(env) == ObservationLayout(frames=2, source="env")
+    finally:
+        env.close()
     result = evaluate(model, "rlviz/BoxReachSmall-v0", [10**6, 10**6 + 1], env_kwargs=TINY_ENV)
     assert result["episodes"] == 2  # evaluation wraps the env in the checkpoint's stack
 

@@ -153,22 +153,25 @@ def serial_report(run_dir) -> dict:
     return json.loads((out / "sweep.json").read_text())
 
 
+def _worker_env() -> dict:
+    path = os.pathsep.join([TESTS, os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    return {"env_vars": {"PYTHONPATH": path}}
+
+
 @pytest.fixture(scope="module")
 def ray_executor():
-    """One local 2-CPU Ray cluster for the module; the tests folder on the workers' path."""
-    pytest.importorskip("ray")
-    from rlviz.cli.sweep_tasks import WORKER_SETUP
+    """One local 2-CPU Ray cluster for the module, started bare (no worker set-up hook, as a
+    cluster joined with --address), the tests folder on the workers' path; the executor the
+    commands use joins it, so the set-up comes from the tasks themselves."""
+    ray = pytest.importorskip("ray")
+    from rlviz.cli.workers import WORKER_SETUP
     from rlviz.sweep import RayExecutor
 
-    path = os.pathsep.join([TESTS, os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-    ex = RayExecutor(
-        workers=2,
-        setup=WORKER_SETUP,
-        progress=False,
-        runtime_env={"env_vars": {"PYTHONPATH": path}},
-    )
-    yield ex
-    ex.close()
+    ray.init(num_cpus=2, runtime_env=_worker_env(), include_dashboard=False, logging_level=30)
+    try:
+        yield RayExecutor(setup=WORKER_SETUP, progress=False)
+    finally:
+        ray.shutdown()
 
 
 def _sweep(run_dir, spec, executor):
@@ -266,8 +269,167 @@ def render_in_worker() -> dict:
     return {**seen, "pid": os.getpid(), "frame_std": float(np.asarray(frame).std())}
 
 
+def _in_fresh_worker(setup: str | None, fn):
+    """``fn`` as the executors run a task (``run_task``), in a new worker process: a runtime env
+    of its own makes Ray start one, with nothing imported yet."""
+    import ray
+
+    env = _worker_env()
+    env["env_vars"]["RLVIZ_TEST_FRESH_WORKER"] = str(time.time())
+    remote = ray.remote(num_cpus=1, runtime_env=env)(executor_module.run_task)
+    return ray.get(remote.remote(setup, fn), timeout=240)
+
+
 def test_ray_worker_is_set_up_for_headless_miniworld(ray_executor):
-    out = ray_executor.map(render_in_worker, {("frame", 0): ()})[("frame", 0)]
+    import argparse
+
+    from rlviz.cli.workers import WORKER_SETUP, parallel_executor
+
+    executor = parallel_executor(argparse.Namespace(workers=2, address=None), progress=False)
+    assert executor.setup == WORKER_SETUP  # what every command's executor runs before a task
+    out = _in_fresh_worker(executor.setup, render_in_worker)
     assert out["pid"] != os.getpid()
     assert out["prepared"] and out["torch._dynamo"] and out["miniworld"]
     assert out["frame_std"] > 0
+
+
+# ---- --workers videos ---------------------------------------------------------------------------
+
+
+def _video_argv(run_dir, out, *extra) -> list[str]:
+    checkpoint = run_dir / "snapshots" / "step_000001000.safetensors"
+    return [
+        "--checkpoint",
+        str(checkpoint),
+        "--episodes",
+        "2",
+        "--max-steps",
+        "6",
+        "--methods",
+        "gradient",
+        "--embedding",
+        "none",
+        "--seed",
+        "5",
+        "--out",
+        str(out),
+        "--no-progress",
+        *extra,
+    ]
+
+
+def _frames(path: Path) -> np.ndarray:
+    import imageio.v2 as imageio
+
+    return np.stack(imageio.mimread(path, format="FFMPEG", memtest=False))
+
+
+@pytest.fixture(scope="module")
+def serial_videos(run_dir) -> list[Path]:
+    from rlviz.cli.video import main
+
+    out = run_dir / "videos_serial"
+    assert main(_video_argv(run_dir, out)) == 0
+    return sorted(out.glob("*.mp4"))
+
+
+def _assert_same_videos(serial: list[Path], other: list[Path]) -> None:
+    assert [p.name for p in other] == [p.name for p in serial] and len(serial) == 2
+    for a, b in zip(serial, other, strict=True):
+        frames_a, frames_b = _frames(a), _frames(b)
+        assert len(frames_a) >= 6 and frames_a.std() > 0
+        np.testing.assert_array_equal(frames_a, frames_b)
+        assert a.read_bytes() == b.read_bytes()  # x264 is deterministic: bytes too
+
+
+def test_parallel_video_engine_serial_executor_equals_render_video(run_dir, serial_videos):
+    """The per-episode task split, without Ray: the same files as ``render_video``."""
+    from rlviz.cli.common import load_policy, make_env
+    from rlviz.sweep import SerialExecutor
+    from rlviz.sweep.video import render_video_parallel
+
+    policy = load_policy(run_dir / "snapshots" / "step_000001000.safetensors")
+    env = make_env(policy.env_id, **policy.env_kwargs)
+    out = run_dir / "videos_split"
+    try:
+        summary = render_video_parallel(
+            env,
+            policy.adapter,
+            SerialExecutor(progress=False),
+            out=out,
+            methods=["gradient"],
+            episodes=2,
+            seed=5,
+            max_steps=6,
+            agent_name="step_000001000.safetensors",  # as `rlviz video` names it
+        )
+    finally:
+        env.close()
+    assert summary.episodes == 2 and summary.frames == 12
+    _assert_same_videos(serial_videos, sorted(out.glob("*.mp4")))
+
+
+def test_video_workers_equal_serial(run_dir, serial_videos, ray_executor):
+    from rlviz.cli.video import main
+
+    out = run_dir / "videos_ray"
+    assert main(_video_argv(run_dir, out, "--workers", "2")) == 0
+    _assert_same_videos(serial_videos, sorted(out.glob("*.mp4")))
+
+
+# ---- memory reliance ------------------------------------------------------------------------------
+
+
+def stacked_snapshot(frames: int):
+    """A tiny untrained agent reading ``frames`` stacked RGB frames (no env)."""
+    import torch
+
+    from agents.policy import ActorCritic, Architecture, make_adapter
+    from rlviz.sweep import Snapshot
+
+    torch.manual_seed(3)
+    model = ActorCritic(
+        Architecture(channels=(4, 8, 8), obs_shape=(60, 80, 3 * frames), frames=frames)
+    )
+    return Snapshot(make_adapter(model.eval()), 100 * frames, tuple(model.conv_layers))
+
+
+def random_probe(frames: int):
+    from rlviz.sweep import ProbeSet
+
+    rng = np.random.default_rng(0)
+    masks = np.zeros((6, 60, 80), bool)
+    masks[:4, 20:35, 30:50] = True
+    return ProbeSet(rng.integers(0, 256, (6, 60, 80, 3 * frames), dtype=np.uint8), masks)
+
+
+def test_sweep_reports_memory_reliance_of_a_stacked_policy(tmp_path):
+    import functools
+
+    from rlviz.memory import memory_reliance
+    from rlviz.sweep import SweepSpec, run_sweep
+
+    def spec(frames):
+        return SweepSpec(
+            load=lambda _path: stacked_snapshot(frames),
+            play=lambda _snap, seeds: {
+                "seeds": seeds,
+                "successes": [0] * len(seeds),
+                "steps": [1] * len(seeds),
+            },
+            make_probe=functools.partial(random_probe, frames),
+            methods=("gradient",),
+            top_k=1,
+            iou_threshold=0.0,
+        )
+
+    stacked = run_sweep(["a", "b"], spec(2), [1, 2], block_size=2)
+    expected = memory_reliance(stacked_snapshot(2).adapter, random_probe(2).obs)
+    row = stacked.rows[0]
+    assert row["memory_kl"] == pytest.approx(float(expected.kl.mean()))
+    assert row["memory_share"] == pytest.approx(float(expected.share.mean()))
+    assert row["memory_kl"] > 0 and 0 < row["memory_share"] < 1
+    single = run_sweep(["a"], spec(1), [1], block_size=1)
+    assert "memory_kl" not in single.rows[0]  # no memory: no column, no panel
+    paths = stacked.write(tmp_path)
+    assert "memory_share" in paths[0].read_text().splitlines()[0]

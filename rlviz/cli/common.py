@@ -8,7 +8,9 @@ a parser (``--help``) stays fast and ``import rlviz.cli`` pulls in no env code.
 from __future__ import annotations
 
 import argparse
+import errno
 import functools
+import os
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -25,9 +27,36 @@ class CliError(Exception):
     """Bad input: printed as the one line ``rlviz COMMAND: error: MESSAGE``, exit status 2."""
 
 
+# OS errors that are the user's machine, not a bug: one line and exit status 1, no traceback.
+_ENVIRONMENT_ERRNOS = {
+    errno.ENOSPC: "no space left on the device; free some space or choose another --out",
+    errno.EDQUOT: "disk quota exceeded; free some space or choose another --out",
+    errno.EROFS: "the file system is read-only; choose a writable --out",
+    errno.EACCES: "permission denied; choose a writable --out or fix the permissions",
+    errno.EPERM: "operation not permitted; choose a writable --out or fix the permissions",
+}
+
+# Our own packages: a missing module among them is a broken install or a bug, never hidden.
+_OWN_PACKAGES = {"rlviz", "agents", "envs"}
+
+
+def environment_error(exc: BaseException) -> str | None:
+    """The one-line message for an error of the user's environment (disk full, read-only or
+    forbidden path, a missing optional dependency), or None for anything else."""
+    if isinstance(exc, OSError) and exc.errno in _ENVIRONMENT_ERRNOS:
+        where = f" writing {exc.filename!r}" if exc.filename else ""
+        return f"{os.strerror(exc.errno)}{where}: {_ENVIRONMENT_ERRNOS[exc.errno]}"
+    if isinstance(exc, ModuleNotFoundError) and exc.name:
+        top = exc.name.split(".")[0]
+        if top not in _OWN_PACKAGES:
+            return f"this needs the package {top!r}, which is not installed; `pip install {top}`"
+    return None
+
+
 def command(name: str) -> Callable[[Callable[[list[str] | None], int]], Callable[..., int]]:
     """Decorate ``rlviz NAME``'s ``main(argv) -> int`` so a :class:`CliError` becomes one line
-    on stderr and exit status 2, never a traceback."""
+    on stderr and exit status 2, and a full disk, an unwritable path or a missing optional
+    package one line and exit status 1: never a traceback for those."""
 
     def wrap(main: Callable[[list[str] | None], int]) -> Callable[..., int]:
         @functools.wraps(main)
@@ -37,10 +66,32 @@ def command(name: str) -> Callable[[Callable[[list[str] | None], int]], Callable
             except CliError as exc:
                 print(f"rlviz {name}: error: {exc}", file=sys.stderr)
                 return 2
+            except (OSError, ImportError) as exc:
+                message = environment_error(exc)
+                if message is None:
+                    raise
+                print(f"rlviz {name}: error: {message}", file=sys.stderr)
+                return 1
 
         return run
 
     return wrap
+
+
+def at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse ``type``: an int >= ``minimum``, else a usage error saying so (exit 2)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {value}")
+        return value
+
+    parse.__name__ = f"int >= {minimum}"
+    return parse
 
 
 def new_parser(name: str, description: str, **kwargs: Any) -> argparse.ArgumentParser:
@@ -62,15 +113,15 @@ SHARED: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
         ),
     ),
     "env": (("--env",), dict(default=None, help=ENV_HELP)),
-    "episodes": (("--episodes",), dict(type=int, default=1, help="episodes to play")),
+    "episodes": (("--episodes",), dict(type=at_least(1), default=1, help="episodes to play")),
     "seed": (
         ("--seed",),
-        dict(type=int, default=0, help="episode i is reset with seed + i (default 0)"),
+        dict(type=at_least(0), default=0, help="episode i is reset with seed + i (default 0)"),
     ),
     "out": (("--out",), dict(type=Path, help="output folder")),
     "max_steps": (
         ("--max-steps",),
-        dict(type=int, default=None, help="cut episodes after this many steps"),
+        dict(type=at_least(1), default=None, help="cut episodes after this many steps"),
     ),
     "deterministic": (
         ("--deterministic",),
@@ -105,6 +156,26 @@ def require_at_least(flag: str, value: float, minimum: float) -> None:
     """Raise :class:`CliError` unless ``value >= minimum``."""
     if value < minimum:
         raise CliError(f"{flag} must be >= {minimum:g}, got {value}")
+
+
+def check_out_dir(path: str | Path, flag: str = "--out") -> Path:
+    """``path`` as a folder that exists (created if needed) and takes a new file, else a
+    :class:`CliError` saying why; run it before the work, so a bad ``--out`` costs nothing."""
+    import tempfile
+
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise CliError(f"{flag} {str(path)!r} is a file; expected a folder: give a folder path")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        # A real file, not os.access: root passes access checks on read-only mounts and /proc.
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as exc:
+        raise CliError(
+            f"{flag} {str(path)!r} is not a writable folder ({exc.strerror}); choose another {flag}"
+        ) from None
+    return path
 
 
 def require_checkpoint(path: str | Path) -> Path:

@@ -15,8 +15,19 @@ import json
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
-from rlviz.cli.common import CliError, add_shared, command, load_policy, new_parser, resolve_device
+from rlviz.cli.common import (
+    CliError,
+    add_shared,
+    at_least,
+    check_out_dir,
+    command,
+    load_policy,
+    new_parser,
+    resolve_device,
+)
+from rlviz.cli.workers import add_worker_flags, parallel_executor
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,7 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
         checkpoint=dict(type=str, default=str(SHIPPED_CHECKPOINT), help="checkpoint .safetensors"),
         episodes=dict(default=200, help="held-out episodes (one seed each)"),
     )
-    p.add_argument("--seed-start", type=int, default=HELD_OUT_START, help="first held-out seed")
+    p.add_argument(
+        "--seed-start", type=at_least(0), default=HELD_OUT_START, help="first held-out seed"
+    )
     add_shared(
         p,
         "deterministic",
@@ -59,13 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--json", default=None, metavar="PATH", help="write all results to this JSON file"
     )
-    p.add_argument(
-        "--workers",
-        type=int,
-        default=1,
-        help="1: serial; N: blocks of episodes as Ray tasks on N cores (0: all); same results",
-    )
-    p.add_argument("--address", default=None, help="Ray cluster to run on (e.g. auto, HOST:PORT)")
+    add_worker_flags(p, "blocks of episodes")
     return p
 
 
@@ -87,19 +94,6 @@ def _play(model, env_id: str, seeds: list[int], args, env_kwargs, executor) -> d
         env_kwargs=env_kwargs,
         executor=executor,
     )
-
-
-def _executor(args):
-    """None (serial, the plain calls) or the Ray executor ``--workers`` / ``--address`` ask for."""
-    if args.workers == 1 and args.address is None:
-        return None
-    from rlviz.cli.sweep_tasks import WORKER_SETUP
-    from rlviz.sweep import make_executor
-
-    try:
-        return make_executor(args.workers, args.address, setup=WORKER_SETUP)
-    except (RuntimeError, ValueError) as exc:  # --address without Ray, --workers < 0
-        raise CliError(str(exc)) from None
 
 
 def _summary(name: str, r: dict) -> str:
@@ -135,6 +129,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.episodes < 1:
         raise CliError(f"--episodes {args.episodes}; expected >= 1")
+    if args.json:  # before playing: a bad path must not cost the whole evaluation
+        check_out_dir(Path(args.json).parent, "--json's folder")
     policy = load_policy(
         args.checkpoint,
         env_id=args.env_id,
@@ -155,7 +151,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"(seed {config.get('seed', '?')})"
     )
     mode = "greedy" if args.deterministic else "sampled"
-    executor = _executor(args)
+    executor = parallel_executor(args)
     try:
         t0 = time.perf_counter()
         out["held_out"] = held = _play(model, env_id, seeds, args, env_kwargs, executor)

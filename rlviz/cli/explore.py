@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from rlviz.cli.common import (
     CliError,
     add_shared,
+    check_out_dir,
     command,
     load_policy,
     make_env,
@@ -104,6 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         raise CliError(str(exc)) from None
     require_checkpoint(args.checkpoint)
+    check_out_dir(args.out)
     policy = load_policy(args.checkpoint, env_id=args.env)
     env = make_env(policy.env_id, **policy.env_kwargs)
     try:

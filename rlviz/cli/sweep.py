@@ -20,7 +20,15 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from rlviz.cli.common import CliError, add_shared, command, new_parser, print_paths
+from rlviz.cli.common import (
+    CliError,
+    add_shared,
+    at_least,
+    check_out_dir,
+    command,
+    new_parser,
+    print_paths,
+)
 
 #: Probe episodes start here: above the held-out evaluation seeds (1e6..), never trained on.
 PROBE_SEED_START = 2_000_000
@@ -40,7 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument("--run", type=Path, help="run folder; sweeps RUN/snapshots/*.safetensors")
     which.add_argument("--checkpoints", nargs="+", type=Path, help="checkpoints, in training order")
     add_shared(p, "episodes", episodes=dict(default=50, help="held-out episodes per snapshot"))
-    p.add_argument("--seed-start", type=int, default=HELD_OUT_START, help="first held-out seed")
+    p.add_argument(
+        "--seed-start", type=at_least(0), default=HELD_OUT_START, help="first held-out seed"
+    )
     p.add_argument("--block-size", type=int, default=10, help="episodes per task")
     p.add_argument("--methods", nargs="+", default=["gradient", "gradcam"], help="saliency methods")
     p.add_argument(
@@ -69,8 +79,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run_snapshots(run: Path) -> list[Path]:
     """The weights snapshots of a run folder, in training-step order."""
-    from agents.checkpoint import read_config
-
     folder = run / "snapshots"
     found = [p for p in folder.glob("*.safetensors") if not p.name.endswith(".state.safetensors")]
     if not found:
@@ -78,7 +86,7 @@ def run_snapshots(run: Path) -> list[Path]:
             f"no snapshots in {str(folder)!r}; train with `rlviz train --snapshot-every N` or "
             "pass --checkpoints A B ..."
         )
-    return sorted(found, key=lambda p: (int(read_config(p).get("steps", 0)), p.name))
+    return sorted(found, key=lambda p: (int(_read_config(p).get("steps", 0)), p.name))
 
 
 def init_checkpoint(args, last_config: dict) -> Path | None:
@@ -109,6 +117,16 @@ def init_checkpoint(args, last_config: dict) -> Path | None:
             )
             return None
     return path
+
+
+def _read_config(path: Path) -> dict:
+    """The config of checkpoint ``path``; a corrupt or missing one is a :class:`CliError`."""
+    from agents.checkpoint import CheckpointError, read_config
+
+    try:
+        return read_config(path)
+    except (FileNotFoundError, CheckpointError) as exc:
+        raise CliError(str(exc)) from None
 
 
 def _check(args) -> None:
@@ -148,7 +166,7 @@ def print_table(rows: Sequence[dict], methods: Sequence[str]) -> None:
 @command("sweep")
 def main(argv: Sequence[str] | None = None) -> int:
     """``rlviz sweep``: write RUN/sweep/sweep.{csv,json,png} and print the table."""
-    from agents.checkpoint import checkpoint_env, read_config
+    from agents.checkpoint import checkpoint_env
     from agents.evaluate import held_out_seeds
     from rlviz.cli.sweep_tasks import WORKER_SETUP, build_spec
     from rlviz.sweep import make_executor, parallelism_hint, run_sweep
@@ -159,8 +177,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for path in checkpoints:
         if not path.exists():
             raise CliError(f"checkpoint {str(path)!r} does not exist")
-    last = read_config(checkpoints[-1])
-    env_id, env_kwargs = checkpoint_env(read_config(checkpoints[0]), args.env)
+    last, first = _read_config(checkpoints[-1]), _read_config(checkpoints[0])
+    env_id, env_kwargs = checkpoint_env(first, args.env)
     spec = build_spec(
         env_id=env_id,
         env_kwargs=env_kwargs,
@@ -175,6 +193,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     init = init_checkpoint(args, last)
     out = args.out or (args.run / "sweep" if args.run else checkpoints[-1].parent / "sweep")
+    check_out_dir(out)
     try:
         executor = make_executor(
             args.workers, args.address, setup=WORKER_SETUP, progress=not args.no_progress

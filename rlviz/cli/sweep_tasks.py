@@ -13,10 +13,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from rlviz.cli.workers import WORKER_SETUP
 from rlviz.sweep import Executor, ProbeSet, Snapshot, SweepSpec, blocks_of, make_executor
-
-#: Run in every worker before its first task: headless EGL, torch._dynamo before MiniWorld.
-WORKER_SETUP = "envs.headless:prepare"
 
 
 def load_snapshot(path: str) -> Snapshot:
@@ -64,21 +62,24 @@ def oracle_probe(
     frames: int,
     explore: float = 0.25,
     max_steps: int | None = None,
+    keep_history: bool = False,
 ) -> ProbeSet:
     """``frames`` probe frames with goal masks, evenly spaced over the scripted oracle's episodes
     on ``seeds`` (a share ``explore`` of its actions random, seeded, so the box is also seen from
-    afar, at the edge and not at all). Independent of every checkpoint: the same for all."""
+    afar, at the edge and not at all). Independent of every checkpoint: the same for all.
+    ``keep_history``: also keep every frame of the episodes (a recurrent policy's memory)."""
     from agents.vecenv import make_env
     from envs.oracle import oracle_action
 
     env = make_env(env_id, {**(env_kwargs or {}), "ground_truth": True})
-    obs, masks = [], []
+    obs, masks, origin = [], [], []
     try:
-        for seed in seeds:
+        for episode, seed in enumerate(seeds):
             rng = np.random.default_rng(int(seed))
             frame, info = env.reset(seed=int(seed))
-            for _ in range(max_steps or 10**9):
+            for step in range(max_steps or 10**9):
                 obs.append(frame)
+                origin.append((episode, step))
                 masks.append(np.asarray(info["goal_mask"], dtype=bool))
                 explore_now = rng.random() < explore
                 action = int(rng.integers(3)) if explore_now else oracle_action(env)
@@ -88,7 +89,17 @@ def oracle_probe(
     finally:
         env.close()
     pick = np.unique(np.linspace(0, len(obs) - 1, min(frames, len(obs))).round().astype(int))
-    return ProbeSet(np.stack(obs)[pick], np.stack(masks)[pick], tuple(int(s) for s in seeds))
+    history: tuple[np.ndarray, ...] = ()
+    if keep_history:
+        ends = np.cumsum(np.bincount([e for e, _ in origin], minlength=len(seeds)))
+        history = tuple(np.split(np.stack(obs), ends[:-1]))
+    return ProbeSet(
+        np.stack(obs)[pick],
+        np.stack(masks)[pick],
+        tuple(int(s) for s in seeds),
+        history=history,
+        origin=np.asarray(origin, dtype=np.int64)[pick] if keep_history else None,
+    )
 
 
 def build_spec(
@@ -143,13 +154,12 @@ def _oracle_block(env_id: str, seeds: Sequence[int], env_kwargs: dict | None) ->
 
 def _joined(parts: Sequence[dict], extra: dict) -> dict:
     """Episode blocks' results as one ``agents.evaluate.evaluate`` dict (same keys, same means)."""
-    # TODO(issue 20): a public name for agents.evaluate._summarise (requested from its owner)
-    from agents.evaluate import _summarise
+    from agents.evaluate import summarise_episodes
 
     lists = {
         k: [v for p in parts for v in p[k]] for k in ("seeds", "successes", "steps", "returns")
     }
-    return _summarise(**lists, **extra)
+    return summarise_episodes(**lists, **extra)
 
 
 def evaluate_parallel(

@@ -29,6 +29,7 @@ from rlviz.cli.common import (
     CliError,
     add_shared,
     check_layers,
+    check_out_dir,
     command,
     load_policy,
     make_env,
@@ -234,7 +235,7 @@ def map_dataset(dataset, args: argparse.Namespace) -> dict:
         files.append(
             plot_mosaic(
                 xy,
-                dataset.obs,
+                dataset.newest_frames() if dataset.layout.stacked else dataset.obs,
                 out / "mosaic.png",
                 cols=args.mosaic_cols,
                 labels=dataset.actions,
@@ -254,6 +255,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "or --dataset PATH (map saved states)"
         )
     require_at_least("--episodes", args.episodes, 1)
+    check_out_dir(args.out)
     try:
         if args.dataset is not None:
             from rlviz.statemap import StateDataset

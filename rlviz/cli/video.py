@@ -27,6 +27,7 @@ from rlviz.cli.common import (
     require_at_least,
     require_checkpoint,
 )
+from rlviz.cli.workers import add_worker_flags, parallel_executor
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -97,6 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--name-prefix", default="rl-explain", help="file name prefix in a folder --out")
     add_shared(p, "no_progress", no_progress=dict(help="no progress bar"))
+    add_worker_flags(p, "episodes (explained and encoded)")
     return p
 
 
@@ -154,11 +156,23 @@ def _state_map(env, adapter, args: argparse.Namespace):
     return embedding
 
 
+def _render(executor):
+    """``render_video``, or its twin that explains and encodes each episode as a task on
+    ``executor`` (``--workers``; the same files)."""
+    from rlviz.sweep import SerialExecutor
+
+    if executor is None or isinstance(executor, SerialExecutor):
+        from rlviz.video import render_video
+
+        return render_video
+    from rlviz.sweep.video import render_video_parallel
+
+    return lambda env, adapter, **kwargs: render_video_parallel(env, adapter, executor, **kwargs)
+
+
 @command("video")
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command; returns the exit status (0 ok, 2 bad input)."""
-    from rlviz.video import render_video
-
     args = build_parser().parse_args(argv)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     require_at_least("--episodes", args.episodes, 1)
@@ -170,8 +184,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     _check_outputs(args)
     policy = load_policy(args.checkpoint, env_id=args.env)
     env = make_env(policy.env_id, **policy.env_kwargs)
+    executor = parallel_executor(args, progress=not args.no_progress)
     try:
-        summary = render_video(
+        summary = _render(executor)(
             env,
             policy.adapter,
             out=args.out,
@@ -194,6 +209,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     finally:
         env.close()
+        if executor is not None:
+            executor.close()
     print(summary)
     return 0
 

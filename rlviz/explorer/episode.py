@@ -1,14 +1,16 @@
 """One explored episode as the page reads it: scalars as JSON-able lists, frames and maps as
 uint8 sprite sheets.
 
-Attribution comes from the video engine's :func:`explain_episode` (maps of the taken action,
-per-action maps), plus the value target; everything is quantised to uint8 at once, so an
-episode holds its maps as compressed PNG bytes, not float arrays.
+Every map comes from :func:`attribute`, the explorer's one loop over an episode (the video
+engine's ``attribute_episode`` explains the taken action only; the explorer also needs V(s),
+each action, per-frame maps and a recurrent policy's states). Maps are normalised with the video
+engine's :func:`normalize_maps` and quantised to uint8 at once, so an episode holds its maps as
+compressed PNG bytes, not float arrays.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -18,10 +20,12 @@ from rlviz.explorer import scalars
 from rlviz.explorer.sprites import data_url, png_bytes, quantize, sheet
 from rlviz.policy import PolicyAdapter
 from rlviz.rollout import Rollout
-from rlviz.targets import TakenAction, Value
+from rlviz.targets import TakenAction, Value, as_target, subset_target
 
 #: Targets the explorer can explain: the action taken, V(s), and every action (``actions``).
 TARGETS = ("taken", "value", "actions")
+#: Frames per attribution pass (as the video engine's): memory stays flat in episode length.
+EXPLAIN_BATCH = 128
 
 
 @dataclass
@@ -35,6 +39,8 @@ class EpisodeData:
         stack: uint8 [T, K, H, W, 3] for a frame-stacked policy, else None.
         maps: key ``"method|target"`` -> uint8 [T, H, W] (signed maps: 128 is 0).
         signed: key -> whether that map is signed.
+        stack_maps: target (``"taken"``, ``"value"``) -> uint8 [T, K, h, w], one map per stack
+            frame (see :func:`rlviz.explorer.stack.stack_maps`), empty without a stack.
     """
 
     index: int
@@ -43,19 +49,48 @@ class EpisodeData:
     stack: np.ndarray | None = None
     maps: dict[str, np.ndarray] = field(default_factory=dict)
     signed: dict[str, bool] = field(default_factory=dict)
+    stack_maps: dict[str, np.ndarray] = field(default_factory=dict)
 
     def map_urls(self, cols: int) -> dict[str, str]:
         """Each map's sprite sheet as a PNG data URL."""
         return {key: data_url(png_bytes(sheet(m, cols))) for key, m in self.maps.items()}
 
 
-def _attribute(adapter, obs, method: str, target, layer, batch: int) -> np.ndarray:
-    """Raw maps [T, H, W] of ``method`` for a sample-independent ``target``, in batches."""
-    parts = [
-        explain(adapter, obs[s : s + batch], methods=[method], layer=layer, target=target)[method]
-        for s in range(0, len(obs), batch)
-    ]
-    return np.concatenate(parts).astype(np.float32, copy=False)
+def attribute(
+    adapter: PolicyAdapter,
+    obs: np.ndarray,
+    method: str,
+    target: object,
+    *,
+    layer: str | None = None,
+    batch_size: int | None = EXPLAIN_BATCH,
+    per_frame: bool = False,
+    states: tuple | None = None,
+) -> np.ndarray:
+    """Raw maps float32 [T, H, W] ([T, K, H, W] with ``per_frame``) of ``method`` for
+    ``target`` over one episode, ``batch_size`` steps per pass into one preallocated array.
+
+    ``target`` is anything :func:`rlviz.explain` takes (``TakenAction(actions)`` is split per
+    pass); ``states`` is a recurrent policy's state entering each step (``rollout.states``).
+    """
+    step = batch_size or EXPLAIN_BATCH
+    target = as_target(target)
+    out = None
+    for start in range(0, len(obs), step):
+        rows = slice(start, start + step)
+        part = explain(
+            adapter,
+            obs[rows],
+            methods=[method],
+            layer=layer,
+            target=subset_target(target, rows),
+            per_frame=per_frame,
+            states=None if states is None else tuple(s[rows] for s in states),
+        )[method]
+        if out is None:
+            out = np.empty((len(obs), *part.shape[1:]), np.float32)
+        out[start : start + len(part)] = part
+    return out
 
 
 def fit_maps(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -78,70 +113,90 @@ def map_size(frame: tuple[int, int], factor: int) -> tuple[int, int]:
     return max(1, frame[0] // factor), max(1, frame[1] // factor)
 
 
+def scaled_maps(raw: np.ndarray, method: str, size: tuple[int, int]) -> tuple[np.ndarray, bool]:
+    """Raw maps [T, ..., H, W] on one episode scale, at ``size``, quantised to uint8."""
+    from rlviz.video.explain import is_signed, normalize_maps
+
+    sign = is_signed(method)
+    # one scale over the whole episode, so extra axes (actions, frames) can fold into H
+    scaled, _ = normalize_maps(raw.reshape(len(raw), -1, raw.shape[-1]), "episode", sign)
+    fitted = fit_maps(scaled.reshape(-1, *raw.shape[-2:]), size)
+    return quantize(fitted.reshape(*raw.shape[:-2], *size), sign), sign
+
+
 def episode_maps(
     adapter: PolicyAdapter,
     rollout: Rollout,
     methods: Sequence[str],
     targets: Sequence[str],
-    action_names: Sequence[str],
     *,
     per_action: str | None,
     layer: str | None,
     batch_size: int,
     size: tuple[int, int],
-):
-    """Quantised maps of one episode and the explanation the video engine made of it.
+) -> tuple[dict[str, np.ndarray], dict[str, bool]]:
+    """Quantised maps of one episode: ``"method|taken"``, ``"method|value"`` for each method and
+    ``"per_action|a{k}"`` for each action k (log pi(k|s_t), all actions on one scale).
 
-    ``size`` is the stored map size (H, W) (see :func:`map_size`); maps are normalised over the
-    episode (one colour scale), the page can rescale per frame.
+    ``size`` is the stored map size (H, W) (see :func:`map_size`); each map is normalised over
+    the episode (one colour scale), the page can rescale per frame. A recurrent policy is
+    explained with the state it had at each step (``rollout.states``).
 
     Returns:
-        (maps ``"method|target"`` -> uint8 [T, H, W], signed flags, the EpisodeExplanation).
+        (maps ``"method|target"`` -> uint8 [T, H, W], signed flags).
     """
-    from rlviz.video.explain import explain_episode, is_signed, normalize_maps
-
-    explained = explain_episode(
-        adapter,
-        rollout,
-        methods if "taken" in targets else [],
-        layer=layer,
-        per_action=per_action if "actions" in targets else None,
-        action_names=action_names,
-        batch_size=batch_size,
-    )
-    maps, signed = {}, {}
-    for name, m in explained.maps.items():
-        signed[f"{name}|taken"] = explained.map_signed[name]
-        maps[f"{name}|taken"] = quantize(fit_maps(m, size), explained.map_signed[name])
-    for name, per in explained.action_maps.items():
-        for k in range(per.shape[1]):
-            key = f"{name}|a{k}"
-            signed[key] = explained.map_signed[name]
-            maps[key] = quantize(fit_maps(per[:, k], size), signed[key])
+    options = {"layer": layer, "batch_size": batch_size, "states": rollout_states(rollout)}
+    jobs = []
+    if "taken" in targets:
+        jobs += [(name, "taken", TakenAction(rollout.actions)) for name in methods]
     if "value" in targets and rollout.values is not None:
-        for name in methods:
-            raw = _attribute(adapter, rollout.obs, name, Value(), layer, batch_size)
-            key, sign = f"{name}|value", is_signed(name)
-            scaled, _ = normalize_maps(raw, "episode", sign)
-            maps[key], signed[key] = quantize(fit_maps(scaled, size), sign), sign
-            del raw, scaled
-    return maps, signed, explained
+        jobs += [(name, "value", Value()) for name in methods]
+    maps, signed = {}, {}
+    for name, key, target in jobs:  # one raw [T, H, W] float32 alive at once
+        raw = attribute(adapter, rollout.obs, name, target, **options)
+        maps[f"{name}|{key}"], signed[f"{name}|{key}"] = scaled_maps(raw, name, size)
+        del raw
+    if "actions" in targets and per_action:
+        n, n_actions = len(rollout), rollout.probs.shape[1]
+        per = np.stack(
+            [
+                attribute(adapter, rollout.obs, per_action, TakenAction(np.full(n, k)), **options)
+                for k in range(n_actions)
+            ],
+            axis=1,
+        )  # [T, A, H, W]: one scale over every action
+        quantised, sign = scaled_maps(per, per_action, size)
+        for k in range(n_actions):
+            maps[f"{per_action}|a{k}"], signed[f"{per_action}|a{k}"] = quantised[:, k], sign
+    return maps, signed
+
+
+def rollout_states(rollout: Rollout) -> tuple | None:
+    """A recurrent policy's state entering each step of ``rollout``, or None."""
+    return getattr(rollout, "states", None)
+
+
+def episode_events(rollout: Rollout, action_names: Sequence[str]) -> list[list[str]]:
+    """The video engine's per-step event captions of ``rollout`` (they read only the rollout
+    and the action names, so no maps are passed)."""
+    from rlviz.video.episode import EpisodeExplanation
+    from rlviz.video.events import episode_events as captions
+
+    return captions(EpisodeExplanation(rollout=rollout, maps={}, action_names=tuple(action_names)))
 
 
 def episode_record(
     rollout: Rollout,
-    explained,
     action_names: Sequence[str],
     *,
     gamma: float,
     lam: float,
-    memory: Callable | None = None,
+    memory: dict | None = None,
     meta: dict | None = None,
 ) -> dict:
     """The JSON-able per-step data of one episode: actions, pi, V, rewards, entropy, GAE
-    advantages and returns, events (from the env's info), optional memory reliance."""
-    from rlviz.video.events import episode_events
-
+    advantages and returns, events (from the env's info), and ``memory`` (name -> [T] per-step
+    memory reliance, see :func:`rlviz.explorer.stack.memory_record`) when given."""
     n = len(rollout)
     values = rollout.values if rollout.values is not None else None
     record = {
@@ -164,35 +219,12 @@ def episode_record(
         record["advantages"] = np.round(adv, 4).tolist()
         record["returns"] = np.round(ret, 4).tolist()
     blocked = scalars.blocked_steps(rollout.actions, rollout.infos.get("agent_pos"), action_names)
-    record["events"] = scalars.structured_events(episode_events(explained), blocked)
+    record["events"] = scalars.structured_events(episode_events(rollout, action_names), blocked)
     if "box_visible" in rollout.infos:
         record["visible"] = np.asarray(rollout.infos["box_visible"]).reshape(n).astype(int).tolist()
-    if memory is not None:
-        reliance = memory(rollout)
-        if reliance is not None:
-            record["memory"] = {
-                k: np.round(np.asarray(v, np.float32), 5).tolist() for k, v in reliance.items()
-            }
+    if memory:
+        record["memory"] = {
+            k: np.round(np.asarray(v, np.float64), 5).tolist() for k, v in memory.items()
+        }
     record.update(meta or {})
     return record
-
-
-def memory_fn(adapter: PolicyAdapter, layout) -> Callable | None:
-    """Per-episode memory reliance (``{"kl": [T], "share": [T]}``) for a policy with memory
-    (a frame stack or recurrent state), else None."""
-    recurrent = bool(getattr(adapter, "recurrent", False))
-    if not recurrent and (layout is None or not layout.stacked):
-        return None
-
-    def run(rollout: Rollout) -> dict | None:
-        from rlviz.memory import memory_reliance
-
-        states = getattr(rollout, "states", None)
-        if recurrent and states is None:
-            return None  # the rollout did not record the state entering each step
-        result = memory_reliance(
-            adapter, rollout.obs, TakenAction(rollout.actions), states=states, layout=layout
-        )
-        return {"kl": result.kl, "share": result.share}
-
-    return run

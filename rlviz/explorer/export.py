@@ -21,16 +21,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rlviz.explorer.episode import (
-    TARGETS,
-    EpisodeData,
-    episode_maps,
-    episode_record,
-    map_size,
-    memory_fn,
-)
+from rlviz.explorer.episode import TARGETS, EpisodeData, episode_maps, episode_record, map_size
 from rlviz.explorer.page import write_page, write_script
 from rlviz.explorer.sprites import DEFAULT_COLS, png_bytes, sheet
+from rlviz.explorer.stack import stack_method
 from rlviz.io import atomic_write_bytes
 from rlviz.layout import LayoutError, ObservationLayout
 from rlviz.policy import PolicyAdapter, as_adapter
@@ -188,6 +182,7 @@ class _Job:
     def __init__(self, adapter, env, out: Path, methods, targets, per_action) -> None:
         self.adapter, self.env, self.out = adapter, env, out
         self.methods, self.targets, self.per_action = methods, targets, per_action
+        self.stack_method = stack_method(methods)
         self.rollouts: list = []
         self.data: list[EpisodeData] = []
         self.timings: dict[str, float] = {}
@@ -230,29 +225,59 @@ class _Job:
         return np.concatenate([r.obs for r in self.rollouts])
 
     def explain(self, layer, gamma, lam, batch_size) -> None:
+        from rlviz.explorer.stack import memory_record
+
         t0 = time.perf_counter()
-        memory = memory_fn(self.adapter, self.layout)
         for i, rollout in enumerate(self.rollouts):
             shown = self.layout.display_frames(rollout.obs)  # [T, K, H, W, 3]
             self.map_hw = map_size(tuple(shown.shape[2:4]), self.map_scale)
-            maps, signed, explained = episode_maps(
+            maps, signed = episode_maps(
                 self.adapter,
                 rollout,
                 self.methods,
                 self.targets,
-                self.names,
-                per_action=self.per_action,
+                per_action=self.per_action if "actions" in self.targets else None,
                 layer=layer,
                 batch_size=batch_size,
                 size=self.map_hw,
             )
-            record = episode_record(
-                rollout, explained, self.names, gamma=gamma, lam=lam, memory=memory
-            )
-            stack = shown if shown.shape[1] > 1 else None
-            self.data.append(EpisodeData(i, record, shown[:, -1], stack, maps, signed))
-            del explained
+            memory = memory_record(self.adapter, rollout, self.layout)
+            record = episode_record(rollout, self.names, gamma=gamma, lam=lam, memory=memory)
+            data = EpisodeData(i, record, shown[:, -1], None, maps, signed)
+            if shown.shape[1] > 1:
+                self._stack(data, shown, rollout, batch_size)
+            self.data.append(data)
         self._timed("explain", t0)
+
+    def _stack(self, data: EpisodeData, shown, rollout, batch_size) -> None:
+        """A stacked episode's frames, per-frame maps and frame shares (when the methods read
+        the stack the way the frames were cut)."""
+        from rlviz.explorer.stack import stack_maps
+
+        data.stack = shown
+        data.record["stack"] = {"k": int(shown.shape[1])}
+        if not self._per_frame_ok(rollout.obs[:1], shown.shape[1]):
+            return
+        maps, shares, sign = stack_maps(
+            self.adapter,
+            rollout,
+            self.stack_method,
+            self.targets,
+            size=self.map_hw,
+            batch_size=batch_size,
+        )
+        data.stack_maps = maps
+        data.record["stack"].update(
+            method=self.stack_method, signed=sign, shares=shares, targets=sorted(maps)
+        )
+
+    def _per_frame_ok(self, obs, frames: int) -> bool:
+        # the methods cut frames by the adapter's layout; an undeclared one read off the shape
+        # may not match the env's (then the page shows the frames without maps)
+        try:
+            return self.adapter.layout_for(obs).frames == frames
+        except (LayoutError, ValueError):
+            return False
 
     def state_map(self, embedding, method: str, seed: int) -> None:
         from rlviz.explorer.views import state_map
@@ -289,6 +314,7 @@ class _Job:
             vis_steps=steps,
             seed=seed,
             map_size=self.map_hw,
+            layout=self.layout,
         )
         if target == "taken":
             legend["target"] = "taken action"
@@ -317,6 +343,7 @@ class _Job:
             units_per_layer=units_per_layer,
             optvis_steps=steps,
             seed=seed,
+            frames=self.layout.frames,
         )
         offset = len(self.vis_images)
         for entry in layers:
@@ -339,12 +366,7 @@ class _Job:
                 feats = self.nmf_maps[offset : offset + n]
                 record["nmf"] = [_url(feats[:, f]) for f in range(feats.shape[1])]
             if d.stack is not None:
-                k = d.stack.shape[1]
-                frames = d.stack.reshape(-1, *d.stack.shape[2:])
-                atomic_write_bytes(
-                    data_dir / f"stack_{d.index}.png", png_bytes(sheet(frames, k * 4))
-                )
-                record["stack"] = {"file": f"data/stack_{d.index}.png", "k": k, "cols": k * 4}
+                record["stack"] = self._write_stack(d, data_dir)
             offset += n
             atomic_write_bytes(data_dir / f"frames_{d.index}.png", png_bytes(sheet(d.frames)))
             write_script(data_dir / f"episode_{d.index}.js", f"episodes[{d.index}]", record)
@@ -382,6 +404,26 @@ class _Job:
         self.manifest["timings"] = {k: round(v, 3) for k, v in self.timings.items()}
         write_script(data_dir / "manifest.js", "manifest", self.manifest)
         return write_page(self.out, self.manifest["title"])
+
+    @staticmethod
+    def _write_stack(d: EpisodeData, data_dir: Path) -> dict:
+        """Write a stacked episode's frames sheet; its per-frame maps go inline as data URLs.
+
+        Tile ``t * K + j`` of each sheet is frame j (oldest first) of step t; ``K * 4`` columns
+        keep four steps per sheet row.
+        """
+        from rlviz.explorer.sprites import data_url
+
+        k = d.stack.shape[1]
+        cols = k * 4
+        frames = d.stack.reshape(-1, *d.stack.shape[2:])
+        atomic_write_bytes(data_dir / f"stack_{d.index}.png", png_bytes(sheet(frames, cols)))
+        info = dict(d.record.get("stack", {}), file=f"data/stack_{d.index}.png", k=k, cols=cols)
+        info["maps"] = {
+            key: data_url(png_bytes(sheet(m.reshape(-1, *m.shape[2:]), cols)))
+            for key, m in d.stack_maps.items()
+        }
+        return info
 
 
 def _url(maps: np.ndarray) -> str:

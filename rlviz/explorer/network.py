@@ -43,6 +43,7 @@ def network_units(
     max_states: int = 1500,
     optvis_steps: int = 64,
     seed: int = 0,
+    frames: int | None = None,
 ) -> tuple[list[dict], list[np.ndarray]]:
     """Describe a few units of each layer for the page.
 
@@ -54,9 +55,13 @@ def network_units(
     Returns:
         (layers: ``[{"name", "units": [{"unit", "iou", "kl", "flip", "top": [{"ep", "t",
         "score", "box"}], "vis"}]}]``, images uint8 [H, W, 3]: one feature visualisation per unit,
-        indexed by ``"vis"``).
+        indexed by ``"vis"``; a frame stack's newest frame, ``frames`` default the adapter's).
     """
+    from rlviz.explorer.sprites import newest_rgb
     from rlviz.features import action_change, dissect, optvis, top_k_examples
+
+    if frames is None:
+        frames = adapter.layout.frames if adapter.layout is not None else 1
 
     layers = list(layers) if layers is not None else default_layers(adapter.model)
     keep = _subsample(len(obs), max_states)
@@ -94,6 +99,6 @@ def network_units(
                     "vis": len(images),
                 }
             )
-            images.append(np.asarray(vis.image)[..., :3])
+            images.append(newest_rgb(vis.image, frames))
         out.append({"name": layer, "units": units})
     return out, images

@@ -230,11 +230,19 @@ def visualize_directions(
     size: tuple[int, int],
     steps: int = 96,
     seed: int = 0,
+    frames: int | None = None,
 ) -> list[np.ndarray]:
-    """A feature visualisation of each NMF direction: uint8 [H, W, 3] images, one per feature."""
+    """A feature visualisation of each NMF direction: uint8 [H, W, 3] images, one per feature.
+
+    For a frame-stacked policy (``frames`` > 1, default the adapter's layout) each image is the
+    newest frame of the visualised stack.
+    """
+    from rlviz.explorer.sprites import newest_rgb
     from rlviz.features import optvis
 
     adapter = as_adapter(policy)
+    if frames is None:
+        frames = adapter.layout.frames if adapter.layout is not None else 1
     images = []
     for f in range(result.n_features):
         objective = direction_objective(result.layer, result.directions[f])
@@ -242,5 +250,5 @@ def visualize_directions(
         vis = optvis.optimize(
             adapter, objective, steps=steps, seed=seed + f, size=size, progress=False
         )
-        images.append(np.asarray(vis.image))
+        images.append(newest_rgb(vis.image, frames))
     return images

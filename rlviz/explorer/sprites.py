@@ -54,3 +54,15 @@ def quantize(maps: np.ndarray, signed: bool = False) -> np.ndarray:
     if signed:
         m = (np.clip(m, -1, 1) + 1.0) * 0.5
     return np.clip(np.round(m * 255.0), 0, 255).astype(np.uint8)
+
+
+def newest_rgb(image: np.ndarray, frames: int = 1) -> np.ndarray:
+    """The newest frame of a network-input image uint8 [H, W, K*C] (frames oldest first, as
+    feature visualisations come) as RGB uint8 [H, W, 3], for a sheet of frame-sized tiles."""
+    from rlviz.layout import ObservationLayout
+
+    image = np.asarray(image)
+    channels = image.shape[-1]
+    frames = frames if frames > 1 and channels % frames == 0 else 1
+    layout = ObservationLayout(frames=frames, channels=channels // frames, order="HWC")
+    return layout.display_frames(image[None])[0, -1]

@@ -73,17 +73,20 @@ def nmf_view(
     vis_steps: int,
     seed: int = 0,
     map_size: tuple[int, int] | None = None,
+    layout=None,
 ) -> tuple[NMFAttribution, np.ndarray, list[np.ndarray], dict]:
     """NMF layer attribution over all explored steps, for the page.
 
     Returns:
         (the :class:`NMFAttribution`, uint8 maps [N, F, h, w] at ``map_size`` (default the
-        frame size) on one scale per
-        feature, feature visualisations uint8 [H, W, 3] per feature, the legend's JSON).
+        frame size) on one scale per feature, feature visualisations uint8 [H, W, 3] per
+        feature (a stack's newest frame), the legend's JSON). ``layout`` (an
+        :class:`rlviz.ObservationLayout`, default read off ``obs``) gives the frame size.
     """
     from rlviz.hooks import default_layer
 
-    size = tuple(int(s) for s in obs.shape[1:3])
+    layout = layout or adapter.layout_for(obs[:1])
+    size = tuple(int(s) for s in layout.image_size(obs.shape[1:]))
     layer = layer or default_layer(adapter.model)
     probe = layer_activations(adapter, obs[:1], layer, stop_early=True)[layer]
     result = nmf_attribution(
@@ -92,7 +95,11 @@ def nmf_view(
     up = result.upsampled(map_size or size) / result.scale[None, :, None, None]
     maps = np.clip(np.round(up * 255.0), 0, 255).astype(np.uint8)
     images = (
-        visualize_directions(adapter, result, size, steps=vis_steps, seed=seed) if vis_steps else []
+        visualize_directions(
+            adapter, result, size, steps=vis_steps, seed=seed, frames=layout.frames
+        )
+        if vis_steps
+        else []
     )
     legend = {
         "layer": result.layer,

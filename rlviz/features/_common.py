@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from rlviz.hooks import activations
+from rlviz.layout import LayoutError, ObservationLayout
 from rlviz.policy import PolicyAdapter
 
 # Frames per forward pass of the feature tools (memory knob; results do not depend on it).
@@ -39,6 +40,41 @@ def check_frames(obs: np.ndarray, name: str = "obs") -> np.ndarray:
             "pass the raw observations, e.g. rollout.obs"
         )
     return obs
+
+
+def observations(
+    adapter: PolicyAdapter, obs, name: str = "obs"
+) -> tuple[np.ndarray, ObservationLayout]:
+    """Raw observations (one or a batch) as an array [N, *obs_shape] and their layout.
+
+    The layout is the adapter's (declared, or read off the shape when unambiguous), so stacks in
+    any of the supported layouts pass; a shape that does not fit it raises, naming ``name``.
+    """
+    layout = adapter.layout_for(obs)
+    try:
+        batch = layout.batch(obs)
+    except LayoutError as exc:
+        raise LayoutError(f"{name}: {exc}") from None
+    return batch.numpy() if isinstance(batch, torch.Tensor) else np.asarray(batch), layout
+
+
+def frame_size(layout: ObservationLayout, obs: np.ndarray) -> tuple[int, int]:
+    """(H, W) of the frames of a batch ``obs`` [N, *obs_shape]."""
+    return layout.image_size(tuple(obs.shape[1:]))
+
+
+def newest_rgb(layout: ObservationLayout, obs: np.ndarray) -> np.ndarray:
+    """The newest frame of each observation, uint8 RGB [N, H, W, 3], for drawing."""
+    return layout.newest_frame(obs)
+
+
+def frames_strip(frames: np.ndarray, gap: int = 2) -> np.ndarray:
+    """Frames [K, H, W, 3] side by side (oldest left) with ``gap`` white columns between."""
+    k, h, w = frames.shape[:3]
+    strip = np.full((h, k * w + (k - 1) * gap, 3), 255, dtype=np.uint8)
+    for i, frame in enumerate(frames):
+        strip[:, i * (w + gap) : i * (w + gap) + w] = frame
+    return strip
 
 
 def to_uint8(image: torch.Tensor | np.ndarray) -> np.ndarray:

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from rlviz.features._common import check_frames, new_figure
+from rlviz.features._common import new_figure, observations
 from rlviz.hooks import get_layer
 from rlviz.io import save_figure
 from rlviz.policy import PolicyAdapter
@@ -114,12 +114,13 @@ def action_change(
     value: float = 0.0,
     batch_size: int = 128,
 ) -> ActionChange:
-    """Compare pi(.|s) with and without ``units`` on raw frames ``obs`` [N, H, W, C].
+    """Compare pi(.|s) with and without ``units`` on raw observations ``obs`` (frames
+    [N, H, W, C], or stacks in the adapter's layout).
 
     Returns:
         :class:`ActionChange` (per-frame KL, TV distance, greedy-action flips).
     """
-    obs = check_frames(obs)
+    obs, _ = observations(adapter, obs)
     intact, ablated = [], []
     for start in range(0, len(obs), batch_size):
         x = adapter.preprocess(obs[start : start + batch_size])

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rlviz.features._common import BATCH, check_frames, display_rgb, new_figure
+from rlviz.features._common import BATCH, frame_size, new_figure, newest_rgb, observations
 from rlviz.features.topk import ReceptiveField, receptive_field_or_none, top_k_examples
 from rlviz.hooks import layer_activations, list_layers
 from rlviz.io import save_figure
@@ -169,7 +169,8 @@ def dissect(
     """Score every unit of ``layers`` as a segmenter of each concept mask.
 
     Args:
-        obs: uint8 frames [N, H, W, C].
+        obs: raw observations in the adapter's layout: frames [N, H, W, C] or stacks (e.g.
+            [N, K, H, W, C]); masks are of the newest frame, the one the agent acts on.
         masks: bool [N, H, W] for one concept (named "goal box"), or a dict name -> [N, H, W].
         layers: conv layers to dissect (default: every ``nn.Conv2d``).
         quantile: each unit's threshold is this quantile of its activations over all frames and
@@ -181,7 +182,7 @@ def dissect(
     Returns:
         :class:`Dissection` with IoU, precision and recall per unit and concept.
     """
-    obs = check_frames(obs)
+    obs, _ = observations(adapter, obs)
     if not 0.0 < quantile < 1.0:
         raise ValueError(f"quantile must be in (0, 1), got {quantile}")
     if upsample not in ("field", "bilinear"):
@@ -244,12 +245,13 @@ def unit_segmentation(
     Returns:
         bool [N, H, W].
     """
-    obs = check_frames(obs)
+    obs, layout = observations(adapter, obs)
     acts = layer_activations(adapter, obs, layer, batch_size=BATCH, stop_early=True)
     a = acts[layer][:, unit : unit + 1]
     field = receptive_field_or_none(adapter.model, layer) if upsample == "field" else None
     input_size = tuple(adapter.preprocess(obs[:1]).shape[-2:])
-    return (upsample_maps(a, obs.shape[1:3], field, input_size)[:, 0] > threshold).numpy()
+    size = frame_size(layout, obs)
+    return (upsample_maps(a, size, field, input_size)[:, 0] > threshold).numpy()
 
 
 def plot_dissection(
@@ -311,7 +313,7 @@ def plot_dissection(
     ax_rank.set_title("units ranked by IoU", fontsize=9)
     ax_rank.legend(fontsize=7)
     if show_units:
-        obs = check_frames(obs)
+        obs, layout = observations(adapter, obs)
         masks = np.asarray(masks, dtype=bool)
         for ax in frame_axes.ravel():
             ax.set_axis_off()
@@ -331,7 +333,7 @@ def plot_dissection(
                 ax = frame_axes[r - 1, j]
                 # NetDissect style: the frame dimmed except where the unit is on (no overlay
                 # colour to confuse with the boxes' own colours)
-                shown = display_rgb(obs[index]).astype(np.float32) / 255.0
+                shown = newest_rgb(layout, obs[index : index + 1])[0].astype(np.float32) / 255.0
                 shown = np.where(seg[j][..., None], shown, 0.3 * shown)
                 ax.imshow(shown)
                 if masks[index].any():

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rlviz.features._common import BATCH, check_frames, display_rgb, grid_shape, new_figure
+from rlviz.features._common import BATCH, grid_shape, new_figure, newest_rgb, observations
 from rlviz.hooks import layer_activations
 from rlviz.io import save_figure
 from rlviz.policy import PolicyAdapter
@@ -17,14 +17,15 @@ from rlviz.policy import PolicyAdapter
 def feature_maps(
     adapter: PolicyAdapter, frame: np.ndarray | torch.Tensor, layer: str
 ) -> np.ndarray:
-    """Activations of every channel of ``layer`` for one raw frame [H, W, C].
+    """Activations of every channel of ``layer`` for one raw observation (a frame [H, W, C],
+    or a stack in the adapter's layout).
 
     Returns:
         float32 [C, h, w] (the layer's own resolution).
     """
-    frame = check_frames(np.asarray(frame), "frame")
+    frame, layout = observations(adapter, frame, "frame")
     if len(frame) != 1:
-        raise ValueError(f"feature_maps takes one frame [H, W, C], got {len(frame)} frames")
+        raise ValueError(f"feature_maps takes one observation ({layout}), got {len(frame)} of them")
     act = layer_activations(adapter, frame, layer, batch_size=BATCH, stop_early=True)[layer][0]
     if act.ndim != 3:
         raise ValueError(
@@ -63,8 +64,9 @@ def plot_feature_maps(
     axes = fig.subplots(rows, cols, squeeze=False).ravel()
     for ax in axes:
         ax.set_axis_off()
-    axes[0].imshow(display_rgb(check_frames(frame)[0]))
-    axes[0].set_title("observation", fontsize=8)
+    frame, layout = observations(adapter, frame, "frame")
+    axes[0].imshow(newest_rgb(layout, frame)[0])
+    axes[0].set_title("observation" + (" (newest frame)" if layout.stacked else ""), fontsize=8)
     vmin, vmax = (float(maps.min()), float(maps.max())) if shared_scale else (None, None)
     for ax, c in zip(axes[1:], channels, strict=False):
         ax.imshow(maps[c], cmap="viridis", vmin=vmin, vmax=vmax, interpolation="nearest")

@@ -1,6 +1,7 @@
 """Filters: the learned kernels themselves, and classic hand-made kernels for comparison.
 
-First-layer kernels that read RGB are drawn as small colour tiles; deeper kernels (one 2-D kernel
+First-layer kernels that read RGB are drawn as small colour tiles (for a policy that sees a stack
+of K frames, K tiles per unit: the kernel's slice over each frame's channels); deeper kernels (one 2-D kernel
 per input channel) as per-channel grids. The hand kernels (blur, edges, sharpen) applied to an
 observation, beside the learned first layer's responses, show what a convolution does.
 """
@@ -15,10 +16,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rlviz.features._common import check_frames, display_rgb, grid_shape, new_figure
+from rlviz.features._common import (
+    check_frames,
+    display_rgb,
+    frames_strip,
+    grid_shape,
+    new_figure,
+    newest_rgb,
+    observations,
+)
 from rlviz.features.featmaps import feature_maps
 from rlviz.hooks import get_layer, list_layers
 from rlviz.io import save_figure
+from rlviz.layout import ObservationLayout, resolve_layout
 from rlviz.policy import PolicyAdapter
 
 #: Classic 3x3 kernels, for showing what convolution does to an image.
@@ -88,9 +98,43 @@ def rgb_filters(model: nn.Module, layer: str | None = None, mode: str = "minmax"
     if weight.shape[1] != 3:
         raise ValueError(
             f"layer {layer!r} reads {weight.shape[1]} input channels; RGB tiles need 3 (or 1). "
-            "Draw it per channel with plot_filter_grid instead"
+            "For a frame stack use frame_filters(model, layout) (K tiles per unit), or draw it "
+            "per channel with plot_filter_grid"
         )
     return normalise_kernels(weight, mode).transpose(0, 2, 3, 1)
+
+
+def frame_filters(
+    model: nn.Module,
+    layout: ObservationLayout | str,
+    layer: str | None = None,
+    mode: str = "minmax",
+) -> np.ndarray:
+    """First-layer kernels over a stack of K frames, one RGB tile per (unit, frame).
+
+    The kernel of a unit reading K*C channels (frame-major, oldest first, as the layout's network
+    input) is split into K slices of C channels. Each unit is normalised over all its K slices
+    together, so a frame the unit ignores shows as a flat tile (grey with ``"symmetric"``).
+
+    Returns:
+        float32 [C_out, K, kh, kw, 3] in [0, 1] (gray frames repeated to RGB).
+    """
+    layout = resolve_layout(layout, None)
+    layer = layer or first_conv_layer(model)
+    weight = conv_weight(model, layer)
+    k, c = layout.frames, layout.channels
+    if weight.shape[1] != k * c:
+        raise ValueError(
+            f"layer {layer!r} reads {weight.shape[1]} input channels, but the layout {layout} "
+            f"gives {k * c}; pass the layout the policy was trained on (adapter.layout)"
+        )
+    out, _, kh, kw = weight.shape
+    tiles = normalise_kernels(weight, mode).reshape(out, k, c, kh, kw).transpose(0, 1, 3, 4, 2)
+    if c == 1:
+        return np.repeat(tiles, 3, axis=-1)
+    if c != 3:
+        return np.repeat(tiles[..., :1], 3, axis=-1) if c < 3 else tiles[..., :3]
+    return tiles
 
 
 def filter_grid(
@@ -131,10 +175,20 @@ def apply_kernels(
 
 
 def plot_rgb_filters(
-    model: nn.Module, path: str | os.PathLike, layer: str | None = None, mode: str = "minmax"
+    model: nn.Module,
+    path: str | os.PathLike,
+    layer: str | None = None,
+    mode: str = "minmax",
+    layout: ObservationLayout | str | None = None,
 ) -> Path:
-    """Draw the first layer's kernels as RGB tiles on a grid; returns the PNG path."""
+    """Draw the first layer's kernels as RGB tiles on a grid; returns the PNG path.
+
+    With a stacked ``layout`` (K frames), each unit is a strip of K tiles, oldest left (see
+    :func:`frame_filters`).
+    """
     layer = layer or first_conv_layer(model)
+    if layout is not None and resolve_layout(layout, None).stacked:
+        return plot_frame_filters(model, layout, path, layer, mode)
     tiles = rgb_filters(model, layer, mode)
     rows, cols = grid_shape(len(tiles), max_cols=16)
     fig = new_figure(0.75 * cols + 0.4, 0.75 * rows + 0.6)
@@ -147,6 +201,36 @@ def plot_rgb_filters(
     kh, kw = tiles.shape[1:3]
     fig.suptitle(
         f"{layer!r}: {len(tiles)} RGB kernels {kh}x{kw} (each {mode}-normalised)", fontsize=9
+    )
+    return save_figure(fig, path)
+
+
+def plot_frame_filters(
+    model: nn.Module,
+    layout: ObservationLayout | str,
+    path: str | os.PathLike,
+    layer: str | None = None,
+    mode: str = "minmax",
+) -> Path:
+    """Draw a first layer over K stack frames: per unit, K small tiles (oldest -> newest);
+    returns the PNG path."""
+    layout = resolve_layout(layout, None)
+    layer = layer or first_conv_layer(model)
+    tiles = frame_filters(model, layout, layer, mode)
+    n, k, kh, kw = tiles.shape[:4]
+    rows, cols = grid_shape(n, max_cols=max(1, 16 // k))
+    fig = new_figure((0.5 * k + 0.25) * cols + 0.4, 0.75 * rows + 0.7)
+    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    for ax in axes:
+        ax.set_axis_off()
+    for i, (ax, unit) in enumerate(zip(axes, tiles, strict=False)):
+        strip = frames_strip((unit * 255.0 + 0.5).astype(np.uint8), gap=1)
+        ax.imshow(strip, interpolation="nearest")
+        ax.set_title(str(i), fontsize=6)
+    fig.suptitle(
+        f"{layer!r}: {n} kernels {kh}x{kw} over {k} stack frames (oldest -> newest; each unit "
+        f"{mode}-normalised over its frames)",
+        fontsize=9,
     )
     return save_figure(fig, path)
 
@@ -206,9 +290,10 @@ def plot_kernel_comparison(
     Returns the PNG path.
     """
     layer = layer or first_conv_layer(adapter.model)
-    frame = check_frames(frame, "frame")[0]
+    obs, layout = observations(adapter, frame, "frame")
+    frame = newest_rgb(layout, obs[:1])[0]  # hand kernels read the frame the agent acts on
     hand = apply_kernels(frame, kernels)
-    learned = feature_maps(adapter, frame, layer)
+    learned = feature_maps(adapter, obs[:1], layer)
     strongest = np.argsort(-np.abs(learned).reshape(len(learned), -1).mean(1), kind="stable")[
         :n_learned
     ]

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rlviz.features._common import BATCH, check_frames, display_rgb, new_figure
+from rlviz.features._common import BATCH, check_frames, display_rgb, new_figure, observations
 from rlviz.hooks import layer_activations
 from rlviz.io import save_figure
 from rlviz.policy import PolicyAdapter
@@ -23,12 +23,13 @@ from rlviz.policy import PolicyAdapter
 def layer_features(
     adapter: PolicyAdapter, obs: np.ndarray, layer: str, batch_size: int = BATCH
 ) -> torch.Tensor:
-    """Flattened activations of ``layer`` for raw frames ``obs`` [N, H, W, C].
+    """Flattened activations of ``layer`` for raw observations ``obs`` (frames [N, H, W, C],
+    or stacks in the adapter's layout).
 
     Returns:
         float32 [N, D] CPU tensor.
     """
-    obs = check_frames(obs)
+    obs, _ = observations(adapter, obs)
     acts = layer_activations(
         adapter, obs, layer, batch_size=batch_size, pool="flatten", stop_early=True
     )
@@ -85,7 +86,7 @@ def nearest_neighbours(
     Returns:
         :class:`Neighbours` (indices and distances, nearest first).
     """
-    obs = check_frames(obs)
+    obs, _ = observations(adapter, obs)
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}")
     bank = features if features is not None else layer_features(adapter, obs, layer, batch_size)
@@ -93,7 +94,7 @@ def nearest_neighbours(
         raise ValueError(
             f"features has {len(bank)} rows for {len(obs)} frames; compute them from obs"
         )
-    q = layer_features(adapter, check_frames(query, "query"), layer)
+    q = layer_features(adapter, observations(adapter, query, "query")[0], layer)
     if len(q) != 1:
         raise ValueError(f"query must be one frame [H, W, C], got {len(q)} frames")
     return _nearest(bank, q[0], k, exclude, layer)

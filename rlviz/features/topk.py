@@ -17,14 +17,16 @@ import torch
 from torch import nn
 
 from rlviz.features._common import (
-    check_frames,
     check_unit,
-    display_rgb,
     forward_to_layers,
+    frame_size,
+    frames_strip,
     new_figure,
+    observations,
 )
 from rlviz.hooks import get_layer, list_layers
 from rlviz.io import save_figure
+from rlviz.layout import ObservationLayout
 from rlviz.policy import PolicyAdapter
 
 # Layers that act on each position alone: they leave the receptive field as it is. Norm layers that
@@ -210,6 +212,8 @@ class TopExamples:
         boxes: int64 [k, 4], (y0, x0, y1, x1) of the peak's receptive field in frame pixels,
             clipped to the frame, exclusive ends (the whole frame for a 1-d layer).
         field: the layer's receptive field (in network-input pixels).
+        layout: how the dataset's observations hold their frames (boxes are in frame pixels and
+            apply to every stack frame alike); None reads them as single frames [N, H, W, C].
     """
 
     layer: str
@@ -219,13 +223,36 @@ class TopExamples:
     positions: np.ndarray
     boxes: np.ndarray
     field: ReceptiveField
+    layout: ObservationLayout | None = None
 
-    def crops(self, obs: np.ndarray) -> list[np.ndarray]:
-        """The receptive-field patches of ``obs`` [N, H, W, C] (the dataset passed in): uint8 [h, w, C] each."""
-        return [
-            obs[i, y0:y1, x0:x1]
-            for i, (y0, x0, y1, x1) in zip(self.indices, self.boxes, strict=False)
-        ]
+    def crops(self, obs: np.ndarray, frames: str = "newest") -> list[np.ndarray]:
+        """The receptive-field patches of ``obs`` (the dataset passed in).
+
+        Args:
+            frames: ``"newest"``: the patch of the newest stack frame; ``"all"``: of every frame.
+
+        Returns:
+            per example, uint8 [h, w, C] for single frames [N, H, W, C] (as stored); for stacks,
+            RGB [h, w, 3] (``"newest"``) or [K, h, w, 3] (``"all"``, oldest first).
+        """
+        _check_frames_arg(frames)
+        layout = self.layout or ObservationLayout(1, np.shape(obs)[-1], "HWC")
+        boxes = zip(self.indices, self.boxes, strict=False)
+        if not layout.stacked and layout.order == "HWC" and frames == "newest":
+            return [np.asarray(obs)[i, y0:y1, x0:x1] for i, (y0, x0, y1, x1) in boxes]
+        crops = []
+        for i, (y0, x0, y1, x1) in boxes:
+            shown = layout.display_frames(np.asarray(obs)[i : i + 1])[0, :, y0:y1, x0:x1]
+            crops.append(shown[-1] if frames == "newest" else shown)
+        return crops
+
+
+def _check_frames_arg(frames: str) -> None:
+    if frames not in ("newest", "all"):
+        raise ValueError(
+            f"frames must be 'newest' (the newest stack frame) or 'all' (every frame); got "
+            f"{frames!r}"
+        )
 
 
 @torch.no_grad()
@@ -240,7 +267,10 @@ def top_k_examples(
     batch_size: int = 128,
     field: ReceptiveField | None = None,
 ) -> TopExamples:
-    """The ``k`` states of ``obs`` [N, H, W, C] where unit (``layer``, ``channel``) peaks highest.
+    """The ``k`` states of ``obs`` where unit (``layer``, ``channel``) peaks highest.
+
+    ``obs`` is a batch of raw observations in the adapter's layout (single frames [N, H, W, C],
+    or stacks such as [N, K, H, W, C] or [N, H, W, K*C]).
 
     Args:
         min_separation: skip states closer than this many indices to one already chosen, so a
@@ -251,7 +281,7 @@ def top_k_examples(
     Returns:
         :class:`TopExamples` with indices, peak scores, peak positions and receptive-field boxes.
     """
-    obs = check_frames(obs)
+    obs, layout = observations(adapter, obs)
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}")
     peaks, where = [], []
@@ -287,7 +317,7 @@ def top_k_examples(
             layer, (0, 0), (1, 1), (0, 0), True
         )
     in_h, in_w = int(input_hw[0]), int(input_hw[1])
-    frame_h, frame_w = obs.shape[1:3]
+    frame_h, frame_w = frame_size(layout, obs)
     boxes = []
     for row, col in positions[chosen_arr]:
         y0, x0, y1, x1 = field.box(int(row), int(col), in_h, in_w)
@@ -309,22 +339,41 @@ def top_k_examples(
         positions=positions[chosen_arr].astype(np.int64),
         boxes=np.asarray(boxes, dtype=np.int64).reshape(-1, 4),
         field=field,
+        layout=layout,
     )
 
 
+def _shown(layout: ObservationLayout, obs: np.ndarray, index: int, frames: str) -> np.ndarray:
+    """Observation ``index`` as RGB frames [K', H, W, 3]: the newest only, or every frame."""
+    shown = layout.display_frames(obs[index : index + 1])[0]
+    return shown[-1:] if frames == "newest" else shown
+
+
 def plot_top_k(
-    examples: TopExamples | Sequence[TopExamples], obs: np.ndarray, path: str | os.PathLike
+    examples: TopExamples | Sequence[TopExamples],
+    obs: np.ndarray,
+    path: str | os.PathLike,
+    frames: str = "newest",
 ) -> Path:
     """Draw, per unit, its top states with the receptive field boxed (upper row) and the patches
-    themselves (lower row); returns the PNG path."""
+    themselves (lower row); returns the PNG path.
+
+    Args:
+        frames: for stacked observations, draw the newest frame (``"newest"``) or every frame
+            side by side, oldest left, each with the box (``"all"``).
+    """
     from matplotlib.patches import Rectangle
 
+    _check_frames_arg(frames)
     units = [examples] if isinstance(examples, TopExamples) else list(examples)
     if not units:
         raise ValueError("plot_top_k needs at least one TopExamples")
-    obs = check_frames(obs)
+    obs = np.asarray(obs)
+    layout = units[0].layout or ObservationLayout(1, obs.shape[-1], "HWC")
+    layout.image_size(tuple(obs.shape[1:]))  # the dataset the examples came from
     cols = max(len(u.indices) for u in units)
-    fig = new_figure(1.55 * cols + 0.3, 2.55 * len(units) + 0.4)
+    wide = layout.frames if frames == "all" else 1
+    fig = new_figure(1.55 * cols * (1 + 0.8 * (wide - 1)) + 0.3, 2.55 * len(units) + 0.4)
     axes = fig.subplots(2 * len(units), cols, squeeze=False)
     for ax in axes.ravel():
         ax.set_axis_off()
@@ -334,19 +383,23 @@ def plot_top_k(
         ):
             y0, x0, y1, x1 = (int(v) for v in box)
             top, bottom = axes[2 * u, j], axes[2 * u + 1, j]
-            top.imshow(display_rgb(obs[index]))
-            top.add_patch(
-                Rectangle(
-                    (x0 - 0.5, y0 - 0.5),
-                    x1 - x0,
-                    y1 - y0,
-                    fill=False,
-                    edgecolor="yellow",
-                    linewidth=1.2,
+            shown = _shown(layout, obs, int(index), frames)
+            width, gap = shown.shape[2], 2
+            top.imshow(frames_strip(shown, gap))
+            for f in range(len(shown)):  # the same field in every frame shown
+                top.add_patch(
+                    Rectangle(
+                        (f * (width + gap) + x0 - 0.5, y0 - 0.5),
+                        x1 - x0,
+                        y1 - y0,
+                        fill=False,
+                        edgecolor="yellow",
+                        linewidth=1.2,
+                    )
                 )
-            )
             top.set_title(f"#{index}  act {score:.2f}", fontsize=7)
-            bottom.imshow(display_rgb(obs[index, y0:y1, x0:x1]), interpolation="nearest")
+            patch = frames_strip(shown[:, y0:y1, x0:x1], 1)
+            bottom.imshow(patch, interpolation="nearest")
             bottom.set_title(f"patch {y1 - y0}x{x1 - x0}", fontsize=7)
         rf = unit.field
         label = (
@@ -364,8 +417,12 @@ def plot_top_k(
             fontsize=8,
             rotation=90,
         )
+    which = {"newest": "", "all": "; stack frames oldest -> newest"}[frames]
+    if layout.stacked and frames == "newest":
+        which = f"; newest of {layout.frames} stack frames"
     fig.suptitle(
-        "Top-activating states per unit (yellow: receptive field of the peak) and their patches",
+        "Top-activating states per unit (yellow: receptive field of the peak) and their patches"
+        + which,
         fontsize=10,
     )
     return save_figure(fig, path)

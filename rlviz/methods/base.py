@@ -205,6 +205,40 @@ def _on_newest_frame(maps: torch.Tensor, frames: int) -> torch.Tensor:
     return out
 
 
+# -- input checks (issue 21): a bad input fails here with what to do, not deep inside torch ------
+
+
+def check_observations(obs: Obs) -> Obs:
+    """``obs`` ready for a pass: NaN / Inf observations raise ``ValueError``; a numpy view with
+    negative strides (``obs[:, ::-1]``, which torch cannot wrap) becomes a contiguous copy."""
+    if isinstance(obs, np.ndarray):
+        if any(stride < 0 for stride in obs.strides):
+            obs = np.ascontiguousarray(obs)
+        finite = np.isfinite(obs) if obs.dtype.kind in "fc" else None
+    elif isinstance(obs, torch.Tensor):
+        finite = torch.isfinite(obs).cpu().numpy() if obs.is_floating_point() else None
+    else:
+        finite = None
+    if finite is not None and not finite.all():
+        first = tuple(int(i) for i in np.argwhere(~finite)[0])
+        raise ValueError(
+            f"observations shaped {list(np.shape(obs))} hold {int((~finite).sum())} NaN/Inf "
+            f"values (first at index {list(first)}); expected finite pixels: fix the env or "
+            "preprocessing, or replace them with np.nan_to_num"
+        )
+    return obs
+
+
+def _network_rejected(exc: RuntimeError, obs: Obs, method: str) -> RuntimeError:
+    """The model's own error on ``obs``, said with what was given and what to check."""
+    dtype = getattr(obs, "dtype", type(obs).__name__)
+    return RuntimeError(
+        f"{method}: the policy's network failed on observations shaped {list(np.shape(obs))} "
+        f"({dtype}): {exc}. Expected observations like the env the policy was trained on: check "
+        "their shape, channels and layout (PolicyAdapter(model, layout=...))"
+    )
+
+
 def _model_warnings(model: nn.Module) -> None:
     if not model.training:
         return
@@ -330,6 +364,7 @@ class AttributionMethod:
     ) -> torch.Tensor:
         adapter = as_adapter(adapter)
         _model_warnings(adapter.model)
+        obs = check_observations(obs)
         if batch_size is not None and (
             not isinstance(batch_size, (int, np.integer)) or batch_size < 1
         ):
@@ -350,7 +385,12 @@ class AttributionMethod:
                 tgt = resolved if whole else subset_target(resolved, rows)
                 held = None if states is None else tuple(s[rows] for s in states)
                 with adapter.holding_state(held) if adapter.recurrent else nullcontext():
-                    maps = self._maps(adapter, x, tgt, layer, pass_size)
+                    try:
+                        maps = self._maps(adapter, x, tgt, layer, pass_size)
+                    except torch.cuda.OutOfMemoryError:
+                        raise
+                    except RuntimeError as exc:
+                        raise _network_rejected(exc, obs, self.name) from exc
                 if self.low_res and not raw:
                     maps = self._upsample(maps, tuple(x.shape[-2:]))
                 outs.append(maps.detach().to("cpu", torch.float32))

@@ -26,6 +26,7 @@ from rlviz.methods.base import (
     per_frame_layout,
     scalar_per_sample,
 )
+from rlviz.methods.incremental.occlusion import MODES, occlusion_drops
 from rlviz.methods.registry import register
 from rlviz.ops import fill_values
 
@@ -79,6 +80,10 @@ class Occlusion(AttributionMethod):
         fill: what the occluder shows: a number, ``"mean"`` (the frame's mean colour), ``"blur"``
             (the frame blurred with ``blur_sigma``) or a tensor broadcastable to [C, H, W].
         blur_sigma: sigma in pixels for ``fill="blur"``.
+        incremental: ``"auto"`` recomputes only each window's receptive field, layer by layer
+            (:mod:`rlviz.methods.incremental`; equal to full passes up to float rounding) when the
+            model's plan says it pays; ``True`` always tries (warns and runs full passes for a
+            model it cannot handle); ``False`` runs the whole network on every occluded image.
     """
 
     perturbs_input = True
@@ -91,11 +96,15 @@ class Occlusion(AttributionMethod):
         stride: int | tuple[int, int] = 4,
         fill: object = "mean",
         blur_sigma: float = 5.0,
+        incremental: bool | str = "auto",
     ) -> None:
         self.window = _pair(window, "window")
         self.stride = _pair(stride, "stride")
         self.fill = fill
         self.blur_sigma = float(blur_sigma)
+        if incremental not in MODES:
+            raise ValueError(f"incremental must be one of {MODES}, got {incremental!r}")
+        self.incremental = incremental
 
     def windows(self, size: tuple[int, int]) -> int:
         """Number of occluder positions on an input of spatial ``size``."""
@@ -127,7 +136,18 @@ class Occlusion(AttributionMethod):
         b, _, h, w = x.shape
         masks = window_masks((h, w), self.window, self.stride, x.device)
         weights = _window_weights((h, w), self.window, self.stride, x.device, x.dtype)
-        n_windows = masks.shape[0]
+        drops = occlusion_drops(
+            adapter, x, target, clean, fill, masks, self.window, self.stride, pass_size,
+            self.incremental,
+        )  # fmt: skip
+        if drops is None:
+            drops = self._full_drops(adapter, x, fill, target, clean, masks, pass_size)
+        return (drops @ weights).view(b, h, w)
+
+    @staticmethod
+    def _full_drops(adapter, x, fill, target, clean, masks, pass_size) -> torch.Tensor:
+        """Target drops [b, windows], every occluded image through the whole network."""
+        b, n_windows = x.shape[0], masks.shape[0]
         drops = x.new_zeros(b, n_windows)
         with pass_buffer(x, b, n_windows, pass_size) as buffer:
             for frames, wins in job_blocks(b, n_windows, pass_size):
@@ -140,8 +160,6 @@ class Occlusion(AttributionMethod):
                     out=buffer.block(frames.stop - frames.start, n_wins),
                 ).flatten(0, 1)
                 out = adapter.outputs(occluded, rows=block_rows(frames, n_wins))
-                values = scalar_per_sample(
-                    block_target(target, frames, n_wins)(out), len(occluded)
-                )
+                values = scalar_per_sample(block_target(target, frames, n_wins)(out), len(occluded))
                 drops[frames, wins] = clean[frames, None] - values.view(-1, n_wins)
-        return (drops @ weights).view(b, h, w)
+        return drops

@@ -23,6 +23,7 @@ import torch
 
 from rlviz.hooks import POOLS, capture, layer_activations, pool_activation
 from rlviz.io import atomic_savez
+from rlviz.layout import ObservationLayout, parse_layout
 from rlviz.policy import PolicyAdapter
 from rlviz.rollout import Rollout
 
@@ -161,7 +162,8 @@ class StateDataset:
     """One row per visited state. ``N`` states, features of ``D`` dims, ``A`` actions.
 
     Attributes:
-        obs: uint8 [N, H, W, C], what the policy saw.
+        obs: uint8 [N, H, W, C], what the policy saw; a stack in its layout ([N, K, H, W, C],
+            [N, H, W, K*C], ...) for a policy that sees K frames (``meta["layout"]`` says which).
         features: float32 [N, D], the chosen layer's output (flattened or average-pooled).
         probs: float32 [N, A], pi(.|s) of the mapped network (same forward pass as ``features``).
         actions: int64 [N], the action taken in the rollout.
@@ -202,6 +204,18 @@ class StateDataset:
         if names and len(names) == self.probs.shape[1]:
             return tuple(names)
         return tuple(f"a{k}" for k in range(self.probs.shape[1]))
+
+    @property
+    def layout(self) -> ObservationLayout:
+        """How ``obs`` holds its frames: ``meta["layout"]``, else read off the shape."""
+        text = self.meta.get("layout")
+        if text:
+            return parse_layout(text)
+        return ObservationLayout.from_shape(self.obs.shape[1:], batched=False)
+
+    def newest_frames(self) -> np.ndarray:
+        """The newest frame of every state as RGB for drawing, uint8 [N, H, W, 3]."""
+        return self.layout.newest_frame(self.obs)
 
     # -- construction ---------------------------------------------------------------------------
 
@@ -249,6 +263,8 @@ class StateDataset:
         if obs.dtype != np.uint8:
             raise ValueError(f"rollout observations must be uint8 frames, got dtype {obs.dtype}")
 
+        layout = adapter.layout_for(obs)
+        layout.batch(obs[:1])  # a stack that does not fit the layout fails here, not in the model
         features, probs, values = _forward_batches(adapter, obs, layer, pool, batch_size)
 
         steps, episodes, ttg, success = [], [], [], []
@@ -271,6 +287,7 @@ class StateDataset:
             "rlviz_version": rlviz_version(),
             "action_names": list(adapter.action_names) if adapter.action_names else None,
             "episode_seeds": [r.seed for r in rollouts],
+            "layout": layout_text(layout),
             "env_id": None,
             "checkpoint": None,
         }
@@ -367,9 +384,14 @@ class StateDataset:
         return cls(**{k: arrays[k] for k in _FIELDS}, info=info, meta=meta)
 
 
+def layout_text(layout: ObservationLayout) -> str:
+    """``layout`` as the short text :func:`rlviz.layout.parse_layout` reads (``KxC:ORDER``)."""
+    return f"{layout.frames}x{layout.channels}:{layout.order}"
+
+
 # name -> (allowed dtype kinds, ndim, description of the expected shape)
 _FIELDS: dict[str, tuple[str, int, str]] = {
-    "obs": ("u", 4, "uint8 [N, H, W, C]"),
+    "obs": ("u", 4, "uint8 [N, H, W, C] (or a stack: [N, K, H, W, C], [N, K, H, W], ...)"),
     "features": ("f", 2, "float [N, D]"),
     "probs": ("f", 2, "float [N, A]"),
     "actions": ("iu", 1, "int [N]"),
@@ -392,11 +414,9 @@ def _validate(arrays: Mapping[str, np.ndarray], source: str) -> None:
     n = np.asarray(arrays["obs"]).shape[0] if np.asarray(arrays["obs"]).ndim else None
     for name, (kinds, ndim, expected) in _FIELDS.items():
         arr = np.asarray(arrays[name])
-        if (
-            arr.dtype.kind not in kinds
-            or arr.ndim != ndim
-            or (name == "obs" and arr.dtype != np.uint8)
-        ):
+        # observations are frames [N, H, W, C] or stacks of any layout: [N, H, W] .. [N, K, H, W, C]
+        ndim_ok = arr.ndim in (3, 4, 5) if name == "obs" else arr.ndim == ndim
+        if arr.dtype.kind not in kinds or not ndim_ok or (name == "obs" and arr.dtype != np.uint8):
             raise ValueError(
                 f"{source}: {name!r} is {arr.dtype} {tuple(arr.shape)}, expected {expected}"
             )

@@ -83,7 +83,8 @@ def build_rows(
             f"{layer}#{u}" for layer, units in a["top_units"].items() for u in units
         )
         if a["memory_reliance"] is not None:
-            row["memory_reliance"] = a["memory_reliance"]
+            row["memory_kl"] = a["memory_reliance"]["kl"]
+            row["memory_share"] = a["memory_reliance"]["share"]
         row["mask_share"] = a["mask_share"]
         for m in methods:
             row[f"pointing_{m}"] = a["faithfulness"][m]["pointing"]
@@ -184,8 +185,9 @@ def plot_sweep(
         ({"ablation_drop": "success drop", "ablation_kl": "KL on probe frames"}, "ablation"),
         ({f"drift_{m}": m for m in methods}, "saliency rank corr. to previous"),
     ]
-    if any("memory_reliance" in r for r in rows):
-        panels.append(({"memory_reliance": "memory reliance"}, "memory reliance"))
+    if any("memory_kl" in r for r in rows):
+        memory = {"memory_kl": "KL, memory removed", "memory_share": "grad x input share"}
+        panels.append((memory, "memory reliance"))
     fig = Figure(figsize=(13, 6), dpi=100, layout="constrained")
     axes = fig.subplots(2, 4, squeeze=False).ravel()
     for ax, (columns, ylabel) in zip(axes, panels, strict=False):

@@ -6,8 +6,8 @@ The engine never builds an env or loads an agent itself (it may not import ``env
 
 * the **analysis** task (block :data:`ANALYSIS`) on the fixed probe frames: faithfulness of each
   method (pointing game, mass in box), box-detector units per layer (dissection), the action
-  change when the top detectors are off, memory reliance when the agent has memory, and the maps
-  themselves (for the drift between snapshots);
+  change when the top detectors are off, memory reliance when the agent has memory
+  (:func:`probe_memory`), and the maps themselves (for the drift between snapshots);
 * one **episode** task per block of held-out seeds: success and steps, intact and with the top
   detectors ablated (on the same seeds: a paired comparison).
 
@@ -19,7 +19,7 @@ other, so they spread over workers freely.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -55,11 +55,19 @@ class Snapshot:
 @dataclass(frozen=True)
 class ProbeSet:
     """The fixed frames every snapshot is explained on: uint8 obs [N, H, W, C], bool masks
-    [N, H, W] (the goal box), and the seeds of the episodes they come from."""
+    [N, H, W] (the goal box), and the seeds of the episodes they come from.
+
+    For a recurrent policy's memory reliance, also ``history``: every observation of each probe
+    episode (uint8 [T_e, H, W, C] per episode), and ``origin``: int [N, 2], the (episode, step)
+    of each probe frame in it; the state entering a probe frame is the policy's state after
+    reading its episode up to there. Without them a recurrent snapshot reports no memory.
+    """
 
     obs: np.ndarray
     masks: np.ndarray
     seeds: tuple[int, ...] = ()
+    history: tuple[np.ndarray, ...] = ()
+    origin: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if self.obs.ndim != 4 or self.masks.shape != self.obs.shape[:3]:
@@ -68,10 +76,53 @@ class ProbeSet:
                 f"{self.obs.shape} and {self.masks.shape}"
             )
 
+    def writeable(self) -> ProbeSet:
+        """This set with arrays that may be written (Ray hands out read-only views)."""
+        if self.obs.flags.writeable:
+            return self
+        return replace(
+            self,
+            obs=self.obs.copy(),
+            masks=self.masks.copy(),
+            history=tuple(h.copy() for h in self.history),
+        )
+
     @property
     def visible(self) -> np.ndarray:
         """bool [N]: frames where the goal box is in view (faithfulness is scored on those)."""
         return self.masks.reshape(len(self.masks), -1).any(1)
+
+
+def _probe_states(adapter, probe: ProbeSet):
+    """The recurrent state entering each probe frame (a tuple of [N, ...]), or None without the
+    probe episodes' ``history``."""
+    if not probe.history or probe.origin is None:
+        return None
+    from rlviz.rollout import episode_outputs
+
+    per_episode = [episode_outputs(adapter, frames)[2] for frames in probe.history]
+    picked = [tuple(s[step : step + 1] for s in per_episode[e]) for e, step in probe.origin]
+    return tuple(torch.cat(parts) for parts in zip(*picked, strict=True))
+
+
+def probe_memory(snapshot: Snapshot, probe: ProbeSet) -> dict | None:
+    """Mean memory reliance (:func:`rlviz.memory.memory_reliance`: ``kl`` and ``share``) of the
+    snapshot on the probe frames; None when its policy has no memory (neither a frame stack nor
+    a recurrent state) or, recurrent, the probe set has no episode history."""
+    from rlviz.memory import memory_reliance
+
+    adapter = snapshot.adapter
+    layout = getattr(adapter, "layout", None)
+    if getattr(adapter, "recurrent", False):
+        states = _probe_states(adapter, probe)
+        if states is None:
+            return None
+        result = memory_reliance(adapter, probe.obs, states=states)
+    elif layout is not None and layout.stacked:
+        result = memory_reliance(adapter, probe.obs)
+    else:
+        return None
+    return {"kl": float(result.kl.mean()), "share": float(result.share.mean())}
 
 
 @dataclass(frozen=True)
@@ -91,8 +142,9 @@ class SweepSpec:
         top_k: detectors ablated (0: no ablation).
         iou_threshold: IoU above which a unit counts as a box detector.
         quantile: dissection's per-unit activation threshold.
-        memory: optional ``(snapshot, probe_obs) -> float | None``: mean memory reliance, None
-            when the agent has no memory.
+        memory: ``(snapshot, probe) -> {"kl", "share"} | None``: mean memory reliance on the
+            probe frames, None when the agent has no memory (default :func:`probe_memory`;
+            None: never measured).
         setup: ``"module:function"`` every worker runs before its first task.
     """
 
@@ -103,7 +155,7 @@ class SweepSpec:
     top_k: int = 3
     iou_threshold: float = DEFAULT_IOU_THRESHOLD
     quantile: float = 0.995
-    memory: Callable[[Snapshot, np.ndarray], float | None] | None = None
+    memory: Callable[[Snapshot, ProbeSet], dict | None] | None = probe_memory
     setup: str | None = None
 
 
@@ -148,7 +200,7 @@ def analyse(spec: SweepSpec, probe: ProbeSet, checkpoint: str) -> dict:
         dict with ``steps``, ``faithfulness`` {method: {pointing, mass}}, ``mask_share``,
         ``detectors`` {layer: count}, ``detector_units`` [[layer, unit, iou]] (all, best first),
         ``top_units`` {layer: [unit]}, ``ablation_kl``, ``ablation_flips``, ``memory_reliance``
-        (None without memory) and ``maps`` {method: float32 [N, H, W]}.
+        ({kl, share} means, None without memory) and ``maps`` {method: float32 [N, H, W]}.
     """
     snap = spec.load(checkpoint)
     maps, scores = _faithfulness(snap, probe, spec.methods)
@@ -169,7 +221,7 @@ def analyse(spec: SweepSpec, probe: ProbeSet, checkpoint: str) -> dict:
         "top_units": units,
         "ablation_kl": kl,
         "ablation_flips": flips,
-        "memory_reliance": None if spec.memory is None else spec.memory(snap, probe.obs),
+        "memory_reliance": None if spec.memory is None else spec.memory(snap, probe),
         "maps": maps,
     }
 
@@ -202,8 +254,7 @@ def sweep_task(
 ) -> dict:
     """The one task function of a sweep: the analysis (``block == ANALYSIS``) or an episode
     block of ``checkpoint``."""
-    if not probe.obs.flags.writeable:  # Ray hands out read-only views of its object store
-        probe = ProbeSet(probe.obs.copy(), probe.masks.copy(), probe.seeds)
+    probe = probe.writeable()
     if block == ANALYSIS:
         return analyse(spec, probe, checkpoint)
     return play_block(spec, probe, checkpoint, seeds)

@@ -8,6 +8,8 @@ from typing import Any
 
 import numpy as np
 
+from rlviz.layout import ObservationLayout
+from rlviz.memory import MemoryReliance
 from rlviz.policy import PolicyAdapter
 from rlviz.rollout import CompressedFrames, Rollout
 from rlviz.video.draw import display_frame
@@ -38,6 +40,15 @@ class EpisodeExplanation:
         top_down: T uint8 [h, w, 3] top-down maps (indexable), or None when the env has none.
         meta: title parts: ``agent``, ``env``, ``seed``, ``episode``.
         horizon: x-axis length of time plots (defaults to T).
+        layout: how an observation holds its frames (default: the rollout's); a stack is shown
+            by its newest frame, its frames one by one in the stack panel.
+        frame_maps: method -> [T, K, H, W], one map per stack frame (oldest first), on the scale
+            of that method's ``maps`` (for :class:`rlviz.video.time_panels.StackPanel`).
+        frame_shares: float32 [T, K], attribution mass per stack frame of ``frame_maps``.
+        memory: per-step :class:`rlviz.memory.MemoryReliance` (``kl``, ``share``) for a policy
+            with memory, else None (for :class:`rlviz.video.time_panels.MemoryPanel`).
+        newest_maps: the methods whose ``maps`` of a stacked episode are the newest frame's own
+            map (the others are collapsed over the frames).
     """
 
     rollout: Rollout
@@ -53,9 +64,23 @@ class EpisodeExplanation:
     top_down: Sequence[np.ndarray] | None = None
     meta: dict[str, Any] = field(default_factory=dict)
     horizon: int | None = None
+    layout: ObservationLayout | None = None
+    frame_maps: dict[str, np.ndarray] = field(default_factory=dict)
+    frame_shares: np.ndarray | None = None
+    memory: MemoryReliance | None = None
+    newest_maps: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         n = len(self.rollout)
+        if self.layout is None:
+            self.layout = getattr(self.rollout, "layout", None)
+        for name, m in self.frame_maps.items():
+            if len(m) != n or m.ndim != 4:
+                raise ValueError(
+                    f"frame_maps[{name!r}] must be [T={n}, K, H, W]; got {list(m.shape)}"
+                )
+        if self.memory is not None and len(self.memory) != n:
+            raise ValueError(f"memory has {len(self.memory)} steps for an episode of {n}")
         if not self.action_names:
             self.action_names = tuple(f"a{k}" for k in range(self.rollout.probs.shape[1]))
         for name, m in self.maps.items():
@@ -70,9 +95,26 @@ class EpisodeExplanation:
         return len(self.rollout)
 
     @property
+    def stacked(self) -> bool:
+        """Whether each observation is a stack of frames (shown by its newest frame)."""
+        return self.layout is not None and self.layout.stacked
+
+    @property
     def obs_shape(self) -> tuple[int, ...]:
         """Shape of one observation as displayed, (H, W, C)."""
-        return display_frame(self.rollout.obs[0]).shape
+        return self.frame(0).shape
+
+    def frame(self, t: int) -> np.ndarray:
+        """Observation t as shown: uint8 [H, W, 3] (the newest frame of a stack)."""
+        if self.stacked:
+            return self.layout.newest_frame(self.rollout.obs[t])[0]
+        return display_frame(self.rollout.obs[t])
+
+    def stack_frames(self, t: int) -> np.ndarray:
+        """The frames of observation t, oldest first: uint8 [K, H, W, 3] (K = 1 unstacked)."""
+        if self.layout is None:
+            return display_frame(self.rollout.obs[t])[None]
+        return self.layout.display_frames(self.rollout.obs[t])[0]
 
     def title(self) -> str:
         """The title bar's text: agent, env, seed, episode."""

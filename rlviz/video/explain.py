@@ -8,6 +8,7 @@ more than once.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import nullcontext
 from typing import Any
 
 import numpy as np
@@ -15,12 +16,21 @@ import torch
 
 from rlviz.explain import explain
 from rlviz.maps import normalize as normalize_map
+from rlviz.memory import memory_reliance
 from rlviz.methods import available_methods, get_method
 from rlviz.policy import PolicyAdapter, as_adapter
 from rlviz.rollout import Rollout
 from rlviz.statemap.dataset import layer_features
 from rlviz.targets import TakenAction
 from rlviz.video.episode import EpisodeExplanation
+from rlviz.video.timeline import (
+    State,
+    TimeMaps,
+    episode_layout,
+    episode_states,
+    has_memory,
+    with_layout,
+)
 
 DEFAULT_METHODS = ("gradient", "gradcam")
 NORMALIZE_MODES = ("episode", "frame")
@@ -88,18 +98,24 @@ def attribute_episode(
     *,
     layer: str | None = None,
     batch_size: int | None = EXPLAIN_BATCH,
+    per_frame: bool = False,
+    states: State | None = None,
 ) -> np.ndarray:
-    """Raw maps float32 [T, H, W] of ``method`` for log pi(actions_t | s_t), chunk by chunk into
-    one preallocated array (no list of chunks plus a concatenated copy)."""
+    """Raw maps float32 [T, H, W] ([T, K, H, W] ``per_frame``) of ``method`` for
+    log pi(actions_t | s_t), chunk by chunk into one preallocated array (no list of chunks plus a
+    concatenated copy). A recurrent policy's step t is explained with ``states`` [T, ...] held."""
     step = batch_size or EXPLAIN_BATCH
     out = None
     for start in range(0, len(obs), step):
+        rows = slice(start, start + step)
         part = explain(
             adapter,
-            obs[start : start + step],
+            obs[rows],
             methods=[method],
             layer=layer,
-            target=TakenAction(actions[start : start + step]),
+            target=TakenAction(actions[rows]),
+            per_frame=per_frame,
+            states=None if states is None else tuple(s[rows] for s in states),
         )[method]
         if out is None:
             out = np.empty((len(obs), *part.shape[1:]), np.float32)
@@ -116,11 +132,17 @@ def per_action_maps(
         attribute_episode(adapter, rollout.obs, method, np.full(n, k, np.int64), **options)
         for k in range(rollout.probs.shape[1])
     ]
-    stacked = np.stack(per, axis=1)
-    scaled, _ = normalize_maps(
-        stacked.reshape(n, -1, stacked.shape[-1]), normalize, is_signed(method)
-    )
-    return scaled.reshape(stacked.shape)
+    return normalize_stack(np.stack(per, axis=1), normalize, is_signed(method))[0]
+
+
+def normalize_stack(
+    raw: np.ndarray, mode: str, signed: bool
+) -> tuple[np.ndarray, tuple[float, float]]:
+    """:func:`normalize_maps` of maps [T, N, H, W] (N maps per step: actions, stack frames), the
+    N maps of a step sharing its scale in ``"frame"`` mode."""
+    n = raw.shape[0]
+    scaled, ranges = normalize_maps(raw.reshape(n, -1, raw.shape[-1]), mode, signed)
+    return scaled.reshape(raw.shape), ranges
 
 
 def embedding_layer_of(embedding) -> tuple[str | None, str]:
@@ -130,11 +152,16 @@ def embedding_layer_of(embedding) -> tuple[str | None, str]:
 
 
 def place_states(
-    adapter: PolicyAdapter, obs: np.ndarray, embedding, layer: str | None = None
+    adapter: PolicyAdapter,
+    obs: np.ndarray,
+    embedding,
+    layer: str | None = None,
+    states: State | None = None,
 ) -> np.ndarray:
     """float32 [T, 2]: where each observation lands on a fitted state ``embedding`` (fast path).
 
-    ``layer`` defaults to the one the map was fitted on (``embedding.meta["layer"]``).
+    ``layer`` defaults to the one the map was fitted on (``embedding.meta["layer"]``); a recurrent
+    policy reads each step with its entering ``states`` [T, ...] held.
     """
     fitted, pool = embedding_layer_of(embedding)
     layer = layer or fitted
@@ -143,14 +170,13 @@ def place_states(
             "the state embedding does not say which layer it was fitted on (meta['layer']); "
             "pass embedding_layer=..."
         )
-    return np.concatenate(
-        [  # in chunks: features of a whole long episode are never held
-            embedding.transform(
-                layer_features(adapter, obs[s : s + EMBED_BATCH], layer, pool), fast=True
-            )
-            for s in range(0, len(obs), EMBED_BATCH)
-        ]
-    )
+    placed = []
+    for s in range(0, len(obs), EMBED_BATCH):  # in chunks: a long episode's features never held
+        held = None if states is None else tuple(part[s : s + EMBED_BATCH] for part in states)
+        with adapter.holding_state(held) if held is not None else nullcontext():
+            feats = layer_features(adapter, obs[s : s + EMBED_BATCH], layer, pool, EMBED_BATCH)
+        placed.append(embedding.transform(feats, fast=True))
+    return np.concatenate(placed)
 
 
 def explain_episode(
@@ -182,17 +208,40 @@ def explain_episode(
         top_down: per-step top-down images of the episode, if any.
         batch_size: images per forward/backward pass (memory knob; None: the method's default).
 
+    A policy with memory gets more: a recurrent one is explained step by step with the state
+    entering each step held fixed (``rollout.states``), and a memory-reliance trace
+    (:func:`rlviz.memory.memory_reliance`: one extra forward and backward pass per step). A stack
+    of K frames gets per-frame maps of the first input-space method (the stack panel) and their
+    frame shares; its map panels show the newest frame's own map (see :class:`TimeMaps`).
+
     Returns:
         An :class:`EpisodeExplanation` with maps float16 [T, H, W] in [0, 1].
     """
     adapter = as_adapter(policy)
-    options = {"layer": layer, "batch_size": batch_size}
+    layout = episode_layout(adapter, rollout)
+    adapter = with_layout(adapter, layout)  # an env's stack layout reaches every method
+    states = episode_states(adapter, rollout)
+    options = {"layer": layer, "batch_size": batch_size, "states": states}
     maps, ranges, signs = {}, {}, {}
+    time_maps = TimeMaps(layout, methods)
     for name in methods:  # one method at a time: one raw [T, H, W] float32 alive at once
-        raw = attribute_episode(adapter, rollout.obs, name, rollout.actions, **options)
         signs[name] = is_signed(name)
-        maps[name], ranges[name] = normalize_maps(raw, normalize, signs[name])
+        per_frame = time_maps.per_frame(name)
+        raw = attribute_episode(
+            adapter, rollout.obs, name, rollout.actions, per_frame=per_frame, **options
+        )
+        if per_frame:
+            maps[name], ranges[name] = time_maps.add(name, raw, normalize, signs[name])
+        else:
+            maps[name], ranges[name] = normalize_maps(raw, normalize, signs[name])
         del raw
+    if time_maps.missing:  # no input-space method among them: the stack panel's own maps
+        name = time_maps.method
+        raw = attribute_episode(
+            adapter, rollout.obs, name, rollout.actions, per_frame=True, **options
+        )
+        time_maps.add(name, raw, normalize, is_signed(name))
+        signs.setdefault(name, is_signed(name))
     action_maps = {}
     if per_action:
         signs[per_action] = is_signed(per_action)
@@ -201,7 +250,12 @@ def explain_episode(
         )
     xy = None
     if embedding is not None:
-        xy = place_states(adapter, rollout.obs, embedding, embedding_layer)
+        xy = place_states(adapter, rollout.obs, embedding, embedding_layer, states)
+    memory = None
+    if has_memory(adapter, layout):
+        memory = memory_reliance(
+            adapter, rollout.obs, TakenAction(rollout.actions), states=states, layout=layout
+        )
     return EpisodeExplanation(
         rollout=rollout,
         maps=maps,
@@ -214,4 +268,9 @@ def explain_episode(
         embedding_xy=xy,
         top_down=top_down,
         meta=dict(meta or {}),
+        layout=layout,
+        frame_maps=time_maps.frame_maps,
+        frame_shares=time_maps.shares,
+        memory=memory,
+        newest_maps=tuple(m for m in time_maps.newest if m in maps),
     )

@@ -21,7 +21,6 @@ from rlviz.video.draw import (
     GOOD,
     GRID,
     MUTED,
-    PANEL_BG,
     TEXT,
     colorbar,
     display_frame,
@@ -32,7 +31,16 @@ from rlviz.video.draw import (
     upscale,
 )
 from rlviz.video.events import episode_events
-from rlviz.video.panel import HEADER, METHOD_TITLES, TILE, Panel, method_title
+from rlviz.video.panel import (
+    HEADER,
+    METHOD_TITLES,
+    TILE,
+    Panel,
+    dimmed,
+    method_title,
+    reveal,
+)
+from rlviz.video.time_panels import MemoryPanel, StackPanel
 
 if TYPE_CHECKING:
     from rlviz.video.episode import EpisodeExplanation
@@ -45,9 +53,11 @@ __all__ = [
     "CaptionPanel",
     "EmbeddingPanel",
     "MapPanel",
+    "MemoryPanel",
     "ObservationPanel",
     "Panel",
     "PerActionPanel",
+    "StackPanel",
     "TopDownPanel",
     "ValuePanel",
     "colorbar",
@@ -80,6 +90,7 @@ class MapPanel(Panel):
         title: str | None = None,
     ) -> None:
         super().__init__(size, method_title(method) if title is None else title)
+        self.base_title = self.title
         self.method = method
         self.cmap = cmap
         self.signed_cmap = signed_cmap
@@ -96,6 +107,7 @@ class MapPanel(Panel):
     def prepare(self, episode: EpisodeExplanation) -> None:
         if self.method not in episode.maps:
             raise KeyError(f"episode has no {self.method!r} map; it has {sorted(episode.maps)}")
+        self.title = self.base_title + stack_note(episode, self.method)
         tile = self._header_tile()
         obs_h, obs_w = episode.obs_shape[:2]
         bar_w = 44
@@ -128,7 +140,7 @@ class MapPanel(Panel):
 
     def render(self, t: int, episode: EpisodeExplanation) -> np.ndarray:
         tile = self._require_prepared().copy()
-        frame = display_frame(episode.rollout.obs[t])
+        frame = episode.frame(t)
         heat = episode.maps[self.method][t]
         signed = episode.map_signed.get(self.method, False)
         shown = overlay(
@@ -165,7 +177,7 @@ class ObservationPanel(Panel):
 
     def render(self, t: int, episode: EpisodeExplanation) -> np.ndarray:
         tile = self._require_prepared().copy()
-        paste(tile, upscale(display_frame(episode.rollout.obs[t]), self._scale), *self._origin)
+        paste(tile, upscale(episode.frame(t), self._scale), *self._origin)
         return tile
 
 
@@ -291,20 +303,11 @@ class ValuePanel(Panel):
                 anchor="rm",
             )
         self._base = bright
-        dim = bright.copy()
-        inner = dim[y0 + 1 : y1, x0 + 1 : x1].astype(np.float32)
-        dim[y0 + 1 : y1, x0 + 1 : x1] = (0.35 * inner + 0.65 * np.asarray(PANEL_BG)).astype(
-            np.uint8
-        )
-        self._dim = dim
+        self._dim = dimmed(bright, self._plot)
 
     def render(self, t: int, episode: EpisodeExplanation) -> np.ndarray:
-        bright = self._require_prepared()
-        x0, x1, y0, y1 = self._plot
-        cursor = int(round(x0 + (x1 - x0) * t / (self._horizon - 1)))
-        tile = self._dim.copy()
-        tile[:, : cursor + 1] = bright[:, : cursor + 1]  # the past in full colour
-        tile[y0:y1, max(cursor - 1, 0) : cursor + 1] = ACCENT
+        tile = reveal(self._require_prepared(), self._dim, self._plot, t, self._horizon)
+        x0 = self._plot[0]
         rollout = episode.rollout
         ret = float(rollout.rewards[: t + 1].sum())
         value = "" if rollout.values is None else f"V={rollout.values[t]:+.2f}   "
@@ -366,7 +369,7 @@ class PerActionPanel(Panel):
     def render(self, t: int, episode: EpisodeExplanation) -> np.ndarray:
         tile = self._require_prepared().copy()
         maps = episode.action_maps[self.method][t]  # [A, H, W]
-        frame = display_frame(episode.rollout.obs[t])
+        frame = episode.frame(t)
         signed = episode.map_signed.get(self.method, False)
         frames = np.broadcast_to(frame, (len(maps), *frame.shape))
         shown = overlay(
@@ -393,14 +396,25 @@ class PerActionPanel(Panel):
         return tile
 
 
-def default_panels(methods: Sequence[str], *, per_action: str | None = None) -> list[Panel]:
-    """The standard panel set: one map panel per method, policy bars, value trace, state map,
-    top-down view, captions (and per-action maps when ``per_action`` names a method).
+def stack_note(episode: EpisodeExplanation, method: str) -> str:
+    """What a map panel of a stacked episode shows: the newest frame's own map, or (occlusion,
+    perturbation) the map of a patch covering every frame; '' for single frames."""
+    if not episode.stacked:
+        return ""
+    return " (newest frame)" if method in episode.newest_maps else " (all frames)"
 
-    Panels whose data an episode lacks are dropped by the pipeline (see ``Panel.available``).
+
+def default_panels(methods: Sequence[str], *, per_action: str | None = None) -> list[Panel]:
+    """The standard panel set: one map panel per method, policy bars, value trace, memory
+    reliance, state map, top-down view, the frame stack, captions (and per-action maps when
+    ``per_action`` names a method).
+
+    Panels whose data an episode lacks are dropped by the pipeline (see ``Panel.available``):
+    the memory and stack panels appear only for policies with memory.
     """
     panels: list[Panel] = [MapPanel(m) for m in methods] or [ObservationPanel()]
-    panels += [ActionPanel(), ValuePanel(), EmbeddingPanel(), TopDownPanel()]
+    panels += [ActionPanel(), ValuePanel(), MemoryPanel(), EmbeddingPanel(), TopDownPanel()]
+    panels.append(StackPanel())
     if per_action:
         panels.append(PerActionPanel(per_action))
     panels.append(CaptionPanel())

@@ -100,7 +100,7 @@ def output_paths(
         if episodes == 1:
             return [out]
         return [out.with_name(f"{out.stem}-episode-{i}{out.suffix}") for i in range(episodes)]
-    if out.suffix:
+    if out.suffix and not out.is_dir():  # an existing folder is a folder, dots or not
         raise ValueError(
             f"output {str(out)!r} has suffix {out.suffix!r}; "
             "give a folder or a file ending in .mp4 or .gif"
@@ -206,9 +206,10 @@ def _opened(env) -> Iterator[tuple[Any, str | None]]:
 
 def _check_image_env(env) -> None:
     shape = getattr(getattr(env, "observation_space", None), "shape", None)
-    if shape is not None and len(shape) not in (2, 3):
+    if shape is not None and len(shape) not in (2, 3, 4):  # 4: a frame stack [K, H, W, C]
         raise ValueError(
-            f"render_video needs image observations [H, W, C]; this env's observation space is "
+            f"render_video needs image observations [H, W, C] (or a stack of them, [K, H, W, C]); "
+            f"this env's observation space is "
             f"{env.observation_space}. Wrap it (e.g. gymnasium.wrappers.AddRenderObservation) "
             "to get pixels"
         )

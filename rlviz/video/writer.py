@@ -57,11 +57,25 @@ def check_writable(path: str | os.PathLike) -> Path:
             f"cannot create the output folder {str(folder)!r} ({exc.strerror}); "
             "choose a writable --out location"
         ) from None
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise PermissionError(
-            f"the output folder {str(folder)!r} is not writable; choose a writable --out location"
+    if path.is_dir():
+        raise IsADirectoryError(
+            f"cannot write a video to {str(path)!r}: it is a folder; give a file name inside it"
         )
+    _probe_folder(folder)
     return path
+
+
+def _probe_folder(folder: Path) -> None:
+    """Create and remove a file in ``folder``: root passes ``os.access`` on read-only mounts and
+    /proc, where ffmpeg would fail only after the whole episode is explained."""
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise PermissionError(
+            f"the output folder {str(folder)!r} is not writable ({exc.strerror}); choose a "
+            "writable --out location"
+        ) from None
 
 
 class _Discarded(Exception):

@@ -11,12 +11,14 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from rlviz.cli.common import CliError, add_shared, load_policy, make_env, new_parser
+from rlviz.cli.common import CliError, add_shared, check_out_dir, load_policy, make_env, new_parser
 
 if TYPE_CHECKING:
     from agents.checkpoint import LoadedPolicy
 
-DEFAULT_OUT = Path("videos/features")
+# Not videos/features: that folder holds the committed example figures, which a default run must
+# never overwrite (videos/demo/ is git-ignored). Pass --out videos/features to regenerate them.
+DEFAULT_OUT = Path("videos/demo/features")
 
 
 def feature_parser(name: str, description: str) -> argparse.ArgumentParser:
@@ -37,7 +39,9 @@ def feature_parser(name: str, description: str) -> argparse.ArgumentParser:
 
 
 def load(args: argparse.Namespace) -> LoadedPolicy:
-    """The ``--checkpoint``, to play in ``--env`` (default: the env it trained in)."""
+    """The ``--checkpoint``, to play in ``--env`` (default: the env it trained in), once
+    ``--out`` is known to be writable."""
+    check_out_dir(args.out)
     return load_policy(args.checkpoint, env_id=args.env)
 
 

@@ -44,7 +44,7 @@ def filters_main(argv: Sequence[str] | None = None) -> int:
     layers = layers_arg(model, args.layers)
     with play_env(policy) as env:
         frame, _ = pick_frame(env, adapter, args.seed, args.max_steps)
-    written = [plot_rgb_filters(model, out / "filters_rgb.png")]
+    written = [plot_rgb_filters(model, out / "filters_rgb.png", layout=adapter.layout)]
     for layer in list_layers(model, nn.Conv2d)[1:]:
         written.append(plot_filter_grid(model, layer, out / f"filters_{layer}.png"))
     written.append(plot_kernel_comparison(adapter, frame, out / "kernels_vs_learned.png"))

@@ -94,6 +94,9 @@
       entry.maps = {}; keys.forEach((k, j) => (entry.maps[k] = decoded[j]));
       entry.nmf = rec.nmf ? await Promise.all(rec.nmf.map(pixels)) : null;
       entry.stack = rec.stack ? image(rec.stack.file) : null;
+      const sk = Object.keys((rec.stack && rec.stack.maps) || {});
+      const sdec = await Promise.all(sk.map((k) => pixels(rec.stack.maps[k])));
+      entry.stackMaps = {}; sk.forEach((k, j) => (entry.stackMaps[k] = sdec[j]));
       await entry.frames.ready;
       if (entry.stack) await entry.stack.ready;
       return entry;
@@ -110,8 +113,9 @@
   obs.width = FW * SCALE; obs.height = FH * SCALE;
   obs.style.width = obs.width + "px"; obs.style.height = obs.height + "px";
 
-  function tileValues(sheet, t) {
-    const r = Math.floor(t / COLS), c = t % COLS, out = new Uint8ClampedArray(MW * MH);
+  function tileValues(sheet, t, cols) {
+    cols = cols || COLS;
+    const r = Math.floor(t / cols), c = t % cols, out = new Uint8ClampedArray(MW * MH);
     for (let y = 0; y < MH; y++) {
       const row = (r * MH + y) * sheet.width + c * MW;
       out.set(sheet.data.subarray(row, row + MW), y * MW);
@@ -124,7 +128,12 @@
   function drawAttribution(e, t) {
     const key = S.method + "|" + S.target, sheet = e.maps[key];
     if (!sheet) return false;
-    const v = tileValues(sheet, t), signed = !!(e.rec.signed || {})[key], px = tileImg.data;
+    colorize(tileValues(sheet, t), !!(e.rec.signed || {})[key], tileImg.data);
+    return true;
+  }
+
+  // Map values (uint8; signed: 128 is 0) -> RGBA pixels, on the episode or the frame's scale.
+  function colorize(v, signed, px) {
     let top = 255;
     if (S.scale === "frame") {
       top = 1;
@@ -138,7 +147,6 @@
       px[i * 4] = table[idx * 3]; px[i * 4 + 1] = table[idx * 3 + 1]; px[i * 4 + 2] = table[idx * 3 + 2];
       px[i * 4 + 3] = Math.round(Math.min(1, m * 1.6) * 255);
     }
-    return true;
   }
 
   function drawNMF(e, t) {
@@ -184,23 +192,46 @@
   }
 
   // ------------------------------------------------------------------ stack + memory
+  // A stacked policy's frames, oldest first, each with its own map (one input-space method,
+  // the page's target when it has per-frame maps, else the taken action) and attribution share.
+  function stackTarget(e) {
+    const maps = e.stackMaps || {};
+    return maps[S.target] ? S.target : maps.taken ? "taken" : Object.keys(maps)[0] || null;
+  }
+
   function drawStack(e, t) {
-    const card = $("stack-card");
-    if (!e.rec.stack) { card.hidden = true; return; }
-    card.hidden = false;
-    const k = e.rec.stack.k, cols = e.rec.stack.cols, box = $("stack");
-    if (box.childElementCount !== k + 1) {
-      box.innerHTML = "";
-      for (let j = 0; j < k; j++) { const c = document.createElement("canvas"); c.width = FW; c.height = FH; c.title = j === k - 1 ? "newest" : `t-${k - 1 - j}`; box.appendChild(c); }
-      const m = document.createElement("div"); m.className = "memory"; box.appendChild(m);
+    const card = $("stack-card"), st = e.rec.stack, mem = e.rec.memory;
+    card.hidden = !st && !mem; // a recurrent policy: memory reliance without frames
+    $("memory-info").textContent = mem ? `memory reliance: KL ${mem.kl[t].toFixed(3)}` + (mem.share ? ` \u00b7 memory share ${(mem.share[t] * 100).toFixed(0)}%` : "") : "";
+    if (!st) { $("stack").innerHTML = ""; $("stack").dataset.k = ""; return; }
+    const k = st.k, cols = st.cols, box = $("stack");
+    if (box.dataset.k !== String(k)) {
+      box.innerHTML = ""; box.dataset.k = k;
+      for (let j = 0; j < k; j++) {
+        const cell = document.createElement("figure"); cell.className = "frame";
+        const c = document.createElement("canvas"); c.width = FW * Math.min(SCALE, 2); c.height = FH * Math.min(SCALE, 2);
+        c.title = j === k - 1 ? "newest frame (t)" : `frame t-${k - 1 - j}`;
+        const cap = document.createElement("figcaption");
+        cell.appendChild(c); cell.appendChild(cap); box.appendChild(cell);
+      }
     }
+    const key = stackTarget(e), sheet = key ? e.stackMaps[key] : null;
+    const shares = key && st.shares ? st.shares[key][t] : null;
     for (let j = 0; j < k; j++) {
-      const idx = t * k + j, c = box.children[j], g = c.getContext("2d");
-      g.drawImage(e.stack, (idx % cols) * FW, Math.floor(idx / cols) * FH, FW, FH, 0, 0, FW, FH);
+      const idx = t * k + j, cell = box.children[j], c = cell.firstChild, g = c.getContext("2d");
+      g.imageSmoothingEnabled = false; g.globalAlpha = 1;
+      g.drawImage(e.stack, (idx % cols) * FW, Math.floor(idx / cols) * FH, FW, FH, 0, 0, c.width, c.height);
+      if (sheet && S.overlay !== "none") {
+        colorize(tileValues(sheet, idx, cols), !!st.signed, tileImg.data);
+        tg.putImageData(tileImg, 0, 0);
+        g.imageSmoothingEnabled = true; g.globalAlpha = S.opacity;
+        g.drawImage(tile, 0, 0, c.width, c.height); g.globalAlpha = 1;
+      }
+      const age = j === k - 1 ? "t" : `t-${k - 1 - j}`;
+      cell.lastChild.textContent = shares ? `${age} \u00b7 ${(shares[j] * 100).toFixed(0)}%` : age;
     }
-    const mem = e.rec.memory;
-    box.lastChild.textContent = mem ? `memory reliance KL ${mem.kl[t].toFixed(3)}` + (mem.share ? ` \u00b7 share ${(mem.share[t] * 100).toFixed(0)}%` : "") : "";
-    box.dataset.t = t;
+    $("stack-info").textContent = sheet ? `${st.method} \u00b7 ${key === "value" ? "value V(s)" : "taken action"} \u00b7 share of attribution per frame` : "";
+    box.dataset.t = t; box.dataset.target = key || "";
   }
 
   // ------------------------------------------------------------------ action probabilities
@@ -241,7 +272,10 @@
     specs.push({ id: "reward", label: "reward", series: [rec.rewards], colors: ["#ffb000"], kind: "bar" });
     if (rec.advantages) specs.push({ id: "advantage", label: `advantage (GAE \u03b3=${M.gamma}, \u03bb=${M.lam})`, series: [rec.advantages], colors: ["#3ccf8e"], neg: "#ff5c5c", kind: "bar" });
     specs.push({ id: "entropy", label: "entropy H(\u03c0)", series: [rec.entropy], colors: ["#cc79a7"], kind: "line" });
-    if (rec.memory) specs.push({ id: "memory", label: "memory reliance (KL)", series: [rec.memory.kl], colors: ["#f0e442"], kind: "line" });
+    if (rec.memory) {
+      specs.push({ id: "memory", label: "memory reliance: KL(\u03c0 \u2016 \u03c0 without memory)", series: [rec.memory.kl], colors: ["#f0e442"], kind: "line" });
+      if (rec.memory.share) specs.push({ id: "memory-share", label: "memory share of attribution (grad \u00d7 input)", series: [rec.memory.share], colors: ["#e69f00"], kind: "line" });
+    }
     return specs;
   }
 
@@ -587,7 +621,7 @@
     S.t = Math.max(0, Math.min(e.rec.T - 1, t || 0));
     render();
     document.body.dataset.loading = "";
-    if (!document.body.dataset.ready) { document.body.dataset.ready = "1"; R.firstPaintMs = performance.now() - T0; }
+    if (!document.body.dataset.ready) { document.body.dataset.ready = "1"; R.firstPaintMs = performance.now() - T0; R.firstPaintSinceNavMs = performance.now(); }
   }
 
   function jump(ep, t) { if (ep === S.ep) setCursor(t); else setEpisode(ep, t); }

@@ -40,6 +40,7 @@ from rlviz.features.optvis.param import (
     fourier,
     pixels,
 )
+from rlviz.features.optvis.stack import StackImage, stack
 from rlviz.features.optvis.texture import (
     TextureResult,
     content,
@@ -48,13 +49,12 @@ from rlviz.features.optvis.texture import (
     gram_distance,
     gram_matrix,
     layer_targets,
-    plot_style_transfer,
-    plot_textures,
     style,
     style_loss,
     style_transfer,
     synthesize_texture,
 )
+from rlviz.features.optvis.texture_plots import plot_style_transfer, plot_textures
 from rlviz.features.optvis.transforms import (
     compose,
     jitter,
@@ -69,6 +69,7 @@ __all__ = [
     "FourierImage",
     "ImageParam",
     "Objective",
+    "StackImage",
     "PixelImage",
     "TextureResult",
     "Visualisation",
@@ -100,6 +101,7 @@ __all__ = [
     "plot_visualisations",
     "random_rotate",
     "random_scale",
+    "stack",
     "standard_transforms",
     "style",
     "style_loss",

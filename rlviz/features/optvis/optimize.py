@@ -10,12 +10,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rlviz.features._common import forward_to_layers, new_figure, to_uint8
+from rlviz.features._common import forward_to_layers, frames_strip, new_figure, to_uint8
 from rlviz.features.optvis.objectives import Context, Objective, as_objective
 from rlviz.features.optvis.param import ImageParam, fourier
+from rlviz.features.optvis.stack import network_layout, stack
 from rlviz.features.optvis.transforms import Transform, compose, standard_transforms
 from rlviz.hooks import capture
 from rlviz.io import save_figure
+from rlviz.layout import ObservationLayout
 from rlviz.policy import PolicyAdapter
 
 
@@ -76,6 +78,8 @@ class Visualisation:
         initial: float32 [B], the objective on the starting images (no transforms).
         final: float32 [B], the objective on the final images (no transforms).
         objective: the objective's readable name.
+        layout: for a frame stack (a :class:`~rlviz.features.optvis.stack.StackImage`), the
+            observation layout; ``images`` then hold K*C channels and :attr:`frames` the frames.
     """
 
     images: np.ndarray
@@ -84,11 +88,18 @@ class Visualisation:
     initial: np.ndarray
     final: np.ndarray
     objective: str
+    layout: ObservationLayout | None = None
 
     @property
     def image(self) -> np.ndarray:
         """The first image, uint8 [H, W, C]."""
         return self.images[0]
+
+    @property
+    def frames(self) -> np.ndarray:
+        """The images as RGB frames for drawing, uint8 [B, K, H, W, 3] (K = 1 for one frame)."""
+        layout = self.layout or ObservationLayout(1, self.tensor.shape[1], "CHW")
+        return network_layout(layout).display_frames(self.tensor)
 
 
 def optimize(
@@ -103,6 +114,7 @@ def optimize(
     size: tuple[int, int] = (60, 80),
     batch: int = 1,
     progress: bool = True,
+    frames: str = "all",
 ) -> Visualisation:
     """Find images that maximise ``objective`` for the policy behind ``adapter``.
 
@@ -117,6 +129,9 @@ def optimize(
         seed: seeds the default parameterisation's start and the transforms' randomness.
         size / batch: image size (H, W) and count for the default parameterisation.
         progress: show a progress bar.
+        frames: for a policy whose layout stacks K frames (``adapter.layout``), the default
+            parameterisation is a :func:`~rlviz.features.optvis.stack.stack` that optimises
+            ``"all"`` frames or only the ``"newest"`` (past frames mid grey).
 
     Returns:
         :class:`Visualisation`: uint8 images [B, H, W, C], objective trace, start and end values.
@@ -126,7 +141,12 @@ def optimize(
     objective = as_objective(objective)
     if steps < 0:
         raise ValueError(f"steps must be >= 0, got {steps}")
-    param = param if param is not None else fourier(size, batch, seed=seed)
+    if param is None:
+        layout = adapter.layout
+        if layout is not None and (layout.stacked or layout.channels != 3):
+            param = stack(layout, size, batch, frames=frames, seed=seed)
+        else:
+            param = fourier(size, batch, seed=seed)
     transform = compose(*(standard_transforms() if transforms is None else transforms))
     generator = torch.Generator()
     generator.manual_seed(seed)
@@ -158,6 +178,7 @@ def optimize(
         initial=initial.astype(np.float32),
         final=final.astype(np.float32),
         objective=objective.name,
+        layout=getattr(param, "layout", None),
     )
 
 
@@ -175,9 +196,13 @@ def plot_visualisations(
     axes = fig.subplots(2, len(results), squeeze=False, height_ratios=[2.2, 1.0])
     for j, (result, title) in enumerate(zip(results, titles, strict=False)):
         img = result.image
-        axes[0, j].imshow(
-            img if img.shape[-1] == 3 else img[..., 0], cmap=None if img.shape[-1] == 3 else "gray"
-        )
+        if result.layout is not None and result.layout.stacked:
+            axes[0, j].imshow(frames_strip(result.frames[0]))  # oldest -> newest
+        else:
+            axes[0, j].imshow(
+                img if img.shape[-1] == 3 else img[..., 0],
+                cmap=None if img.shape[-1] == 3 else "gray",
+            )
         axes[0, j].set_axis_off()
         axes[0, j].set_title(title, fontsize=8)
         axes[1, j].plot(result.trace, linewidth=1)

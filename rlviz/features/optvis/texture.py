@@ -15,20 +15,17 @@ objective, parameterisation and transform::
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from rlviz.features._common import display_rgb, forward_to_layers, new_figure
+from rlviz.features._common import forward_to_layers
 from rlviz.features.optvis.objectives import Objective, feature_distance, total_variation
 from rlviz.features.optvis.optimize import evaluate, optimize
 from rlviz.features.optvis.param import ImageParam, fourier, pixels
 from rlviz.features.optvis.transforms import Transform
-from rlviz.io import save_figure
 from rlviz.policy import PolicyAdapter
 
 
@@ -329,82 +326,3 @@ def style_transfer(
     return TextureResult(
         vis.images, vis.tensor, vis.trace, s0, s1, c0, c1, tuple(style_layers), content_layer
     )
-
-
-def _show(ax, image: np.ndarray, title: str, caption: str = "") -> None:
-    ax.imshow(display_rgb(image), interpolation="nearest")
-    ax.set_xticks([])
-    ax.set_yticks([])
-    ax.set_title(title, fontsize=8)
-    if caption:
-        ax.set_xlabel(caption, fontsize=7)
-
-
-def plot_textures(
-    rows: Sequence[tuple[str, np.ndarray, Sequence[TextureResult]]],
-    path: str | os.PathLike,
-    title: str | None = None,
-) -> Path:
-    """One row per texture source: the source, then what each layer set's Gram matrices keep.
-
-    Args:
-        rows: (label, source image uint8 [H, W, C], results of :func:`synthesize_texture`).
-        path: where the PNG goes.
-    """
-    if not rows:
-        raise ValueError("plot_textures needs at least one (label, image, results) row")
-    cols = 1 + max(len(results) for _, _, results in rows)
-    fig = new_figure(2.2 * cols, 2.0 * len(rows) + 0.4)
-    axes = fig.subplots(len(rows), cols, squeeze=False)
-    for i, (label, source, results) in enumerate(rows):
-        _show(axes[i, 0], source, label, "texture source")
-        for j in range(1, cols):
-            if j > len(results):
-                axes[i, j].set_axis_off()
-                continue
-            r = results[j - 1]
-            caption = f"Gram dist {r.style_start[0]:.2f} -> {r.style_end[0]:.4f}"
-            _show(axes[i, j], r.image, "Gram of " + " + ".join(r.style_layers), caption)
-    fig.suptitle(
-        title or "Texture synthesis: images from noise matching each layer's Gram matrices",
-        fontsize=10,
-    )
-    return save_figure(fig, path)
-
-
-def plot_style_transfer(
-    content_image: np.ndarray,
-    style_image: np.ndarray,
-    results: Sequence[tuple[str, TextureResult]],
-    path: str | os.PathLike,
-    captions: Sequence[str] | None = None,
-    title: str | None = None,
-) -> Path:
-    """Content frame, style source, then each restyled frame with its distances.
-
-    Args:
-        results: (label, result of :func:`style_transfer` on the one content frame).
-        captions: optional extra text per image, content first (e.g. the policy's action probs).
-    """
-    extra = list(captions) if captions is not None else []
-    extra += [""] * (2 + len(results) - len(extra))
-    cols = 2 + len(results)
-    fig = new_figure(2.4 * cols, 2.6)
-    axes = fig.subplots(1, cols, squeeze=False)[0]
-    _show(axes[0], content_image, "content (observation)", extra[0])
-    _show(axes[1], style_image, "style source", extra[1])
-    for ax, (label, r), cap in zip(axes[2:], results, extra[2:], strict=True):
-        text = (
-            f"style {r.style_start[0]:.3f} -> {r.style_end[0]:.4f}\n"
-            f"content {r.content_start[0]:.3f} -> {r.content_end[0]:.3f}"
-        )
-        _show(ax, r.image, label, text + (f"\n{cap}" if cap else ""))
-    style_layers = " + ".join(results[0][1].style_layers) if results else "?"
-    content_layer = results[0][1].content_layer if results else "?"
-    fig.suptitle(
-        title
-        or f"Style transfer: content of {content_layer}, Gram matrices of {style_layers} "
-        "(relative distances)",
-        fontsize=10,
-    )
-    return save_figure(fig, path)

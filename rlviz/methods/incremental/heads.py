@@ -102,14 +102,21 @@ class FlattenLinear(Terminal):
 
     def step(self, values, box_in, box_out, frames):
         change = self.delta(values, box_in, frames).flatten(1)
-        out = self.out_clean[frames]
         width = box_in.map_size[1]
         key = box_in.rows * width + box_in.cols
-        for k in torch.unique(key).tolist():
-            sel = (key == k).nonzero().squeeze(1)
+        # Patches sorted by box position: each position is one in-place matrix product on a
+        # contiguous slice (no gather / scatter per position).
+        order = torch.argsort(key)
+        keys, counts = torch.unique_consecutive(key[order], return_counts=True)
+        change, out = change[order], self.out_clean[frames[order]]
+        start = 0
+        for k, n in zip(keys.tolist(), counts.tolist(), strict=True):
             block = self._block(k // width, k % width, box_in.size)
-            out[sel] += change[sel] @ block.T
-        return out
+            out[start : start + n].addmm_(change[start : start + n], block.T)
+            start += n
+        result = torch.empty_like(out)
+        result[order] = out
+        return result
 
     def release(self):
         super().release()

@@ -83,13 +83,18 @@ class _Structure:
     """The traced chain for one adapter and input shape (reused across calls)."""
 
     def __init__(self, adapter: PolicyAdapter, like: torch.Tensor) -> None:
+        self.prestage = None
+        self.chain = Chain()
+        if getattr(adapter, "recurrent", False):
+            # The held state enters every forward: the hooks would see one step, not the chain.
+            self.problem = "recurrent policies are not traced (their state enters the forward)"
+            return
         xa, xb = _probe_inputs(like)
         with torch.no_grad():  # adapters may settle their forward on the first call (CleanRL)
             adapter.outputs(xa)
         root_a, _ = record(adapter, xa)
         root_b, _ = record(adapter, xb)
-        self.chain: Chain = find_chain(root_a, root_b, xa)
-        self.prestage = None
+        self.chain = find_chain(root_a, root_b, xa)
         self.problem: str | None = None
         if not self.chain.ops:
             self.problem = self.chain.stop or "no layer to reuse"
@@ -142,7 +147,13 @@ def _structure(adapter: PolicyAdapter, like: torch.Tensor) -> _Structure:
     key = (id(model), tuple(like.shape[1:]), like.dtype, like.device, model.training)
     per_adapter = _STRUCTURES.setdefault(adapter, {})
     if key not in per_adapter:
-        per_adapter[key] = _Structure(adapter, like)
+        try:
+            per_adapter[key] = _Structure(adapter, like)
+        except Exception as exc:  # a forward the probes break: full passes, and say why
+            failed = _Structure.__new__(_Structure)
+            failed.chain, failed.prestage = Chain(), None
+            failed.problem = f"tracing the forward failed: {type(exc).__name__}: {exc}"
+            per_adapter[key] = failed
     return per_adapter[key]
 
 

@@ -1,0 +1,291 @@
+"""Stable-Baselines3 callback: explanation videos every N steps of ``learn()``, in TensorBoard.
+
+SB3 users look at TensorBoard while an agent trains, so that is where the explanations go::
+
+    from rlviz.callbacks import ExplanationVideoCallback
+
+    callback = ExplanationVideoCallback(eval_env, every_n_steps=50_000, methods=("gradient",))
+    model = PPO("CnnPolicy", env, tensorboard_log="runs/tb")
+    model.learn(1_000_000, callback=callback)
+
+Each time, ``episodes`` episodes of the current policy are played in ``env`` (a separate env:
+playing the training env would disturb the rollout buffer), explained and written as MP4s by
+:func:`rlviz.render_video`; the frames also go to SB3's logger as a
+:class:`stable_baselines3.common.logger.Video` (``rlviz/explanation`` in TensorBoard's Images tab,
+which needs ``tensorboard`` and ``moviepy``). Without TensorBoard the MP4s are still written.
+
+This module imports Stable-Baselines3 and Gymnasium; ``import rlviz`` never loads it.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+try:
+    from stable_baselines3.common.callbacks import BaseCallback
+    from stable_baselines3.common.logger import (
+        CSVOutputFormat,
+        HumanOutputFormat,
+        JSONOutputFormat,
+        Video,
+    )
+except ImportError as exc:  # pragma: no cover - only without the optional dependency
+    raise ImportError(
+        "rlviz.callbacks needs Stable-Baselines3: `pip install stable-baselines3`"
+    ) from exc
+
+from rlviz.layout import ObservationLayout
+from rlviz.policy import PolicyAdapter
+
+#: Logger formats that cannot show a video (SB3 skips a Video in them anyway).
+_TEXT_FORMATS = (HumanOutputFormat, JSONOutputFormat, CSVOutputFormat)
+_TB_HINT = (
+    "explanation videos are written as MP4s only; to see them in TensorBoard, "
+    "`pip install tensorboard moviepy` and pass tensorboard_log= to the algorithm"
+)
+
+
+class VecEnvAsGym(gym.Env):
+    """The single env of an SB3 ``VecEnv`` as a Gymnasium env, so rlviz can play it.
+
+    Observations keep the VecEnv chain's layout (``VecFrameStack``, ``VecTransposeImage``), which
+    the env declares as ``observation_layout``. A VecEnv resets itself when an episode ends; the
+    episode's last observation is taken from ``info["terminal_observation"]``.
+    """
+
+    metadata: dict[str, Any] = {"render_modes": []}
+
+    def __init__(self, venv) -> None:
+        if getattr(venv, "num_envs", 1) != 1:
+            raise ValueError(
+                f"the explanation env must hold one env; this VecEnv has {venv.num_envs}. Make a "
+                "separate eval env, e.g. make_atari_env(id, n_envs=1) with the same wrappers"
+            )
+        self.venv = venv
+        self.observation_space = venv.observation_space
+        self.action_space = venv.action_space
+        self.observation_layout = ObservationLayout.from_vec_env(venv)
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        """Reset the VecEnv (seeded when ``seed`` is given); returns (obs, info)."""
+        super().reset(seed=seed)
+        if seed is not None:
+            self.venv.seed(seed)
+        obs = self.venv.reset()
+        infos = getattr(self.venv, "reset_infos", None) or [{}]
+        return obs[0], dict(infos[0])
+
+    def step(self, action):
+        """One step; returns (obs, reward, terminated, truncated, info)."""
+        obs, rewards, dones, infos = self.venv.step(np.asarray([action]))
+        info = dict(infos[0])
+        if not dones[0]:
+            return obs[0], float(rewards[0]), False, False, info
+        last = info.pop("terminal_observation", obs[0])
+        truncated = bool(info.get("TimeLimit.truncated", False))
+        return last, float(rewards[0]), not truncated, truncated, info
+
+    def get_action_meanings(self) -> list[str]:
+        """The inner env's action meanings (Atari), or [] when it has none."""
+        try:
+            return list(self.venv.env_method("get_action_meanings", indices=[0])[0])
+        except (AttributeError, TypeError):
+            return []
+
+    def close(self) -> None:
+        """Close the VecEnv."""
+        self.venv.close()
+
+
+EnvSpec = gym.Env | str | Callable[[], Any] | Any
+
+
+class ExplanationVideoCallback(BaseCallback):
+    """Record explanation videos every ``every_n_steps`` environment steps during ``learn()``.
+
+    Args:
+        env: where the episodes are played: a Gymnasium env, a registered id, a function
+            returning one, or an SB3 VecEnv with one env (e.g. ``make_atari_env`` +
+            ``VecFrameStack``). Its observations must be what the policy reads; their layout is
+            read from the env (``FrameStackObservation``, the VecEnv chain).
+        every_n_steps: environment steps (``model.num_timesteps``) between recordings.
+        episodes: episodes per recording.
+        methods: attribution methods shown, one map panel each.
+        out_dir: folder for ``step-<N>-episode-<i>.mp4``.
+        max_steps: cut episodes at this many steps (Atari episodes run for thousands).
+        seed: episode i of every recording resets with ``seed + i``, so recordings compare.
+        deterministic: act greedily.
+        fps: video frame rate (also of the TensorBoard video).
+        log_key: the logger key of the video.
+        max_log_frames: at most this many frames go to TensorBoard (evenly subsampled).
+        at_start: also record before the first step.
+        render_options: further :func:`rlviz.render_video` arguments (``layer``, ``panels``,
+            ``normalize``, ``per_action``, ...).
+        verbose: 1 prints each video written.
+
+    Attributes:
+        paths: every video written so far.
+    """
+
+    def __init__(
+        self,
+        env: EnvSpec,
+        every_n_steps: int = 10_000,
+        episodes: int = 1,
+        methods: Sequence[str] = ("gradient",),
+        *,
+        out_dir: str | os.PathLike = "videos/sb3",
+        max_steps: int | None = 500,
+        seed: int = 0,
+        deterministic: bool = True,
+        fps: float = 15,
+        log_key: str = "rlviz/explanation",
+        max_log_frames: int = 300,
+        at_start: bool = False,
+        render_options: dict[str, Any] | None = None,
+        verbose: int = 0,
+    ) -> None:
+        super().__init__(verbose)
+        if every_n_steps < 1 or episodes < 1:
+            raise ValueError(
+                f"every_n_steps and episodes must be >= 1; got every_n_steps={every_n_steps}, "
+                f"episodes={episodes}"
+            )
+        self.env_spec = env
+        self.every_n_steps = int(every_n_steps)
+        self.episodes = int(episodes)
+        self.methods = tuple(methods)
+        self.out_dir = Path(out_dir)
+        self.max_steps = max_steps
+        self.seed = int(seed)
+        self.deterministic = bool(deterministic)
+        self.fps = float(fps)
+        self.log_key = log_key
+        self.max_log_frames = int(max_log_frames)
+        self.at_start = bool(at_start)
+        self.render_options = dict(render_options or {})
+        self.paths: list[Path] = []
+        self._env = None
+        self._owned = False
+        self._next_due = self.every_n_steps
+        self._hinted = False
+
+    # -- SB3 hooks ------------------------------------------------------------------------
+    def _init_callback(self) -> None:
+        self._env = _as_gym_env(self.env_spec)
+        # made from an id or a factory here: closed here (a given env or VecEnv is the caller's)
+        self._owned = isinstance(self.env_spec, str) or (
+            callable(self.env_spec) and not hasattr(self.env_spec, "step")
+        )
+        self._next_due = self.model.num_timesteps + self.every_n_steps
+
+    def _on_training_start(self) -> None:
+        if self.at_start:
+            self.record()
+
+    def _on_step(self) -> bool:
+        if self.num_timesteps >= self._next_due:
+            self._next_due = self.num_timesteps + self.every_n_steps
+            self.record()
+        return True
+
+    def _on_training_end(self) -> None:
+        if self._env is not None and self._owned:
+            self._env.close()
+            self._env = None
+
+    # -- recording ------------------------------------------------------------------------
+    def adapter(self) -> PolicyAdapter:
+        """The current policy, reading observations in the explanation env's layout."""
+        adapter = PolicyAdapter.from_sb3(self.model)
+        # The env's own layout: the network input is the same [B, K*C, H, W] either way.
+        adapter.layout = ObservationLayout.from_env(self._env)
+        return adapter
+
+    def record(self) -> list[Path]:
+        """Play, explain and write ``episodes`` videos now; log the first one. Returns the paths."""
+        from rlviz.video.pipeline import render_video
+
+        step = int(self.model.num_timesteps)
+        policy = self.model.policy
+        was_training = policy.training
+        policy.set_training_mode(False)
+        try:
+            summary = render_video(
+                self._env,
+                self.adapter(),
+                out=self.out_dir,
+                methods=self.methods,
+                episodes=self.episodes,
+                seed=self.seed,
+                fps=self.fps,
+                deterministic=self.deterministic,
+                max_steps=self.max_steps,
+                name_prefix=f"step-{step:09d}",
+                **self.render_options,
+            )
+        finally:
+            policy.set_training_mode(was_training)
+        self.paths.extend(summary.paths)
+        if self.verbose:
+            for path in summary.paths:
+                print(f"rlviz: wrote {path}")
+        self._log(summary.paths[0], step)
+        return list(summary.paths)
+
+    def _log(self, path: Path, step: int) -> None:
+        """Hand the video to SB3's logger (TensorBoard shows it; text formats skip it)."""
+        formats = getattr(self.logger, "output_formats", [])
+        if not any(not isinstance(f, _TEXT_FORMATS) for f in formats):
+            if not self._hinted:
+                warnings.warn(_TB_HINT, stacklevel=2)
+                self._hinted = True
+            return
+        frames = read_video(path, self.max_log_frames)
+        # SB3's Video: uint8 [N, T, C, H, W] (one video), as SummaryWriter.add_video reads it
+        video = torch.from_numpy(np.ascontiguousarray(frames.transpose(0, 3, 1, 2)))[None]
+        self.logger.record(
+            self.log_key, Video(video, fps=self.fps), exclude=("stdout", "log", "json", "csv")
+        )
+        self.logger.record("rlviz/video_step", step, exclude=("stdout",))
+
+
+def _as_gym_env(spec: EnvSpec):
+    """The explanation env as a Gymnasium env (made from an id or factory, or a VecEnv wrapped)."""
+    if isinstance(spec, str):
+        return gym.make(spec)
+    env = spec
+    if callable(spec) and not isinstance(spec, gym.Env) and not hasattr(spec, "step"):
+        env = spec()
+    if hasattr(env, "num_envs") and hasattr(env, "step_async"):
+        return VecEnvAsGym(env)
+    if not isinstance(env, gym.Env):
+        raise TypeError(
+            f"env must be a Gymnasium env, an env id, a function returning one, or an SB3 VecEnv "
+            f"with one env; got {type(env).__name__}"
+        )
+    return env
+
+
+def read_video(path: str | os.PathLike, max_frames: int | None = None) -> np.ndarray:
+    """The frames of a video file as uint8 [T, H, W, 3] (evenly subsampled to ``max_frames``)."""
+    import imageio_ffmpeg
+
+    reader = imageio_ffmpeg.read_frames(str(path))
+    meta = next(reader)
+    width, height = meta["size"]
+    frames = [np.frombuffer(f, dtype=np.uint8).reshape(height, width, 3) for f in reader]
+    if not frames:
+        raise ValueError(f"{path}: the video has no frames")
+    video = np.stack(frames)
+    if max_frames is not None and len(video) > max_frames:
+        video = video[np.linspace(0, len(video) - 1, max_frames).round().astype(int)]
+    return video

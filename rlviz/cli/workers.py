@@ -1,0 +1,35 @@
+"""``--workers`` / ``--address``: the flags of the commands that spread work over Ray, and the
+executor they ask for (:func:`rlviz.sweep.make_executor`, set up for headless MiniWorld)."""
+
+from __future__ import annotations
+
+import argparse
+
+from rlviz.cli.common import CliError
+
+#: Run in every worker before its first task: headless EGL, torch._dynamo before MiniWorld.
+WORKER_SETUP = "envs.headless:prepare"
+
+
+def add_worker_flags(p: argparse.ArgumentParser | argparse._ArgumentGroup, what: str) -> None:
+    """Add ``--workers`` (default 1: serial) and ``--address``; ``what`` names one task."""
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help=f"1: serial; N: {what} as Ray tasks on N cores (0: all); same results",
+    )
+    p.add_argument("--address", default=None, help="Ray cluster to run on (e.g. auto, HOST:PORT)")
+
+
+def parallel_executor(args: argparse.Namespace, progress: bool = True):
+    """None (serial: the plain calls) or the executor ``--workers`` / ``--address`` ask for;
+    without Ray that is the serial one, after a hint on stderr of how to get parallelism."""
+    if args.workers == 1 and args.address is None:
+        return None
+    from rlviz.sweep import make_executor
+
+    try:
+        return make_executor(args.workers, args.address, setup=WORKER_SETUP, progress=progress)
+    except (RuntimeError, ValueError) as exc:  # --address without Ray, --workers < 0
+        raise CliError(str(exc)) from None

@@ -1,0 +1,95 @@
+"""The explorer's memory views: a frame stack's frames with one map per frame, and memory
+reliance per step, for a policy with memory (a stacked layout or a recurrent state).
+
+Per-frame maps come from one input-space method (``explain(..., per_frame=True)``: each stack
+frame's channels reduced alone), for the scalar targets the page offers (taken action, value);
+memory reliance from :func:`rlviz.memory.memory_reliance` (KL of pi without the memory, and
+the memory's gradient x input share).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from rlviz.explain import frame_share
+from rlviz.explorer.episode import attribute, rollout_states, scaled_maps
+from rlviz.layout import ObservationLayout
+from rlviz.policy import PolicyAdapter
+from rlviz.rollout import Rollout
+from rlviz.targets import TakenAction, Value
+
+#: Preferred method for per-frame maps: input-space, cheap (one backward pass per batch).
+STACK_METHOD = "gradient"
+
+
+def has_memory(adapter: PolicyAdapter, layout: ObservationLayout | None) -> bool:
+    """Whether the policy remembers: a recurrent state, or a layout with more than one frame."""
+    return bool(getattr(adapter, "recurrent", False)) or bool(layout is not None and layout.stacked)
+
+
+def stack_method(methods: Sequence[str]) -> str:
+    """The method for per-frame maps: the first of ``methods`` that reduces each frame's input
+    channels alone (``per_frame_mode == "input"``), else :data:`STACK_METHOD`."""
+    from rlviz.methods import get_method
+
+    for name in methods:
+        if getattr(get_method(name), "per_frame_mode", None) == "input":
+            return name
+    return STACK_METHOD
+
+
+def stack_maps(
+    adapter: PolicyAdapter,
+    rollout: Rollout,
+    method: str,
+    targets: Sequence[str],
+    *,
+    size: tuple[int, int],
+    batch_size: int,
+) -> tuple[dict[str, np.ndarray], dict[str, list], bool]:
+    """Per-frame maps of a stacked episode for each scalar target in ``targets``.
+
+    Returns:
+        (target -> uint8 [T, K, h, w] at ``size`` on one episode scale, target -> JSON-able
+        frame shares [T][K] (attribution mass per frame, summing to 1), whether signed).
+    """
+    jobs = []
+    if "taken" in targets:
+        jobs.append(("taken", TakenAction(rollout.actions)))
+    if "value" in targets and rollout.values is not None:
+        jobs.append(("value", Value()))
+    maps, shares, sign = {}, {}, False
+    for key, target in jobs:
+        raw = attribute(
+            adapter,
+            rollout.obs,
+            method,
+            target,
+            batch_size=batch_size,
+            per_frame=True,
+            states=rollout_states(rollout),
+        )  # [T, K, H, W]
+        shares[key] = np.round(frame_share(raw).astype(np.float64), 4).tolist()
+        maps[key], sign = scaled_maps(raw, method, size)
+        del raw
+    return maps, shares, sign
+
+
+def memory_record(
+    adapter: PolicyAdapter, rollout: Rollout, layout: ObservationLayout | None
+) -> dict | None:
+    """Per-step memory reliance of one episode, ``{"kl": [T], "share": [T]}`` (of the taken
+    action), or None when the policy has no memory or a recurrent rollout lacks its states."""
+    from rlviz.memory import memory_reliance
+
+    if not has_memory(adapter, layout):
+        return None
+    states = rollout_states(rollout)
+    if getattr(adapter, "recurrent", False) and states is None:
+        return None  # the rollout did not record the state entering each step
+    result = memory_reliance(
+        adapter, rollout.obs, TakenAction(rollout.actions), states=states, layout=layout
+    )
+    return {"kl": result.kl, "share": result.share}
