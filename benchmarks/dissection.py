@@ -176,11 +176,10 @@ def main() -> int:
         report["detectors_random_init_matched"] = {
             str(t): matched_random.count(t) for t in (0.1, 0.2, 0.3)
         }
-        report["states"] = len(obs)
+        report.update(result.report(args.iou_threshold))  # states, units per layer, every unit
         report["iou_ceiling"] = ceiling
         report["detectors_trained"] = {str(t): result.count(t) for t in thresholds}
         report["detectors_random_init"] = {str(t): random_result.count(t) for t in thresholds}
-        report["top_units"] = [vars(s) for s in result.top(20)]
         plot_dissection(
             result,
             args.out / "dissection.png",
@@ -190,7 +189,7 @@ def main() -> int:
             masks=masks,
         )
 
-        channels = {layer: len(result.thresholds[layer]) for layer in layers}
+        channels = result.units_per_layer()
         if args.k:
             print(
                 f"\nAblation: success over {args.ablate_episodes} episodes (seeds 1000..), actions sampled; "
@@ -226,9 +225,7 @@ def main() -> int:
                 f"  {units}  (random draws: {draws}; {time.time() - t0:.0f} s)"
             )
             report["ablation"][str(k)] = {
-                **s,
-                "units": study.units,
-                "random_units": study.random_units,
+                **study.report(),
                 "random_rates": [r.rate for r in study.random],
             }
             plot_ablation(

@@ -48,7 +48,7 @@ def _probs(adapter, images: np.ndarray) -> list[str]:
     ]
 
 
-def draw_figures(checkpoint: str, out: Path, steps: int = 200) -> list[Path]:
+def draw_figures(checkpoint: str, out: Path, steps: int = 150) -> list[Path]:
     """Write texture_synthesis.png, texture_channels.png and style_transfer.png into ``out``."""
     lp = load_policy(checkpoint)
     adapter = lp.adapter
@@ -62,7 +62,9 @@ def draw_figures(checkpoint: str, out: Path, steps: int = 200) -> list[Path]:
         ("env texture 'brick_wall'", brick),
     ]:
         results = [
-            optvis.synthesize_texture(adapter, source, layers, steps=steps, lr=0.05, seed=0)
+            optvis.synthesize_texture(
+                adapter, source, layers, steps=steps, param="fourier", tv_weight=0.05, seed=0
+            )
             for layers in layer_sets
         ]
         rows.append((label, source, results))
@@ -109,6 +111,7 @@ def draw_figures(checkpoint: str, out: Path, steps: int = 200) -> list[Path]:
                     content_layer="conv2",
                     style_layers=["conv1", "conv2"],
                     style_weight=w,
+                    tv_weight=0.05,
                     steps=steps,
                 ),
             )

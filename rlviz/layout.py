@@ -122,6 +122,11 @@ class ObservationLayout:
         what = f"{self.frames} x {colour} frame{'s' if self.frames > 1 else ''}"
         return f"{what}, [{', '.join(self._axis_names())}]"
 
+    def to_text(self) -> str:
+        """The short text :func:`parse_layout` reads back (``KxC:ORDER``); ``scale`` and
+        ``source`` are not part of it."""
+        return f"{self.frames}x{self.channels}:{self.order}"
+
     def _axis_names(self) -> list[str]:
         names = []
         for axis in self.order:

@@ -18,7 +18,7 @@ import torch
 
 from rlviz.layout import LayoutError, ObservationLayout
 from rlviz.policy import PolicyAdapter, PolicyOutput
-from rlviz.policy.adapter import _as_policy_output
+from rlviz.policy import as_policy_output
 
 #: A recurrent state: a tuple of batch-first tensors (see :class:`rlviz.PolicyAdapter`).
 State = tuple[torch.Tensor, ...]
@@ -147,7 +147,7 @@ def act(
         return policy(obs), None
     with torch.no_grad():
         raw, next_state = policy.step(policy.preprocess(obs), state)
-    return _as_policy_output(raw), tuple(s.detach() for s in next_state)
+    return as_policy_output(raw), tuple(s.detach() for s in next_state)
 
 
 def stack_states(per_step: Sequence[State]) -> State:
@@ -169,14 +169,23 @@ def episode_outputs(
     """
     if not adapter.recurrent:
         return (*policy_outputs(adapter, obs, batch_size), None)
-    state, states, probs, values = adapter.initial_state(1), [], [], []
+    probs, values, states, _ = carry_state(adapter, obs, adapter.initial_state(1))
+    return probs, values, states
+
+
+def carry_state(
+    adapter: PolicyAdapter, obs: np.ndarray, state: State
+) -> tuple[np.ndarray, np.ndarray | None, State, State]:
+    """A recurrent policy over observations [T, ...] one step at a time from ``state``: pi [T, A],
+    V [T] (or None), the states entering each step (CPU [T, ...]) and the state after the last."""
+    entering, probs, values = [], [], []
     for t in range(len(obs)):
-        states.append(state)
+        entering.append(state)
         out, state = act(adapter, obs[t], state)
         probs.append(out.probs[0].float().cpu().numpy())
         values.append(None if out.value is None else float(out.value[0]))
     value = None if values[0] is None else np.asarray(values, np.float32)
-    return np.stack(probs).astype(np.float32), value, stack_states(states)
+    return np.stack(probs).astype(np.float32), value, stack_states(entering), state
 
 
 def with_layout(policy: PolicyAdapter, layout: ObservationLayout | None) -> PolicyAdapter:

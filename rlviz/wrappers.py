@@ -29,11 +29,10 @@ from rlviz.memory import MemoryReliance, memory_reliance
 from rlviz.policy import PolicyAdapter, as_adapter
 from rlviz.rollout import (
     EpisodeRecorder,
-    act,
+    carry_state,
     episode_outputs,
     policy_outputs,
     rollout_layout,
-    stack_states,
     with_layout,
 )
 from rlviz.targets import MostLikelyAction
@@ -298,14 +297,8 @@ class ExplanationRender(gym.Wrapper):
         policy's state is carried along the episode."""
         if self._state is None:
             return (*policy_outputs(self._reader, new), None)
-        probs, values, entering = [], [], []
-        for obs in new:
-            entering.append(self._state)
-            out, self._state = act(self._reader, obs, self._state)
-            probs.append(out.probs[0].float().cpu().numpy())
-            values.append(None if out.value is None else float(out.value[0]))
-        values = None if values[0] is None else np.asarray(values, np.float32)
-        return np.stack(probs), values, stack_states(entering)
+        probs, values, entering, self._state = carry_state(self._reader, new, self._state)
+        return probs, values, entering
 
     def render(self) -> np.ndarray:
         """The annotated frame of the current state: uint8 [H, W, 3]."""

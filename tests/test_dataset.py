@@ -143,19 +143,8 @@ def test_round_trip(tmp_path, dataset):
     os.umask(umask)
     assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # not the temp file's private 0600
     loaded = StateDataset.load(path)
-    for name in (
-        "obs",
-        "features",
-        "probs",
-        "actions",
-        "values",
-        "rewards",
-        "steps",
-        "episodes",
-        "time_to_goal",
-        "success",
-    ):
-        a, b = getattr(dataset, name), getattr(loaded, name)
+    for name, a in _fields(dataset).items():
+        b = getattr(loaded, name)
         assert a.dtype == b.dtype, name
         np.testing.assert_array_equal(a, b)
     assert set(loaded.info) == set(dataset.info)
@@ -235,6 +224,7 @@ def test_constructor_validates(dataset):
 
 
 def _fields(dataset):
+    """Every array field of ``dataset`` by name (spelled out: the test checks the format)."""
     names = (
         "obs",
         "features",

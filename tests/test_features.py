@@ -323,6 +323,11 @@ def test_dissection_finds_the_planted_red_detector(planted):
     assert max(others) < 0.3
     assert result.count(0.4) == {"conv1": 1, "conv2": 1}
     assert [s.unit for s in result.detectors(0.4)] == [2, 0]
+    assert result.units_per_layer() == {"conv1": 4, "conv2": 2}
+    report = result.report(0.4)
+    assert report["states"] == 48 and report["quantile"] == 0.94
+    assert report["detectors_per_layer"] == {"conv1": 1, "conv2": 1}
+    assert report["units"][0] == vars(best[0]) and len(report["units"]) == 6
     # two concepts: the detector fires on the square, not on its complement
     both = dissect(adapter, obs, {"square": masks, "background": ~masks}, ["conv1"], quantile=0.95)
     assert both.top(1, "square")[0].unit == 2 and both.iou["conv1"][2, 1] < 0.1
@@ -453,6 +458,10 @@ def test_success_rate_and_ablation_study_in_a_real_env_loop(tmp_path):
         obs=obs,
     )
     assert study.summary()["targeted"] == 0.0 and study.summary()["targeted_drop"] == 1.0
+    report = study.report()  # the summary (its random_* are NaN: no draws) and the units
+    assert report.keys() == {*study.summary(), "units", "random_units"}
+    assert report["units"] == {"conv": [0, 1]} and report["random_units"] == []
+    assert report["targeted"] == 0.0
     assert study.action_targeted.flip_rate == 1.0
     assert is_png(plot_ablation(study, tmp_path / "ablation.png"))
 
@@ -486,32 +495,25 @@ def test_inversion_reduces_feature_distance(tiny):
 def test_deepdream_amplifies_the_layer_and_keeps_the_frame_size(tiny):
     model, adapter = tiny
     frame = frames(1)[0]
-    dream = deepdream(
-        adapter,
-        frame,
-        "conv2",
-        octaves=3,
-        octave_scale=1.5,
-        steps=10,
-        step_size=0.03,
-        progress=False,
-        seed=0,
-    )
+
+    def dream_of():
+        return deepdream(
+            adapter,
+            frame,
+            "conv2",
+            octaves=3,
+            octave_scale=1.5,
+            steps=10,
+            step_size=0.03,
+            progress=False,
+            seed=0,
+        )
+
+    dream = dream_of()
     assert dream.image.shape == frame.shape and dream.sizes[-1] == (H, W)
     assert dream.sizes[0] == (11, 14)  # 24/1.5^2, 32/1.5^2 rounded
     assert dream.final > 1.8 * dream.initial and len(dream.trace) == 30
-    again = deepdream(
-        adapter,
-        frame,
-        "conv2",
-        octaves=3,
-        octave_scale=1.5,
-        steps=10,
-        step_size=0.03,
-        progress=False,
-        seed=0,
-    )
-    assert np.array_equal(dream.image, again.image)
+    assert np.array_equal(dream.image, dream_of().image)  # same seed, same dream
     # the head needs 24x32 input: an objective on the logits skips the smaller octaves
     from rlviz.features.optvis import action_logit
 

@@ -1,5 +1,7 @@
 """ObservationLayout: inference for every supported layout, errors for ambiguous shapes."""
 
+from dataclasses import replace
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -160,6 +162,20 @@ def test_from_vec_env_reads_sb3_frame_stack_and_transpose():
 )
 def test_parse_layout(text, expected):
     assert parse_layout(text) == expected
+
+
+@pytest.mark.parametrize(
+    "layout",
+    [
+        ObservationLayout(1, 3, "HWC"),
+        ObservationLayout(4, 1, "KHW"),
+        ObservationLayout(2, 3, "CHW", source="sb3"),
+        ObservationLayout(3, 4, "KHWC", source="env"),
+        ObservationLayout(1, 1, "HW", source="shape"),
+    ],
+)
+def test_to_text_reads_back(layout):
+    assert parse_layout(layout.to_text()) == replace(layout, source="user")
 
 
 @pytest.mark.parametrize("text", ["", "HWX", "2x:HWC", "x3:HWC"])

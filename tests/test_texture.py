@@ -220,3 +220,27 @@ def test_texture_images_and_palette():
     assert set(sample_textures(1, ["wall"])) == {"floor", "wall", "ceiling"}
     with pytest.raises(ValueError, match="unknown surfaces"):
         sample_textures(0, ["roof"])
+
+
+@pytest.mark.slow
+def test_featvis_texture_and_style_commands(tmp_path, capsys):
+    import agents
+    from rlviz.cli.features import featvis_main
+
+    torch.manual_seed(0)
+    ckpt = agents.save_checkpoint(
+        tmp_path / "random.safetensors", agents.ActorCritic(), {"env_id": "rlviz/BoxReachSmall-v0"}
+    )
+    common = ["--checkpoint", ckpt, "--out", tmp_path, "--max-steps", 8, "--no-progress"]
+    common = [str(a) for a in common] + ["--steps", "3"]
+    assert featvis_main([*common, "--method", "texture", "--layers", "conv1", "conv2"]) == 0
+    assert (
+        featvis_main([*common, "--method", "texture", "--layers", "conv2", "--channel", "1"]) == 0
+    )
+    assert featvis_main([*common, "--method", "style"]) == 0
+    assert featvis_main([*common, "--method", "style", "--style", "frame:0"]) == 0
+    out = capsys.readouterr().out
+    assert "conv1+conv2: Gram distance" in out and "content distance" in out
+    written = {p.name for p in tmp_path.glob("*.png") if p.stat().st_size > 2000}
+    assert {"texture.png", "texture_channel.png", "style_transfer.png"} <= written
+    assert featvis_main([*common, "--method", "style", "--style", "no_such_texture"]) == 2

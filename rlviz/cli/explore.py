@@ -25,6 +25,7 @@ from rlviz.cli.common import (
     require_at_least,
     require_checkpoint,
 )
+from rlviz.video.explain import DEFAULT_METHODS
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,8 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--methods",
-        default="gradient,gradcam",
-        help="comma-separated attribution methods (default gradient,gradcam)",
+        default=",".join(DEFAULT_METHODS),
+        help="comma-separated attribution methods (default %(default)s: the most faithful input method and Grad-CAM)",
     )
     p.add_argument(
         "--targets",

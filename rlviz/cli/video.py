@@ -28,6 +28,7 @@ from rlviz.cli.common import (
     require_checkpoint,
 )
 from rlviz.cli.workers import add_worker_flags, parallel_executor
+from rlviz.video.explain import DEFAULT_METHODS
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,8 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--methods",
-        default="gradient,gradcam",
-        help="comma-separated attribution methods, one map panel each (default gradient,gradcam)",
+        default=",".join(DEFAULT_METHODS),
+        help="comma-separated attribution methods, one map panel each (default %(default)s: the most faithful input method and Grad-CAM)",
     )
     add_shared(
         p,

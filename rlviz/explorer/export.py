@@ -30,8 +30,8 @@ from rlviz.layout import LayoutError, ObservationLayout
 from rlviz.policy import PolicyAdapter, as_adapter
 from rlviz.rollout import collect
 from rlviz.targets import TakenAction
+from rlviz.video.explain import DEFAULT_METHODS  # the one default: the explorer shows the video's
 
-DEFAULT_METHODS = ("gradient", "gradcam")
 #: Ground truth kept per step (events, dissection masks); other infos are dropped as they arrive.
 INFO_KEYS = ("success", "goal_mask", "box_visible", "agent_pos")
 

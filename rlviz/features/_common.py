@@ -13,6 +13,7 @@ import torch
 from rlviz.hooks import activations
 from rlviz.layout import LayoutError, ObservationLayout
 from rlviz.policy import PolicyAdapter
+from rlviz.rollout import Rollout, collect
 
 # Frames per forward pass of the feature tools (memory knob; results do not depend on it).
 BATCH = 128
@@ -27,6 +28,35 @@ def forward_to_layers(
     size and the head's compute is saved. The graph is kept, so gradients can flow to ``x``.
     """
     return activations(adapter.model, x, layers, forward=adapter.outputs, stop_early=True)
+
+
+def play_episodes(
+    env,
+    adapter: PolicyAdapter,
+    episodes: int,
+    *,
+    seed: int = 0,
+    deterministic: bool = False,
+    max_steps: int | None = None,
+    info_keys: Sequence[str] = ("success",),
+    progress: bool = False,
+) -> list[Rollout]:
+    """Play ``episodes`` episodes of ``adapter`` in ``env`` (episode i reset with ``seed + i``,
+    action sampling seeded from ``seed``) keeping ``info_keys``: the rollouts the feature tools
+    look at. ``progress`` shows a bar of episodes."""
+    from tqdm.auto import tqdm
+
+    rollouts = collect(
+        env,
+        adapter,
+        episodes,
+        seed=seed,
+        deterministic=deterministic,
+        info_keys=tuple(info_keys),
+        max_steps=max_steps,
+    )
+    bar = tqdm(rollouts, total=episodes, desc="playing episodes", disable=not progress, leave=False)
+    return list(bar)
 
 
 def check_frames(obs: np.ndarray, name: str = "obs") -> np.ndarray:

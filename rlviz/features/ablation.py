@@ -18,11 +18,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from rlviz.features._common import new_figure, observations
+from rlviz.features._common import new_figure, observations, play_episodes
 from rlviz.hooks import get_layer
 from rlviz.io import save_figure
 from rlviz.policy import PolicyAdapter
-from rlviz.rollout import collect
 
 Units = Mapping[str, Sequence[int]] | Sequence[tuple[str, int]] | Sequence[object]
 
@@ -173,16 +172,8 @@ def success_rate(
     if episodes < 1:
         raise ValueError(f"episodes must be at least 1, got {episodes}")
     with ablate(adapter.model, units or {}):
-        runs = list(
-            collect(
-                env,
-                adapter,
-                episodes,
-                seed=seed,
-                deterministic=deterministic,
-                info_keys=("success",),
-                max_steps=max_steps,
-            )
+        runs = play_episodes(
+            env, adapter, episodes, seed=seed, deterministic=deterministic, max_steps=max_steps
         )
     return SuccessRate(np.array([r.success for r in runs]), np.array([len(r) for r in runs]))
 
@@ -262,6 +253,10 @@ class AblationStudy:
             out["kl_random_mean"] = float(np.mean([a.kl.mean() for a in self.action_random]))
             out["flip_random_mean"] = float(np.mean([a.flip_rate for a in self.action_random]))
         return out
+
+    def report(self) -> dict:
+        """:meth:`summary` with the units switched off: the detectors and each random draw's."""
+        return {**self.summary(), "units": self.units, "random_units": self.random_units}
 
 
 def ablation_study(

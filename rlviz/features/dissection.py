@@ -112,6 +112,24 @@ class Dissection:
         c = self._concept(concept)
         return {layer: int((self.iou[layer][:, c] > iou_threshold).sum()) for layer in self.layers}
 
+    def units_per_layer(self) -> dict[str, int]:
+        """Layer -> how many units it has (what random units are drawn from)."""
+        return {layer: len(self.thresholds[layer]) for layer in self.layers}
+
+    def report(
+        self, iou_threshold: float = DEFAULT_IOU_THRESHOLD, concept: str | None = None
+    ) -> dict:
+        """The run as JSON-able numbers: states, quantile, detectors and units per layer, and
+        every unit's score on ``concept``, best first."""
+        return {
+            "states": self.n_frames,
+            "quantile": self.quantile,
+            "iou_threshold": iou_threshold,
+            "detectors_per_layer": self.count(iou_threshold, concept),
+            "units_per_layer": self.units_per_layer(),
+            "units": [vars(s) for s in self.scores(concept)],
+        }
+
 
 def upsample_maps(
     act: torch.Tensor,

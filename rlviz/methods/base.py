@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from contextvars import ContextVar
 from typing import ClassVar
@@ -79,6 +79,24 @@ def only_frame(layout: ObservationLayout, x: torch.Tensor) -> list[torch.Tensor]
 def per_frame_layout() -> ObservationLayout | None:
     """Inside a method's ``_maps``: the layout of a per-frame call, else None."""
     return _PER_FRAME.get()
+
+
+def replaced_maps(
+    x: torch.Tensor, replacement: torch.Tensor, score: Callable[[torch.Tensor], torch.Tensor]
+) -> torch.Tensor:
+    """Maps of a method that replaces parts of ``x`` by ``replacement`` (an occluder's fill, a
+    blur) and scores the input it is given, ``score(replaced) -> [B, ...]``.
+
+    "Where" (a plain call): ``score(replacement)``, the same spot replaced in every stack frame.
+    "When" (a per-frame call): one stack frame replaced at a time, the others left as they are;
+    the maps stacked [B, K, ...].
+    """
+    layout = per_frame_layout()
+    if layout is None:
+        return score(replacement)
+    return torch.stack(
+        [score(torch.where(only, replacement, x)) for only in only_frame(layout, x)], dim=1
+    )
 
 
 REDUCTIONS = ("abs_max", "sum", "abs_sum", "l2")

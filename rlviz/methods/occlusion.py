@@ -21,12 +21,11 @@ from rlviz.methods.base import (
     block_target,
     freeze_greedy,
     job_blocks,
-    only_frame,
     pass_buffer,
-    per_frame_layout,
+    replaced_maps,
     scalar_per_sample,
 )
-from rlviz.methods.incremental.occlusion import MODES, occlusion_drops
+from rlviz.methods.incremental.occlusion import MODES, occlusion_drops, window_starts
 from rlviz.methods.registry import register
 from rlviz.ops import fill_values
 
@@ -36,15 +35,6 @@ def _pair(value: int | tuple[int, int], what: str) -> tuple[int, int]:
     if len(pair) != 2 or any(int(v) < 1 for v in pair):
         raise ValueError(f"{what} must be a positive int or (height, width), got {value!r}")
     return int(pair[0]), int(pair[1])
-
-
-def window_starts(size: int, window: int, stride: int) -> list[int]:
-    """Start offsets of windows along an axis: every ``stride`` pixels until the window reaches the
-    end (the last one may hang over the edge and is clipped), as captum's Occlusion."""
-    if window > size:
-        raise ValueError(f"occlusion window {window} is larger than the input ({size} pixels)")
-    count = math.ceil((size - window) / stride) + 1
-    return [k * stride for k in range(count)]
 
 
 @lru_cache(maxsize=16)
@@ -121,15 +111,9 @@ class Occlusion(AttributionMethod):
             target = freeze_greedy(target, clean_out)
             clean = scalar_per_sample(target(clean_out), x.shape[0])
             fill = fill_values(x, self.fill, self.blur_sigma)
-            layout = per_frame_layout()
-            if layout is None:  # "where": the same window in every stack frame
-                return self._drop_maps(adapter, x, fill, target, clean, pass_size)
-            # "when": one stack frame occluded at a time, the others left as they are.
-            maps = [
-                self._drop_maps(adapter, x, torch.where(only, fill, x), target, clean, pass_size)
-                for only in only_frame(layout, x)
-            ]
-            return torch.stack(maps, dim=1)
+            return replaced_maps(
+                x, fill, lambda f: self._drop_maps(adapter, x, f, target, clean, pass_size)
+            )
 
     def _drop_maps(self, adapter, x, fill, target, clean, pass_size) -> torch.Tensor:
         """Mean target drop per pixel [b, H, W] with each window of ``x`` replaced by ``fill``."""

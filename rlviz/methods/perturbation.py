@@ -23,9 +23,8 @@ from rlviz.methods.base import (
     block_target,
     freeze_greedy,
     job_blocks,
-    only_frame,
     pass_buffer,
-    per_frame_layout,
+    replaced_maps,
     scalar_per_sample,
 )
 from rlviz.methods.registry import register
@@ -134,15 +133,9 @@ class PerturbationSaliency(AttributionMethod):
             target = freeze_greedy(target, clean_out)
             clean = _per_sample(target(clean_out), x.shape[0])
             blurred = gaussian_blur(x, self.blur_sigma)
-            layout = per_frame_layout()
-            if layout is None:  # "where": the same blur spot in every stack frame
-                return self._scores(adapter, x, blurred, target, clean, pass_size)
-            # "when": one stack frame blurred at a time, the others left as they are.
-            maps = [
-                self._scores(adapter, x, torch.where(only, blurred, x), target, clean, pass_size)
-                for only in only_frame(layout, x)
-            ]
-            return torch.stack(maps, dim=1)
+            return replaced_maps(
+                x, blurred, lambda b: self._scores(adapter, x, b, target, clean, pass_size)
+            )
 
     def _scores(self, adapter, x, blurred, target, clean, pass_size) -> torch.Tensor:
         """Saliency per blur centre [b, rows, cols]: half the squared change of the target."""

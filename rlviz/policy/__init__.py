@@ -8,6 +8,7 @@ from rlviz.policy.adapter import (
     PolicyAdapter,
     PolicyOutput,
     as_adapter,
+    as_policy_output,
     default_preprocess,
     to_tensor_batch,
 )
@@ -21,6 +22,7 @@ __all__ = [
     "PolicyAdapter",
     "PolicyOutput",
     "as_adapter",
+    "as_policy_output",
     "default_preprocess",
     "from_callable",
     "from_cleanrl",

@@ -81,7 +81,8 @@ def _floating(obs: object) -> bool:
     return dtype is not None and np.issubdtype(dtype, np.floating)
 
 
-def _as_policy_output(raw: object) -> PolicyOutput:
+def as_policy_output(raw: object) -> PolicyOutput:
+    """A forward's raw result (logits, a (logits, value) pair or a PolicyOutput) as PolicyOutput."""
     if isinstance(raw, PolicyOutput):
         return raw
     if isinstance(raw, torch.Tensor):
@@ -244,8 +245,8 @@ class PolicyAdapter:
         :meth:`holding_state`), taking its ``rows`` for batches built from repeated frames.
         """
         if self._state_forward is None:
-            return _as_policy_output(self._forward(x))
-        return _as_policy_output(self.step(x, state, rows)[0])
+            return as_policy_output(self._forward(x))
+        return as_policy_output(self.step(x, state, rows)[0])
 
     def step(
         self,

@@ -287,7 +287,7 @@ class StateDataset:
             "rlviz_version": rlviz_version(),
             "action_names": list(adapter.action_names) if adapter.action_names else None,
             "episode_seeds": [r.seed for r in rollouts],
-            "layout": layout_text(layout),
+            "layout": layout.to_text(),
             "env_id": None,
             "checkpoint": None,
         }
@@ -382,11 +382,6 @@ class StateDataset:
             )
         meta.pop("format")
         return cls(**{k: arrays[k] for k in _FIELDS}, info=info, meta=meta)
-
-
-def layout_text(layout: ObservationLayout) -> str:
-    """``layout`` as the short text :func:`rlviz.layout.parse_layout` reads (``KxC:ORDER``)."""
-    return f"{layout.frames}x{layout.channels}:{layout.order}"
 
 
 # name -> (allowed dtype kinds, ndim, description of the expected shape)

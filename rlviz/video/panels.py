@@ -40,7 +40,7 @@ from rlviz.video.panel import (
     method_title,
     reveal,
 )
-from rlviz.video.time_panels import MemoryPanel, StackPanel
+from rlviz.video.time_panels import MemoryPanel, StackPanel, stack_note
 
 if TYPE_CHECKING:
     from rlviz.video.episode import EpisodeExplanation
@@ -394,14 +394,6 @@ class PerActionPanel(Panel):
             )
             paste(tile, upscale(shown[k], self._scale), HEADER + 18, x)
         return tile
-
-
-def stack_note(episode: EpisodeExplanation, method: str) -> str:
-    """What a map panel of a stacked episode shows: the newest frame's own map, or (occlusion,
-    perturbation) the map of a patch covering every frame; '' for single frames."""
-    if not episode.stacked:
-        return ""
-    return " (newest frame)" if method in episode.newest_maps else " (all frames)"
 
 
 def default_panels(methods: Sequence[str], *, per_action: str | None = None) -> list[Panel]:

@@ -36,6 +36,14 @@ KL_COLOUR = (120, 200, 255)
 KL_FLOOR = 0.1
 
 
+def stack_note(episode: EpisodeExplanation, method: str) -> str:
+    """What a map panel of a stacked episode shows: the newest frame's own map, or (occlusion,
+    perturbation) the map of a patch covering every frame; '' for single frames."""
+    if not episode.stacked:
+        return ""
+    return " (newest frame)" if method in episode.newest_maps else " (all frames)"
+
+
 class StackPanel(Panel):
     """The stack of step t as small tiles, oldest -> newest, each frame with its own map.
 

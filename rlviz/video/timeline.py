@@ -17,6 +17,7 @@ from rlviz.layout import ObservationLayout
 from rlviz.methods import get_method
 from rlviz.policy import PolicyAdapter
 from rlviz.rollout import Rollout, with_layout
+from rlviz.video.scale import normalize_stack
 
 State = tuple[torch.Tensor, ...]
 
@@ -86,8 +87,6 @@ class TimeMaps:
     ) -> tuple[np.ndarray, tuple[float, float]]:
         """Per-frame raw maps [T, K, H, W] -> (the newest frame's scaled maps [T, H, W], range);
         the stack method's are kept whole, with their frame shares."""
-        from rlviz.video.explain import normalize_stack  # explain.py imports this module
-
         scaled, ranges = normalize_stack(raw, mode, signed)
         self.newest.append(method)
         if method == self.method:

@@ -22,6 +22,8 @@ from rlviz.cli.features.common import (
     play_env,
     play_states,
 )
+from rlviz.cli.features.texture import add_arguments as add_texture_arguments
+from rlviz.cli.features.texture import style, texture
 
 OBJECTIVE_FORMS = "action:K, prob:K, logprob:K, value, channel:LAYER:C or neuron:LAYER:C[:X:Y]"
 
@@ -95,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="adversarial: largest L-inf epsilon (default 0.1)",
     )
     p.add_argument("--attacks", default="fgsm,pgd", help="adversarial: comma-separated fgsm,pgd")
+    add_texture_arguments(p)
     return p
 
 
@@ -301,6 +304,8 @@ METHODS: dict[str, Callable[[argparse.Namespace, Scene], list[Path]]] = {
     "deepdream": deepdream,
     "invert": invert,
     "adversarial": adversarial,
+    "texture": texture,
+    "style": style,
 }
 
 

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from rlviz.methods.base import block_target, job_blocks, scalar_per_sample
@@ -16,10 +18,18 @@ MODES = ("auto", True, False)
 PASS_FACTOR = 4
 
 
+def window_starts(size: int, window: int, stride: int) -> list[int]:
+    """Start offsets of windows along an axis: every ``stride`` pixels until the window reaches the
+    end (the last one may hang over the edge and is clipped), as captum's Occlusion."""
+    if window > size:
+        raise ValueError(f"occlusion window {window} is larger than the input ({size} pixels)")
+    count = math.ceil((size - window) / stride) + 1
+    return [k * stride for k in range(count)]
+
+
 def window_boxes(size, window, stride) -> tuple[torch.Tensor, torch.Tensor]:
     """Top-left [P] of every window's box in the order of ``window_masks``: the window itself,
     moved inward where it hangs over the edge (the box only has to contain what changes)."""
-    from rlviz.methods.occlusion import window_starts  # lazy: occlusion.py imports this module
 
     axes = [
         torch.tensor([min(s, n - w) for s in window_starts(n, w, st)])
