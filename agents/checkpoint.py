@@ -5,7 +5,9 @@ observation shape, action names, env id and kwargs, steps, seed, rlviz version, 
 trained it, and the SHA-256 of the weights). A training checkpoint also has ``NAME.state.safetensors``
 (optimizer state, counters and RNG states for ``--resume``). Every file is written to a temporary
 file and moved into place with ``os.replace``; the JSON goes last, so a crash leaves either the old
-checkpoint or a new one whose hashes give it away.
+checkpoint or a new one whose hashes give it away. Before a training checkpoint is replaced, its
+last whole version is copied to ``NAME.prev.*``: a kill between the renames leaves mixed files,
+and :func:`load_training_state` (``--resume``) then falls back to that previous one.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -156,6 +159,8 @@ def save_checkpoint(
     )  # fail before writing if not JSON-able
     files[path] = weights
     files[config_path(path)] = text.encode()  # last: the config commits the set (its hashes)
+    if optimizer_state is not None:
+        _keep_previous(path)
     # Every file is complete on disk before any replaces its old version: a kill while writing
     # leaves the previous checkpoint whole.
     atomic_write_files(files)
@@ -385,17 +390,88 @@ def _safetensors_metadata(data: bytes) -> dict:
     return json.loads(data[8 : 8 + size]).get("__metadata__") or {}
 
 
+def previous_path(path: str | os.PathLike) -> Path:
+    """Where :func:`save_checkpoint` keeps the version before the newest of training checkpoint
+    ``path`` (``NAME.prev.safetensors``, with its ``.json`` and ``.state.safetensors``)."""
+    path = _weights_path(path)
+    return path.with_name(path.name[: -len(".safetensors")] + ".prev.safetensors")
+
+
+def _whole_set(wpath: Path) -> dict[Path, bytes]:
+    """The files of the checkpoint at ``wpath`` (state, weights, config), verified against the
+    config's hashes; raises :class:`CheckpointError` or ``OSError`` when they do not match."""
+    config = read_config(wpath)
+    files = {}
+    if "state_file" in config:
+        files[state_path(wpath)] = _read_verified(
+            state_path(wpath), config.get("state_sha256"), "training state"
+        )
+    files[wpath] = _read_verified(wpath, config.get("weights_sha256"), "weights file")
+    files[config_path(wpath)] = config_path(wpath).read_bytes()
+    return files
+
+
+def _keep_previous(wpath: Path) -> None:
+    """Copy the checkpoint about to be replaced to :func:`previous_path` when it is whole.
+
+    A mixed set (an earlier save killed between its renames) is not copied: the previous whole
+    one stays.
+    """
+    if not config_path(wpath).exists():
+        return
+    try:
+        files = _whole_set(wpath)
+    except (OSError, CheckpointError):
+        return
+    prev = previous_path(wpath)
+    names = {
+        wpath: prev,
+        state_path(wpath): state_path(prev),
+        config_path(wpath): config_path(prev),
+    }
+    atomic_write_files({names[p]: data for p, data in files.items()})
+
+
 def load_training_state(path: str | os.PathLike) -> dict | None:
     """The resume state saved with checkpoint ``path`` (optimizer, counters, RNG), or None if absent.
+
+    When the newest files do not match their config (a save killed between its renames) and the
+    previous version (:func:`previous_path`) is whole, that one is returned, with a one-line
+    warning on stderr.
 
     Returns:
         The nested dict given to :func:`save_checkpoint` as ``optimizer_state``, tensors on CPU.
     """
     wpath = _weights_path(path)
     config = read_config(wpath)
-    spath = state_path(wpath)
     if "state_file" not in config:
         return None
+    try:
+        _whole_set(wpath)
+    except (OSError, CheckpointError) as exc:
+        prev = previous_path(wpath)
+        try:
+            _whole_set(prev)
+        except (OSError, CheckpointError):
+            return _read_state(wpath)  # nothing to fall back to: raises what is wrong
+        print(
+            f"warning: skipped {wpath.name} + {state_path(wpath).name} ({_reason(exc)}); resuming "
+            f"from the previous checkpoint {prev.name} (step {read_config(prev).get('steps', '?')})",
+            file=sys.stderr,
+        )
+        wpath = prev
+    return _read_state(wpath)
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, OSError):
+        return f"{exc.strerror or exc}: {exc.filename}"
+    return "they do not match the hashes in their .json: a save was interrupted"
+
+
+def _read_state(wpath: Path) -> dict:
+    config = read_config(wpath)
+    spath = state_path(wpath)
     if not spath.exists():
         raise CheckpointError(
             f"training state {str(spath)!r} is missing although {str(config_path(wpath))!r} "

@@ -71,6 +71,21 @@ def run_vector(venv: gym.vector.VectorEnv, steps: int, seed: int) -> float:
     return steps * n / (time.perf_counter() - t0)
 
 
+def interleaved(made: dict, run, warmup: int, steps: int, rounds: int) -> dict[str, list[float]]:
+    """Steps per second of each env in ``made`` (name -> env): ``rounds`` rounds of
+    ``run(env, steps, seed=round)`` taking turns, so machine noise hits every configuration
+    alike, after one ``warmup`` run each (textures, display lists); the envs are closed after."""
+    for env in made.values():
+        run(env, warmup, seed=0)
+    rates = {name: [] for name in made}
+    for r in range(rounds):
+        for name, env in made.items():
+            rates[name].append(run(env, steps, seed=r))
+    for env in made.values():
+        env.close()
+    return rates
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=3000, help="env steps per round, single env")
@@ -84,29 +99,14 @@ def main() -> None:
         f"LP_NUM_THREADS={os.environ.get('LP_NUM_THREADS', '(set to 0 by envs)')}"
     )
     singles = {name: make_env(env_id, kw) for name, (env_id, kw) in CONFIGS.items()}
-    for env in singles.values():  # warm-up (textures, display lists)
-        run_single(env, 200, seed=0)
-    single = {name: [] for name in CONFIGS}
-    for r in range(args.rounds):
-        for name, env in singles.items():
-            single[name].append(run_single(env, args.steps, seed=r))
-    for env in singles.values():
-        env.close()
-
+    single = interleaved(singles, run_single, 200, args.steps, args.rounds)
     vectors = {
         name: gym.vector.AsyncVectorEnv(
             [_Factory(env_id, kw) for _ in range(args.num_envs)], context="spawn"
         )
         for name, (env_id, kw) in CONFIGS.items()
     }
-    for venv in vectors.values():
-        run_vector(venv, 100, seed=0)
-    vector = {name: [] for name in CONFIGS}
-    for r in range(args.rounds):
-        for name, venv in vectors.items():
-            vector[name].append(run_vector(venv, args.vec_steps, seed=r))
-    for venv in vectors.values():
-        venv.close()
+    vector = interleaved(vectors, run_vector, 100, args.vec_steps, args.rounds)
 
     raw = next(iter(CONFIGS))
     s_raw = statistics.median(single[raw])

@@ -38,20 +38,27 @@ from rlviz.video import fit_state_embedding, render_video  # noqa: E402
 MAX_BYTES = 3_000_000
 
 
+def replay(env, policy, seed: int, max_steps: int, info_keys, capture=None):
+    """Episode ``seed`` as ``render_video(seed=seed, episodes=1)`` plays it: reset with ``seed``,
+    actions sampled from a generator seeded with it."""
+    gen = torch.Generator().manual_seed(seed)
+    return run_episode(
+        env,
+        policy,
+        seed=seed,
+        generator=gen,
+        max_steps=max_steps,
+        info_keys=info_keys,
+        capture=capture,
+    )
+
+
 def search(env, policy, seeds: range, max_steps: int) -> dict[str, int]:
     """Seeds of a success, a failure and the closest approach to a distractor."""
     found: dict[str, int] = {}
     gaps: dict[int, float] = {}
     for seed in seeds:
-        gen = torch.Generator().manual_seed(seed)
-        rollout = run_episode(
-            env,
-            policy,
-            seed=seed,
-            generator=gen,
-            max_steps=max_steps,
-            info_keys=("success", "agent_pos", "distractor_pos"),
-        )
+        rollout = replay(env, policy, seed, max_steps, ("success", "agent_pos", "distractor_pos"))
         kind = "success" if rollout.success else "failure"
         found.setdefault(kind, seed)
         infos = rollout.infos
@@ -79,16 +86,10 @@ def save_still(env, policy, embedding, seed: int, max_steps: int, path: Path, me
     from rlviz.video.pipeline import top_down_capture
 
     panels = default_panels(["gradient", "gradcam"], per_action="gradient")
-    gen = torch.Generator().manual_seed(seed)
-    rollout = run_episode(
-        env,
-        policy,
-        seed=seed,
-        generator=gen,
-        max_steps=max_steps,
-        info_keys=("success", "goal_mask", "box_visible"),
+    rollout = replay(
+        env, policy, seed, max_steps, ("success", "goal_mask", "box_visible"),
         capture=top_down_capture(env, panels),
-    )
+    )  # fmt: skip
     episode = explain_episode(
         policy,
         rollout,

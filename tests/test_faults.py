@@ -9,6 +9,7 @@ the process.
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import signal
@@ -173,29 +174,59 @@ def test_killed_checkpoint_write_resumes_from_the_last_complete_one(tmp_path):
     run_until_paused(argv, tmp_path, "checkpoint.state.safetensors:2")
     _, config = load_checkpoint(ckpt)  # whole, and its hashes match
     assert config["steps"] == 128 and load_training_state(ckpt)["steps"] == 128
+    # the whole set, and the previous whole one kept before it was replaced (the first, here too)
     assert sorted(p.name for p in (runs / "tiny").glob("checkpoint.*")) == [
         "checkpoint.json",
+        "checkpoint.prev.json",
+        "checkpoint.prev.safetensors",
+        "checkpoint.prev.state.safetensors",
         "checkpoint.safetensors",
         "checkpoint.state.safetensors",
     ]
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "rlviz.cli",
-            "train",
-            "--resume",
-            str(runs / "tiny"),
-            "--no-progress",
-        ],
+    proc = _resume(runs / "tiny")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "warning: skipped" not in proc.stderr  # the newest set was whole: no fallback
+    _, config = load_checkpoint(ckpt)
+    state = load_training_state(ckpt)
+    assert config["steps"] == 512 and state["steps"] == 512 and state["learner"]["updates"] == 4
+    assert leftover_temps(runs) == []  # the resumed run's writes removed the killed one's temps
+
+
+def _resume(run: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "rlviz.cli", "train", "--resume", str(run), "--no-progress"],
         cwd=ROOT,
         capture_output=True,
         text=True,
         env={**os.environ, "OMP_NUM_THREADS": "1"},
         timeout=600,
     )
+
+
+@pytest.mark.slow
+def test_kill_between_the_renames_resumes_from_the_previous_checkpoint(tmp_path):
+    from agents import load_checkpoint
+    from agents.checkpoint import CheckpointError, load_training_state, previous_path
+
+    runs = tmp_path / "runs"
+    ckpt = runs / "tiny" / "checkpoint.safetensors"
+    argv = _train_argv(runs, "--total-steps", "512", "--checkpoint-every", "128")
+    # The 2nd save (step 256) is killed after its state file was renamed into place, before its
+    # weights and config were: the newest files are a mix of two saves.
+    run_until_paused(argv, tmp_path, "checkpoint.safetensors:2")
+    with pytest.raises(CheckpointError, match="does not match the SHA-256"):
+        load_checkpoint(ckpt)  # mixed: rejected, never loaded half-new
+    _, prev_config = load_checkpoint(previous_path(ckpt))  # the kept one is whole
+    assert prev_config["steps"] == 128
+    proc = _resume(runs / "tiny")
     assert proc.returncode == 0, proc.stderr[-3000:]
+    [warning] = [line for line in proc.stderr.splitlines() if "warning: skipped" in line]
+    assert "checkpoint.state.safetensors" in warning and "checkpoint.prev.safetensors" in warning
+    assert "step 128" in warning
     _, config = load_checkpoint(ckpt)
     state = load_training_state(ckpt)
     assert config["steps"] == 512 and state["steps"] == 512 and state["learner"]["updates"] == 4
-    assert leftover_temps(runs) == []  # the resumed run's writes removed the killed one's temps
+    # the log was cut back to the step resumed from: every update once
+    with open(runs / "tiny" / "progress.csv") as f:
+        assert [int(r["step"]) for r in csv.DictReader(f)] == [128, 256, 384, 512]
+    assert leftover_temps(runs) == []

@@ -22,6 +22,7 @@ from rlviz.features import (
     minimal_perturbation,
     nearest_neighbours,
     pixel_neighbours,
+    play_episodes,
     plot_ablation,
     plot_adversarial_example,
     plot_dissection,
@@ -440,6 +441,8 @@ def test_success_rate_and_ablation_study_in_a_real_env_loop(tmp_path):
     adapter = PolicyAdapter(SidePolicy())
     env = RedSideEnv()
     intact = success_rate(env, adapter, 20, seed=0, deterministic=True)
+    played = play_episodes(env, adapter, 3, seed=0, info_keys=("success",), progress=True)
+    assert [len(r) for r in played] == [1, 1, 1] and all("success" in r.infos for r in played)
     assert intact.rate == 1.0 and list(intact.lengths) == [1] * 20
     lesioned = success_rate(env, adapter, 20, seed=0, deterministic=True, units={"conv": [0]})
     sides = np.array([RedSideEnv().reset(seed=i)[0][8, 5, 0] == 255 for i in range(20)])

@@ -198,8 +198,6 @@ class _Job:
         self.timings[stage] = self.timings.get(stage, 0.0) + time.perf_counter() - t0
 
     def play(self, episodes, seed, deterministic, max_steps, progress) -> None:
-        from rlviz.video.episode import resolve_action_names
-
         t0 = time.perf_counter()
         rollouts = collect(
             self.env,
@@ -217,7 +215,7 @@ class _Job:
         self.rollouts = list(rollouts)
         self.layout = _layout(self.env, self.adapter, self.rollouts[0].obs)
         n_actions = self.rollouts[0].probs.shape[1]
-        self.names = resolve_action_names(self.env, self.adapter, n_actions)
+        self.names = self.adapter.action_names_for(n_actions, self.env)
         self._timed("rollout", t0)
 
     @property

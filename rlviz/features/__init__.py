@@ -15,6 +15,7 @@ layer names:
 """
 
 from rlviz.features import optvis
+from rlviz.features._common import play_episodes
 from rlviz.features.ablation import (
     AblationStudy,
     ActionChange,
@@ -100,6 +101,7 @@ __all__ = [
     "nearest_neighbours",
     "optvis",
     "pixel_neighbours",
+    "play_episodes",
     "plot_ablation",
     "plot_adversarial_example",
     "plot_dissection",

@@ -21,7 +21,6 @@ from rlviz.io import atomic_write_bytes
 from rlviz.policy import PolicyAdapter, as_adapter
 from rlviz.rollout import Rollout, collect
 from rlviz.sweep.executor import Executor
-from rlviz.video.episode import resolve_action_names
 from rlviz.video.explain import DEFAULT_METHODS, check_methods
 from rlviz.video.pipeline import (
     PanelsArg,
@@ -115,7 +114,7 @@ def render_video_parallel(
         )
     played = time.perf_counter() - start
     env_name = getattr(getattr(env, "spec", None), "id", None)
-    names = _ActionNames(resolve_action_names(env, adapter, rollouts[0].probs.shape[1]))
+    names = _ActionNames(adapter.action_names_for(rollouts[0].probs.shape[1], env))
     calls = {}
     for i, rollout in enumerate(rollouts):
         meta = {
