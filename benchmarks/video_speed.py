@@ -14,7 +14,9 @@
 * calibration: numpy/PIL composition of a 4-panel 960x540 frame, libx264 encoding of composed
   frames, and batched saliency / Grad-CAM per frame.
 * memory: peak RSS (VmHWM, reset after setup) of a fresh process rendering an episode of each
-  length in ``--memory``, next to its RSS before rendering, and the growth per extra step.
+  length in ``--memory`` (e.g. ``100,1000,10000``), next to its RSS before rendering, and the
+  growth per extra step. Reaching the box does not end these episodes (a trained agent would
+  stop after ~50 steps): each runs to its step limit.
 
 The agent is the shipped checkpoint when it exists, else a randomly initialised agents.ActorCritic
 (said in the output). The machine is shared: figures vary with its load.
@@ -62,21 +64,37 @@ def load_policy(checkpoint: Path | None):
     ), "random-init agents.ActorCritic (no shipped checkpoint yet)"
 
 
-def _boxreach(max_steps: int):
-    """BoxReach (default task) with ground truth and a step limit of ``max_steps``."""
+def _boxreach(max_steps: int, until_limit: bool = False):
+    """BoxReach (default task) with ground truth and a step limit of ``max_steps``; with
+    ``until_limit``, reaching the box does not end the episode (memory runs need every step)."""
     import envs  # noqa: F401
     from envs.boxreach import BoxReachEnv
 
-    return BoxReachEnv(ground_truth=True, max_episode_steps=max_steps)
+    if not until_limit:
+        return BoxReachEnv(ground_truth=True, max_episode_steps=max_steps)
+
+    class UntilLimit(BoxReachEnv):
+        def step(self, action):
+            obs, reward, _, truncated, info = super().step(action)
+            return obs, reward, False, truncated, info
+
+    return UntilLimit(ground_truth=True, max_episode_steps=max_steps)
 
 
 # ----------------------------------------------------------------------------------------- ours
 
 
 def run_ours(
-    policy, embedding, steps: int, seed: int, out: Path, methods=("gradient", "gradcam"), **kwargs
+    policy,
+    embedding,
+    steps: int,
+    seed: int,
+    out: Path,
+    methods=("gradient", "gradcam"),
+    until_limit: bool = False,
+    **kwargs,
 ):
-    env = _boxreach(steps)
+    env = _boxreach(steps, until_limit)
     try:
         return render_video(
             env,
@@ -284,7 +302,9 @@ def memory_child(steps: int, checkpoint: str | None) -> None:
         before = _status_mb("VmRSS")
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")  # reset VmHWM to the current RSS
-        summary = run_ours(policy, embedding, steps, seed=7, out=Path(tmp) / "m.mp4")
+        summary = run_ours(
+            policy, embedding, steps, seed=7, out=Path(tmp) / "m.mp4", until_limit=True
+        )
         peak = _status_mb("VmHWM")
     print(
         json.dumps(
@@ -304,6 +324,25 @@ def measure_memory(lengths: list[int], checkpoint: Path | None) -> list[dict]:
     return results
 
 
+def report_memory(lengths: str, checkpoint: Path | None) -> None:
+    """Run and print the memory test for the comma-separated episode ``lengths``."""
+    mem = measure_memory([int(s) for s in lengths.split(",")], checkpoint)
+    print()
+    for m in mem:
+        print(
+            f"memory: {m['steps']}-step limit, {m['frames']} frames: "
+            f"peak RSS {m['rss_peak_mb']:.0f} MB "
+            f"(before rendering {m['rss_before_mb']:.0f} MB)"
+        )
+    for a, b in zip(mem, mem[1:], strict=False):
+        growth = (b["rss_peak_mb"] - a["rss_peak_mb"]) / max(b["frames"] - a["frames"], 1) * 1024
+        print(
+            f"peak RSS ratio {b['frames']} vs {a['frames']} frames: "
+            f"{b['rss_peak_mb'] / a['rss_peak_mb']:.3f}x (target <= 1.2x); "
+            f"~{growth:.0f} KB per extra step"
+        )
+
+
 # ----------------------------------------------------------------------------------------- main
 
 
@@ -313,6 +352,9 @@ def main() -> None:
     p.add_argument("--naive-frames", type=int, default=30)
     p.add_argument(
         "--memory", default="100,1000", help="episode lengths for the memory test ('' to skip)"
+    )
+    p.add_argument(
+        "--memory-only", action="store_true", help="run only the memory test (--memory lengths)"
     )
     p.add_argument("--checkpoint", type=Path, default=None)
     p.add_argument("--seed", type=int, default=3)
@@ -326,6 +368,9 @@ def main() -> None:
     if args.quick:
         args.steps, args.naive_frames, args.memory, args.repeat = 40, 10, "", 1
 
+    if args.memory_only:
+        report_memory(args.memory, args.checkpoint)
+        return
     policy, what = load_policy(args.checkpoint)
     print(
         f"agent: {what}; env {ENV_ID} (ground truth); torch threads {torch.get_num_threads()}; "
@@ -417,25 +462,7 @@ def main() -> None:
         )
 
     if args.memory:
-        lengths = [int(s) for s in args.memory.split(",")]
-        mem = measure_memory(lengths, args.checkpoint)
-        print()
-        for m in mem:
-            print(
-                f"memory: {m['steps']}-step limit, {m['frames']} frames: "
-                f"peak RSS {m['rss_peak_mb']:.0f} MB "
-                f"(before rendering {m['rss_before_mb']:.0f} MB)"
-            )
-        if len(mem) >= 2:
-            a, b = mem[0], mem[-1]
-            growth = (
-                (b["rss_peak_mb"] - a["rss_peak_mb"]) / max(b["frames"] - a["frames"], 1) * 1024
-            )
-            print(
-                f"peak RSS ratio {b['frames']} vs {a['frames']} frames: "
-                f"{b['rss_peak_mb'] / a['rss_peak_mb']:.3f}x (target <= 1.2x); "
-                f"~{growth:.0f} KB per extra step"
-            )
+        report_memory(args.memory, args.checkpoint)
     print(f"\nload average at the end {os.getloadavg()[0]:.1f}")
 
 

@@ -102,9 +102,7 @@ def sample_textures(
     textures = dict(DEFAULT_TEXTURES)
     for surface in SURFACES:  # a fixed order, so one seed gives one choice per surface
         options = [
-            n
-            for n in PALETTE[surface]
-            if not (exclude_default and n == DEFAULT_TEXTURES[surface])
+            n for n in PALETTE[surface] if not (exclude_default and n == DEFAULT_TEXTURES[surface])
         ]
         pick = options[int(rng.integers(len(options)))]
         if surface in surfaces:

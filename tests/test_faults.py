@@ -211,9 +211,9 @@ def test_kill_between_the_renames_resumes_from_the_previous_checkpoint(tmp_path)
     runs = tmp_path / "runs"
     ckpt = runs / "tiny" / "checkpoint.safetensors"
     argv = _train_argv(runs, "--total-steps", "512", "--checkpoint-every", "128")
-    # The 2nd save (step 256) is killed after its state file was renamed into place, before its
-    # weights and config were: the newest files are a mix of two saves.
-    run_until_paused(argv, tmp_path, "checkpoint.safetensors:2")
+    # The 2nd save (step 256) is killed after its state and weights were renamed into place,
+    # before its config was: the newest files are a mix of two saves.
+    run_until_paused(argv, tmp_path, "checkpoint.json:2")
     with pytest.raises(CheckpointError, match="does not match the SHA-256"):
         load_checkpoint(ckpt)  # mixed: rejected, never loaded half-new
     _, prev_config = load_checkpoint(previous_path(ckpt))  # the kept one is whole

@@ -149,9 +149,12 @@ def test_contract_under_no_grad_single_frame_and_float_input(name):
     torch.testing.assert_close(inside, reference, rtol=1e-5, atol=1e-7)
     one = m.attribute(model, obs[1], 1)  # one frame, no batch axis
     assert one.shape == (1, 12, 16)
-    torch.testing.assert_close(
-        one[0], reference[1], rtol=1e-4, atol=1e-6 * float(reference.abs().max())
-    )
+    # Perturbation maps are differences of logits: their float32 rounding scales with the logits
+    # (batch-size-dependent kernels), not with the map, which is tiny for a random-init net.
+    with torch.no_grad():
+        logit_scale = float(PolicyAdapter(model).outputs(x).logits.abs().max())
+    tolerance = max(1e-6 * float(reference.abs().max()), 1e-7 * logit_scale)
+    torch.testing.assert_close(one[0], reference[1], rtol=1e-4, atol=tolerance)
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
