@@ -215,6 +215,11 @@ class Trainer:
             self._collect_rollout(buf, nxt)
             done = self._hand_over(buf)
             buf, nxt = nxt, buf
+            if self._thread is None and not done:
+                # Synchronous: the next rollout's first actions come from the updated weights, as
+                # after a --resume, so a resumed run continues bit for bit.
+                for s in range(len(self.pool.slots)):
+                    self._act(s, buf, 0)
             self._drain()
             self._show_progress()
 
@@ -241,10 +246,22 @@ class Trainer:
                 else:
                     if s == 0:
                         self._claim(nxt)
+                        # What a checkpoint of this rollout keeps: a resume draws the next
+                        # rollout's first actions from here, as this run does.
+                        self._next_rng = self.act_gen.get_state()
                     nxt.obs[0, lo:hi] = obs
-                    self._act(s, nxt, 0)
-                    buf.last_values[lo:hi] = nxt.values[0, lo:hi]
+                    if self._thread is None:  # acts on them after the update (_train_loop)
+                        buf.last_values[lo:hi] = self._value(obs)
+                    else:
+                        self._act(s, nxt, 0)
+                        buf.last_values[lo:hi] = nxt.values[0, lo:hi]
                 self._pick_up_weights()
+
+    def _value(self, obs: np.ndarray) -> np.ndarray:
+        """The actor's values of frames ``obs`` [n, H, W, C] (float32 [n])."""
+        with torch.no_grad():
+            _, value = self.actor(preprocess(torch.from_numpy(obs), self.device))
+        return value.float().cpu().numpy()
 
     def _act(self, slot: int, buf: RolloutBuffer, t: int) -> None:
         """Sample actions for ``slot``'s envs at step ``t`` of ``buf`` and send them to the envs."""
@@ -315,7 +332,7 @@ class Trainer:
             "start_steps": self.start_steps,
             "episodes": self.episodes,
             "episode_counts": list(self.pool.episode_counts),
-            "action_rng": self.act_gen.get_state(),
+            "action_rng": self._next_rng,
             "recent": recent,
             "checkpoint": done or _crossed(before, self.steps, cfg.checkpoint_every),
             "snapshot": _crossed(before, self.steps, cfg.snapshot_every)

@@ -211,11 +211,6 @@ def test_resumed_segments_keep_counters_exact(one_go_and_segments):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="agents/trainer.py acts on each rollout's first frames before the update and saves the "
-    "action RNG after that draw; a resume redraws them with the new weights (issue 21 report)",
-)
 def test_resumed_segments_match_one_run_bitwise(one_go_and_segments):
     whole, parts = one_go_and_segments
     assert _differences(whole, parts) == []
