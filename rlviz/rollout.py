@@ -17,8 +17,7 @@ import numpy as np
 import torch
 
 from rlviz.layout import LayoutError, ObservationLayout
-from rlviz.policy import PolicyAdapter, PolicyOutput
-from rlviz.policy import as_policy_output
+from rlviz.policy import PolicyAdapter, PolicyOutput, as_policy_output
 
 #: A recurrent state: a tuple of batch-first tensors (see :class:`rlviz.PolicyAdapter`).
 State = tuple[torch.Tensor, ...]
