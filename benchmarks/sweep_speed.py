@@ -1,9 +1,10 @@
 """Sweep speed: 10 snapshots x 50 held-out episodes, serial vs Ray on this machine's cores, and a
 scaling model for a bigger cluster.
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/sweep_speed.py [--run runs/NAME] [--quick]
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/sweep_speed.py [--run runs/A --run runs/B] [--quick]
 
-Snapshots: ``--run``'s ``snapshots/`` when given. Otherwise (the shipped run's snapshots are not
+Snapshots: the ``snapshots/`` of each ``--run`` (in the order given: a pre-training run, then its
+fine-tune), ``--snapshots`` of them evenly spaced. Otherwise (the shipped run's snapshots are not
 in the repository) a stand-in training trajectory is made from the shipped agent: snapshot i of
 n has weights ``w0 + (i / n) * (w_shipped - w0)`` with ``w0`` a seeded random init of the same
 architecture, so early snapshots wander (long episodes) and late ones reach the box like the
@@ -106,7 +107,9 @@ def scaling_model(ex: TimedSerial, snapshots: int, episodes: int, block: int, sh
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--run", type=Path, default=None, help="a run folder with snapshots/")
+    p.add_argument(
+        "--run", type=Path, action="append", help="a run folder with snapshots/ (repeatable)"
+    )
     p.add_argument("--snapshots", type=int, default=10)
     p.add_argument("--episodes", type=int, default=50)
     p.add_argument("--block-size", type=int, default=10)
@@ -121,12 +124,12 @@ def main() -> int:
     from rlviz.cli.sweep import PROBE_SEED_START, run_snapshots
 
     if args.run:
-        checkpoints = run_snapshots(args.run)
+        checkpoints = [c for run in args.run for c in run_snapshots(run)]
         checkpoints = [
             checkpoints[i]
             for i in np.linspace(0, len(checkpoints) - 1, args.snapshots).round().astype(int)
         ]
-        source = f"snapshots of {args.run}"
+        source = "snapshots of " + " then ".join(str(r) for r in args.run)
     else:
         checkpoints = interpolated_snapshots(args.out / "snapshots", args.snapshots)
         source = "stand-in snapshots interpolated toward the shipped agent"

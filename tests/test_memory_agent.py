@@ -103,7 +103,7 @@ def test_k_frame_policy_keeps_named_layers_exact_cam_and_the_canonical_input():
 @pytest.mark.slow
 def test_tiny_frame_stack_run_saves_and_reloads_with_k(tmp_path):
     from agents.evaluate import evaluate
-    from agents.train import main
+    from rlviz.cli.train import main
 
     args = ["--env-id", "rlviz/BoxReachSmall-v0", "--env-kwargs", json.dumps(TINY_ENV)]
     args += ["--frame-stack", "2", "--runs-dir", str(tmp_path), "--run-name", "mem"]

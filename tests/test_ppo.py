@@ -22,7 +22,7 @@ from agents.diagnostics import (
 )
 from agents.policy import ActorCritic, preprocess
 from agents.ppo import Learner, RolloutBuffer, compute_gae
-from agents.train import build_parser, main
+from rlviz.cli.train import build_parser, main
 
 # A tiny, easy variant: 5x5 room, no distractors, big steps, 30-step episodes, 30x40 frames.
 TINY_ENV = {

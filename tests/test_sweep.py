@@ -433,3 +433,52 @@ def test_sweep_reports_memory_reliance_of_a_stacked_policy(tmp_path):
     assert "memory_kl" not in single.rows[0]  # no memory: no column, no panel
     paths = stacked.write(tmp_path)
     assert "memory_share" in paths[0].read_text().splitlines()[0]
+
+
+def _save_run(run: Path, steps_list, seed: int, init_from: str | None = None) -> list[Path]:
+    """Tiny untrained snapshots of a run; ``init_from`` makes it a fine-tune of that checkpoint."""
+    import torch
+
+    from agents.checkpoint import save_checkpoint
+    from agents.policy import ActorCritic, Architecture
+
+    paths = []
+    for i, steps in enumerate(steps_list):
+        torch.manual_seed(seed + i)
+        meta = {"env_id": ENV_ID, "env_kwargs": {}, "steps": steps}
+        if init_from is not None:
+            meta["train_config"] = {"init_from": init_from}
+        paths.append(
+            save_checkpoint(
+                run / "snapshots" / f"step_{steps:09d}.safetensors",
+                ActorCritic(Architecture(channels=(4, 8, 8))),
+                meta,
+            )
+        )
+    return paths
+
+
+def test_pre_training_and_fine_tune_runs_share_one_step_axis(tmp_path):
+    from rlviz.cli.sweep import main
+
+    pre = _save_run(tmp_path / "pre", (1000, 2000), seed=10)
+    _save_run(tmp_path / "ft", (500, 1000), seed=20, init_from=str(pre[-1]))
+    common = ["--episodes", "2", "--block-size", "2", "--max-steps", "8", "--probe-frames", "8"]
+    common += ["--probe-episodes", "1", "--top-k", "1", "--iou-threshold", "0", "--no-progress"]
+
+    def sweep(*runs: str) -> dict:
+        out = tmp_path / f"out_{len(runs)}"
+        assert main(["--run", *runs, "--out", str(out), *common]) == 0
+        return json.loads((out / "sweep.json").read_text())
+
+    both = sweep(str(tmp_path / "pre"), str(tmp_path / "ft"))
+    # The init checkpoint is the pre-training run's last snapshot: one row, not two.
+    assert [r["steps"] for r in both["rows"]] == [1000, 2000, 500, 1000]
+    assert [r["steps_in_all"] for r in both["rows"]] == [1000, 2000, 2500, 3000]
+    assert both["unit_comparison"]["before"] == str(pre[-1])
+    alone = sweep(str(tmp_path / "ft"))
+    assert [r["label"] for r in alone["rows"]] == ["init", "step_000000500", "step_000001000"]
+    assert [r["steps_in_all"] for r in alone["rows"]] == [2000, 2500, 3000]
+    assert alone["rows"][0]["steps"] == 0  # the fine-tune's own count starts at its init
+    # The same run twice: a one-line error, exit 2.
+    assert main(["--run", str(tmp_path / "ft"), str(tmp_path / "ft"), *common]) == 2

@@ -45,7 +45,13 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     which = p.add_mutually_exclusive_group(required=True)
-    which.add_argument("--run", type=Path, help="run folder; sweeps RUN/snapshots/*.safetensors")
+    which.add_argument(
+        "--run",
+        type=Path,
+        nargs="+",
+        help="run folder(s), in training order (e.g. a pre-training run, then its fine-tune); "
+        "sweeps each RUN/snapshots/*.safetensors",
+    )
     which.add_argument("--checkpoints", nargs="+", type=Path, help="checkpoints, in training order")
     add_shared(p, "episodes", episodes=dict(default=50, help="held-out episodes per snapshot"))
     p.add_argument(
@@ -87,6 +93,24 @@ def run_snapshots(run: Path) -> list[Path]:
             "pass --checkpoints A B ..."
         )
     return sorted(found, key=lambda p: (int(_read_config(p).get("steps", 0)), p.name))
+
+
+def steps_before(path: Path, depth: int = 0) -> int:
+    """Training steps before the run of checkpoint ``path`` began: 0 for a run from scratch,
+    the init checkpoint's steps in all for a fine-tune (followed back through ``--init-from``).
+    An init checkpoint no longer on disk counts 0 (said on stderr)."""
+    init = ((_read_config(path).get("train_config") or {}).get("init_from")) if depth < 16 else None
+    if not init:
+        return 0
+    init = Path(init)
+    if not init.exists():
+        print(
+            f"rlviz sweep: {str(path)!r} was fine-tuned from {str(init)!r}, which is gone; its "
+            "steps are counted from 0",
+            file=sys.stderr,
+        )
+        return 0
+    return int(_read_config(init).get("steps", 0)) + steps_before(init, depth + 1)
 
 
 def init_checkpoint(args, last_config: dict) -> Path | None:
@@ -156,6 +180,8 @@ def _fmt(value) -> str:
 def print_table(rows: Sequence[dict], methods: Sequence[str]) -> None:
     """The main columns of the sweep table, one line per snapshot."""
     columns = ["label", "steps", "success_rate", "mean_steps", "ablation_drop", "detectors_total"]
+    if any(row.get("steps_in_all", row["steps"]) != row["steps"] for row in rows):
+        columns.insert(2, "steps_in_all")
     columns += [f"{kind}_{m}" for kind in ("pointing", "mass", "drift") for m in methods]
     print("  ".join(columns))
     for row in rows:
@@ -173,10 +199,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     _check(args)
-    checkpoints = run_snapshots(args.run) if args.run else list(args.checkpoints)
+    if args.run:
+        checkpoints = [c for run in args.run for c in run_snapshots(run)]
+    else:
+        checkpoints = list(args.checkpoints)
     for path in checkpoints:
         if not path.exists():
             raise CliError(f"checkpoint {str(path)!r} does not exist")
+    if len(set(map(str, checkpoints))) != len(checkpoints):
+        raise CliError("a checkpoint is given twice (--run or --checkpoints); give each run once")
     last, first = _read_config(checkpoints[-1]), _read_config(checkpoints[0])
     env_id, env_kwargs = checkpoint_env(first, args.env)
     spec = build_spec(
@@ -192,7 +223,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         env_override=args.env is not None,
     )
     init = init_checkpoint(args, last)
-    out = args.out or (args.run / "sweep" if args.run else checkpoints[-1].parent / "sweep")
+    if init is not None:  # swept with its pre-training run: the same file, not a second row
+        init = next((c for c in checkpoints if c.resolve() == init.resolve()), init)
+    out = args.out or (args.run[-1] / "sweep" if args.run else checkpoints[-1].parent / "sweep")
     check_out_dir(out)
     try:
         executor = make_executor(
@@ -202,7 +235,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise CliError(str(exc)) from None
     if args.workers == 1 and args.address is None:
         parallelism_hint()
-    n = len(checkpoints) + (init is not None)
+    n = len(checkpoints) + (init is not None and init not in checkpoints)
     print(
         f"sweeping {n} checkpoints x {args.episodes} held-out episodes in {env_id} "
         f"({executor.describe()})",
@@ -216,6 +249,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             executor,
             block_size=args.block_size,
             init=None if init is None else str(init),
+            step_offsets={str(c): steps_before(c) for c in checkpoints},
         )
     print_table(result.rows, args.methods)
     if result.comparison is not None:
@@ -224,7 +258,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"box detectors, {c['before']} -> {c['after']}: {len(c['survived'])} survived, "
             f"{len(c['born'])} born, {len(c['lost'])} lost"
         )
-    title = f"rlviz sweep: {args.run or checkpoints[-1].parent} ({env_id})"
+    where = " then ".join(map(str, args.run)) if args.run else checkpoints[-1].parent
+    title = f"rlviz sweep: {where} ({env_id})"
     print_paths(result.write(out, title))
     return 0
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -97,6 +97,7 @@ def run_sweep(
     block_size: int = 10,
     labels: Sequence[str] | None = None,
     init: str | None = None,
+    step_offsets: Mapping[str, int] | None = None,
 ) -> SweepResult:
     """Evaluate every checkpoint on the same held-out ``seeds`` and the same probe frames.
 
@@ -108,7 +109,10 @@ def run_sweep(
         block_size: seeds per episode task.
         labels: row labels (default: the checkpoint file names without extension).
         init: the checkpoint a fine-tune started from: swept first (row ``init``, steps 0) and
-            compared unit by unit with the last checkpoint.
+            compared unit by unit with the last checkpoint. Already among ``checkpoints`` (a
+            pre-training run swept with its fine-tune): not swept twice, only compared.
+        step_offsets: checkpoint -> training steps before its run began (a fine-tune's init
+            checkpoint's steps in all); each row's ``steps_in_all`` adds it to ``steps``.
 
     Returns:
         :class:`SweepResult`.
@@ -116,7 +120,8 @@ def run_sweep(
     executor = executor or SerialExecutor(spec.setup)
     checkpoints = [str(c) for c in checkpoints]
     labels = list(labels) if labels is not None else [Path(c).stem for c in checkpoints]
-    if init is not None:
+    prepend_init = init is not None and str(init) not in checkpoints
+    if prepend_init:
         checkpoints, labels = [str(init), *checkpoints], ["init", *labels]
     if not checkpoints or not seeds:
         raise ValueError(
@@ -134,12 +139,16 @@ def run_sweep(
         c: [results[key] for key in calls if key[0] == c and key[1] != ANALYSIS]
         for c in checkpoints
     }
+    offsets = step_offsets or {}
     rows = build_rows(checkpoints, labels, analyses, episodes, spec.methods)
+    for row in rows:
+        row["steps_in_all"] = int(row["steps"]) + int(offsets.get(row["checkpoint"], 0))
     comparison = None
     if init is not None:
-        rows[0]["steps"] = 0  # a fine-tune counts its steps from the init checkpoint
-        comparison = unit_comparison(analyses[checkpoints[0]], analyses[checkpoints[-1]])
-        comparison.update(before=checkpoints[0], after=checkpoints[-1])
+        if prepend_init:
+            rows[0]["steps"] = 0  # a fine-tune counts its steps from the init checkpoint
+        comparison = unit_comparison(analyses[str(init)], analyses[checkpoints[-1]])
+        comparison.update(before=str(init), after=checkpoints[-1])
     info = {
         "executor": executor.describe(),
         "seeds": [int(s) for s in seeds],

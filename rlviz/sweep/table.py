@@ -174,7 +174,8 @@ def plot_sweep(
     """Every metric of the table against training steps, one panel per metric; returns the PNG."""
     from matplotlib.figure import Figure
 
-    steps = [r["steps"] for r in rows]
+    # Training steps in all: a fine-tune's snapshots continue its init checkpoint's axis.
+    steps = [r.get("steps_in_all", r["steps"]) for r in rows]
     layers = [k[len("detectors_") :] for k in rows[0] if k.startswith("detectors_")]
     panels = [
         ({"success_rate": "intact", "success_ablated": "top detectors off"}, "success rate"),
