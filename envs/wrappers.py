@@ -20,7 +20,7 @@ import numpy as np
 from rlviz.layout import ObservationLayout
 
 
-class StackFrames(gym.Wrapper):
+class StackFrames(gym.Wrapper, gym.utils.RecordConstructorArgs):
     """Observation = the last ``k`` frames concatenated on the channel axis, oldest first.
 
     ``reset`` fills the stack with copies of the first frame (no frame from the previous episode
@@ -33,6 +33,7 @@ class StackFrames(gym.Wrapper):
     """
 
     def __init__(self, env: gym.Env, k: int) -> None:
+        gym.utils.RecordConstructorArgs.__init__(self, k=k)  # so gym.make(env.spec) remakes it
         super().__init__(env)
         space = env.observation_space
         if not isinstance(space, gym.spaces.Box) or len(space.shape) != 3:

@@ -372,6 +372,14 @@ def run_episode(
     )
 
 
+def episode_generator(seed: int | None, episode: int) -> torch.Generator:
+    """The action sampler of episode ``episode`` of :func:`collect`: a torch generator seeded with
+    the episode's reset seed, ``seed + episode`` (``episode`` when ``seed`` is None), as
+    ``agents.evaluate`` seeds each episode; so an episode is the same played first, later or
+    alone, in any process."""
+    return torch.Generator().manual_seed(episode if seed is None else seed + episode)
+
+
 def collect(
     env,
     policy: PolicyAdapter,
@@ -382,12 +390,14 @@ def collect(
     info_keys: Sequence[str] | None = None,
     max_steps: int | None = None,
     capture: Callable[[], np.ndarray] | None = None,
+    first_episode: int = 0,
 ) -> Iterator[Rollout]:
-    """Yield ``episodes`` rollouts; episode i is reset with ``seed + i`` (when ``seed`` is given),
-    and action sampling is seeded from ``seed`` too, so the same call gives the same episodes."""
-    generator = torch.Generator()
-    generator.manual_seed(0 if seed is None else seed)
-    for i in range(episodes):
+    """Yield episodes ``first_episode .. first_episode + episodes - 1``; episode i is reset with
+    ``seed + i`` (when ``seed`` is given) and samples its actions from its own generator
+    (:func:`episode_generator`), so the same call gives the same episodes, and episodes [a, b)
+    played alone (``first_episode=a, episodes=b - a``, e.g. in a worker) equal those of a call
+    that plays them all."""
+    for i in range(first_episode, first_episode + episodes):
         yield run_episode(
             env,
             policy,
@@ -395,6 +405,6 @@ def collect(
             deterministic=deterministic,
             info_keys=info_keys,
             max_steps=max_steps,
-            generator=generator,
+            generator=episode_generator(seed, i),
             capture=capture,
         )

@@ -17,6 +17,9 @@ Models (all return ``(logits, value)`` unless said otherwise):
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import gymnasium as gym
 import numpy as np
 import torch
@@ -260,3 +263,10 @@ def sb3_model(algorithm: str = "PPO", learn_steps: int = 0):
     if learn_steps:
         model.learn(learn_steps)
     return model
+
+
+def ray_worker_env() -> dict:
+    """A Ray ``runtime_env`` that puts this tests folder on the workers' path (``helpers``)."""
+    tests = str(Path(__file__).resolve().parent)
+    path = os.pathsep.join([tests, os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    return {"env_vars": {"PYTHONPATH": path}}

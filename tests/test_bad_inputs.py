@@ -106,6 +106,10 @@ for name in ("explore", "tsne", *FEATURES):
         f"{name}-out-unwritable", f"{name} --checkpoint {{ckpt}} --out {UNWRITABLE}", 2, "writable"
     )
     case(f"{name}-out-is-a-file", f"{name} --checkpoint {{ckpt}} --out {{file}}", 2, "is a file")
+for name in ("video", "explore", "tsne", "evaluate"):
+    case(
+        f"{name}-workers-negative", f"{name} --checkpoint {{ckpt}} --workers -1", 2, ">= 0, got -1"
+    )
 case("featvis-abbreviated-layers", "featvis --checkpoint {ckpt} --layer nope", 2, "unrecognized")
 case("video-abbreviated-episodes", "video --checkpoint {ckpt} --epi 2", 2, "unrecognized")
 case("video-out-proc", "video --checkpoint {ckpt} --out /proc/x.mp4", 2, "not writable")

@@ -13,13 +13,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import ray_worker_env
 
 from rlviz.sweep import blocks_of, make_executor, plan, spearman
 from rlviz.sweep import executor as executor_module
 
 ENV_ID = "rlviz/BoxReachSmall-v0"
 EPISODES, BLOCK, MAX_STEPS = 4, 2, 12
-TESTS = str(Path(__file__).resolve().parent)
 
 
 # ---- engine pieces, no env ------------------------------------------------------------------
@@ -153,27 +153,6 @@ def serial_report(run_dir) -> dict:
     return json.loads((out / "sweep.json").read_text())
 
 
-def _worker_env() -> dict:
-    path = os.pathsep.join([TESTS, os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-    return {"env_vars": {"PYTHONPATH": path}}
-
-
-@pytest.fixture(scope="module")
-def ray_executor():
-    """One local 2-CPU Ray cluster for the module, started bare (no worker set-up hook, as a
-    cluster joined with --address), the tests folder on the workers' path; the executor the
-    commands use joins it, so the set-up comes from the tasks themselves."""
-    ray = pytest.importorskip("ray")
-    from rlviz.cli.workers import WORKER_SETUP
-    from rlviz.sweep import RayExecutor
-
-    ray.init(num_cpus=2, runtime_env=_worker_env(), include_dashboard=False, logging_level=30)
-    try:
-        yield RayExecutor(setup=WORKER_SETUP, progress=False)
-    finally:
-        ray.shutdown()
-
-
 def _sweep(run_dir, spec, executor):
     from rlviz.cli.sweep import run_snapshots
     from rlviz.sweep import run_sweep
@@ -274,7 +253,7 @@ def _in_fresh_worker(setup: str | None, fn):
     of its own makes Ray start one, with nothing imported yet."""
     import ray
 
-    env = _worker_env()
+    env = ray_worker_env()
     env["env_vars"]["RLVIZ_TEST_FRESH_WORKER"] = str(time.time())
     remote = ray.remote(num_cpus=1, runtime_env=env)(executor_module.run_task)
     return ray.get(remote.remote(setup, fn), timeout=240)

@@ -25,6 +25,7 @@ from rlviz.cli.common import (
     require_at_least,
     require_checkpoint,
 )
+from rlviz.cli.workers import add_worker_flags, parallel_executor
 from rlviz.video.explain import DEFAULT_METHODS
 
 
@@ -75,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--map", choices=("tsne", "pca", "none"), default="tsne", help="state map (default tsne)"
     )
     add_shared(p, "deterministic", "max_steps", "no_progress")
+    add_worker_flags(p, "blocks of episodes and each episode's attribution")
     return p
 
 
@@ -109,6 +111,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     check_out_dir(args.out)
     policy = load_policy(args.checkpoint, env_id=args.env)
     env = make_env(policy.env_id, **policy.env_kwargs)
+    executor = parallel_executor(args, progress=not args.no_progress)
     try:
         summary = explore(
             env,
@@ -134,9 +137,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             optvis_steps=args.optvis_steps,
             title=f"rlviz explorer \u00b7 {args.checkpoint.name} \u00b7 {policy.env_id}",
             progress=not args.no_progress,
+            executor=executor,
         )
     finally:
         env.close()
+        if executor is not None:
+            executor.close()
     print(summary)
     print(f"open file://{summary.path.resolve()}")
     return 0

@@ -36,6 +36,7 @@ from rlviz.cli.common import (
     new_parser,
     require_at_least,
 )
+from rlviz.cli.workers import add_worker_flags, parallel_executor
 
 DEFAULT_COLORS = ("value", "action", "time_to_goal", "box_visible", "step")
 
@@ -81,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument(
         "--batch-size", type=int, default=256, help="states per forward pass (default 256)"
     )
+    add_worker_flags(src, "blocks of episodes")
     fit = p.add_argument_group("map")
     fit.add_argument("--method", choices=("tsne", "pca"), default="tsne")
     fit.add_argument("--perplexity", type=float, default=30.0)
@@ -105,10 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def collect_dataset(args: argparse.Namespace):
-    """Play the checkpoint in the env and return the :class:`StateDataset` of its states."""
-    from tqdm import tqdm
-
-    from rlviz.rollout import collect
+    """Play the checkpoint in the env (here, or as Ray tasks with ``--workers``: the same
+    episodes) and return the :class:`StateDataset` of its states."""
     from rlviz.statemap import StateDataset
 
     policy = load_policy(args.checkpoint, env_id=args.env)
@@ -119,26 +119,13 @@ def collect_dataset(args: argparse.Namespace):
         kwargs["ground_truth"] = False  # make_env turns it on for rlviz ids otherwise
     check_layers(policy.model, [args.layer])  # fail before playing if the layer name is wrong
     env = make_env(policy.env_id, **kwargs)
-    rollouts = []
-    bar = tqdm(total=args.episodes, desc=f"playing {policy.env_id}", unit="ep")
+    executor = parallel_executor(args)
     try:
-        for rollout in collect(
-            env,
-            policy.adapter,
-            args.episodes,
-            seed=args.seed,
-            deterministic=args.deterministic,
-            max_steps=args.max_steps,
-        ):
-            rollouts.append(rollout)
-            bar.set_postfix(
-                states=sum(map(len, rollouts)),
-                success=f"{np.mean([r.success for r in rollouts]):.2f}",
-            )
-            bar.update()
+        rollouts = _play(env, policy, args, executor)
     finally:
-        bar.close()
         env.close()
+        if executor is not None:
+            executor.close()
     return StateDataset.from_rollouts(
         rollouts,
         policy.adapter,
@@ -152,6 +139,30 @@ def collect_dataset(args: argparse.Namespace):
             "deterministic": args.deterministic,
         },
     )
+
+
+def _play(env, policy, args: argparse.Namespace, executor) -> list:
+    """The ``--episodes`` rollouts: played in ``env`` with a progress bar, or in blocks on
+    ``executor``, each task in its own copy of ``env``."""
+    options = dict(seed=args.seed, deterministic=args.deterministic, max_steps=args.max_steps)
+    if executor is not None:
+        from rlviz.sweep.episodes import env_factory, play_parallel
+
+        return play_parallel(env_factory(env), policy.adapter, executor, args.episodes, **options)
+    from tqdm import tqdm
+
+    from rlviz.rollout import collect
+
+    rollouts = []
+    with tqdm(total=args.episodes, desc=f"playing {policy.env_id}", unit="ep") as bar:
+        for rollout in collect(env, policy.adapter, args.episodes, **options):
+            rollouts.append(rollout)
+            bar.set_postfix(
+                states=sum(map(len, rollouts)),
+                success=f"{np.mean([r.success for r in rollouts]):.2f}",
+            )
+            bar.update()
+    return rollouts
 
 
 def usable_colors(dataset, args: argparse.Namespace) -> list[str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from rlviz.cli.common import CliError
+from rlviz.cli.common import CliError, at_least
 
 #: Run in every worker before its first task: headless EGL, torch._dynamo before MiniWorld.
 WORKER_SETUP = "envs.headless:prepare"
@@ -15,7 +15,7 @@ def add_worker_flags(p: argparse.ArgumentParser | argparse._ArgumentGroup, what:
     """Add ``--workers`` (default 1: serial) and ``--address``; ``what`` names one task."""
     p.add_argument(
         "--workers",
-        type=int,
+        type=at_least(0),
         default=1,
         help=f"1: serial; N: {what} as Ray tasks on N cores (0: all); same results",
     )

@@ -17,20 +17,25 @@ from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
-from rlviz.explorer.episode import TARGETS, EpisodeData, episode_maps, episode_record, map_size
+from rlviz.explorer.episode import TARGETS, EpisodeData, map_size
 from rlviz.explorer.page import write_page, write_script
 from rlviz.explorer.sprites import DEFAULT_COLS, png_bytes, sheet
 from rlviz.explorer.stack import stack_method
+from rlviz.explorer.tasks import EpisodeJob, explain_episode
 from rlviz.io import atomic_write_bytes
 from rlviz.layout import LayoutError, ObservationLayout
 from rlviz.policy import PolicyAdapter, as_adapter
 from rlviz.rollout import collect
 from rlviz.targets import TakenAction
 from rlviz.video.explain import DEFAULT_METHODS  # the one default: the explorer shows the video's
+
+if TYPE_CHECKING:
+    from rlviz.sweep.executor import Executor
 
 #: Ground truth kept per step (events, dissection masks); other infos are dropped as they arrive.
 INFO_KEYS = ("success", "goal_mask", "box_visible", "agent_pos")
@@ -117,6 +122,7 @@ def explore(
     threads: int | None = 1,
     title: str | None = None,
     progress: bool = False,
+    executor: Executor | None = None,
 ) -> ExploreSummary:
     """Play ``episodes`` episodes of ``policy`` in ``env`` and write an interactive report.
 
@@ -140,6 +146,9 @@ def explore(
         map_scale: maps are stored at 1/``map_scale`` of the frame size per side (the page
             draws them smoothed); 2 keeps a report 4x smaller with little visible change.
         threads: torch threads while playing and explaining (restored after).
+        executor: play the episodes in blocks and explain each episode as tasks on it
+            (:mod:`rlviz.sweep`; ``env`` must be remakable, see
+            :func:`rlviz.sweep.episodes.env_factory`); the same report. None: all here.
 
     Returns:
         :class:`ExploreSummary` (path of ``index.html``, counts, size, time per stage).
@@ -157,8 +166,8 @@ def explore(
         job.map_scale = max(1, int(map_scale))
         start = time.perf_counter()
         with torch_threads(threads) if threads else nullcontext():
-            job.play(episodes, seed, deterministic, max_steps, progress)
-            job.explain(layer, gamma, lam, batch_size)
+            job.play(episodes, seed, deterministic, max_steps, progress, executor)
+            job.explain(layer, gamma, lam, batch_size, executor)
             if statemap:
                 job.state_map(embedding, map_method, seed or 0)
             if nmf:
@@ -197,18 +206,19 @@ class _Job:
     def _timed(self, stage: str, t0: float) -> None:
         self.timings[stage] = self.timings.get(stage, 0.0) + time.perf_counter() - t0
 
-    def play(self, episodes, seed, deterministic, max_steps, progress) -> None:
+    def play(self, episodes, seed, deterministic, max_steps, progress, executor=None) -> None:
         t0 = time.perf_counter()
-        rollouts = collect(
-            self.env,
-            self.adapter,
-            episodes,
-            seed=seed,
-            deterministic=deterministic,
-            max_steps=max_steps,
-            info_keys=INFO_KEYS,
-        )
-        if progress:
+        options = dict(seed=seed, deterministic=deterministic, max_steps=max_steps)
+        if executor is not None:
+            from rlviz.sweep.episodes import env_factory, play_parallel
+
+            factory = env_factory(self.env)
+            rollouts = play_parallel(
+                factory, self.adapter, executor, episodes, info_keys=INFO_KEYS, **options
+            )
+        else:
+            rollouts = collect(self.env, self.adapter, episodes, info_keys=INFO_KEYS, **options)
+        if progress and executor is None:
             from tqdm.auto import tqdm
 
             rollouts = tqdm(rollouts, total=episodes, unit="ep", desc="playing")
@@ -222,60 +232,30 @@ class _Job:
     def all_obs(self) -> np.ndarray:
         return np.concatenate([r.obs for r in self.rollouts])
 
-    def explain(self, layer, gamma, lam, batch_size) -> None:
-        from rlviz.explorer.stack import memory_record
-
+    def explain(self, layer, gamma, lam, batch_size, executor=None) -> None:
         t0 = time.perf_counter()
-        for i, rollout in enumerate(self.rollouts):
-            shown = self.layout.display_frames(rollout.obs)  # [T, K, H, W, 3]
-            self.map_hw = map_size(tuple(shown.shape[2:4]), self.map_scale)
-            maps, signed = episode_maps(
-                self.adapter,
-                rollout,
-                self.methods,
-                self.targets,
-                per_action=self.per_action if "actions" in self.targets else None,
-                layer=layer,
-                batch_size=batch_size,
-                size=self.map_hw,
-            )
-            memory = memory_record(self.adapter, rollout, self.layout)
-            record = episode_record(rollout, self.names, gamma=gamma, lam=lam, memory=memory)
-            data = EpisodeData(i, record, shown[:, -1], None, maps, signed)
-            if shown.shape[1] > 1:
-                self._stack(data, shown, rollout, batch_size)
-            self.data.append(data)
-        self._timed("explain", t0)
-
-    def _stack(self, data: EpisodeData, shown, rollout, batch_size) -> None:
-        """A stacked episode's frames, per-frame maps and frame shares (when the methods read
-        the stack the way the frames were cut)."""
-        from rlviz.explorer.stack import stack_maps
-
-        data.stack = shown
-        data.record["stack"] = {"k": int(shown.shape[1])}
-        if not self._per_frame_ok(rollout.obs[:1], shown.shape[1]):
-            return
-        maps, shares, sign = stack_maps(
+        job = EpisodeJob(
             self.adapter,
-            rollout,
+            self.layout,
+            tuple(self.names),
+            tuple(self.methods),
+            tuple(self.targets),
+            self.per_action if "actions" in self.targets else None,
             self.stack_method,
-            self.targets,
-            size=self.map_hw,
-            batch_size=batch_size,
+            self.map_scale,
+            layer,
+            gamma,
+            lam,
+            batch_size,
         )
-        data.stack_maps = maps
-        data.record["stack"].update(
-            method=self.stack_method, signed=sign, shares=shares, targets=sorted(maps)
-        )
-
-    def _per_frame_ok(self, obs, frames: int) -> bool:
-        # the methods cut frames by the adapter's layout; an undeclared one read off the shape
-        # may not match the env's (then the page shows the frames without maps)
-        try:
-            return self.adapter.layout_for(obs).frames == frames
-        except (LayoutError, ValueError):
-            return False
+        calls = {i: (i, rollout) for i, rollout in enumerate(self.rollouts)}
+        if executor is None:
+            self.data = [explain_episode(job, *args) for args in calls.values()]
+        else:
+            done = executor.map(explain_episode, calls, (job,), desc="explaining")
+            self.data = [done[i] for i in calls]
+        self.map_hw = map_size(tuple(self.data[0].frames.shape[1:3]), self.map_scale)
+        self._timed("explain", t0)
 
     def state_map(self, embedding, method: str, seed: int) -> None:
         from rlviz.explorer.views import state_map

@@ -351,11 +351,18 @@ class StateEmbedding:
             near_d2 = np.take_along_axis(near_d2, order, axis=1)
             weights = _neighbour_weights(near_d2, self.fast_perplexity)
             placed = np.einsum("bk,bkc->bc", weights, self.embedding_[idx].astype(np.float64))
-            # A state (near-)identical to one fitted state lands on that state's spot. (Exact
-            # duplicates among the fitted states keep the kernel: it averages their spots.)
+            # A state (near-)identical to one fitted state lands on that state's spot; one
+            # identical to several (a frame seen again and again) on the mean of their spots.
+            # The kernel alone would also give weight to the nearest other states.
+            # "Identical" is relative to the k-th neighbour: equal features can differ by an ulp
+            # after the PCA projection.
             if k > 1:
-                same = (near_d2[:, 0] <= 1e-6 * near_d2[:, 1]) & (near_d2[:, 1] > 0)
-                placed[same] = self.embedding_[idx[same, 0]]
+                copy = near_d2 <= 1e-6 * near_d2[:, -1:]
+                rows = copy[:, 0] & (near_d2[:, -1] > 0)
+                if rows.any():
+                    w = copy[rows].astype(np.float64)
+                    spots = self.embedding_[idx[rows]].astype(np.float64)
+                    placed[rows] = np.einsum("bk,bkc->bc", w / w.sum(1, keepdims=True), spots)
             out[start : start + len(q)] = placed
         return out
 

@@ -1,25 +1,26 @@
-""":func:`rlviz.video.render_video` with each episode's explaining and encoding one task.
+""":func:`rlviz.video.render_video` with the episodes played in blocks and each episode's
+explaining and encoding one task.
 
-The episodes are played here, in order, exactly as ``render_video`` plays them: one action
-generator runs through all of them (:func:`rlviz.rollout.collect`), so episode i cannot be
-replayed on its own in another process. What costs the time (attribution over the episode,
-composing and encoding every frame) depends only on the rollout, so each episode is one task on
-the executor; its video comes back as bytes and is written here atomically, so a cluster's
-workers need no shared output folder. Same rollouts, same maps, same frames: the files equal the
-serial run's.
+Every episode samples its actions from a generator of its own (:func:`rlviz.rollout.collect`),
+so blocks of episodes play as tasks, each in its worker's copy of the env
+(:func:`rlviz.sweep.episodes.play_parallel`). What costs the time (attribution over the episode,
+composing and encoding every frame) depends only on the rollout, so each episode is then one
+task; its video comes back as bytes and is written here atomically, so a cluster's workers need
+no shared output folder. Same rollouts, same maps, same frames: the files equal the serial run's.
 """
 
 from __future__ import annotations
 
+import functools
 import tempfile
 import time
 from collections.abc import Sequence
-from contextlib import nullcontext
 from pathlib import Path
 
 from rlviz.io import atomic_write_bytes
 from rlviz.policy import PolicyAdapter, as_adapter
-from rlviz.rollout import Rollout, collect
+from rlviz.rollout import Rollout
+from rlviz.sweep.episodes import env_factory, play_parallel
 from rlviz.sweep.executor import Executor
 from rlviz.video.explain import DEFAULT_METHODS, check_methods
 from rlviz.video.pipeline import (
@@ -30,7 +31,7 @@ from rlviz.video.pipeline import (
     panel_factory,
     top_down_capture,
 )
-from rlviz.video.resources import release_freed_memory, torch_threads
+from rlviz.video.resources import release_freed_memory
 from rlviz.video.writer import check_writable
 
 __all__ = ["render_video_parallel"]
@@ -45,6 +46,11 @@ class _ActionNames:
     @property
     def unwrapped(self) -> _ActionNames:
         return self
+
+
+def _capture(job: VideoJob, env):
+    """A task's capture of its env's top-down map, as the job's panels show it (or None)."""
+    return top_down_capture(env, job.panels())
 
 
 def render_task(
@@ -77,8 +83,10 @@ def render_video_parallel(
     name_prefix: str = "rl-explain",
     **options,
 ) -> VideoSummary:
-    """:func:`rlviz.video.render_video` (same arguments, an env object, not an id) with every
-    episode explained and encoded as one task on ``executor``; the same files.
+    """:func:`rlviz.video.render_video` (same arguments, an env object, not an id) with the
+    episodes played in blocks and every episode explained and encoded as one task on
+    ``executor``; the same files. ``env`` must be remakable in a worker
+    (:func:`rlviz.sweep.episodes.env_factory`).
 
     Returns:
         The :class:`~rlviz.video.VideoSummary`; its timings add up the workers' stage times.
@@ -99,19 +107,17 @@ def render_video_parallel(
         **options,
     )
     start = time.perf_counter()
-    with torch_threads(job.threads) if job.threads else nullcontext():
-        rollouts = list(
-            collect(
-                env,
-                adapter,
-                episodes,
-                seed=job.seed,
-                deterministic=job.deterministic,
-                max_steps=job.max_steps,
-                info_keys=job.info_keys,
-                capture=top_down_capture(env, job.panels()),
-            )
-        )
+    rollouts = play_parallel(
+        env_factory(env),
+        adapter,
+        executor,
+        episodes,
+        seed=job.seed,
+        deterministic=job.deterministic,
+        max_steps=job.max_steps,
+        info_keys=job.info_keys,
+        capture=functools.partial(_capture, job),
+    )
     played = time.perf_counter() - start
     env_name = getattr(getattr(env, "spec", None), "id", None)
     names = _ActionNames(adapter.action_names_for(rollouts[0].probs.shape[1], env))
