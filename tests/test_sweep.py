@@ -454,10 +454,18 @@ def test_pre_training_and_fine_tune_runs_share_one_step_axis(tmp_path):
     # The init checkpoint is the pre-training run's last snapshot: one row, not two.
     assert [r["steps"] for r in both["rows"]] == [1000, 2000, 500, 1000]
     assert [r["steps_in_all"] for r in both["rows"]] == [1000, 2000, 2500, 3000]
+    assert [r["label"] for r in both["rows"]][1:3] == ["pre/step_000002000", "ft/step_000000500"]
     assert both["unit_comparison"]["before"] == str(pre[-1])
     alone = sweep(str(tmp_path / "ft"))
     assert [r["label"] for r in alone["rows"]] == ["init", "step_000000500", "step_000001000"]
     assert [r["steps_in_all"] for r in alone["rows"]] == [2000, 2500, 3000]
     assert alone["rows"][0]["steps"] == 0  # the fine-tune's own count starts at its init
+    # An init path overwritten since by the fine-tune itself (the shipped agent's history):
+    # counted from 0, not followed round in a loop.
+    loop = tmp_path / "loop" / "snapshots" / "step_000000700.safetensors"
+    _save_run(tmp_path / "loop", (700,), seed=30, init_from=str(loop))
+    out = tmp_path / "out_loop"
+    assert main(["--checkpoints", str(loop), "--no-init", "--out", str(out), *common]) == 0
+    assert json.loads((out / "sweep.json").read_text())["rows"][0]["steps_in_all"] == 700
     # The same run twice: a one-line error, exit 2.
     assert main(["--run", str(tmp_path / "ft"), str(tmp_path / "ft"), *common]) == 2

@@ -151,11 +151,12 @@ def test_render_video_matches_the_rollout_and_counts_successes(tmp_path):
     policy = tiny_policy()
     summary = render_video(env, policy, out=tmp_path, methods=["gradient"], episodes=3, seed=5)
     assert [p.name for p in summary.paths] == [f"rl-explain-episode-{i}.mp4" for i in range(3)]
-    import torch
+    from rlviz.rollout import episode_generator
 
-    gen = torch.Generator()
-    gen.manual_seed(5)
-    expected = [run_episode(env, policy, seed=5 + i, generator=gen) for i in range(3)]
+    # Episode i samples from its own generator, seeded by its reset seed 5 + i.
+    expected = [
+        run_episode(env, policy, seed=5 + i, generator=episode_generator(5, i)) for i in range(3)
+    ]
     assert summary.lengths == [len(r) for r in expected]
     assert summary.successes == sum(r.success for r in expected)
     for path, n in zip(summary.paths, summary.lengths, strict=True):

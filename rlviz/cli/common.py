@@ -237,6 +237,17 @@ def make_env(env_id: str, **kwargs: Any):
         ) from None
 
 
+def policy_env(policy: LoadedPolicy, **overrides: Any):
+    """The env ``policy`` plays in, as :func:`make_env` makes it (ground truth on for rlviz ids):
+    its id and kwargs (``overrides`` win), in the checkpoint's frame stack (K > 1: wrapped in
+    :class:`envs.wrappers.StackFrames`, so the policy reads the K*C channels it trained on)."""
+    k = policy.frame_stack
+    if k > 1:
+        from envs.wrappers import StackFrames  # before the env: it imports torch (envs.headless)
+    env = make_env(policy.env_id, **{**policy.env_kwargs, **overrides})
+    return StackFrames(env, k) if k > 1 else env
+
+
 def check_layers(model, layers: Iterable[str]) -> list[str]:
     """``layers`` as a list once each names a layer of ``model``, else a :class:`CliError`
     listing the available ones."""

@@ -20,8 +20,8 @@ from rlviz.cli.common import (
     check_out_dir,
     command,
     load_policy,
-    make_env,
     new_parser,
+    policy_env,
     require_at_least,
     require_checkpoint,
 )
@@ -110,7 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     require_checkpoint(args.checkpoint)
     check_out_dir(args.out)
     policy = load_policy(args.checkpoint, env_id=args.env)
-    env = make_env(policy.env_id, **policy.env_kwargs)
+    env = policy_env(policy)
     executor = parallel_executor(args, progress=not args.no_progress)
     try:
         summary = explore(

@@ -95,22 +95,27 @@ def run_snapshots(run: Path) -> list[Path]:
     return sorted(found, key=lambda p: (int(_read_config(p).get("steps", 0)), p.name))
 
 
-def steps_before(path: Path, depth: int = 0) -> int:
+def steps_before(path: Path, seen: frozenset = frozenset()) -> int:
     """Training steps before the run of checkpoint ``path`` began: 0 for a run from scratch,
-    the init checkpoint's steps in all for a fine-tune (followed back through ``--init-from``).
-    An init checkpoint no longer on disk counts 0 (said on stderr)."""
-    init = ((_read_config(path).get("train_config") or {}).get("init_from")) if depth < 16 else None
+    the init checkpoint's steps in all for a fine-tune (its recorded ``init_from_steps``, else
+    followed back through ``--init-from``). An init checkpoint that is gone, or that is this
+    file again (overwritten since), counts 0, said on stderr."""
+    config = _read_config(path)
+    if "init_from_steps" in config:
+        return int(config["init_from_steps"])
+    init = (config.get("train_config") or {}).get("init_from")
     if not init:
         return 0
-    init = Path(init)
-    if not init.exists():
+    init, seen = Path(init), seen | {path.resolve()}
+    if not init.exists() or init.resolve() in seen:
+        why = "which is gone" if not init.exists() else "which has been overwritten since"
         print(
-            f"rlviz sweep: {str(path)!r} was fine-tuned from {str(init)!r}, which is gone; its "
-            "steps are counted from 0",
+            f"rlviz sweep: {str(path)!r} was fine-tuned from {str(init)!r}, {why}; its steps "
+            "are counted from 0",
             file=sys.stderr,
         )
         return 0
-    return int(_read_config(init).get("steps", 0)) + steps_before(init, depth + 1)
+    return int(_read_config(init).get("steps", 0)) + steps_before(init, seen)
 
 
 def init_checkpoint(args, last_config: dict) -> Path | None:
@@ -194,7 +199,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """``rlviz sweep``: write RUN/sweep/sweep.{csv,json,png} and print the table."""
     from agents.checkpoint import checkpoint_env
     from agents.evaluate import held_out_seeds
-    from rlviz.cli.sweep_tasks import WORKER_SETUP, build_spec
+    from rlviz.cli.sweep_tasks import WORKER_SETUP, build_spec, frame_stack
     from rlviz.sweep import make_executor, parallelism_hint, run_sweep
 
     args = build_parser().parse_args(argv)
@@ -221,6 +226,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         deterministic=args.deterministic,
         max_steps=args.max_steps,
         env_override=args.env is not None,
+        # Frame stacks are built from the probe episodes' frames (a fine-tune keeps its init's K).
+        keep_history=any(frame_stack(_read_config(c)) > 1 for c in checkpoints),
     )
     init = init_checkpoint(args, last)
     if init is not None:  # swept with its pre-training run: the same file, not a second row
@@ -250,6 +257,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             block_size=args.block_size,
             init=None if init is None else str(init),
             step_offsets={str(c): steps_before(c) for c in checkpoints},
+            # Several runs: their snapshots share file names, so the run names the row.
+            labels=[f"{c.parent.parent.name}/{c.stem}" for c in checkpoints]
+            if args.run and len(args.run) > 1
+            else None,
         )
     print_table(result.rows, args.methods)
     if result.comparison is not None:

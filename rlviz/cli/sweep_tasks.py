@@ -30,6 +30,12 @@ def load_snapshot(path: str) -> Snapshot:
     return Snapshot(make_adapter(model), int(config.get("steps", 0)), tuple(layers), config)
 
 
+def frame_stack(config: dict) -> int:
+    """K, the frames a checkpoint's policy reads per observation (``architecture.frames`` of its
+    config; 1: one frame)."""
+    return int((config.get("architecture") or {}).get("frames", 1))
+
+
 def play(
     snapshot: Snapshot,
     seeds: Sequence[int],
@@ -40,7 +46,7 @@ def play(
     max_steps: int | None = None,
 ) -> dict:
     """``agents.evaluate.evaluate`` of the snapshot's model on ``seeds`` in its env (or the one
-    given, see ``agents.checkpoint.checkpoint_env``)."""
+    given, see ``agents.checkpoint.checkpoint_env``), in the model's frame stack."""
     from agents.checkpoint import checkpoint_env
     from agents.evaluate import evaluate
 
@@ -67,7 +73,8 @@ def oracle_probe(
     """``frames`` probe frames with goal masks, evenly spaced over the scripted oracle's episodes
     on ``seeds`` (a share ``explore`` of its actions random, seeded, so the box is also seen from
     afar, at the edge and not at all). Independent of every checkpoint: the same for all.
-    ``keep_history``: also keep every frame of the episodes (a recurrent policy's memory)."""
+    ``keep_history``: also keep every frame of the episodes (a recurrent policy's memory, the
+    past frames of a frame stack: :func:`rlviz.sweep.tasks.probe_obs`)."""
     from agents.vecenv import make_env
     from envs.oracle import oracle_action
 
@@ -114,10 +121,13 @@ def build_spec(
     deterministic: bool,
     max_steps: int | None,
     env_override: bool = False,
+    keep_history: bool = False,
 ) -> SweepSpec:
     """The :class:`~rlviz.sweep.SweepSpec` of ``rlviz sweep``: our loader, evaluate, oracle probe.
 
     ``env_override``: play every snapshot in ``env_id`` instead of the env it trained in.
+    ``keep_history``: the probe set keeps its episodes' frames, which a snapshot with memory
+    needs (see :func:`frame_stack`).
     """
     return SweepSpec(
         load=load_snapshot,
@@ -129,7 +139,13 @@ def build_spec(
             max_steps=max_steps,
         ),
         make_probe=functools.partial(
-            oracle_probe, env_id, env_kwargs, tuple(probe_seeds), probe_frames, max_steps=max_steps
+            oracle_probe,
+            env_id,
+            env_kwargs,
+            tuple(probe_seeds),
+            probe_frames,
+            max_steps=max_steps,
+            keep_history=keep_history,
         ),
         methods=tuple(methods),
         top_k=top_k,

@@ -32,8 +32,8 @@ from rlviz.cli.common import (
     check_out_dir,
     command,
     load_policy,
-    make_env,
     new_parser,
+    policy_env,
     require_at_least,
 )
 from rlviz.cli.workers import add_worker_flags, parallel_executor
@@ -118,7 +118,7 @@ def collect_dataset(args: argparse.Namespace):
     elif policy.env_id.startswith("rlviz/"):
         kwargs["ground_truth"] = False  # make_env turns it on for rlviz ids otherwise
     check_layers(policy.model, [args.layer])  # fail before playing if the layer name is wrong
-    env = make_env(policy.env_id, **kwargs)
+    env = policy_env(policy, **kwargs)
     executor = parallel_executor(args)
     try:
         rollouts = _play(env, policy, args, executor)

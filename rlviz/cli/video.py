@@ -22,8 +22,8 @@ from rlviz.cli.common import (
     add_shared,
     command,
     load_policy,
-    make_env,
     new_parser,
+    policy_env,
     require_at_least,
     require_checkpoint,
 )
@@ -184,7 +184,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _check_methods(methods + ([args.per_action] if args.per_action else []))
     _check_outputs(args)
     policy = load_policy(args.checkpoint, env_id=args.env)
-    env = make_env(policy.env_id, **policy.env_kwargs)
+    env = policy_env(policy)
     executor = parallel_executor(args, progress=not args.no_progress)
     try:
         summary = _render(executor)(

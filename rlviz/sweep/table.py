@@ -191,9 +191,23 @@ def plot_sweep(
         panels.append((memory, "memory reliance"))
     fig = Figure(figsize=(13, 6), dpi=100, layout="constrained")
     axes = fig.subplots(2, 4, squeeze=False).ravel()
+    # Where a fine-tune took over from its init checkpoint (runs swept together, one axis).
+    starts = sorted({r["steps_in_all"] - r["steps"] for r in rows if "steps_in_all" in r} - {0})
     for ax, (columns, ylabel) in zip(axes, panels, strict=False):
         _lines(ax, steps, rows, columns, ylabel)
         ax.set_xlabel("training steps", fontsize=8)
+        for start in starts:
+            ax.axvline(start, color="0.6", linestyle="--", linewidth=1)
+    for start in starts:
+        axes[0].annotate(
+            "fine-tune",
+            (start, 1),
+            xycoords=("data", "axes fraction"),
+            xytext=(3, -10),
+            textcoords="offset points",
+            fontsize=7,
+            color="0.4",
+        )
     for ax in axes[len(panels) :]:
         ax.set_axis_off()
     fig.suptitle(title or f"Sweep over {len(rows)} snapshots", fontsize=10)

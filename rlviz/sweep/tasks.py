@@ -14,6 +14,9 @@ The engine never builds an env or loads an agent itself (it may not import ``env
 An episode task re-derives the top detectors from the probe frames itself (a few ms for a small
 CNN) instead of waiting for the analysis task: the tasks of a checkpoint never depend on each
 other, so they spread over workers freely.
+
+A policy that reads K stacked frames sees each probe frame as a K-frame stack
+(:func:`probe_obs`); every measure is of the newest frame, the one the goal mask is of.
 """
 
 from __future__ import annotations
@@ -57,10 +60,12 @@ class ProbeSet:
     """The fixed frames every snapshot is explained on: uint8 obs [N, H, W, C], bool masks
     [N, H, W] (the goal box), and the seeds of the episodes they come from.
 
-    For a recurrent policy's memory reliance, also ``history``: every observation of each probe
-    episode (uint8 [T_e, H, W, C] per episode), and ``origin``: int [N, 2], the (episode, step)
-    of each probe frame in it; the state entering a probe frame is the policy's state after
-    reading its episode up to there. Without them a recurrent snapshot reports no memory.
+    For a policy with memory, also ``history``: every observation of each probe episode (uint8
+    [T_e, H, W, C] per episode), and ``origin``: int [N, 2], the (episode, step) of each probe
+    frame in it. A recurrent policy's state entering a probe frame is its state after reading
+    the episode up to there (without them a recurrent snapshot reports no memory); a frame
+    stack is the probe frame and its predecessors (:func:`probe_obs`; without them a stacked
+    policy needs ``obs`` that are stacks already).
     """
 
     obs: np.ndarray
@@ -93,6 +98,36 @@ class ProbeSet:
         return self.masks.reshape(len(self.masks), -1).any(1)
 
 
+def probe_obs(adapter: PolicyAdapter, probe: ProbeSet) -> np.ndarray:
+    """The probe frames as ``adapter`` reads them: uint8 [N, H, W, K*C].
+
+    ``probe.obs`` itself for a one-frame policy, or when the frames are stacks already; for a
+    policy reading K frames on the channel axis (``HWC`` layout, as ``envs.wrappers.StackFrames``
+    and SB3's ``VecFrameStack``), each probe frame with its K-1 predecessors in its episode
+    (``probe.history``), oldest first, the episode's first frame repeated for steps before it
+    began, as ``StackFrames`` pads at reset. The newest frame of each stack is the probe frame.
+    """
+    layout = getattr(adapter, "layout", None)
+    if layout is None or not layout.stacked or probe.obs.shape[-1] != layout.channels:
+        return probe.obs
+    if not probe.history or probe.origin is None:
+        raise ValueError(
+            f"a policy reading {layout.frames} stacked frames needs the probe episodes' frames to "
+            "stack each probe frame with its predecessors; make the probe set with its history "
+            "(ProbeSet.history and origin, e.g. oracle_probe(..., keep_history=True))"
+        )
+    if layout.order != "HWC":
+        raise ValueError(
+            f"probe frames are stacked on the channel axis (layout HWC); the policy reads {layout}"
+        )
+    k = layout.frames
+    stacks = np.stack(
+        [probe.history[e][np.clip(np.arange(t - k + 1, t + 1), 0, None)] for e, t in probe.origin]
+    )  # [N, K, H, W, C]
+    n, _, h, w, c = stacks.shape
+    return stacks.transpose(0, 2, 3, 1, 4).reshape(n, h, w, k * c)
+
+
 def _probe_states(adapter, probe: ProbeSet):
     """The recurrent state entering each probe frame (a tuple of [N, ...]), or None without the
     probe episodes' ``history``."""
@@ -119,7 +154,7 @@ def probe_memory(snapshot: Snapshot, probe: ProbeSet) -> dict | None:
             return None
         result = memory_reliance(adapter, probe.obs, states=states)
     elif layout is not None and layout.stacked:
-        result = memory_reliance(adapter, probe.obs)
+        result = memory_reliance(adapter, probe_obs(adapter, probe))
     else:
         return None
     return {"kl": float(result.kl.mean()), "share": float(result.share.mean())}
@@ -165,7 +200,11 @@ def make_probe(spec: SweepSpec) -> ProbeSet:
 
 
 def _dissect(spec: SweepSpec, snap: Snapshot, probe: ProbeSet) -> Dissection:
-    return dissect(snap.adapter, probe.obs, probe.masks, list(snap.layers), quantile=spec.quantile)
+    """Box-detector units on the probe frames. A stacked policy's units are scored on the
+    activations of its K-frame stacks (:func:`probe_obs`: what it computes when acting on the
+    probe frame) against the goal box of the newest frame, the one it acts on."""
+    obs = probe_obs(snap.adapter, probe)
+    return dissect(snap.adapter, obs, probe.masks, list(snap.layers), quantile=spec.quantile)
 
 
 def top_detectors(spec: SweepSpec, result: Dissection) -> Units:
@@ -176,11 +215,29 @@ def top_detectors(spec: SweepSpec, result: Dissection) -> Units:
     return {layer: sorted(index) for layer, index in units.items()}
 
 
-def _faithfulness(snap: Snapshot, probe: ProbeSet, methods: Sequence[str]) -> tuple[dict, dict]:
-    """Maps of each method on the probe frames, and pointing / mass in box on visible frames."""
-    from rlviz.explain import explain
+def newest_frame_maps(adapter: PolicyAdapter, obs, methods: Sequence[str]) -> dict[str, np.ndarray]:
+    """Maps of each method on the newest frame of each observation: float32 [N, H, W].
 
-    maps = explain(snap.adapter, probe.obs, methods=list(methods))
+    One-frame observations: the plain maps. Stacks: input methods per frame
+    (``explain(..., per_frame=True)``), keeping the newest; the CAM family's map (per-frame
+    mode ``newest``: a layer mixes the frames) is drawn on the newest frame already.
+    """
+    from rlviz.explain import explain
+    from rlviz.methods import get_method
+
+    stacked = adapter.layout_for(obs).stacked
+    maps = {}
+    for name in methods:
+        per_frame = stacked and get_method(name).per_frame_mode != "newest"
+        m = explain(adapter, obs, methods=[name], per_frame=per_frame)[name]
+        maps[name] = m[:, -1] if per_frame else m
+    return maps
+
+
+def _faithfulness(snap: Snapshot, probe: ProbeSet, methods: Sequence[str]) -> tuple[dict, dict]:
+    """Maps of each method on the probe frames (their newest frame, for a stacked policy), and
+    pointing / mass in box on visible frames."""
+    maps = newest_frame_maps(snap.adapter, probe_obs(snap.adapter, probe), methods)
     seen = probe.visible
     scores = {}
     for name, m in maps.items():
@@ -196,6 +253,11 @@ def _faithfulness(snap: Snapshot, probe: ProbeSet, methods: Sequence[str]) -> tu
 def analyse(spec: SweepSpec, probe: ProbeSet, checkpoint: str) -> dict:
     """The analysis task of one checkpoint on the probe frames (see the module docstring).
 
+    A policy reading K stacked frames is measured on the probe frames' K-frame stacks
+    (:func:`probe_obs`) against the goal box of the newest frame: maps of the newest frame
+    (:func:`newest_frame_maps`), units scored on the stacks' activations, the ablation's action
+    change on the stacks.
+
     Returns:
         dict with ``steps``, ``faithfulness`` {method: {pointing, mass}}, ``mask_share``,
         ``detectors`` {layer: count}, ``detector_units`` [[layer, unit, iou]] (all, best first),
@@ -208,7 +270,7 @@ def analyse(spec: SweepSpec, probe: ProbeSet, checkpoint: str) -> dict:
     units = top_detectors(spec, result)
     kl = flips = float("nan")
     if units:
-        change = action_change(snap.adapter, probe.obs, units)
+        change = action_change(snap.adapter, probe_obs(snap.adapter, probe), units)
         kl, flips = float(change.kl.mean()), change.flip_rate
     seen = probe.visible
     return {

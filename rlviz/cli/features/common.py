@@ -11,7 +11,14 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from rlviz.cli.common import CliError, add_shared, check_out_dir, load_policy, make_env, new_parser
+from rlviz.cli.common import (
+    CliError,
+    add_shared,
+    check_out_dir,
+    load_policy,
+    new_parser,
+    policy_env,
+)
 
 if TYPE_CHECKING:
     from agents.checkpoint import LoadedPolicy
@@ -47,7 +54,7 @@ def load(args: argparse.Namespace) -> LoadedPolicy:
 
 def play_env(policy: LoadedPolicy) -> closing:
     """The env ``policy`` plays in, closed on leaving ``with play_env(policy) as env:``."""
-    return closing(make_env(policy.env_id, **policy.env_kwargs))
+    return closing(policy_env(policy))
 
 
 def collect_dataset(
