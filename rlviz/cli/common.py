@@ -238,14 +238,16 @@ def make_env(env_id: str, **kwargs: Any):
 
 
 def policy_env(policy: LoadedPolicy, **overrides: Any):
-    """The env ``policy`` plays in, as :func:`make_env` makes it (ground truth on for rlviz ids):
-    its id and kwargs (``overrides`` win), in the checkpoint's frame stack (K > 1: wrapped in
-    :class:`envs.wrappers.StackFrames`, so the policy reads the K*C channels it trained on)."""
-    k = policy.frame_stack
-    if k > 1:
-        from envs.wrappers import StackFrames  # before the env: it imports torch (envs.headless)
-    env = make_env(policy.env_id, **{**policy.env_kwargs, **overrides})
-    return StackFrames(env, k) if k > 1 else env
+    """The env ``policy`` plays in (:meth:`LoadedPolicy.make_env`: its id and kwargs, ``overrides``
+    winning, in the checkpoint's frame stack, so the policy reads the K*C channels it trained
+    on), with ground truth on for rlviz ids as :func:`make_env` has it; failures are a
+    :class:`CliError`."""
+    if policy.env_id.startswith("rlviz/"):
+        overrides.setdefault("ground_truth", True)
+    try:
+        return policy.make_env(**overrides)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
 
 
 def check_layers(model, layers: Iterable[str]) -> list[str]:

@@ -199,11 +199,11 @@ def make_probe(spec: SweepSpec) -> ProbeSet:
     return spec.make_probe()
 
 
-def _dissect(spec: SweepSpec, snap: Snapshot, probe: ProbeSet) -> Dissection:
-    """Box-detector units on the probe frames. A stacked policy's units are scored on the
-    activations of its K-frame stacks (:func:`probe_obs`: what it computes when acting on the
-    probe frame) against the goal box of the newest frame, the one it acts on."""
-    obs = probe_obs(snap.adapter, probe)
+def _dissect(spec: SweepSpec, snap: Snapshot, obs: np.ndarray, probe: ProbeSet) -> Dissection:
+    """Box-detector units on the probe frames as the policy reads them (``obs``, from
+    :func:`probe_obs`). A stacked policy's units are scored on the activations of its K-frame
+    stacks (what it computes when acting on the probe frame) against the goal box of the newest
+    frame, the one it acts on."""
     return dissect(snap.adapter, obs, probe.masks, list(snap.layers), quantile=spec.quantile)
 
 
@@ -234,10 +234,12 @@ def newest_frame_maps(adapter: PolicyAdapter, obs, methods: Sequence[str]) -> di
     return maps
 
 
-def _faithfulness(snap: Snapshot, probe: ProbeSet, methods: Sequence[str]) -> tuple[dict, dict]:
-    """Maps of each method on the probe frames (their newest frame, for a stacked policy), and
-    pointing / mass in box on visible frames."""
-    maps = newest_frame_maps(snap.adapter, probe_obs(snap.adapter, probe), methods)
+def _faithfulness(
+    snap: Snapshot, obs: np.ndarray, probe: ProbeSet, methods: Sequence[str]
+) -> tuple[dict, dict]:
+    """Maps of each method on the probe frames as the policy reads them (``obs``; their newest
+    frame, for a stacked policy), and pointing / mass in box on visible frames."""
+    maps = newest_frame_maps(snap.adapter, obs, methods)
     seen = probe.visible
     scores = {}
     for name, m in maps.items():
@@ -265,12 +267,13 @@ def analyse(spec: SweepSpec, probe: ProbeSet, checkpoint: str) -> dict:
         ({kl, share} means, None without memory) and ``maps`` {method: float32 [N, H, W]}.
     """
     snap = spec.load(checkpoint)
-    maps, scores = _faithfulness(snap, probe, spec.methods)
-    result = _dissect(spec, snap, probe)
+    obs = probe_obs(snap.adapter, probe)  # stacked once, read by every measure below
+    maps, scores = _faithfulness(snap, obs, probe, spec.methods)
+    result = _dissect(spec, snap, obs, probe)
     units = top_detectors(spec, result)
     kl = flips = float("nan")
     if units:
-        change = action_change(snap.adapter, probe_obs(snap.adapter, probe), units)
+        change = action_change(snap.adapter, obs, units)
         kl, flips = float(change.kl.mean()), change.flip_rate
     seen = probe.visible
     return {
@@ -299,7 +302,9 @@ def play_block(spec: SweepSpec, probe: ProbeSet, checkpoint: str, seeds: Sequenc
     snap = spec.load(checkpoint)
     seeds = [int(s) for s in seeds]
     intact = spec.play(snap, seeds)
-    units = top_detectors(spec, _dissect(spec, snap, probe)) if spec.top_k > 0 else {}
+    units = {}
+    if spec.top_k > 0:
+        units = top_detectors(spec, _dissect(spec, snap, probe_obs(snap.adapter, probe), probe))
     ablated = None
     if units:
         with ablate(snap.adapter.model, units):
