@@ -51,9 +51,20 @@ def get_layer(model: nn.Module, name: str) -> nn.Module:
         raise ValueError(f"layer {name!r} not found; available: {available}") from None
 
 
+def _policy_layers(model: nn.Module, kind) -> list[str]:
+    """``list_layers`` without target networks (``q_net_target``, ``actor_target``, ...): copies
+    that frameworks such as SB3 keep for training and the policy never calls."""
+    return [
+        name
+        for name in list_layers(model, kind)
+        if not any(part.endswith("_target") for part in name.split("."))
+    ]
+
+
 def last_conv_layer(model: nn.Module) -> str:
-    """Name of the last ``nn.Conv2d`` in registration order: the usual Grad-CAM layer."""
-    convs = list_layers(model, nn.Conv2d)
+    """Name of the last ``nn.Conv2d`` in registration order (target networks skipped): the usual
+    Grad-CAM layer."""
+    convs = _policy_layers(model, nn.Conv2d)
     if not convs:
         raise ValueError("the model has no nn.Conv2d layer; name a layer explicitly with layer=...")
     return convs[-1]
@@ -73,11 +84,20 @@ def default_layers(model: nn.Module) -> list[str]:
     """The layers shown when none are named (feature maps, dissection, dreams): the model's
     ``conv_layers`` if it names them (rlviz agents: post-ReLU blocks), else every ``nn.Conv2d``."""
     named = getattr(model, "conv_layers", None)
-    return list(named) if named else list_layers(model, nn.Conv2d)
+    return list(named) if named else _policy_layers(model, nn.Conv2d)
 
 
 class Captured(dict):
-    """Activations by layer name, filled by :func:`capture` during a forward pass."""
+    """Activations by layer name, filled by :func:`capture` during a forward pass.
+
+    ``calls[name]`` counts the layer's calls since the block began (a trunk shared by two heads
+    runs twice per forward); ``earlier[name]`` keeps the first output when there were several.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: dict[str, int] = {}
+        self.earlier: dict[str, torch.Tensor] = {}
 
 
 @contextmanager
@@ -103,6 +123,10 @@ def capture(model: nn.Module, layers: str | Sequence[str]) -> Iterator[Captured]
                 raise TypeError(
                     f"layer {name!r} returns {type(output).__name__}; rlviz can only hook layers returning a Tensor"
                 )
+            count = captured.calls.get(name, 0)
+            if count == 1:
+                captured.earlier[name] = captured[name]
+            captured.calls[name] = count + 1
             captured[name] = output
             return output.clone()
 
@@ -177,6 +201,15 @@ def activations(
                 f"layer(s) {missing} were not called in the model's forward; "
                 "pick layers that the policy actually runs (see rlviz.list_layers(model))"
             )
+        for name, first in acts.earlier.items():
+            # The same layer on the same input (actor(x) and critic(x) over one trunk) gives the
+            # same activations; on different inputs there is no single answer.
+            if first.shape != acts[name].shape or not torch.equal(first, acts[name]):
+                raise ValueError(
+                    f"layer {name!r} is called {acts.calls[name]} times in one forward on "
+                    "different inputs (e.g. one encoder run per frame), so its activations are "
+                    "not one tensor; name a layer that runs once"
+                )
         return dict(acts)
 
 

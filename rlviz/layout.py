@@ -25,6 +25,8 @@ ORDERS = ("HWC", "CHW", "KHWC", "KCHW", "KHW", "HW")
 
 #: Channel counts that read as one image when the shape alone is known (gray, RGB, RGBA).
 IMAGE_CHANNELS = (1, 3, 4)
+#: The channel count that is as often K=4 stacked gray frames as one RGBA frame: never guessed.
+STACK_OR_RGBA = 4
 
 
 class LayoutError(ValueError):
@@ -241,6 +243,15 @@ class ObservationLayout:
             return cls(frames=1, channels=1, order="HW", source="shape")
         if len(shape) == 3:
             first, last = shape[0], shape[-1]
+            if not floating and STACK_OR_RGBA in (first, last) and min(first, last) != 1:
+                # Atari's 4 stacked gray frames and one RGBA frame have the same shape; reading
+                # the stack as colour mixes frames into one picture, so ask instead of guessing.
+                order = "CHW" if first == STACK_OR_RGBA else "HWC"
+                raise LayoutError(
+                    f"observation shape {list(shape)} is 4 stacked gray frames or one RGBA frame; "
+                    f"declare it: layout='4x1:{order}' (a frame stack, e.g. Atari) or "
+                    f"layout='1x4:{order}' (RGBA)"
+                )
             if last in IMAGE_CHANNELS and first not in IMAGE_CHANNELS:
                 return cls(frames=1, channels=last, order="HWC", source="shape")
             if (first in IMAGE_CHANNELS and last not in IMAGE_CHANNELS) or floating:

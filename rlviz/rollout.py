@@ -146,7 +146,7 @@ def act(
         return policy(obs), None
     with torch.no_grad():
         raw, next_state = policy.step(policy.preprocess(obs), state)
-    return as_policy_output(raw), tuple(s.detach() for s in next_state)
+    return as_policy_output(raw, policy.output), tuple(s.detach() for s in next_state)
 
 
 def stack_states(per_step: Sequence[State]) -> State:
@@ -205,7 +205,8 @@ def rollout_layout(policy: PolicyAdapter, env, obs) -> ObservationLayout | None:
     """The layout of an episode's observations: the policy's, else the env's (its wrappers),
     else the one ``obs`` (one observation) implies; None when none is clear."""
     if policy.layout is not None:
-        return policy.layout
+        # A policy that takes several layouts (SB3: channels first or last) names the one seen.
+        return policy.layout_for(obs) if policy.accepts else policy.layout
     try:
         return ObservationLayout.from_env(env)
     except (LayoutError, AttributeError, TypeError, IndexError, KeyError):

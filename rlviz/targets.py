@@ -35,9 +35,11 @@ class _PerSampleIndex:
     """Shared by targets indexed by an action (one for all samples, or one per sample)."""
 
     def __init__(self, actions: int | Sequence[int] | np.ndarray | torch.Tensor) -> None:
-        self.actions = torch.as_tensor(
+        tensor = torch.as_tensor(
             np.asarray(actions) if not isinstance(actions, torch.Tensor) else actions
-        ).long()
+        )
+        # Box actions stay real-valued ([B, D] or one [D] for all); indices become int64.
+        self.actions = tensor.float() if tensor.is_floating_point() else tensor.long()
 
     def _index(self, like: torch.Tensor) -> torch.Tensor:
         return self.actions.to(like.device)
@@ -53,10 +55,47 @@ class _PerSampleIndex:
 
 
 class TakenAction(_PerSampleIndex):
-    """log pi(a_t | s_t) of the action each sample took: the default for stochastic policies."""
+    """log pi(a_t | s_t) of the action each sample took: the default for stochastic policies.
+
+    Discrete: one index per sample (or one for all). Continuous: actions [B, D] (or one [D] for
+    all) as the policy emits them (in [-1, 1] for a squashed Gaussian such as SAC's).
+    """
 
     def __call__(self, out: PolicyOutput) -> torch.Tensor:
-        return _gather(out.log_probs, self._index(out.logits))
+        if out.discrete:
+            return _gather(out.log_probs, self._index(out.logits))
+        actions = self.actions.to(out.mean.device)
+        if actions.ndim == 1 and actions.shape[0] == out.action_dims:
+            actions = actions.expand(out.batch, -1)
+        if actions.ndim != 2 or tuple(actions.shape) != (out.batch, out.action_dims):
+            raise ValueError(
+                f"a continuous policy's TakenAction needs actions [{out.batch}, "
+                f"{out.action_dims}] (one per sample) or [{out.action_dims}]; got "
+                f"{list(actions.shape)}"
+            )
+        return out.log_prob(actions)
+
+
+class ActionMean(_PerSampleIndex):
+    """A continuous policy's mean action in dimension ``d`` (tanh'd for a squashed Gaussian;
+    the action itself for a deterministic one): what moves steering, gas, ..."""
+
+    def __call__(self, out: PolicyOutput) -> torch.Tensor:
+        if out.discrete:
+            raise ValueError(
+                "ActionMean explains a continuous (Box) policy; this one is discrete: use "
+                "ActionLogit(k) or TakenAction(actions)"
+            )
+        return _gather(out.action_mean, self._index(out.mean))
+
+
+class ActionStd(_PerSampleIndex):
+    """A Gaussian policy's standard deviation in dimension ``d``: what makes it (un)sure there."""
+
+    def __call__(self, out: PolicyOutput) -> torch.Tensor:
+        if out.std is None:
+            raise ValueError(f"a {out.kind!r} policy has no standard deviation to explain")
+        return _gather(out.std, self._index(out.mean))
 
 
 class ActionLogit(_PerSampleIndex):
@@ -77,6 +116,12 @@ class MostLikelyAction:
     """log pi(a* | s) for the greedy action a* = argmax pi (chosen without gradient)."""
 
     def __call__(self, out: PolicyOutput) -> torch.Tensor:
+        if not out.discrete:
+            raise ValueError(
+                f"a {out.kind!r} (continuous) policy has no single most likely action to "
+                "explain; pass target=rlviz.targets.ActionMean(d) (dimension d's mean), "
+                "TakenAction(actions) or 'value'"
+            )
         best = out.logits.detach().argmax(dim=-1)
         return _gather(out.log_probs, best)
 
@@ -96,6 +141,8 @@ class Entropy:
     """Entropy of pi(.|s): what makes the agent (un)certain."""
 
     def __call__(self, out: PolicyOutput) -> torch.Tensor:
+        if out.kind == "gaussian":  # closed form of a diagonal Gaussian's entropy
+            return (out.log_std + 0.5 * (1.0 + np.log(2 * np.pi))).sum(dim=-1)
         log_probs = out.log_probs
         return -(log_probs.exp() * log_probs).sum(dim=-1)
 

@@ -21,8 +21,8 @@ from tests.helpers import CleanRLAtariAgent
 
 def _shipped_agent():
     pytest.importorskip("agents")
-    from agents.checkpoint import SHIPPED_CHECKPOINT, load_checkpoint
-    from agents.policy import make_adapter
+    from rlviz.agents.checkpoint import SHIPPED_CHECKPOINT, load_checkpoint
+    from rlviz.agents.policy import make_adapter
 
     model, _ = load_checkpoint(SHIPPED_CHECKPOINT)
     return make_adapter(model), (3, 60, 80)
@@ -43,7 +43,7 @@ def _nature_cnn():
     torch.manual_seed(0)
     space = spaces.Box(0, 255, (4, 84, 84), np.uint8)
     policy = ActorCriticCnnPolicy(space, spaces.Discrete(6), lambda _: 1e-3).eval()
-    return PolicyAdapter.from_sb3(policy), (4, 84, 84)
+    return PolicyAdapter.from_sb3(policy, layout="4x1:CHW"), (4, 84, 84)
 
 
 class CleanRLAtari(nn.Module):

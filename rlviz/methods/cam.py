@@ -13,6 +13,8 @@ after, so the single backward pass goes from the target to the layer only, never
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import nn
 
@@ -39,7 +41,7 @@ def layer_activations_and_gradients(
         (activations, gradients), both [B, K, h, w], detached.
     """
     module = get_layer(adapter.model, layer)
-    store: dict[str, torch.Tensor] = {}
+    calls: list[torch.Tensor] = []  # one leaf per call: a shared trunk may run twice per forward
 
     def grab(value: object) -> torch.Tensor:
         if not isinstance(value, torch.Tensor):
@@ -50,7 +52,7 @@ def layer_activations_and_gradients(
         # torch.no_grad() block restores the caller's grad mode when the forward pass ends.
         torch.set_grad_enabled(True)
         leaf = value.detach().requires_grad_(True)
-        store["act"] = leaf
+        calls.append(leaf)
         # The network continues on a copy, so an in-place op downstream (ReLU(inplace=True))
         # neither corrupts the recorded activations nor trips autograd's leaf check.
         return leaf.clone()
@@ -64,25 +66,50 @@ def layer_activations_and_gradients(
             values = target(adapter.outputs(x))
     finally:
         handle.remove()
-    if "act" not in store:
+    if not calls:
         raise ValueError(
             f"layer {layer!r} was not called in the policy's forward; pick a layer it runs"
         )
-    acts = store["act"]
-    if acts.ndim != 4:
+    if calls[0].ndim != 4:
         convs = ", ".join(list_layers(adapter.model, nn.Conv2d)) or "(none)"
         raise ValueError(
             f"CAM methods need a layer with a spatial output [B, K, h, w]; {layer!r} gives shape "
-            f"{tuple(acts.shape)}. Conv layers: {convs}"
+            f"{tuple(calls[0].shape)}. Conv layers: {convs}"
         )
     values = scalar_per_sample(values, x.shape[0])
     if not values.requires_grad:
-        raise ValueError(f"the target does not depend on layer {layer!r} through autograd")
+        raise ValueError(
+            f"the target does not depend on layer {layer!r}: no gradient reaches it from the "
+            "target (a layer of another head?); name a layer on the target's path"
+        )
     with torch.enable_grad():  # the caller may be inside torch.no_grad()
-        (grads,) = torch.autograd.grad(values.sum(), acts, allow_unused=True)
-    if grads is None:
-        grads = torch.zeros_like(acts)
-    return acts.detach(), grads
+        grads = torch.autograd.grad(values.sum(), calls, allow_unused=True)
+    return _call_on_path(layer, calls, grads)
+
+
+def _call_on_path(
+    layer: str, calls: list[torch.Tensor], grads: tuple[torch.Tensor | None, ...]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The (activations, gradients) of the one call of ``layer`` the target depends on.
+
+    A layer called several times in one forward (a trunk shared by ``actor(x)`` and
+    ``critic(x)``) has one activation per call; only a call on the target's path has a gradient.
+    Several calls on the path (a siamese or per-frame encoder) have no single map: raise.
+    """
+    on_path = [i for i, g in enumerate(grads) if g is not None]
+    if not on_path:
+        raise ValueError(
+            f"the target does not depend on layer {layer!r} (called {len(calls)} time(s), no "
+            "gradient reaches any call); name a layer on the target's path"
+        )
+    if len(on_path) > 1:
+        raise ValueError(
+            f"layer {layer!r} is called {len(calls)} times in one forward and the target depends "
+            f"on calls {on_path} (e.g. one encoder run per frame or per input), so it has no "
+            "single map; name a layer that runs once, or run the encoder once in the forward"
+        )
+    index = on_path[0]
+    return calls[index].detach(), grads[index]
 
 
 def weighted_maps(weights: torch.Tensor, acts: torch.Tensor) -> torch.Tensor:
@@ -91,6 +118,40 @@ def weighted_maps(weights: torch.Tensor, acts: torch.Tensor) -> torch.Tensor:
     batch, channels, height, width = acts.shape
     flat = acts.reshape(batch, channels, height * width)
     return torch.bmm(weights.unsqueeze(1), flat).reshape(batch, height, width)
+
+
+class AllZeroMapWarning(UserWarning):
+    """A CAM came out all zero for some frames; the message says why."""
+
+
+def _warn_if_all_zero(method, maps, acts, grads, layer: str) -> None:
+    """Say why a CAM is all zero, rather than hand back a blank map as an explanation."""
+    flat = maps.reshape(maps.shape[0], -1)
+    blank = (flat == 0).all(dim=1)
+    if not bool(blank.any()):
+        return
+    rows = blank.nonzero()[:, 0].tolist()
+    shown = f"{rows[:5]}{' ...' if len(rows) > 5 else ''}"
+    no_grad = (grads[blank].reshape(len(rows), -1) == 0).all(dim=1)
+    no_act = (acts[blank].reshape(len(rows), -1) == 0).all(dim=1)
+    if bool(no_grad.all()):
+        why = (
+            f"the target's gradient at {layer!r} is exactly zero there (dead ReLUs after the "
+            "layer, or an output that does not depend on it)"
+        )
+    elif bool(no_act.all()):
+        why = f"layer {layer!r} outputs only zeros there (every unit is off)"
+    else:
+        why = (
+            "every location's weighted sum is negative and the ReLU keeps only positive "
+            "evidence; relu=False (gradcam) shows the signed map"
+        )
+    warnings.warn(
+        f"{type(method).__name__} map is all zero for {len(rows)} of {maps.shape[0]} frame(s) "
+        f"{shown}: {why}",
+        AllZeroMapWarning,
+        stacklevel=4,
+    )
 
 
 class _LayerMethod(AttributionMethod):
@@ -105,9 +166,16 @@ class _LayerMethod(AttributionMethod):
         return hooks.default_layer(model), False
 
     def _maps(self, adapter, x, target, layer, pass_size):
-        name, at_input = (layer, False) if layer is not None else self.default_layer(adapter.model)
+        if layer is not None:
+            name, at_input = layer, False
+        elif getattr(adapter, "cam_layer", None) is not None and not isinstance(self, CAM):
+            name, at_input = adapter.cam_layer, False  # the constructor knows the actor's layer
+        else:
+            name, at_input = self.default_layer(adapter.model)
         acts, grads = layer_activations_and_gradients(adapter, x, target, name, at_input)
-        return self._combine(acts, grads, name)
+        maps = self._combine(acts, grads, name)
+        _warn_if_all_zero(self, maps, acts, grads, name)
+        return maps
 
     def _combine(self, acts: torch.Tensor, grads: torch.Tensor, layer: str) -> torch.Tensor:
         raise NotImplementedError

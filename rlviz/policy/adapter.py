@@ -10,13 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import numpy as np
 import torch
 from torch import nn
 
-from rlviz.layout import ObservationLayout, resolve_layout
+from rlviz.layout import LayoutError, ObservationLayout, resolve_layout
+from rlviz.policy.output import OUTPUT_KINDS, PolicyOutput, read_output
 
 Preprocess = Callable[[torch.Tensor], torch.Tensor]
 ForwardFn = Callable[[torch.Tensor], "torch.Tensor | tuple | PolicyOutput"]
@@ -24,24 +25,6 @@ ForwardFn = Callable[[torch.Tensor], "torch.Tensor | tuple | PolicyOutput"]
 State = tuple[torch.Tensor, ...]
 #: (network input, state) -> (outputs, next state), for recurrent policies.
 StateForwardFn = Callable[[torch.Tensor, State], "tuple[object, State]"]
-
-
-@dataclass
-class PolicyOutput:
-    """What a policy says about a batch: ``logits`` [B, A] and optionally ``value`` [B]."""
-
-    logits: torch.Tensor
-    value: torch.Tensor | None = None
-
-    @property
-    def log_probs(self) -> torch.Tensor:
-        """log pi(.|s), [B, A]."""
-        return torch.log_softmax(self.logits, dim=-1)
-
-    @property
-    def probs(self) -> torch.Tensor:
-        """pi(.|s), [B, A]."""
-        return torch.softmax(self.logits, dim=-1)
 
 
 def to_tensor_batch(
@@ -81,21 +64,10 @@ def _floating(obs: object) -> bool:
     return dtype is not None and np.issubdtype(dtype, np.floating)
 
 
-def as_policy_output(raw: object) -> PolicyOutput:
-    """A forward's raw result (logits, a (logits, value) pair or a PolicyOutput) as PolicyOutput."""
-    if isinstance(raw, PolicyOutput):
-        return raw
-    if isinstance(raw, torch.Tensor):
-        return PolicyOutput(logits=raw)
-    if isinstance(raw, (tuple, list)) and len(raw) == 2:
-        logits, value = raw
-        if value is not None:
-            value = value.reshape(value.shape[0], -1)[:, 0]
-        return PolicyOutput(logits=logits, value=value)
-    raise TypeError(
-        "the policy's forward must return logits [B, A], a (logits, value) pair or a PolicyOutput; "
-        f"got {type(raw).__name__}"
-    )
+def as_policy_output(raw: object, kind: str | None = None) -> PolicyOutput:
+    """A forward's raw result as a :class:`PolicyOutput`, read as the declared ``kind`` (see
+    :func:`rlviz.policy.output.read_output`; undeclared, only unambiguous results are read)."""
+    return read_output(raw, kind)
 
 
 class PolicyAdapter:
@@ -103,8 +75,13 @@ class PolicyAdapter:
 
     Args:
         model: the ``nn.Module`` that owns the layers (hooks and dotted layer names refer to it).
-        forward: maps the preprocessed input [B, C, H, W] to logits [B, A], ``(logits, value)`` or a
-            :class:`PolicyOutput`. Defaults to ``model(x)``.
+        forward: maps the preprocessed input [B, C, H, W] to what ``output`` declares (e.g. logits
+            [B, A] or ``(logits, value)``), or a :class:`PolicyOutput`. Defaults to ``model(x)``.
+        output: what the forward returns, one of :data:`rlviz.policy.output.OUTPUT_KINDS`
+            (``"logits"``, ``"probs"``, ``"q_values"``, ``"gaussian"``, ``"squashed_gaussian"``,
+            ``"deterministic"``). Undeclared, only unambiguous results are read (logits [B, A]
+            or (logits, value [B])); rows that already sum to 1 and pairs that could be a
+            Gaussian's (mean, log_std) or an (output, state) raise, asking for ``output=``.
         preprocess: raw observations (batched tensor) -> network input. Defaults to
             :func:`default_preprocess` (uint8 HWC -> float CHW / 255).
         action_names: labels for the action axis, used by panels and plots.
@@ -116,7 +93,16 @@ class PolicyAdapter:
             incoming state held fixed.
         initial_state: for recurrent policies, ``batch -> state`` at an episode start.
         scale: the input value that maps to 1.0 when the layout names none (default: 255 for
-            uint8, floats unscaled); CleanRL agents, which scale inside, use 1.0.
+            uint8, floats unscaled); CleanRL agents, which scale inside, use 1.0. On the first
+            uint8 batch the adapter checks that the network's first layer does not see pixels
+            scaled twice (max <= 1/255: the model divides by 255 too) and raises if it does.
+        accepts: other layouts the raw observations may come in (e.g. SB3's channels-last frames
+            beside the channels-first ones its policy was built for); each must give the same
+            network input.
+        action_space: the env's action space (a Gymnasium ``Box`` for continuous policies), so
+            players can map the policy's actions to the env's bounds.
+        cam_layer: the layer CAM methods use when none is named (default: the model's
+            ``cam_layer`` attribute, else its last conv outside target networks).
     """
 
     def __init__(
@@ -129,6 +115,10 @@ class PolicyAdapter:
         state_forward: StateForwardFn | None = None,
         initial_state: Callable[[int], State] | None = None,
         scale: float | None = None,
+        output: str | None = None,
+        accepts: Sequence[ObservationLayout] = (),
+        action_space=None,
+        cam_layer: str | None = None,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(
@@ -149,17 +139,34 @@ class PolicyAdapter:
         self._state_forward = state_forward
         self._initial_state = initial_state
         self._held_state: State | None = None
+        if output is not None and output not in OUTPUT_KINDS:
+            raise ValueError(
+                f"output={output!r} is not a policy output kind; use one of {list(OUTPUT_KINDS)}"
+            )
+        self.output = output
+        self.accepts = tuple(resolve_layout(a, None) for a in accepts)
+        self.action_space = action_space
+        self.cam_layer = cam_layer
+        self._scale_checked = False
 
     @classmethod
-    def from_sb3(cls, model, action_names: Sequence[str] | None = None) -> PolicyAdapter:
-        """Stable-Baselines3 PPO/A2C/DQN policy (or algorithm); see :mod:`rlviz.policy.sb3`.
+    def from_sb3(
+        cls,
+        model,
+        action_names: Sequence[str] | None = None,
+        layout: ObservationLayout | str | None = None,
+    ) -> PolicyAdapter:
+        """Any Stable-Baselines3 / sb3-contrib algorithm (PPO, A2C, SAC, TD3, DQN, QR-DQN,
+        RecurrentPPO) or its ``model.policy``; see :mod:`rlviz.policy.sb3`.
 
         Layer names are those of ``model.policy`` (e.g. ``"features_extractor.cnn.4"``). For DQN
-        the "logits" are Q-values, so ``ActionLogit(k)`` explains Q(s, k).
+        the "logits" are Q-values, so ``ActionLogit(k)`` explains Q(s, k). Observations are taken
+        channels first or last, as ``model.predict`` takes them; the number of stacked frames is
+        read from the algorithm's ``VecFrameStack`` or given as ``layout=`` (e.g. ``"4x1:CHW"``).
         """
         from rlviz.policy.sb3 import sb3_parts  # lazy: sb3.py never imports this module back
 
-        parts = sb3_parts(model)
+        parts = sb3_parts(model, layout=layout)
         return cls(parts.module, action_names=action_names, **parts.adapter_kwargs())
 
     @classmethod
@@ -198,10 +205,26 @@ class PolicyAdapter:
         return self._state_forward is not None
 
     def layout_for(self, obs: np.ndarray | torch.Tensor | Sequence) -> ObservationLayout:
-        """The declared layout, or the one the shape of ``obs`` (one or a batch) implies."""
+        """The declared layout (or one of ``accepts``) that fits ``obs`` (one or a batch), or
+        the one its shape implies."""
+        first = obs[0] if isinstance(obs, (list, tuple)) else obs
         layout = self.layout
+        if layout is not None and self.accepts:
+            shape = tuple(np.shape(first))
+            for candidate in (layout, *self.accepts):
+                if _fits(candidate, shape) or _fits(candidate, shape[1:]):
+                    layout = candidate
+                    break
+            else:
+                wanted = " or ".join(
+                    f"[{', '.join(str(d) for d in _example_shape(c, shape))}]"
+                    for c in (layout, *self.accepts)
+                )
+                raise LayoutError(
+                    f"observations shaped {list(shape)} fit none of this policy's layouts; "
+                    f"expected one observation {wanted} (or a batch of them)"
+                )
         if layout is None:
-            first = obs[0] if isinstance(obs, (list, tuple)) else obs
             shape = tuple(np.shape(first))
             if not isinstance(obs, (list, tuple)) and len(shape) in (4, 5):
                 shape = shape[1:]  # 4-D and 5-D arrays are batches of observations
@@ -213,10 +236,60 @@ class PolicyAdapter:
     def preprocess(self, obs: np.ndarray | torch.Tensor | Sequence) -> torch.Tensor:
         """Raw observations (one or a batch) -> float network input [B, K*C, H, W]."""
         if self._preprocess is None:
-            return self.layout_for(obs).to_network(obs, self.device)
-        if self.layout is not None:
-            return self._preprocess(self.layout.batch(obs, self.device))
-        return self._preprocess(to_tensor_batch(obs, self.device))
+            layout = self.layout_for(obs)
+            x = layout.to_network(obs, self.device)
+        elif self.layout is not None:
+            x = self._preprocess(self.layout_for(obs).batch(obs, self.device))
+        else:
+            x = self._preprocess(to_tensor_batch(obs, self.device))
+        if not self._scale_checked:
+            self._check_input_scale(obs, x)
+        return x
+
+    def _check_input_scale(self, obs, x: torch.Tensor) -> None:
+        """Once: raise if uint8 pixels reach the first layer scaled twice (max <= 1/255)."""
+        first = obs[0] if isinstance(obs, (list, tuple)) else obs
+        dtype = getattr(first, "dtype", None)
+        if dtype not in (np.uint8, torch.uint8):
+            return
+        raw_max = float(np.max(np.asarray(first))) if not isinstance(first, torch.Tensor) else float(first.max())
+        if raw_max < 2:  # a (nearly) black frame says nothing about scaling
+            return
+        self._scale_checked = True
+        seen: list[tuple[str, float]] = []
+        names = {m: n for n, m in self.model.named_modules()}
+
+        per_row = x[:1].numel()
+
+        def record(module: nn.Module, args: tuple) -> None:
+            # The first layer fed the pixels themselves (same size as the input, perhaps
+            # scaled or permuted), not a recurrent state or another head's features.
+            if not seen and args and isinstance(args[0], torch.Tensor):
+                if args[0].numel() == per_row:
+                    seen.append((names.get(module, "?"), float(args[0].detach().abs().max())))
+
+        layers = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+        handles = [
+            m.register_forward_pre_hook(record) for m in self.model.modules() if isinstance(m, layers)
+        ]
+        try:
+            with torch.no_grad():
+                row = x[:1]
+                if self.recurrent:
+                    self.step(row, self.initial_state(1))
+                else:
+                    self._forward(row)
+        finally:
+            for handle in handles:
+                handle.remove()
+        if seen and 0.0 < seen[0][1] <= 1.0 / 255.0 + 1e-7:
+            layer, top = seen[0]
+            raise ValueError(
+                f"pixels up to {raw_max:.0f} reach the network's first layer {layer!r} as at most "
+                f"{top:.2g} (<= 1/255): they are scaled twice (rlviz divides uint8 by 255 and the "
+                "model divides again); pass scale=1.0 to PolicyAdapter, or use the framework's "
+                "PolicyAdapter.from_* constructor"
+            )
 
     def initial_state(self, batch: int) -> State:
         """A recurrent policy's state at an episode start, batch-first tensors [batch, ...]."""
@@ -245,8 +318,8 @@ class PolicyAdapter:
         :meth:`holding_state`), taking its ``rows`` for batches built from repeated frames.
         """
         if self._state_forward is None:
-            return as_policy_output(self._forward(x))
-        return as_policy_output(self.step(x, state, rows)[0])
+            return read_output(self._forward(x), self.output)
+        return read_output(self.step(x, state, rows)[0], self.output)
 
     def step(
         self,
@@ -312,6 +385,20 @@ class PolicyAdapter:
             if len(names) == n_actions:
                 return tuple(str(n).lower() for n in names)
         return tuple(f"a{k}" for k in range(n_actions))
+
+
+def _fits(layout: ObservationLayout, shape: tuple[int, ...]) -> bool:
+    try:
+        layout.image_size(shape)
+    except LayoutError:
+        return False
+    return True
+
+
+def _example_shape(layout: ObservationLayout, shape: tuple[int, ...]) -> tuple[int, ...]:
+    """One observation of ``layout``, with the image size guessed from the largest axes seen."""
+    sizes = sorted(shape, reverse=True)[:2] if len(shape) >= 2 else [84, 84]
+    return layout.obs_shape(*sizes)
 
 
 def as_adapter(policy: PolicyAdapter | nn.Module) -> PolicyAdapter:

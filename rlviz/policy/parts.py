@@ -25,6 +25,10 @@ class PolicyParts:
     scale: float | None = None
     state_forward: Callable | None = None
     initial_state: Callable | None = None
+    output: str | None = None
+    accepts: tuple = ()
+    action_space: object = None
+    cam_layer: str | None = None
 
     def adapter_kwargs(self) -> dict:
         """Everything but the module, as keyword arguments of ``PolicyAdapter``."""
