@@ -1,14 +1,17 @@
-"""``rlviz.explain``: several attribution methods on the same frames in one call."""
+"""``rlviz.explain``: several attribution methods on the same frames in one call, and the one
+loop that explains a recorded episode chunk by chunk (:func:`explain_rollout`)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 
 import numpy as np
 from torch import nn
 
 from rlviz.methods import AttributionMethod, get_method, method_options
 from rlviz.policy import PolicyAdapter, as_adapter
+from rlviz.targets import as_target, subset_target
 
 
 def explain(
@@ -95,3 +98,117 @@ def frame_share(maps: np.ndarray) -> np.ndarray:
     total = mass.sum(axis=1, keepdims=True)
     equal = np.full_like(mass, 1.0 / maps.shape[1])
     return np.where(total > 0, mass / np.where(total > 0, total, 1.0), equal).astype(np.float32)
+
+
+#: Frames per attribution pass of an episode: big enough to batch well, small enough that a long
+#: episode's activations and gradients are never all alive at once (memory flat in its length).
+EXPLAIN_BATCH = 128
+#: Steps explained per chunk of an episode (a multiple of the batch, so passes split the same
+#: way whatever the chunking): each chunk's raw maps are handed on before the next is computed.
+EPISODE_CHUNK = 256
+
+
+@dataclass(frozen=True)
+class MapJob:
+    """One map row of an episode: ``method`` explaining ``target`` at every step.
+
+    Attributes:
+        key: the name the caller files it under (e.g. ``"gradient|value"``).
+        method: an attribution method name.
+        target: anything :func:`explain` takes; per-step targets (``TakenAction(actions)``) are
+            cut to each pass's rows.
+        per_frame: one map per stack frame ([K, H, W] a step).
+    """
+
+    key: str
+    method: str
+    target: object = None
+    per_frame: bool = False
+
+
+def episode_chunk(batch_size: int | None) -> int:
+    """Steps per chunk for ``batch_size`` frames per pass: a multiple of the batch near
+    :data:`EPISODE_CHUNK`."""
+    batch = batch_size or EXPLAIN_BATCH
+    return batch * max(1, EPISODE_CHUNK // batch)
+
+
+def explain_rollout(
+    policy: PolicyAdapter | nn.Module,
+    obs,
+    jobs: Iterable[MapJob],
+    *,
+    layer: str | None = None,
+    batch_size: int | None = EXPLAIN_BATCH,
+    states: object = None,
+    start: int = 0,
+    stop: int | None = None,
+) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
+    """Raw maps of a recorded episode, chunk by chunk: the one loop that explains an episode
+    (the video and the explorer differ only in what they do with the maps).
+
+    Args:
+        policy: the policy that played it (a recurrent one with ``states`` held per step).
+        obs: observations [T, ...] in the policy's layout: an array or an
+            :class:`rlviz.spool.StepArray` (only one chunk of it is read at a time).
+        jobs: the :class:`MapJob` rows to compute.
+        batch_size: frames per forward/backward pass; passes start at multiples of it, so the
+            maps are those of one pass over the episode in ``batch_size`` batches.
+        states: a recurrent policy's state entering each step (tuple of [T, ...] tensors).
+        start, stop: explain steps [start, stop) only (a window of the episode).
+
+    Yields:
+        (first step of the chunk, key -> float32 raw maps [n, H, W] ([n, K, H, W] per frame)).
+    """
+    adapter = as_adapter(policy)
+    jobs = [(job, as_target(job.target)) for job in jobs]
+    step = batch_size or EXPLAIN_BATCH
+    stop = len(obs) if stop is None else min(stop, len(obs))
+    chunk = episode_chunk(step)
+    for first in range(start, stop, chunk):
+        last = min(first + chunk, stop)
+        block = np.asarray(obs[first:last])
+        out: dict[str, np.ndarray] = {}
+        for job, target in jobs:
+            raw = None
+            for s in range(first, last, step):
+                rows = slice(s, min(s + step, last))
+                part = explain(
+                    adapter,
+                    block[rows.start - first : rows.stop - first],
+                    methods=[job.method],
+                    layer=layer,
+                    target=subset_target(target, rows),
+                    per_frame=job.per_frame,
+                    states=None if states is None else tuple(x[rows] for x in states),
+                )[job.method]
+                if raw is None:
+                    raw = np.empty((last - first, *part.shape[1:]), np.float32)
+                raw[s - first : s - first + len(part)] = part
+            out[job.key] = raw
+        yield first, out
+
+
+def attribute_episode(
+    policy: PolicyAdapter | nn.Module,
+    obs,
+    method: str,
+    target: object,
+    *,
+    layer: str | None = None,
+    batch_size: int | None = EXPLAIN_BATCH,
+    per_frame: bool = False,
+    states: object = None,
+) -> np.ndarray:
+    """Raw maps float32 [T, H, W] ([T, K, H, W] ``per_frame``) of one method and target over a
+    whole episode: :func:`explain_rollout` of one job, gathered into one array."""
+    out = None
+    job = MapJob("maps", method, target, per_frame)
+    for first, part in explain_rollout(
+        policy, obs, [job], layer=layer, batch_size=batch_size, states=states
+    ):
+        raw = part["maps"]
+        if out is None:
+            out = np.empty((len(obs), *raw.shape[1:]), np.float32)
+        out[first : first + len(raw)] = raw
+    return out

@@ -1,8 +1,8 @@
 """Explain a whole episode in batches for the video panels: maps float16, one scale per episode.
 
-Attribution runs in passes of ``EXPLAIN_BATCH`` frames into one preallocated array, and maps are
-normalised chunk by chunk, so a long episode never holds its activations, gradients or raw maps
-more than once.
+Attribution runs chunk by chunk (:func:`rlviz.explain.explain_rollout`, ``EXPLAIN_BATCH`` frames
+per pass); raw maps go to disk while the colour scale is gathered, then are scaled chunk by chunk,
+so a long episode never holds its activations, gradients or maps in memory at once.
 """
 
 from __future__ import annotations
@@ -14,20 +14,22 @@ from typing import Any
 import numpy as np
 import torch
 
-from rlviz.explain import explain
-from rlviz.memory import memory_reliance
+from rlviz.explain import EXPLAIN_BATCH, MapJob, episode_chunk, explain_rollout, frame_share
+from rlviz.memory import MemoryReliance, memory_reliance
 from rlviz.methods import available_methods, get_method
 from rlviz.policy import PolicyAdapter, as_adapter
 from rlviz.rollout import Rollout
+from rlviz.spool import Spool, blocks
 from rlviz.statemap.dataset import layer_features
 from rlviz.targets import TakenAction
 from rlviz.video.episode import EpisodeExplanation
 from rlviz.video.scale import (  # noqa: F401  (MAP_DTYPE, NORMALIZE_MODES: part of this API)
     MAP_DTYPE,
     NORMALIZE_MODES,
+    EpisodeScale,
     is_signed,
     normalize_maps,
-    normalize_stack,
+    scale_block,
 )
 from rlviz.video.timeline import (
     State,
@@ -42,9 +44,6 @@ from rlviz.video.timeline import (
 #: share of attribution on the goal box and points at it in 80% of frames, the best of the input
 #: methods; Grad-CAM is the layer view. Incremental occlusion makes it affordable in videos.
 DEFAULT_METHODS = ("occlusion", "gradcam")
-#: Frames per attribution pass: big enough to batch well, small enough that a long episode's
-#: activations and gradients are never all alive at once (memory flat in episode length).
-EXPLAIN_BATCH = 128
 #: States placed on the state map per pass (their features are never all held).
 EMBED_BATCH = 256
 
@@ -58,51 +57,6 @@ def check_methods(methods: Sequence[str]) -> None:
             raise ValueError(
                 f"unknown attribution method {name!r}; valid: {', '.join(available_methods())}"
             ) from None
-
-
-def attribute_episode(
-    adapter: PolicyAdapter,
-    obs: np.ndarray,
-    method: str,
-    actions: np.ndarray,
-    *,
-    layer: str | None = None,
-    batch_size: int | None = EXPLAIN_BATCH,
-    per_frame: bool = False,
-    states: State | None = None,
-) -> np.ndarray:
-    """Raw maps float32 [T, H, W] ([T, K, H, W] ``per_frame``) of ``method`` for
-    log pi(actions_t | s_t), chunk by chunk into one preallocated array (no list of chunks plus a
-    concatenated copy). A recurrent policy's step t is explained with ``states`` [T, ...] held."""
-    step = batch_size or EXPLAIN_BATCH
-    out = None
-    for start in range(0, len(obs), step):
-        rows = slice(start, start + step)
-        part = explain(
-            adapter,
-            obs[rows],
-            methods=[method],
-            layer=layer,
-            target=TakenAction(actions[rows]),
-            per_frame=per_frame,
-            states=None if states is None else tuple(s[rows] for s in states),
-        )[method]
-        if out is None:
-            out = np.empty((len(obs), *part.shape[1:]), np.float32)
-        out[start : start + len(part)] = part
-    return out
-
-
-def per_action_maps(
-    adapter: PolicyAdapter, rollout: Rollout, method: str, normalize: str, **options: Any
-) -> np.ndarray:
-    """[T, A, H, W]: a map of log pi(k | s_t) for every action k, all actions on one scale."""
-    n = len(rollout)
-    per = [
-        attribute_episode(adapter, rollout.obs, method, np.full(n, k, np.int64), **options)
-        for k in range(rollout.probs.shape[1])
-    ]
-    return normalize_stack(np.stack(per, axis=1), normalize, is_signed(method))[0]
 
 
 def embedding_layer_of(embedding) -> tuple[str | None, str]:
@@ -153,6 +107,7 @@ def explain_episode(
     action_names: Sequence[str] | None = None,
     batch_size: int | None = EXPLAIN_BATCH,
     meta: dict[str, Any] | None = None,
+    spool: Spool | None = None,
 ) -> EpisodeExplanation:
     """Explain a whole episode in batches (never frame by frame) for the video panels.
 
@@ -167,6 +122,13 @@ def explain_episode(
         embedding_layer: the layer its features come from (default: ``embedding.meta["layer"]``).
         top_down: per-step top-down images of the episode, if any.
         batch_size: images per forward/backward pass (memory knob; None: the method's default).
+        spool: keep the maps in this :class:`rlviz.spool.Spool` (disk-backed, flat memory for
+            long episodes); None: numpy arrays.
+
+    Two passes over the episode, chunk by chunk (:func:`rlviz.explain.explain_rollout`): the
+    first explains every step once, keeps the raw maps on disk and gathers each colour scale
+    exactly (:class:`rlviz.video.scale.EpisodeScale`); the second scales them. Only one chunk's
+    maps are ever in memory.
 
     A policy with memory gets more: a recurrent one is explained step by step with the state
     entering each step held fixed (``rollout.states``), and a memory-reliance trace
@@ -181,41 +143,66 @@ def explain_episode(
     layout = episode_layout(adapter, rollout)
     adapter = with_layout(adapter, layout)  # an env's stack layout reaches every method
     states = episode_states(adapter, rollout)
-    options = {"layer": layer, "batch_size": batch_size, "states": states}
-    maps, ranges, signs = {}, {}, {}
+    n = len(rollout)
+    taken = TakenAction(rollout.actions)
     time_maps = TimeMaps(layout, methods)
-    for name in methods:  # one method at a time: one raw [T, H, W] float32 alive at once
-        signs[name] = is_signed(name)
-        per_frame = time_maps.per_frame(name)
-        raw = attribute_episode(
-            adapter, rollout.obs, name, rollout.actions, per_frame=per_frame, **options
-        )
-        if per_frame:
-            maps[name], ranges[name] = time_maps.add(name, raw, normalize, signs[name])
-        else:
-            maps[name], ranges[name] = normalize_maps(raw, normalize, signs[name])
-        del raw
+    jobs = [MapJob(name, name, taken, time_maps.per_frame(name)) for name in methods]
+    groups = {name: [name] for name in methods}  # colour scale -> the jobs sharing it
     if time_maps.missing:  # no input-space method among them: the stack panel's own maps
-        name = time_maps.method
-        raw = attribute_episode(
-            adapter, rollout.obs, name, rollout.actions, per_frame=True, **options
-        )
-        time_maps.add(name, raw, normalize, is_signed(name))
-        signs.setdefault(name, is_signed(name))
-    action_maps = {}
+        jobs.append(MapJob(_STACK, time_maps.method, taken, True))
+        groups[_STACK] = [_STACK]
     if per_action:
-        signs[per_action] = is_signed(per_action)
-        action_maps[per_action] = per_action_maps(
-            adapter, rollout, per_action, normalize, **options
-        )
+        keys = [f"{_ACTIONS}{k}" for k in range(rollout.probs.shape[1])]
+        jobs += [
+            MapJob(key, per_action, TakenAction(np.full(n, k, np.int64)))
+            for k, key in enumerate(keys)
+        ]
+        groups[_ACTIONS] = keys
+    method_of = {job.key: job.method for job in jobs}
+    signed = {group: is_signed(method_of[keys[0]]) for group, keys in groups.items()}
+    stack_key = next((j.key for j in jobs if j.method == time_maps.method and j.per_frame), None)
+    with Spool() if spool is None else nullcontext(spool) as store:
+        raw = {job.key: store.array(f"raw-{job.key}", episode_chunk(batch_size)) for job in jobs}
+        scales = {
+            group: EpisodeScale(n * len(keys), signed[group]) for group, keys in groups.items()
+        }
+        shares = []
+        for _, part in explain_rollout(
+            adapter, rollout.obs, jobs, layer=layer, batch_size=batch_size, states=states
+        ):
+            for group, keys in groups.items():
+                for key in keys:
+                    scales[group].update(part[key])
+            if stack_key is not None:
+                shares.append(frame_share(part[stack_key]))
+            for key, block in part.items():
+                raw[key].extend(block)
+            del part
+        out = _scaled(store, raw, groups, scales, normalize, signed, stack_key)
+        for array in raw.values():
+            array.discard()  # pass 2 is done with them
+        maps = {name: out[name] for name in methods}
+        frame_maps = {time_maps.method: out[_FRAMES]} if _FRAMES in out else {}
+        action_maps = {per_action: out[_ACTIONS]} if per_action else {}
+        if spool is None:  # the caller holds no spool: hand back arrays (short episodes)
+            maps = {k: np.asarray(v) for k, v in maps.items()}
+            frame_maps = {k: np.asarray(v) for k, v in frame_maps.items()}
+            action_maps = {k: np.asarray(v) for k, v in action_maps.items()}
+    ranges = {
+        name: (-scales[name].high if signed[name] else 0.0, scales[name].high) for name in methods
+    }
+    newest = [j.method for j in jobs if j.per_frame and j.method in maps]
+    signs = {name: signed[name] for name in methods}
+    if time_maps.missing:
+        signs.setdefault(time_maps.method, signed[_STACK])
+    if per_action:
+        signs[per_action] = signed[_ACTIONS]
     xy = None
     if embedding is not None:
         xy = place_states(adapter, rollout.obs, embedding, embedding_layer, states)
     memory = None
     if has_memory(adapter, layout):
-        memory = memory_reliance(
-            adapter, rollout.obs, TakenAction(rollout.actions), states=states, layout=layout
-        )
+        memory = episode_memory(adapter, rollout, states, layout)
     return EpisodeExplanation(
         rollout=rollout,
         maps=maps,
@@ -229,8 +216,73 @@ def explain_episode(
         top_down=top_down,
         meta=dict(meta or {}),
         layout=layout,
-        frame_maps=time_maps.frame_maps,
-        frame_shares=time_maps.shares,
+        frame_maps=frame_maps,
+        frame_shares=np.concatenate(shares) if shares else None,
         memory=memory,
-        newest_maps=tuple(m for m in time_maps.newest if m in maps),
+        newest_maps=tuple(newest),
     )
+
+
+#: Keys of the maps that are not a method's own: the stack panel's fallback method, the
+#: per-action maps (one job per action, one scale), and the stack method's per-frame maps.
+_STACK, _ACTIONS, _FRAMES = "stack:", "action:", "frames:"
+
+
+def _scaled(store, raw, groups, scales, mode, signed, stack_key) -> dict:
+    """Pass 2: every group's raw maps on its scale, chunk by chunk into float16 arrays of
+    ``store``: per method [T, H, W] (a per-frame method: its newest frame's), the stack
+    method's [T, K, H, W] under ``_FRAMES``, the per-action maps [T, A, H, W] under ``_ACTIONS``."""
+    out = {}
+    for group, keys in groups.items():
+        high = scales[group].high
+        streams = [raw[key].chunks() for key in keys]
+        for parts in zip(*streams, strict=True):
+            blocks = [block for _, block in parts]
+            if group == _ACTIONS:
+                block = np.stack(blocks, axis=1)  # [n, A, H, W]: one scale over every action
+            else:
+                block = blocks[0]
+            if block.ndim == 4:  # the N maps of a step share its scale in "frame" mode
+                n = len(block)
+                scaled = scale_block(
+                    block.reshape(n, -1, block.shape[-1]), mode, signed[group], high
+                )
+                scaled = scaled.reshape(block.shape)
+            else:
+                scaled = scale_block(block, mode, signed[group], high)
+            if group == _ACTIONS:
+                _put(out, store, _ACTIONS, scaled)
+            elif scaled.ndim == 4:
+                if group != _STACK:
+                    _put(out, store, group, np.ascontiguousarray(scaled[:, -1]))
+                if keys[0] == stack_key:
+                    _put(out, store, _FRAMES, scaled)
+            else:
+                _put(out, store, group, scaled)
+    return out
+
+
+def _put(out: dict, store, key: str, block: np.ndarray) -> None:
+    if key not in out:
+        out[key] = store.array(f"maps-{key}")
+    out[key].extend(block)
+
+
+def episode_memory(adapter, rollout: Rollout, states, layout):
+    """Memory reliance of the taken actions, a block of steps at a time (the blocks of
+    :func:`rlviz.memory.memory_reliance`'s own passes, so the same numbers)."""
+    from rlviz.memory import DEFAULT_BATCH
+
+    kl, share = [], []
+    for first, obs in blocks(rollout.obs, DEFAULT_BATCH):
+        rows = slice(first, first + len(obs))
+        part = memory_reliance(
+            adapter,
+            obs,
+            TakenAction(rollout.actions[rows]),
+            states=None if states is None else tuple(s[rows] for s in states),
+            layout=layout,
+        )
+        kl.append(part.kl)
+        share.append(part.share)
+    return MemoryReliance(kl=np.concatenate(kl), share=np.concatenate(share))

@@ -1,0 +1,388 @@
+"""Disk-backed per-step arrays: a long episode's observations and maps live in chunk files, not RAM.
+
+A :class:`Spool` is one temp folder (``rlviz-spool-<pid>-*`` under ``$RLVIZ_TMPDIR`` or the system
+temp dir) that holds :class:`StepArray` chunk files. It is removed when the ``with`` block ends,
+however it ends (an exception, Ctrl-C, ``SIGTERM`` while it is open), at interpreter exit if
+never closed, and a folder left by a killed process (``SIGKILL``: nothing runs) is removed by the
+next spool opened on the machine (its pid is gone).
+
+Chunks are written with plain file writes and read back with ``np.load`` one at a time, not
+memory-mapped: a mapped page that was touched counts in the process's resident memory until it is
+unmapped, so a memmap of a whole episode grows RSS as much as a list would.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import shutil
+import signal
+import tempfile
+import threading
+import weakref
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+#: Steps per chunk file: a chunk of 84x84x4 observations is ~7 MB, of float32 maps ~7-30 MB.
+CHUNK_STEPS = 256
+_PREFIX = "rlviz-spool-"
+_open: weakref.WeakSet[Spool] = weakref.WeakSet()
+
+
+def spool_root() -> Path:
+    """Where spools are made: ``$RLVIZ_TMPDIR``, else the system temp dir."""
+    return Path(os.environ.get("RLVIZ_TMPDIR") or tempfile.gettempdir())
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return True
+
+
+def remove_stale(root: Path | None = None) -> list[Path]:
+    """Remove spool folders of processes that no longer run (killed before they could clean up)."""
+    removed = []
+    root = Path(root) if root is not None else spool_root()
+    for path in root.glob(_PREFIX + "*"):
+        try:
+            pid = int(path.name[len(_PREFIX) :].split("-", 1)[0])
+        except ValueError:
+            continue
+        if pid != os.getpid() and not _alive(pid):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
+
+
+class _Sigterm:
+    """While a spool is open in the main thread, SIGTERM raises SystemExit (so ``finally`` blocks
+    and the spool's cleanup run) instead of ending the process at once; restored after."""
+
+    depth = 0
+    previous = None
+    lock = threading.Lock()
+
+    @classmethod
+    def enter(cls) -> bool:
+        if threading.current_thread() is not threading.main_thread():
+            return False
+        with cls.lock:
+            if cls.depth == 0:
+                if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+                    return False  # the application handles SIGTERM itself: leave it
+                cls.previous = signal.signal(signal.SIGTERM, _raise_exit)
+            cls.depth += 1
+            return True
+
+    @classmethod
+    def leave(cls) -> None:
+        with cls.lock:
+            cls.depth -= 1
+            if cls.depth == 0 and threading.current_thread() is threading.main_thread():
+                signal.signal(signal.SIGTERM, cls.previous or signal.SIG_DFL)
+
+
+def _raise_exit(signum, frame):
+    raise SystemExit(128 + signum)
+
+
+class Spool:
+    """A temp folder of per-step chunk files, removed on close (use it as a context manager).
+
+    Args:
+        chunk: steps per chunk file of the arrays made here.
+        root: parent folder (default :func:`spool_root`).
+    """
+
+    def __init__(self, chunk: int = CHUNK_STEPS, root: str | os.PathLike | None = None) -> None:
+        if chunk < 1:
+            raise ValueError(f"chunk must be >= 1 step, got {chunk}")
+        self.chunk = int(chunk)
+        root = Path(root) if root is not None else spool_root()
+        root.mkdir(parents=True, exist_ok=True)
+        remove_stale(root)
+        self.path = Path(tempfile.mkdtemp(prefix=f"{_PREFIX}{os.getpid()}-", dir=root))
+        self._names: set[str] = set()
+        self._signal = _Sigterm.enter()
+        _open.add(self)
+
+    def array(self, name: str, chunk: int | None = None) -> StepArray:
+        """A new empty :class:`StepArray` stored here under ``name``."""
+        if name in self._names:
+            raise ValueError(f"spool array {name!r} exists already")
+        self._names.add(name)
+        return StepArray(self.path / name, chunk or self.chunk)
+
+    def close(self) -> None:
+        """Remove the folder and everything in it (again: nothing)."""
+        if self.path is not None:
+            shutil.rmtree(self.path, ignore_errors=True)
+            self.path = None
+            if self._signal:
+                _Sigterm.leave()
+                self._signal = False
+
+    @property
+    def closed(self) -> bool:
+        return self.path is None
+
+    def __enter__(self) -> Spool:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+@atexit.register
+def _close_all() -> None:
+    for spool in list(_open):
+        spool.close()
+
+
+class StepArray:
+    """An array [T, ...] appended one step (or block) at a time and kept in chunk files.
+
+    Reads take ints, slices and integer arrays on the first axis (then numpy indexing on the
+    rest) and load only the chunks they touch; the last chunk read stays cached, so a pass in
+    step order reads each chunk once. ``np.asarray`` gives the whole array (short episodes).
+    """
+
+    def __init__(self, folder: Path, chunk: int = CHUNK_STEPS) -> None:
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=False)
+        self.chunk = int(chunk)
+        self._files = 0  # chunk files written
+        self._pending: list[np.ndarray] = []  # steps of the chunk being filled
+        self._item: tuple[tuple[int, ...], np.dtype] | None = None
+        self._cache: tuple[int, np.ndarray] | None = None
+
+    # ---------------------------------------------------------------------------- writing
+    def append(self, step) -> None:
+        """Add one step."""
+        step = np.asarray(step)
+        if self._item is None:
+            self._item = (step.shape, step.dtype)
+        elif (step.shape, step.dtype) != self._item:
+            raise ValueError(
+                f"step of shape {step.shape} {step.dtype} appended to a StepArray of "
+                f"{self._item[0]} {self._item[1]}; every step must have the same shape and dtype"
+            )
+        self._pending.append(np.array(step, copy=True))
+        if len(self._pending) == self.chunk:
+            self._flush()
+
+    def extend(self, steps) -> None:
+        """Add steps [n, ...] (a block); whole chunks are written straight from it."""
+        steps = np.asarray(steps)
+        if len(steps) == 0:
+            return
+        if self._item is None:
+            self._item = (steps.shape[1:], steps.dtype)
+        elif (steps.shape[1:], steps.dtype) != self._item:
+            raise ValueError(
+                f"steps of shape {steps.shape[1:]} {steps.dtype} added to a StepArray of "
+                f"{self._item[0]} {self._item[1]}; every step must have the same shape and dtype"
+            )
+        i = 0
+        while i < len(steps) and self._pending:  # top up the chunk being filled
+            self.append(steps[i])
+            i += 1
+        while len(steps) - i >= self.chunk:
+            self._write(steps[i : i + self.chunk])
+            i += self.chunk
+        for step in steps[i:]:
+            self.append(step)
+
+    def _flush(self) -> None:
+        self._write(np.stack(self._pending))
+        self._pending = []
+
+    def _write(self, block: np.ndarray) -> None:
+        with open(self.folder / f"{self._files:06d}.npy", "wb") as f:
+            np.save(f, block, allow_pickle=False)
+        self._files += 1
+
+    def discard(self) -> None:
+        """Delete the chunk files now (the array is empty afterwards)."""
+        shutil.rmtree(self.folder, ignore_errors=True)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self._files, self._pending, self._cache = 0, [], None
+
+    # ---------------------------------------------------------------------------- reading
+    def __len__(self) -> int:
+        return self._files * self.chunk + len(self._pending)
+
+    @property
+    def item_shape(self) -> tuple[int, ...]:
+        return self._item[0] if self._item is not None else ()
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (len(self), *self.item_shape)
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self._item[1] if self._item is not None else np.dtype(np.float32)
+
+    @property
+    def ndim(self) -> int:
+        return 1 + len(self.item_shape)
+
+    @property
+    def nbytes(self) -> int:
+        return len(self) * int(np.prod(self.item_shape, dtype=np.int64)) * self.dtype.itemsize
+
+    def _chunk(self, c: int) -> np.ndarray:
+        if c == self._files:
+            return np.stack(self._pending) if self._pending else self._empty(0)
+        if self._cache is not None and self._cache[0] == c:
+            return self._cache[1]
+        block = np.load(self.folder / f"{c:06d}.npy", allow_pickle=False)
+        self._cache = (c, block)
+        return block
+
+    def _empty(self, n: int) -> np.ndarray:
+        return np.empty((n, *self.item_shape), self.dtype)
+
+    def chunks(self, start: int = 0, stop: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
+        """(first step, block) for each chunk-aligned block of steps [start, stop)."""
+        stop = len(self) if stop is None else min(stop, len(self))
+        t = start
+        while t < stop:
+            c = t // self.chunk
+            end = min((c + 1) * self.chunk, stop)
+            block = self._chunk(c)
+            yield t, block[t - c * self.chunk : end - c * self.chunk]
+            t = end
+
+    def _rows(self, start: int, stop: int) -> np.ndarray:
+        parts = [block for _, block in self.chunks(start, stop)]
+        if not parts:
+            return self._empty(0)
+        return parts[0].copy() if len(parts) == 1 else np.concatenate(parts)
+
+    def __getitem__(self, key):
+        rest = ()
+        if isinstance(key, tuple):
+            key, rest = key[0], key[1:]
+        n = len(self)
+        if isinstance(key, (int, np.integer)):
+            t = int(key) + n if key < 0 else int(key)
+            if not 0 <= t < n:
+                raise IndexError(f"step {key} out of range for {n} steps")
+            c = t // self.chunk
+            out = self._chunk(c)[t - c * self.chunk]
+        elif isinstance(key, slice):
+            start, stop, step = key.indices(n)
+            out = self._rows(start, max(start, stop)) if step == 1 else np.asarray(self)[key]
+        elif key is Ellipsis:
+            out = np.asarray(self)
+        else:
+            index = np.asarray(key)
+            if index.dtype == bool:
+                index = np.flatnonzero(index)
+            index = np.where(index < 0, index + n, index)
+            out = self._empty(len(index))
+            for i, t in enumerate(index.tolist()):
+                out[i] = self[t]
+        return _rest(out, rest, isinstance(key, (int, np.integer)))
+
+    def __array__(self, dtype=None, copy=None):
+        whole = self._rows(0, len(self))
+        return whole if dtype is None else whole.astype(dtype, copy=False)
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        for _, block in self.chunks():
+            yield from block
+
+    def window(self, start: int, stop: int) -> StepWindow:
+        """Steps [start, stop) as a read-only view (no copy)."""
+        return StepWindow(self, start, stop)
+
+
+class StepWindow:
+    """Steps [start, stop) of a :class:`StepArray` (or another window), read like one."""
+
+    def __init__(self, base, start: int, stop: int) -> None:
+        n = len(base)
+        start, stop = max(0, min(start, n)), max(0, min(stop, n))
+        self.base, self.start, self.stop = base, start, max(start, stop)
+
+    def __len__(self) -> int:
+        return self.stop - self.start
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (len(self), *self.base.shape[1:])
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.base.dtype
+
+    @property
+    def ndim(self) -> int:
+        return self.base.ndim
+
+    def chunks(self, start: int = 0, stop: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
+        stop = len(self) if stop is None else min(stop, len(self))
+        for t, block in self.base.chunks(self.start + start, self.start + stop):
+            yield t - self.start, block
+
+    def __getitem__(self, key):
+        rest = ()
+        if isinstance(key, tuple):
+            key, rest = key[0], key[1:]
+        n = len(self)
+        if isinstance(key, (int, np.integer)):
+            t = int(key) + n if key < 0 else int(key)
+            if not 0 <= t < n:
+                raise IndexError(f"step {key} out of range for {n} steps")
+            out = self.base[self.start + t]
+        elif isinstance(key, slice):
+            start, stop, step = key.indices(n)
+            out = self.base[self.start + start : self.start + max(start, stop) : step]
+        else:
+            index = np.asarray(key)
+            if index.dtype == bool:
+                index = np.flatnonzero(index)
+            out = self.base[np.where(index < 0, index + n, index) + self.start]
+        return _rest(out, rest, isinstance(key, (int, np.integer)))
+
+    def __array__(self, dtype=None, copy=None):
+        whole = self.base[self.start : self.stop]
+        return whole if dtype is None else whole.astype(dtype, copy=False)
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        for _, block in self.chunks():
+            yield from block
+
+    def window(self, start: int, stop: int) -> StepWindow:
+        return StepWindow(self, start, stop)
+
+
+def _rest(out: np.ndarray, rest: tuple, single: bool) -> np.ndarray:
+    """Index what the first axis selected with the rest of a tuple key."""
+    if not rest:
+        return out
+    return out[rest] if single else out[(slice(None), *rest)]
+
+
+def window(array, start: int, stop: int):
+    """Steps [start, stop) of an array, StepArray or window (numpy: a view)."""
+    if isinstance(array, (StepArray, StepWindow)):
+        return array.window(start, stop)
+    return array[start:stop]
+
+
+def blocks(array, size: int, start: int = 0, stop: int | None = None):
+    """(first step, block) over [start, stop) in blocks of ``size`` steps (numpy or StepArray)."""
+    stop = len(array) if stop is None else min(stop, len(array))
+    for t in range(start, stop, size):
+        yield t, np.asarray(array[t : min(t + size, stop)])
