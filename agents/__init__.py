@@ -1,14 +1,15 @@
 """The agent rlviz explains: an actor-critic CNN, its PPO trainer, checkpoints and evaluation.
 
 ```python
-import agents
+from rlviz import agents
 model, config = agents.load_checkpoint("agents/checkpoints/boxreach.safetensors")
 adapter = agents.make_adapter(model)            # an rlviz.PolicyAdapter
 logits, value = model(agents.preprocess(frames))  # frames: uint8 [B, 60, 80, 3]
 ```
 
-Names are imported on first use, so ``import agents.vecenv`` (in env worker processes) does not
-import torch.
+Installed as ``rlviz.agents`` (the repository folder is agents/; see setup.py). Names are
+imported on first use, so an env worker process that imports ``rlviz.agents.vecenv`` loads only
+what ``import rlviz`` does (torch and numpy), not the trainer.
 """
 
 from __future__ import annotations
@@ -17,29 +18,29 @@ import importlib
 from typing import TYPE_CHECKING
 
 _EXPORTS = {
-    "ACTION_NAMES": "agents.policy",
-    "ActorCritic": "agents.policy",
-    "Architecture": "agents.policy",
-    "make_adapter": "agents.policy",
-    "preprocess": "agents.policy",
-    "CheckpointError": "agents.checkpoint",
-    "load_checkpoint": "agents.checkpoint",
-    "load_training_state": "agents.checkpoint",
-    "save_checkpoint": "agents.checkpoint",
-    "SHIPPED_CHECKPOINT": "agents.checkpoint",
+    "ACTION_NAMES": "rlviz.agents.policy",
+    "ActorCritic": "rlviz.agents.policy",
+    "Architecture": "rlviz.agents.policy",
+    "make_adapter": "rlviz.agents.policy",
+    "preprocess": "rlviz.agents.policy",
+    "CheckpointError": "rlviz.agents.checkpoint",
+    "load_checkpoint": "rlviz.agents.checkpoint",
+    "load_training_state": "rlviz.agents.checkpoint",
+    "save_checkpoint": "rlviz.agents.checkpoint",
+    "SHIPPED_CHECKPOINT": "rlviz.agents.checkpoint",
 }
 
 __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:  # for type checkers and IDEs
-    from agents.checkpoint import (  # noqa: F401
+    from rlviz.agents.checkpoint import (  # noqa: F401
         SHIPPED_CHECKPOINT,
         CheckpointError,
         load_checkpoint,
         load_training_state,
         save_checkpoint,
     )
-    from agents.policy import (  # noqa: F401
+    from rlviz.agents.policy import (  # noqa: F401
         ACTION_NAMES,
         ActorCritic,
         Architecture,

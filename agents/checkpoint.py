@@ -25,7 +25,7 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 from torch import nn
 
-from agents.policy import ActorCritic, Architecture, make_adapter
+from rlviz.agents.policy import ActorCritic, Architecture, make_adapter
 from rlviz.io import atomic_write_files
 
 if TYPE_CHECKING:
@@ -315,7 +315,7 @@ class LoadedPolicy(NamedTuple):
 
     def make_env(self, **overrides):
         """The env this policy plays in: its id and kwargs (``overrides`` win), in its frame stack."""
-        from agents.vecenv import make_env
+        from rlviz.agents.vecenv import make_env
 
         return make_env(self.env_id, {**self.env_kwargs, **overrides}, self.frame_stack)
 

@@ -24,7 +24,7 @@ class Config:
     """PPO settings. Every field is a command-line flag: ``env_id`` -> ``--env-id``."""
 
     env_id: str = "rlviz/BoxReach-v0"
-    """Gymnasium id of the task (import envs registers rlviz/*)."""
+    """Gymnasium id of the task (import rlviz.envs registers rlviz/*)."""
     env_kwargs: dict = field(default_factory=dict)
     """Extra keyword arguments for gymnasium.make, as JSON (e.g. '{"num_distractors": 1}')."""
     total_steps: int = 600_000
@@ -66,7 +66,10 @@ class Config:
     clip_vloss: bool = True
     """Clip the value update like the policy's."""
     ent_coef: float = 0.01
-    """Entropy bonus weight."""
+    """Entropy bonus weight (at the start of the run when ent_coef_end is set)."""
+    ent_coef_end: float | None = None
+    """Entropy bonus weight reached at total_steps, linearly from ent_coef (None: constant).
+    A schedule that ends sharp cuts the sampled wrong turns of a trained policy."""
     vf_coef: float = 0.5
     """Value loss weight."""
     max_grad_norm: float = 0.5

@@ -13,8 +13,8 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
-from agents.policy import ActorCritic, preprocess
-from agents.vecenv import TRAIN_SEED_RANGE, episode_seed, make_env
+from rlviz.agents.policy import ActorCritic, preprocess
+from rlviz.agents.vecenv import TRAIN_SEED_RANGE, episode_seed, make_env
 
 HELD_OUT_START = TRAIN_SEED_RANGE
 
@@ -146,7 +146,7 @@ def evaluate(
 
 def evaluate_oracle(env_id: str, seeds: Sequence[int], env_kwargs: dict | None = None) -> dict:
     """The scripted oracle (``envs.oracle``) on the same seeds; same keys as :func:`evaluate`."""
-    from envs.oracle import oracle_action
+    from rlviz.envs.oracle import oracle_action
 
     seeds = [int(s) for s in seeds]
     env = make_env(env_id, env_kwargs)
@@ -160,15 +160,3 @@ def evaluate_oracle(env_id: str, seeds: Sequence[int], env_kwargs: dict | None =
     finally:
         env.close()
     return summarise_episodes(seeds, successes, steps, returns)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``rlviz evaluate`` (:mod:`rlviz.cli.evaluate`); kept so ``python -m agents.evaluate`` and
-    ``from agents.evaluate import main`` (BENCHMARKS.md) keep working."""
-    from rlviz.cli.evaluate import main as cli_main
-
-    return cli_main(argv)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

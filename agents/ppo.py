@@ -16,9 +16,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from agents.config import Config
-from agents.diagnostics import dead_relu_fraction, explained_variance
-from agents.policy import ActorCritic, preprocess
+from rlviz.agents.config import Config
+from rlviz.agents.diagnostics import dead_relu_fraction, explained_variance
+from rlviz.agents.policy import ActorCritic, preprocess
 
 #: Statistics averaged over an update's minibatches, in the order they are summed.
 MINIBATCH_STATS = ("entropy", "approx_kl", "clip_frac", "value_loss", "policy_loss", "grad_norm")
@@ -102,7 +102,12 @@ class Batch:
 
 
 def ppo_loss(
-    logits: torch.Tensor, value: torch.Tensor, batch: Batch, idx: torch.Tensor, cfg: Config
+    logits: torch.Tensor,
+    value: torch.Tensor,
+    batch: Batch,
+    idx: torch.Tensor,
+    cfg: Config,
+    ent_coef: float | None = None,
 ) -> dict[str, torch.Tensor]:
     """PPO's loss on minibatch ``idx`` of ``batch``, given the model's ``logits`` [B, A] and
     ``value`` [B] on those samples.
@@ -131,7 +136,8 @@ def ppo_loss(
     else:
         v_loss = 0.5 * ((value - returns) ** 2).mean()
     return {
-        "loss": pg_loss - cfg.ent_coef * entropy + cfg.vf_coef * v_loss,
+        "loss": pg_loss - (cfg.ent_coef if ent_coef is None else ent_coef) * entropy
+        + cfg.vf_coef * v_loss,
         "entropy": entropy,
         "approx_kl": approx_kl,
         "clip_frac": clip_frac,
@@ -150,6 +156,7 @@ class Learner:
         self.optimizer = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate, eps=1e-5)
         self.generator = torch.Generator().manual_seed(cfg.seed * 7919 + 1)
         self.updates = 0
+        self._ent_coef = cfg.ent_coef  # this update's entropy weight (see entropy_coef)
         self.relu_layers = list(model.conv_layers)  # post-ReLU maps, for the dead-unit fraction
 
     def learning_rate(self, step: int) -> float:
@@ -157,6 +164,13 @@ class Learner:
         if not self.cfg.anneal_lr:
             return self.cfg.learning_rate
         return self.cfg.learning_rate * max(1.0 - step / self.cfg.total_steps, 0.0)
+
+    def entropy_coef(self, step: int) -> float:
+        """Entropy bonus weight for an update that starts at env step ``step``."""
+        if self.cfg.ent_coef_end is None:
+            return self.cfg.ent_coef
+        frac = min(step / self.cfg.total_steps, 1.0)
+        return self.cfg.ent_coef + frac * (self.cfg.ent_coef_end - self.cfg.ent_coef)
 
     def update(self, buf: RolloutBuffer, step: int) -> dict:
         """One PPO update on ``buf`` (collected up to env step ``step``).
@@ -170,6 +184,7 @@ class Learner:
         )
         batch = Batch.from_rollout(buf, adv, ret, self.device)
         lr = self.learning_rate(step - len(batch))
+        self._ent_coef = self.entropy_coef(step - len(batch))
         for group in self.optimizer.param_groups:
             group["lr"] = lr
 
@@ -212,7 +227,7 @@ class Learner:
         """One gradient step on minibatch ``idx`` (frames ``x``); returns its loss statistics,
         ``grad_norm`` and ``applied`` (False when the step was refused as non-finite)."""
         logits, value = self.model(x)
-        stats = ppo_loss(logits, value, batch, idx, self.cfg)
+        stats = ppo_loss(logits, value, batch, idx, self.cfg, self._ent_coef)
         loss = stats.pop("loss")
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -7,16 +7,16 @@ background learner, logging, checkpoints, resume). The command line is :mod:`rlv
 
 from __future__ import annotations
 
-from agents.config import (
+from rlviz.agents.config import (
     Config,
     add_dataclass_arguments,
     config_from_dict,
     default_run_name,
     resolve_device,
 )
-from agents.diagnostics import COLUMNS
-from agents.ppo import Learner, RolloutBuffer, compute_gae
-from agents.trainer import Trainer, init_weights, train
+from rlviz.agents.diagnostics import COLUMNS
+from rlviz.agents.ppo import Learner, RolloutBuffer, compute_gae
+from rlviz.agents.trainer import Trainer, init_weights, train
 
 __all__ = [
     "COLUMNS",

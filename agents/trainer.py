@@ -36,23 +36,23 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from agents.checkpoint import (
+from rlviz.agents.checkpoint import (
     CheckpointError,
     load_checkpoint,
     load_training_state,
     save_checkpoint,
 )
-from agents.config import Config, default_run_name, resolve_device
-from agents.diagnostics import (
+from rlviz.agents.config import Config, default_run_name, resolve_device
+from rlviz.agents.diagnostics import (
     CsvLog,
     HealthCheck,
     Thresholds,
     check_inputs,
     plot_learning_curve,
 )
-from agents.policy import ACTION_NAMES, ActorCritic, Architecture, preprocess
-from agents.ppo import Learner, RolloutBuffer
-from agents.vecenv import TRAIN_SEED_RANGE, EnvPool
+from rlviz.agents.policy import ACTION_NAMES, ActorCritic, Architecture, preprocess
+from rlviz.agents.ppo import Learner, RolloutBuffer
+from rlviz.agents.vecenv import TRAIN_SEED_RANGE, EnvPool
 
 Callback = Callable[[dict], "bool | None"]
 

@@ -50,9 +50,9 @@ def make_env(env_id: str, env_kwargs: dict | None = None, frame_stack: int = 1):
         raise ValueError(f"frame_stack={frame_stack}; expected K >= 1 (1: no stacking)")
     if frame_stack > 1:
         # Before the first env: the wrapper imports torch, which must not follow a GL context.
-        from envs.wrappers import StackFrames
+        from rlviz.envs.wrappers import StackFrames
     try:
-        import envs  # registers rlviz/* ids and knows how to start MiniWorld headless
+        from rlviz import envs  # registers rlviz/* ids and knows how to start MiniWorld headless
 
         envs.prepare()
     except ImportError:  # used outside the rlviz repo: plain Gymnasium ids still work
@@ -116,7 +116,7 @@ class RewardShaping:
                     f"progress_reward needs a BoxReach env (goal box known to the oracle); "
                     f"{env.unwrapped!r} has none. Use progress_reward=0 for other envs."
                 )
-            from envs.oracle import goal_distance
+            from rlviz.envs.oracle import goal_distance
 
             self._goal_distance = goal_distance
 

@@ -84,7 +84,7 @@ class StandIn(nn.Module):
 
 def agent_model() -> tuple[nn.Module, PolicyAdapter, str, str]:
     try:
-        import agents
+        from rlviz import agents
 
         torch.manual_seed(0)
         model = agents.ActorCritic().eval()

@@ -30,7 +30,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import agents  # noqa: E402
+from rlviz import agents  # noqa: E402
 from rlviz.cli.common import make_env  # noqa: E402
 from rlviz.cli.features import collect_dataset  # noqa: E402
 from rlviz.features import ablation_study, dissect, plot_ablation, plot_dissection  # noqa: E402

@@ -18,7 +18,7 @@ import time
 import gymnasium as gym
 import numpy as np
 
-import envs  # noqa: F401  (registers rlviz/* ids; no OpenGL yet)
+from rlviz import envs  # noqa: F401  (registers rlviz/* ids; no OpenGL yet)
 
 CONFIGS = {
     "MiniWorld-OneRoomS6-v0 (raw)": ("MiniWorld-OneRoomS6-v0", {}),
@@ -31,7 +31,7 @@ def make_env(env_id: str, kwargs: dict, worker: bool = False) -> gym.Env:
     """Create an env through envs.headless (raw MiniWorld ids too), without MiniWorld's prints."""
     if worker:  # vector workers never import torch: skip the ~2 s torch._dynamo pre-import
         os.environ.setdefault("RLVIZ_SKIP_DYNAMO_PREIMPORT", "1")
-    from envs.headless import prepare, quiet
+    from rlviz.envs.headless import prepare, quiet
 
     prepare()
     with quiet():

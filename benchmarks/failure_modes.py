@@ -32,10 +32,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import agents  # noqa: E402
-from agents.checkpoint import load_policy  # noqa: E402
-from agents.evaluate import held_out_seeds  # noqa: E402
-from agents.vecenv import newest_frame  # noqa: E402
+from rlviz import agents  # noqa: E402
+from rlviz.agents.checkpoint import load_policy  # noqa: E402
+from rlviz.agents.evaluate import held_out_seeds  # noqa: E402
+from rlviz.agents.vecenv import newest_frame  # noqa: E402
 from rlviz.rollout import run_episode  # noqa: E402
 
 

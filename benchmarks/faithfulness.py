@@ -44,8 +44,8 @@ def collect_frames(n_frames: int, min_pixels: int, seed: int = 0) -> tuple[np.nd
     """(frames uint8 [N, 60, 80, 3], goal masks bool [N, 60, 80]) where the goal box is visible."""
     import gymnasium as gym
 
-    import envs  # noqa: F401  (registers the ids)
-    from envs.oracle import OracleAgent
+    from rlviz import envs  # noqa: F401  (registers the ids)
+    from rlviz.envs.oracle import OracleAgent
 
     env = gym.make("rlviz/BoxReach-v0", ground_truth=True)
     oracle = OracleAgent()
@@ -73,7 +73,7 @@ def collect_frames(n_frames: int, min_pixels: int, seed: int = 0) -> tuple[np.nd
 
 
 def load_policy(checkpoint: Path, random_init: bool):
-    import agents
+    from rlviz import agents
 
     if checkpoint.exists() and not random_init:
         model, _config = agents.load_checkpoint(checkpoint)

@@ -33,8 +33,8 @@ PERTURBATION = {"stride": 5, "mask_sigma": 5.0, "blur_sigma": 3.0}
 
 
 def agent():
-    from agents.checkpoint import SHIPPED_CHECKPOINT, load_checkpoint
-    from agents.policy import make_adapter
+    from rlviz.agents.checkpoint import SHIPPED_CHECKPOINT, load_checkpoint
+    from rlviz.agents.policy import make_adapter
 
     model, _ = load_checkpoint(SHIPPED_CHECKPOINT)
     return "agent (shipped) 60x80", make_adapter(model), (3, 60, 80)

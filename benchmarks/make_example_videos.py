@@ -29,7 +29,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import agents  # noqa: E402
+from rlviz import agents  # noqa: E402
 from rlviz.cli.common import make_env  # noqa: E402
 from rlviz.io import save_image  # noqa: E402
 from rlviz.rollout import run_episode  # noqa: E402

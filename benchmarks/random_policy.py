@@ -15,8 +15,8 @@ import time
 import gymnasium as gym
 import numpy as np
 
-import envs
-from envs.oracle import OracleAgent
+from rlviz import envs
+from rlviz.envs.oracle import OracleAgent
 
 
 def evaluate(env: gym.Env, policy, episodes: int) -> dict:

@@ -40,8 +40,8 @@ def interpolated_snapshots(out: Path, n: int) -> list[Path]:
     """``n`` stand-in snapshots between a random init and the shipped agent (module docstring)."""
     import torch
 
-    from agents.checkpoint import SHIPPED_CHECKPOINT, load_checkpoint, save_checkpoint
-    from agents.policy import ActorCritic
+    from rlviz.agents.checkpoint import SHIPPED_CHECKPOINT, load_checkpoint, save_checkpoint
+    from rlviz.agents.policy import ActorCritic
 
     trained, config = load_checkpoint(SHIPPED_CHECKPOINT)
     torch.manual_seed(0)
@@ -119,8 +119,8 @@ def main() -> int:
     args = p.parse_args()
     if args.quick:
         args.snapshots, args.episodes, args.block_size = 2, 4, 2
-    from agents.checkpoint import read_config
-    from agents.evaluate import held_out_seeds
+    from rlviz.agents.checkpoint import read_config
+    from rlviz.agents.evaluate import held_out_seeds
     from rlviz.cli.sweep import PROBE_SEED_START, run_snapshots
 
     if args.run:

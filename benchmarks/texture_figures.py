@@ -10,9 +10,9 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-import envs  # noqa: F401  (registers the ids)
-from agents.checkpoint import load_policy
-from envs.textures import texture_image
+from rlviz import envs  # noqa: F401  (registers the ids)
+from rlviz.agents.checkpoint import load_policy
+from rlviz.envs.textures import texture_image
 from rlviz.features import optvis
 
 SEED = 1_000_003  # a held-out episode whose goal box comes well into view

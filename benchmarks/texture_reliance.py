@@ -36,10 +36,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import gymnasium as gym  # noqa: E402
 
-import envs  # noqa: E402, F401  (registers the ids)
-from agents.checkpoint import SHIPPED_CHECKPOINT, load_policy  # noqa: E402
-from agents.evaluate import held_out_seeds  # noqa: E402
-from envs.textures import SURFACES, sample_textures  # noqa: E402
+from rlviz import envs  # noqa: E402, F401  (registers the ids)
+from rlviz.agents.checkpoint import SHIPPED_CHECKPOINT, load_policy  # noqa: E402
+from rlviz.agents.evaluate import held_out_seeds  # noqa: E402
+from rlviz.envs.textures import SURFACES, sample_textures  # noqa: E402
 from rlviz.features import optvis  # noqa: E402
 from rlviz.features.texture_reliance import (  # noqa: E402
     action_kl,

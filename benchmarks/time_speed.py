@@ -35,10 +35,10 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import agents  # noqa: E402
-import envs  # noqa: E402,F401  (registers rlviz/BoxReach-v0)
+from rlviz import agents  # noqa: E402
+from rlviz import envs  # noqa: E402,F401  (registers rlviz/BoxReach-v0)
 import rlviz  # noqa: E402
-from envs.wrappers import StackFrames  # noqa: E402
+from rlviz.envs.wrappers import StackFrames  # noqa: E402
 from rlviz.memory import memory_reliance  # noqa: E402
 from rlviz.methods import get_method  # noqa: E402
 from rlviz.rollout import episode_outputs  # noqa: E402

@@ -41,8 +41,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import gymnasium as gym  # noqa: E402
 
-from agents.evaluate import evaluate, held_out_seeds  # noqa: E402
-from agents.vecenv import RewardShaping, make_env  # noqa: E402
+from rlviz.agents.evaluate import evaluate, held_out_seeds  # noqa: E402
+from rlviz.agents.vecenv import RewardShaping, make_env  # noqa: E402
 
 
 class ShapedReward(gym.Wrapper):
@@ -112,8 +112,8 @@ def first_reaching(curve: list[dict], target: float) -> dict | None:
 
 
 def run_ours(args, head: str, env_kwargs, workdir: Path, log) -> dict:
-    from agents.checkpoint import load_checkpoint, read_config
-    from agents.train import Config, train
+    from rlviz.agents.checkpoint import load_checkpoint, read_config
+    from rlviz.agents.train import Config, train
 
     settings = dict(
         env_id=args.env_id,
@@ -163,7 +163,7 @@ class SB3Model(nn.Module):
         self.sb3 = policy
         # What agents.evaluate reads: the observation shape and the frames to stack.
         self.arch = SimpleNamespace(obs_shape=tuple(obs_shape), frames=int(frames))
-        from agents.policy import ACTION_NAMES
+        from rlviz.agents.policy import ACTION_NAMES
 
         self.action_names = ACTION_NAMES if n_actions == 3 else tuple(range(n_actions))
 

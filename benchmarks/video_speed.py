@@ -41,7 +41,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import agents  # noqa: E402
+from rlviz import agents  # noqa: E402
 from rlviz.video import fit_state_embedding, render_video  # noqa: E402
 from rlviz.video.resources import torch_threads  # noqa: E402
 
@@ -67,8 +67,8 @@ def load_policy(checkpoint: Path | None):
 def _boxreach(max_steps: int, until_limit: bool = False):
     """BoxReach (default task) with ground truth and a step limit of ``max_steps``; with
     ``until_limit``, reaching the box does not end the episode (memory runs need every step)."""
-    import envs  # noqa: F401
-    from envs.boxreach import BoxReachEnv
+    from rlviz import envs  # noqa: F401
+    from rlviz.envs.boxreach import BoxReachEnv
 
     if not until_limit:
         return BoxReachEnv(ground_truth=True, max_episode_steps=max_steps)

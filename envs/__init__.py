@@ -4,12 +4,12 @@ Importing this package only registers ids (string entry points): it does not imp
 pyglet or OpenGL. The simulator starts when an environment is made::
 
     import gymnasium as gym
-    import envs
+    from rlviz import envs
 
     env = gym.make("rlviz/BoxReach-v0")                      # default task
     env = gym.make("rlviz/BoxReach-v0", ground_truth=True)   # + masks and poses in info
 
-Ids (all are :class:`envs.boxreach.BoxReachEnv` with different keyword arguments):
+Ids (all are :class:`rlviz.envs.boxreach.BoxReachEnv` with different keyword arguments):
 
 * ``rlviz/BoxReach-v0``        12x12 room, red goal box + 3 distractor boxes, 250 steps.
 * ``rlviz/BoxReachSingle-v0``  same room, no distractors.
@@ -22,14 +22,14 @@ from __future__ import annotations
 
 import gymnasium as gym
 
-from envs.headless import HeadlessGLError, prepare, quiet
+from rlviz.envs.headless import HeadlessGLError, prepare, quiet
 
 __all__ = ["ACTION_NAMES", "ENV_IDS", "HeadlessGLError", "prepare", "quiet"]
 
 #: Names of the Discrete(3) actions, by index.
 ACTION_NAMES: tuple[str, ...] = ("left", "forward", "right")
 
-_ENTRY_POINT = "envs.boxreach:BoxReachEnv"
+_ENTRY_POINT = "rlviz.envs.boxreach:BoxReachEnv"
 
 #: Registered ids -> the keyword arguments they pass to ``BoxReachEnv``.
 ENV_IDS: dict[str, dict] = {

@@ -11,9 +11,9 @@ from typing import Any
 
 import numpy as np
 
-from envs import ACTION_NAMES
-from envs.headless import prepare, quiet
-from envs.textures import ROOM_KWARGS, room_textures
+from rlviz.envs import ACTION_NAMES
+from rlviz.envs.headless import prepare, quiet
+from rlviz.envs.textures import ROOM_KWARGS, room_textures
 
 prepare()
 

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from torch.distributions import Categorical
 
-import envs  # registers rlviz/BoxReach-* and prepares headless rendering
+from rlviz import envs  # registers rlviz/BoxReach-* and prepares headless rendering
 import rlviz
 
 

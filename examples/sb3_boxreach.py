@@ -12,7 +12,7 @@ import argparse
 
 import gymnasium as gym
 
-import envs  # registers rlviz/BoxReach-* and prepares headless rendering
+from rlviz import envs  # registers rlviz/BoxReach-* and prepares headless rendering
 import rlviz
 
 

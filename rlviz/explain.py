@@ -7,6 +7,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 from torch import nn
 
 from rlviz.methods import AttributionMethod, get_method, method_options
@@ -212,3 +213,39 @@ def attribute_episode(
             out = np.empty((len(obs), *raw.shape[1:]), np.float32)
         out[first : first + len(raw)] = raw
     return out
+
+
+#: Frames per attribution pass on a GPU: a CUDA card keeps 256 84x84x4 frames' activations and
+#: gradients in well under 1 GB and is faster per frame with bigger batches.
+CUDA_BATCH = 256
+
+
+def device_batch(device) -> int:
+    """Frames per attribution pass for ``device``: :data:`CUDA_BATCH` on CUDA, else
+    :data:`EXPLAIN_BATCH` (CPU: bigger batches only cost memory)."""
+    return CUDA_BATCH if torch.device(device).type == "cuda" else EXPLAIN_BATCH
+
+
+def on_device(policy: PolicyAdapter | nn.Module, device) -> PolicyAdapter:
+    """``policy`` as an adapter with its model moved to ``device`` (``"cpu"``, ``"cuda"``,
+    ``"auto"``; see :func:`rlviz.ops.resolve_device` for the error when CUDA is absent)."""
+    from rlviz.ops import resolve_device
+
+    adapter = as_adapter(policy)
+    adapter.model.to(resolve_device(device))
+    return adapter
+
+
+def check_window(from_step: int, to_step: int | None, max_steps: int | None = None) -> None:
+    """Raise a one-line ``ValueError`` for a step window that cannot hold a step."""
+    if from_step < 0:
+        raise ValueError(f"from_step must be >= 0, got {from_step}")
+    if to_step is not None and to_step <= from_step:
+        raise ValueError(
+            f"to_step={to_step} must be above from_step={from_step}; the window is the steps "
+            "[from_step, to_step)"
+        )
+    if max_steps is not None and from_step >= max_steps:
+        raise ValueError(
+            f"from_step={from_step} is at or past max_steps={max_steps}; no step would be drawn"
+        )

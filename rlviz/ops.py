@@ -131,3 +131,22 @@ def fill_values(x: torch.Tensor, fill: object, blur_sigma: float = 5.0) -> torch
                 f"shape {tuple(value.shape)}"
             ) from None
     raise TypeError(f"fill must be a number, a name or a tensor, got {type(fill).__name__}")
+
+
+def resolve_device(name: str | torch.device) -> torch.device:
+    """The torch device ``name`` asks for (``"auto"``: cuda when there is one), with a one-line
+    error when it is not a device or CUDA is asked for and absent."""
+    if isinstance(name, torch.device):
+        device = name
+    elif name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    else:
+        try:
+            device = torch.device(name)
+        except RuntimeError:
+            raise ValueError(
+                f"--device {name!r} is not a device; use cpu, cuda, cuda:N or auto"
+            ) from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda was asked for but torch sees no CUDA GPU; use --device cpu")
+    return device

@@ -8,49 +8,74 @@ the video wrappers feed it from ``reset``/``step`` while someone else chooses th
 from __future__ import annotations
 
 import copy
+import os
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from rlviz.layout import LayoutError, ObservationLayout
 from rlviz.policy import PolicyAdapter, PolicyOutput, as_policy_output
+from rlviz.spool import Spool, StepArray, window
 
 #: A recurrent state: a tuple of batch-first tensors (see :class:`rlviz.PolicyAdapter`).
 State = tuple[torch.Tensor, ...]
 
 
 class CompressedFrames:
-    """A list of uint8 images kept zlib-compressed (top-down maps shrink ~20x); indexable by t."""
+    """A list of uint8 images kept zlib-compressed (top-down maps shrink ~20x); indexable by t.
 
-    def __init__(self, level: int = 1) -> None:
+    With ``path``, the compressed bytes go to that file as they come (a long episode's views in
+    a :class:`rlviz.spool.Spool`) and only their offsets stay in memory.
+    """
+
+    def __init__(self, level: int = 1, path: str | os.PathLike | None = None) -> None:
         self.level = int(level)
+        self.path = None if path is None else Path(path)
         self._data: list[bytes] = []
+        self._spans: list[tuple[int, int]] = []  # (offset, length) in ``path``
         self._shapes: list[tuple[int, ...]] = []
+        self._size = 0
+        if self.path is not None:
+            self.path.write_bytes(b"")
 
     def append(self, image: np.ndarray) -> None:
         """Store one uint8 image (any shape)."""
         image = np.ascontiguousarray(image, dtype=np.uint8)
-        self._data.append(zlib.compress(image.data, self.level))
+        packed = zlib.compress(image.data, self.level)
+        if self.path is None:
+            self._data.append(packed)
+        else:
+            with open(self.path, "ab") as f:
+                f.write(packed)
+            self._spans.append((self._size, len(packed)))
+            self._size += len(packed)
         self._shapes.append(image.shape)
 
     def __len__(self) -> int:
-        return len(self._data)
+        return len(self._shapes)
 
     def __getitem__(self, t: int) -> np.ndarray:
-        raw = zlib.decompress(self._data[t])
-        return np.frombuffer(raw, dtype=np.uint8).reshape(self._shapes[t])
+        if self.path is None:
+            packed = self._data[t]
+        else:
+            offset, length = self._spans[t]
+            with open(self.path, "rb") as f:
+                f.seek(offset)
+                packed = f.read(length)
+        return np.frombuffer(zlib.decompress(packed), dtype=np.uint8).reshape(self._shapes[t])
 
     def truncate(self, n: int) -> None:
         """Keep only the first ``n`` images."""
-        del self._data[n:], self._shapes[n:]
+        del self._data[n:], self._spans[n:], self._shapes[n:]
 
     @property
     def nbytes(self) -> int:
-        """Compressed bytes held."""
+        """Compressed bytes held in memory (none when kept in a file)."""
         return sum(len(d) for d in self._data)
 
 
@@ -92,6 +117,34 @@ class Rollout:
     def __len__(self) -> int:
         return len(self.actions)
 
+    def window(self, start: int, stop: int | None = None) -> Rollout:
+        """Steps [start, stop) of the episode as a rollout (disk-backed arrays stay on disk)."""
+        n = len(self)
+        stop = n if stop is None else min(stop, n)
+        if not 0 <= start < stop:
+            raise ValueError(
+                f"step window [{start}, {stop}) is empty for an episode of {n} steps; give "
+                f"0 <= from_step < to_step <= {n}"
+            )
+        rows = slice(start, stop)
+        views = self.views
+        if views is not None:
+            views = _Window(views, start, stop)
+        return Rollout(
+            obs=window(self.obs, start, stop),
+            actions=self.actions[rows],
+            probs=self.probs[rows],
+            values=None if self.values is None else self.values[rows],
+            rewards=self.rewards[rows],
+            infos={k: window(v, start, stop) for k, v in self.infos.items()},
+            terminated=self.terminated and stop == n,
+            truncated=self.truncated or stop < n,
+            seed=self.seed,
+            views=views,
+            states=None if self.states is None else tuple(s[rows] for s in self.states),
+            layout=self.layout,
+        )
+
     @property
     def success(self) -> bool:
         """Whether the episode reached its goal (``info["success"]``, else termination with
@@ -104,6 +157,21 @@ class Rollout:
     def episode_return(self) -> float:
         """Sum of the rewards."""
         return float(self.rewards.sum())
+
+
+class _Window:
+    """Items [start, stop) of an indexable sequence (a rollout window's views)."""
+
+    def __init__(self, items, start: int, stop: int) -> None:
+        self.items, self.start, self.stop = items, start, stop
+
+    def __len__(self) -> int:
+        return self.stop - self.start
+
+    def __getitem__(self, t: int):
+        if not -len(self) <= t < len(self):
+            raise IndexError(f"step {t} out of range for {len(self)} steps")
+        return self.items[self.start + (t % len(self))]
 
 
 def stack_infos(per_step: list[dict], keys: Sequence[str] | None) -> dict[str, np.ndarray]:
@@ -217,6 +285,10 @@ def rollout_layout(policy: PolicyAdapter, env, obs) -> ObservationLayout | None:
         return None
 
 
+#: Marks an info value kept in the recorder's spool (see ``EpisodeRecorder._spool_info``).
+_SPOOLED = object()
+
+
 class EpisodeRecorder:
     """The per-step record of one episode as it is played: s_t, info_t, a_t, r_t (and a view).
 
@@ -229,6 +301,9 @@ class EpisodeRecorder:
         info_keys: infos to keep (None: all).
         capture: called once per state kept (after reset and each non-final step) for an image
             of it, e.g. ``lambda: env.unwrapped.top_down_map(size=(216, 312))``; None for none.
+        spool: keep observations, views and large infos (masks) in this
+            :class:`rlviz.spool.Spool` as they come, not in memory (long episodes); the rollout's
+            ``obs`` is then a disk-backed :class:`rlviz.spool.StepArray` read a chunk at a time.
 
     Attributes:
         obs, infos: the states so far, one more than ``actions`` until the episode ends.
@@ -240,20 +315,30 @@ class EpisodeRecorder:
         self,
         info_keys: Sequence[str] | None = None,
         capture: Callable[[], np.ndarray] | None = None,
+        spool: Spool | None = None,
     ) -> None:
         self.info_keys = None if info_keys is None else tuple(info_keys)
         self.capture = capture
+        self.spool = spool
+        self._episodes = 0
         self.reset_record(None)
 
     def reset_record(self, seed: int | None) -> None:
         """Forget the episode recorded so far."""
         self.seed = seed
-        self.obs: list[np.ndarray] = []
         self.infos: list[dict] = []
         self.actions: list[int] = []
         self.rewards: list[float] = []
-        self.views = CompressedFrames()
         self.terminated = self.truncated = False
+        if self.spool is None:
+            self.obs: list[np.ndarray] | StepArray = []
+            self.views = CompressedFrames()
+        else:  # a new set of arrays per episode: a rollout handed out keeps its own
+            self._episodes += 1
+            self._prefix = f"episode{self._episodes}-"
+            self.obs = self.spool.array(self._prefix + "obs")
+            self.views = CompressedFrames(path=self.spool.path / (self._prefix + "views.bin"))
+        self._big: dict[str, StepArray] = {}  # spooled info arrays (masks), by key
 
     def __len__(self) -> int:
         return len(self.actions)
@@ -270,9 +355,44 @@ class EpisodeRecorder:
 
     def _add_state(self, obs, info: dict) -> None:
         self.obs.append(np.array(obs, copy=True))
-        self.infos.append(self._keep(info))
+        self.infos.append(self._spool_info(self._keep(info)))
         if self.capture is not None:
             self.views.append(self.capture())
+
+    def _spool_info(self, info: dict) -> dict:
+        """With a spool, large array infos (>= 1 KB, e.g. masks) go to it; the dict keeps a
+        marker. A key whose shape changes stays in memory from then on (stacked as ragged)."""
+        if self.spool is None:
+            return info
+        for key, value in info.items():
+            if isinstance(value, np.ndarray) and value.nbytes >= 1024 and value.dtype != object:
+                if key not in self._big:
+                    if len(self.infos):  # it appears only now: not at every step, never stacked
+                        continue
+                    self._big[key] = self.spool.array(f"{self._prefix}info-{len(self._big)}")
+                try:
+                    self._big[key].append(value)
+                except ValueError:
+                    continue  # ragged: kept in the dict
+                info[key] = _SPOOLED
+        return info
+
+    def _infos(self, n: int) -> dict[str, np.ndarray]:
+        """The first ``n`` states' infos stacked over t (spooled ones as disk-backed arrays)."""
+        infos = self.infos[:n]
+        small = [{k: v for k, v in info.items() if v is not _SPOOLED} for info in infos]
+        stacked = stack_infos(small, None)
+        for key, array in self._big.items():
+            if not all(key in info for info in infos):
+                continue
+            if all(info[key] is _SPOOLED for info in infos):
+                stacked[key] = window(array, 0, n)
+            else:  # its shape changed along the way: rebuild the steps, stack as ragged
+                it = iter(array)
+                rows = [next(it) if info[key] is _SPOOLED else info[key] for info in infos]
+                stacked[key] = stack_infos([{key: r} for r in rows], [key])[key]
+        order = list(infos[0]) if infos else []
+        return {k: stacked[k] for k in order if k in stacked}
 
     def start(self, obs, info: dict, seed: int | None = None) -> None:
         """Begin an episode at the state ``reset`` returned."""
@@ -308,12 +428,12 @@ class EpisodeRecorder:
         """
         n = len(self.obs) if actions is not None else len(self.actions)
         return Rollout(
-            obs=np.stack(self.obs[:n]),
+            obs=np.stack(self.obs[:n]) if self.spool is None else window(self.obs, 0, n),
             actions=np.asarray(self.actions if actions is None else actions, dtype=np.int64),
             probs=np.asarray(probs, dtype=np.float32),
             values=None if values is None else np.asarray(values, dtype=np.float32),
             rewards=np.asarray(self.rewards if rewards is None else rewards, dtype=np.float32),
-            infos=stack_infos(self.infos[:n], None),
+            infos=self._infos(n),
             terminated=self.terminated,
             truncated=self.truncated,
             seed=self.seed,
@@ -333,6 +453,7 @@ def run_episode(
     max_steps: int | None = None,
     generator: torch.Generator | None = None,
     capture: Callable[[], np.ndarray] | None = None,
+    spool: Spool | None = None,
 ) -> Rollout:
     """Play one episode of ``policy`` in ``env`` (a Gymnasium env) and return it as a
     :class:`Rollout`.
@@ -341,9 +462,10 @@ def run_episode(
     argmax. ``info_keys`` limits which ``info`` entries are kept (all by default; glob patterns
     allowed); ``capture`` records an image per state into ``Rollout.views`` (see
     :class:`EpisodeRecorder`). A recurrent policy starts from its initial state and carries it
-    along; ``Rollout.states`` keeps the state entering each step.
+    along; ``Rollout.states`` keeps the state entering each step. With ``spool``, per-step
+    images go to disk as they are recorded (see :class:`EpisodeRecorder`).
     """
-    record = EpisodeRecorder(info_keys, capture)
+    record = EpisodeRecorder(info_keys, capture, spool)
     obs, info = env.reset(seed=seed)
     record.start(obs, info, seed)
     layout = rollout_layout(policy, env, obs)
@@ -392,6 +514,7 @@ def collect(
     max_steps: int | None = None,
     capture: Callable[[], np.ndarray] | None = None,
     first_episode: int = 0,
+    spool: Spool | None = None,
 ) -> Iterator[Rollout]:
     """Yield episodes ``first_episode .. first_episode + episodes - 1``; episode i is reset with
     ``seed + i`` (when ``seed`` is given) and samples its actions from its own generator
@@ -408,4 +531,5 @@ def collect(
             max_steps=max_steps,
             generator=episode_generator(seed, i),
             capture=capture,
+            spool=spool,
         )

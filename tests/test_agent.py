@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-import agents
-from agents.checkpoint import (
+from rlviz import agents
+from rlviz.agents.checkpoint import (
     SHIPPED_CHECKPOINT,
     CheckpointError,
     config_path,
@@ -17,7 +17,7 @@ from agents.checkpoint import (
     save_checkpoint,
     state_path,
 )
-from agents.policy import ActorCritic, Architecture, make_adapter, preprocess
+from rlviz.agents.policy import ActorCritic, Architecture, make_adapter, preprocess
 from rlviz import capture, get_layer, list_layers
 
 FRAMES = np.random.default_rng(0).integers(0, 256, (4, 60, 80, 3), dtype=np.uint8)
@@ -240,7 +240,7 @@ def test_failed_save_keeps_the_previous_checkpoint(tmp_path):
 
 @pytest.mark.slow
 def test_evaluate_is_reproducible_and_checks_the_env():
-    from agents.evaluate import evaluate, held_out_seeds
+    from rlviz.agents.evaluate import evaluate, held_out_seeds
 
     torch.manual_seed(6)
     model = ActorCritic(channels=(4, 8, 8))
@@ -260,7 +260,7 @@ def test_evaluate_is_reproducible_and_checks_the_env():
 
 @pytest.mark.slow
 def test_shipped_checkpoint_solves_held_out_episodes():
-    from agents.evaluate import evaluate, held_out_seeds
+    from rlviz.agents.evaluate import evaluate, held_out_seeds
 
     model, config = load_checkpoint(SHIPPED_CHECKPOINT)
     assert SHIPPED_CHECKPOINT.stat().st_size < 5 * 2**20

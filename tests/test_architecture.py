@@ -1,6 +1,8 @@
-"""The package's shape, read from source with ``ast`` (nothing is imported): imports among rlviz
-modules form no cycle, only ``rlviz/cli/`` imports the application (``envs``, ``agents``), and
-``import rlviz`` loads no env, agent or Stable-Baselines3 code."""
+"""The package's shape, read from source with ``ast`` (nothing is imported): imports among the
+modules of rlviz/, agents/ and envs/ (installed as ``rlviz.agents`` and ``rlviz.envs``) form no
+cycle and never run up the layers (engine < envs < agents < cli), nothing imports the bare names
+``envs`` / ``agents`` (a user's own packages of those names), and ``import rlviz`` loads no env,
+agent or Stable-Baselines3 code."""
 
 from __future__ import annotations
 
@@ -13,11 +15,16 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "rlviz"
-APPLICATION = {"envs", "agents"}  # top-level packages only the CLI may import
+# Repository folder -> the dotted name it installs as (setup.py's APP_FOLDERS).
+SOURCE_FOLDERS = {"rlviz": "rlviz", "envs": "rlviz.envs", "agents": "rlviz.agents"}
+APPLICATION = {"rlviz.envs", "rlviz.agents"}  # packages only the CLI may import from rlviz/
+BARE_NAMES = {"envs", "agents"}  # a user's own packages; ours are never imported by these names
+# Layers, lowest first: a module may import its own layer and those below, never one above.
+LAYERS = ("engine", "rlviz.envs", "rlviz.agents", "rlviz.cli")
 CLI_DIR = PACKAGE / "cli"
 SHIM_MARK = "# TRANSITION SHIM"
 # What `import rlviz` must not load: the package promises torch + numpy only at import time.
-FORBIDDEN_AT_IMPORT = ("envs", "agents", "miniworld", "pyglet", "stable_baselines3", "gymnasium")
+FORBIDDEN_AT_IMPORT = ("rlviz.envs", "rlviz.agents", "miniworld", "pyglet", "stable_baselines3", "gymnasium")
 
 
 @dataclass(frozen=True)
@@ -34,16 +41,28 @@ class Import:
 
 
 def module_name(path: Path) -> str:
-    """``rlviz/a/b.py`` -> ``rlviz.a.b``; ``rlviz/a/__init__.py`` -> ``rlviz.a``."""
+    """``rlviz/a/b.py`` -> ``rlviz.a.b``; ``agents/a.py`` -> ``rlviz.agents.a`` (as installed);
+    ``rlviz/a/__init__.py`` -> ``rlviz.a``."""
     parts = list(path.relative_to(ROOT).with_suffix("").parts)
     if parts[-1] == "__init__":
         parts.pop()
+    parts[0] = SOURCE_FOLDERS.get(parts[0], parts[0])
     return ".".join(parts)
 
 
 def package_modules() -> dict[str, Path]:
-    """Every module under rlviz/, by dotted name."""
-    return {module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
+    """Every module under rlviz/, agents/ and envs/, by its installed dotted name."""
+    return {
+        module_name(p): p for folder in SOURCE_FOLDERS for p in sorted((ROOT / folder).rglob("*.py"))
+    }
+
+
+def layer_of(module: str) -> int:
+    """Index in :data:`LAYERS` of a module's layer (everything else in rlviz is the engine)."""
+    for index in range(len(LAYERS) - 1, 0, -1):
+        if module == LAYERS[index] or module.startswith(LAYERS[index] + "."):
+            return index
+    return 0
 
 
 def _resolve_relative(source: str, is_package: bool, level: int, module: str | None) -> str:
@@ -179,7 +198,7 @@ def is_shim(path: Path) -> bool:
         return f.readline().startswith(SHIM_MARK)
 
 
-def test_rlviz_imports_form_no_cycle():
+def test_imports_form_no_cycle():
     graph = build_graph(package_modules(), all_imports())
     components = strongly_connected(graph)
     report = []
@@ -194,26 +213,44 @@ def test_rlviz_imports_form_no_cycle():
     shims = sorted(name for name, path in package_modules().items() if is_shim(path))
     note = f"\n(transition shims, counted like any module: {', '.join(shims)})" if shims else ""
     assert not components, (
-        f"rlviz has {len(components)} import cycle(s); imports must flow one way "
+        f"rlviz/, agents/ and envs/ have {len(components)} import cycle(s); imports must flow one way "
         "(see shared/DESIGN.md, Layout). Break each by moving the shared piece down a layer:\n"
         + "\n".join(report)
         + note
     )
 
 
-def test_only_the_cli_imports_envs_or_agents():
+def test_no_import_runs_up_the_layers():
+    known = package_modules()
     offending = sorted(
         (
             imp
             for imp in all_imports()
-            if imp.target.split(".")[0] in APPLICATION and CLI_DIR not in imp.path.parents
+            if imp.target in known and layer_of(imp.target) > layer_of(imp.source)
         ),
+        key=lambda imp: (imp.path, imp.line),
+    )
+    lines = [
+        f"  {imp.where()}: {imp.source} ({LAYERS[layer_of(imp.source)]}) imports {imp.target} "
+        f"({LAYERS[layer_of(imp.target)]})"
+        for imp in offending
+    ]
+    assert not offending, (
+        f"{len(offending)} import(s) run up the layers {' < '.join(LAYERS)}; the engine gets what "
+        "it needs from the env's info or from its caller, the application never calls the CLI:\n"
+        + "\n".join(lines)
+    )
+
+
+def test_nothing_imports_the_bare_names_envs_or_agents():
+    offending = sorted(
+        (imp for imp in all_imports() if imp.target.split(".")[0] in BARE_NAMES),
         key=lambda imp: (imp.path, imp.line),
     )
     lines = [f"  {imp.where()}: {imp.source} imports {imp.target}" for imp in offending]
     assert not offending, (
-        f"{len(offending)} import(s) of envs/agents outside rlviz/cli/; the engine must get what "
-        "it needs from the env's info or from its caller:\n" + "\n".join(lines)
+        f"{len(offending)} import(s) of the bare names envs/agents, which may be a user's own "
+        "packages; write rlviz.envs / rlviz.agents:\n" + "\n".join(lines)
     )
 
 
@@ -222,7 +259,8 @@ def test_import_rlviz_loads_no_env_agent_or_sb3_code():
         f"""
         import sys
         import rlviz
-        loaded = sorted({{m.split('.')[0] for m in sys.modules}} & set({FORBIDDEN_AT_IMPORT!r}))
+        names = {{n for m in sys.modules for n in (m.split('.')[0], '.'.join(m.split('.')[:2]))}}
+        loaded = sorted(names & set({FORBIDDEN_AT_IMPORT!r}))
         print(','.join(loaded))
         """
     )

@@ -292,7 +292,7 @@ def _tiny_dataset(path: Path) -> Path:
     ids=["openTSNE", "ray"],
 )
 def test_missing_optional_dependency(module, argv, status, message, tmp_path):
-    from agents import ActorCritic, save_checkpoint
+    from rlviz.agents import ActorCritic, save_checkpoint
 
     run = tmp_path / "run"
     save_checkpoint(run / "snapshots" / "step_1.safetensors", ActorCritic(channels=(4, 8, 8)))
@@ -335,7 +335,7 @@ def test_full_disk_is_one_line_and_leaves_nothing(tmp_path, monkeypatch, capsys)
 
 
 def test_full_disk_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
-    from agents import ActorCritic, load_checkpoint, save_checkpoint
+    from rlviz.agents import ActorCritic, load_checkpoint, save_checkpoint
 
     path = tmp_path / "agent.safetensors"
     first = ActorCritic(channels=(4, 8, 8))
@@ -466,7 +466,7 @@ def test_api_unknown_names_and_types(policy, call, message):
 
 
 def test_load_checkpoint_on_a_missing_gpu_is_explained(monkeypatch):
-    from agents import load_checkpoint
+    from rlviz.agents import load_checkpoint
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(ValueError, match="no CUDA GPU.*device='cpu'"):
@@ -477,8 +477,8 @@ def test_load_checkpoint_on_a_missing_gpu_is_explained(monkeypatch):
 
 @pytest.mark.parametrize("bad", ["pickle", "truncated", "wrong_types", "bad_json", "no_json"])
 def test_corrupt_checkpoints_are_rejected(corrupt, bad):
-    from agents import load_checkpoint
-    from agents.checkpoint import CheckpointError
+    from rlviz.agents import load_checkpoint
+    from rlviz.agents.checkpoint import CheckpointError
 
     with pytest.raises(CheckpointError) as info:
         load_checkpoint(corrupt[bad])

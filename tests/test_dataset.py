@@ -261,7 +261,7 @@ def test_from_real_boxreach_rollouts():
     """Real MiniWorld episodes: ground truth lines up and probs match what the agent acted on."""
     import gymnasium as gym
 
-    import envs  # noqa: F401
+    from rlviz import envs  # noqa: F401
     from rlviz.rollout import collect
 
     model = TinyActorCritic()

@@ -336,8 +336,8 @@ def test_cli_plays_a_checkpoint_in_miniworld(tmp_path, capsys):
     """The whole command: a saved (untrained) agent plays real BoxReach episodes and gets mapped."""
     import torch
 
-    from agents.checkpoint import save_checkpoint
-    from agents.policy import ActorCritic, Architecture
+    from rlviz.agents.checkpoint import save_checkpoint
+    from rlviz.agents.policy import ActorCritic, Architecture
     from rlviz.cli import main
 
     torch.manual_seed(0)

@@ -12,7 +12,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-import envs
+from rlviz import envs
 
 IDS = list(envs.ENV_IDS)
 
@@ -33,7 +33,7 @@ def _run_python(code: str, env: dict | None = None, timeout: int = 120):
 def test_ids_registered_by_string_entry_point():
     for env_id in IDS:
         spec = gym.spec(env_id)
-        assert spec.entry_point == "envs.boxreach:BoxReachEnv"
+        assert spec.entry_point == "rlviz.envs.boxreach:BoxReachEnv"
         assert spec.max_episode_steps is None  # the env truncates itself
     assert gym.spec("rlviz/BoxReachSingle-v0").kwargs["num_distractors"] == 0
     assert gym.spec("rlviz/BoxReachFast-v0").kwargs["fast"] is True
@@ -46,10 +46,12 @@ def test_import_envs_does_not_start_opengl():
         """
         import sys
         import gymnasium as gym
-        import envs
+        from rlviz import envs
         assert "rlviz/BoxReach-v0" in gym.registry
         bad = sorted(m for m in sys.modules if m.split(".")[0] in ("miniworld", "pyglet", "OpenGL"))
-        bad += [m for m in ("envs.boxreach", "torch") if m in sys.modules]
+        # The env package is rlviz.envs, so rlviz's own import (torch, numpy) comes with it;
+        # the simulator, the env module and the trainer must not.
+        bad += [m for m in ("rlviz.envs.boxreach", "rlviz.agents") if m in sys.modules]
         print("LOADED", bad)
         assert not bad, bad
         """
@@ -63,7 +65,7 @@ def test_missing_opengl_raises_install_hint():
         """
         import sys
         sys.modules["pyglet.gl"] = None
-        from envs.headless import prepare, HeadlessGLError
+        from rlviz.envs.headless import prepare, HeadlessGLError
         try:
             prepare()
         except HeadlessGLError as e:
@@ -117,7 +119,7 @@ def test_every_id_steps(env_id):
 
 @pytest.mark.slow
 def test_observation_size_is_configurable():
-    from envs.boxreach import BoxReachEnv
+    from rlviz.envs.boxreach import BoxReachEnv
 
     env = BoxReachEnv(obs_height=32, obs_width=48, ground_truth=True)
     try:
@@ -315,7 +317,7 @@ def test_touching_a_distractor_never_rewards():
     "env_id,episodes", [("rlviz/BoxReach-v0", 6), ("rlviz/BoxReachFast-v0", 4)]
 )
 def test_oracle_reaches_the_red_box(env_id, episodes):
-    from envs.oracle import OracleAgent
+    from rlviz.envs.oracle import OracleAgent
 
     env = gym.make(env_id)
     agent = OracleAgent()
@@ -363,7 +365,7 @@ def test_dynamo_after_env_does_not_crash():
     proc = _run_python(
         """
         import gymnasium as gym
-        import envs
+        from rlviz import envs
         env = gym.make("rlviz/BoxReach-v0")
         env.reset(seed=0)
         env.step(1)
@@ -405,7 +407,7 @@ def test_runs_headless_and_quietly():
 
 @pytest.mark.slow
 def test_goal_distance_shrinks_along_the_oracle_path():
-    from envs.oracle import OracleAgent, goal_distance
+    from rlviz.envs.oracle import OracleAgent, goal_distance
 
     env = gym.make("rlviz/BoxReach-v0")
     agent = OracleAgent()

@@ -164,8 +164,8 @@ def _train_argv(runs: Path, *extra: str) -> list[str]:
 
 @pytest.mark.slow
 def test_killed_checkpoint_write_resumes_from_the_last_complete_one(tmp_path):
-    from agents import load_checkpoint
-    from agents.checkpoint import load_training_state
+    from rlviz.agents import load_checkpoint
+    from rlviz.agents.checkpoint import load_training_state
 
     runs = tmp_path / "runs"
     ckpt = runs / "tiny" / "checkpoint.safetensors"
@@ -205,8 +205,8 @@ def _resume(run: Path) -> subprocess.CompletedProcess:
 
 @pytest.mark.slow
 def test_kill_between_the_renames_resumes_from_the_previous_checkpoint(tmp_path):
-    from agents import load_checkpoint
-    from agents.checkpoint import CheckpointError, load_training_state, previous_path
+    from rlviz.agents import load_checkpoint
+    from rlviz.agents.checkpoint import CheckpointError, load_training_state, previous_path
 
     runs = tmp_path / "runs"
     ckpt = runs / "tiny" / "checkpoint.safetensors"

@@ -14,7 +14,7 @@ ENV = "rlviz/BoxReachSmall-v0"
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
-    import agents
+    from rlviz import agents
 
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("ckpt") / "random.safetensors"
@@ -34,7 +34,7 @@ def test_dissection_finds_a_planted_red_unit_on_real_boxreach_frames():
     # unit 1 a 'green' one: on MiniWorld frames the red unit's top-quantile region must line up
     # with the env's goal-box masks, which checks masks, frames, receptive-field upsampling and the
     # rollout's step bookkeeping together (masks one step out of line score far lower).
-    import agents
+    from rlviz import agents
     from rlviz.cli.common import make_env
     from rlviz.features import dissect
     from rlviz.rollout import collect

@@ -20,8 +20,8 @@ def save_stacked(path: Path, steps: int, seed: int = 0) -> Path:
     """A tiny untrained agent reading ``K`` stacked RGB frames, saved as a checkpoint."""
     import torch
 
-    from agents.checkpoint import save_checkpoint
-    from agents.policy import ActorCritic, Architecture
+    from rlviz.agents.checkpoint import save_checkpoint
+    from rlviz.agents.policy import ActorCritic, Architecture
 
     torch.manual_seed(seed)
     model = ActorCritic(Architecture(channels=(4, 8, 8), obs_shape=(60, 80, 3 * K), frames=K))
@@ -94,7 +94,7 @@ def test_probe_stacks_are_what_stack_frames_shows_the_policy():
     # StackFrames returns at those steps (the first frame repeated before the episode began).
     from helpers import SquareEnv, TinyCNN
 
-    from envs.wrappers import StackFrames
+    from rlviz.envs.wrappers import StackFrames
     from rlviz import ObservationLayout, PolicyAdapter
     from rlviz.sweep import ProbeSet
     from rlviz.sweep.tasks import probe_obs

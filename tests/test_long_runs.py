@@ -182,7 +182,7 @@ def _differences(a, b, where: str = "") -> list[str]:
 @pytest.fixture(scope="module")
 def one_go_and_segments(tmp_path_factory):
     """The training states of one run of UPDATES updates and of UPDATES one-update resumes."""
-    from agents.checkpoint import load_training_state
+    from rlviz.agents.checkpoint import load_training_state
     from rlviz.cli.train import main
 
     whole, parts = tmp_path_factory.mktemp("whole"), tmp_path_factory.mktemp("parts")

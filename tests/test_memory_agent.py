@@ -8,9 +8,9 @@ import pytest
 import torch
 from gymnasium.utils.env_checker import check_env
 
-from agents.checkpoint import load_checkpoint, load_policy, read_config
-from agents.policy import ActorCritic, Architecture, make_adapter, preprocess
-from envs.wrappers import StackFrames
+from rlviz.agents.checkpoint import load_checkpoint, load_policy, read_config
+from rlviz.agents.policy import ActorCritic, Architecture, make_adapter, preprocess
+from rlviz.envs.wrappers import StackFrames
 from rlviz import capture
 from rlviz.layout import ObservationLayout
 from tests.helpers import H, SquareEnv, W
@@ -102,7 +102,7 @@ def test_k_frame_policy_keeps_named_layers_exact_cam_and_the_canonical_input():
 
 @pytest.mark.slow
 def test_tiny_frame_stack_run_saves_and_reloads_with_k(tmp_path):
-    from agents.evaluate import evaluate
+    from rlviz.agents.evaluate import evaluate
     from rlviz.cli.train import main
 
     args = ["--env-id", "rlviz/BoxReachSmall-v0", "--env-kwargs", json.dumps(TINY_ENV)]
@@ -129,7 +129,7 @@ def test_tiny_frame_stack_run_saves_and_reloads_with_k(tmp_path):
 
 
 def test_newest_frame_is_the_last_channels():
-    from agents.vecenv import newest_frame
+    from rlviz.agents.vecenv import newest_frame
 
     obs = np.arange(2 * 3 * 6).reshape(2, 3, 6)
     assert np.array_equal(newest_frame(obs, 2), obs[..., 3:])
@@ -138,7 +138,7 @@ def test_newest_frame_is_the_last_channels():
 
 @pytest.mark.slow
 def test_stuck_steps_compare_the_newest_frame_only():
-    from agents.vecenv import EnvPool
+    from rlviz.agents.vecenv import EnvPool
 
     kwargs = {**TINY_ENV, "max_episode_steps": 12}
 

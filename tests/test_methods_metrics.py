@@ -95,7 +95,7 @@ def test_faithfulness_script_runs_on_real_frames(capsys):
     import importlib.util
     from pathlib import Path
 
-    import envs  # noqa: F401  (first: it sets up headless GL before miniworld is imported)
+    from rlviz import envs  # noqa: F401  (first: it sets up headless GL before miniworld is imported)
 
     path = Path(__file__).resolve().parents[1] / "benchmarks" / "faithfulness.py"
     spec = importlib.util.spec_from_file_location("faithfulness", path)

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from agents.checkpoint import load_checkpoint, load_training_state, read_config
-from agents.config import Config, add_dataclass_arguments
-from agents.diagnostics import (
+from rlviz.agents.checkpoint import load_checkpoint, load_training_state, read_config
+from rlviz.agents.config import Config, add_dataclass_arguments
+from rlviz.agents.diagnostics import (
     COLUMNS,
     CsvLog,
     HealthCheck,
@@ -20,8 +20,8 @@ from agents.diagnostics import (
     plot_learning_curve,
     read_csv,
 )
-from agents.policy import ActorCritic, preprocess
-from agents.ppo import Learner, RolloutBuffer, compute_gae
+from rlviz.agents.policy import ActorCritic, preprocess
+from rlviz.agents.ppo import Learner, RolloutBuffer, compute_gae
 from rlviz.cli.train import build_parser, main
 
 # A tiny, easy variant: 5x5 room, no distractors, big steps, 30-step episodes, 30x40 frames.
@@ -230,7 +230,7 @@ def _tiny_args(tmp_path, *extra):
 
 @pytest.mark.slow
 def test_short_training_run_improves_success(tmp_path):
-    from agents.evaluate import evaluate, held_out_seeds
+    from rlviz.agents.evaluate import evaluate, held_out_seeds
 
     assert main(_tiny_args(tmp_path, "--total-steps", "6144", "--no-async-learner")) == 0
     run = tmp_path / "tiny"
@@ -281,7 +281,7 @@ def test_resume_continues_counters_optimizer_and_rng(tmp_path):
 
 
 def test_resume_rejects_a_checkpoint_without_training_state(tmp_path, capsys):
-    from agents.checkpoint import save_checkpoint
+    from rlviz.agents.checkpoint import save_checkpoint
 
     path = save_checkpoint(
         tmp_path / "x" / "checkpoint.safetensors",
@@ -296,7 +296,7 @@ def test_resume_rejects_a_checkpoint_without_training_state(tmp_path, capsys):
 
 
 def test_bad_device_is_explained():
-    from agents.config import resolve_device
+    from rlviz.agents.config import resolve_device
 
     with pytest.raises(ValueError, match="not a device"):
         resolve_device("gpu0")
@@ -305,7 +305,7 @@ def test_bad_device_is_explained():
 
 @pytest.mark.slow
 def test_env_pool_seeds_and_stuck_penalty():
-    from agents.vecenv import EnvPool, episode_seed
+    from rlviz.agents.vecenv import EnvPool, episode_seed
 
     kwargs = {**TINY_ENV, "max_episode_steps": 12}
     with EnvPool(
@@ -335,8 +335,8 @@ def test_env_pool_seeds_and_stuck_penalty():
 def test_env_pool_progress_reward_pays_for_distance_gained():
     import gymnasium as gym
 
-    from agents.vecenv import EnvPool, episode_seed
-    from envs.oracle import goal_distance
+    from rlviz.agents.vecenv import EnvPool, episode_seed
+    from rlviz.envs.oracle import goal_distance
 
     kwargs = {**TINY_ENV, "max_episode_steps": 40}
     actions = [1, 1, 0, 1, 2, 2, 1, 1, 1, 0, 1, 1]
@@ -372,8 +372,8 @@ def test_env_pool_progress_reward_pays_for_distance_gained():
 
 
 def test_init_from_rejects_another_architecture(tmp_path):
-    from agents.checkpoint import CheckpointError, save_checkpoint
-    from agents.trainer import init_weights
+    from rlviz.agents.checkpoint import CheckpointError, save_checkpoint
+    from rlviz.agents.trainer import init_weights
 
     source = ActorCritic(channels=(4, 8, 8))
     path = save_checkpoint(tmp_path / "a.safetensors", source, {})

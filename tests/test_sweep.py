@@ -82,8 +82,8 @@ def run_dir(tmp_path_factory) -> Path:
     """A run folder with two tiny untrained snapshots of the real agent (saved, not trained)."""
     import torch
 
-    from agents.checkpoint import save_checkpoint
-    from agents.policy import ActorCritic, Architecture
+    from rlviz.agents.checkpoint import save_checkpoint
+    from rlviz.agents.policy import ActorCritic, Architecture
 
     run = tmp_path_factory.mktemp("run")
     for i, steps in enumerate((1000, 2000)):
@@ -216,8 +216,8 @@ def test_killed_worker_loses_and_duplicates_nothing(run_dir, serial_report, ray_
 
 
 def test_evaluate_workers_equal_serial(run_dir, ray_executor):
-    from agents.checkpoint import load_checkpoint
-    from agents.evaluate import evaluate
+    from rlviz.agents.checkpoint import load_checkpoint
+    from rlviz.agents.evaluate import evaluate
     from rlviz.cli.sweep_tasks import evaluate_parallel
 
     checkpoint = str(run_dir / "snapshots" / "step_000001000.safetensors")
@@ -233,10 +233,10 @@ def test_evaluate_workers_equal_serial(run_dir, ray_executor):
 def render_in_worker() -> dict:
     """What a fresh task sees in a Ray worker before it touches MiniWorld, and a rendered frame."""
     seen = {m: m in sys.modules for m in ("torch._dynamo", "miniworld")}
-    from envs import headless
+    from rlviz.envs import headless
 
     seen["prepared"] = headless.is_prepared()
-    from agents.vecenv import make_env
+    from rlviz.agents.vecenv import make_env
 
     env = make_env(ENV_ID)
     frame, _ = env.reset(seed=0)
@@ -363,7 +363,7 @@ def stacked_snapshot(frames: int):
     """A tiny untrained agent reading ``frames`` stacked RGB frames (no env)."""
     import torch
 
-    from agents.policy import ActorCritic, Architecture, make_adapter
+    from rlviz.agents.policy import ActorCritic, Architecture, make_adapter
     from rlviz.sweep import Snapshot
 
     torch.manual_seed(3)
@@ -418,8 +418,8 @@ def _save_run(run: Path, steps_list, seed: int, init_from: str | None = None) ->
     """Tiny untrained snapshots of a run; ``init_from`` makes it a fine-tune of that checkpoint."""
     import torch
 
-    from agents.checkpoint import save_checkpoint
-    from agents.policy import ActorCritic, Architecture
+    from rlviz.agents.checkpoint import save_checkpoint
+    from rlviz.agents.policy import ActorCritic, Architecture
 
     paths = []
     for i, steps in enumerate(steps_list):

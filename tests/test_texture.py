@@ -154,7 +154,7 @@ def test_reliance_kl_is_zero_for_a_shape_reader_and_large_for_a_texture_reader()
 @pytest.fixture(scope="module")
 def gt_env():
     gym = pytest.importorskip("gymnasium")
-    import envs  # noqa: F401  (registers the ids)
+    from rlviz import envs  # noqa: F401  (registers the ids)
 
     env = gym.make("rlviz/BoxReach-v0", ground_truth=True)
     yield env
@@ -172,7 +172,7 @@ def _replay(env, seed, options, actions):
 
 
 def test_texture_seed_retextures_the_same_layout(gt_env):
-    from envs.textures import DEFAULT_TEXTURES, sample_textures
+    from rlviz.envs.textures import DEFAULT_TEXTURES, sample_textures
 
     actions = [0, 0, 1, 1, 2, 1]
     base, base_info = _replay(gt_env, 5, None, actions)
@@ -209,7 +209,7 @@ def test_box_pos_moves_only_the_goal_box(gt_env):
 
 
 def test_texture_images_and_palette():
-    from envs.textures import PALETTE, sample_textures, texture_image
+    from rlviz.envs.textures import PALETTE, sample_textures, texture_image
 
     img = texture_image("brick_wall", (60, 80))
     assert img.shape == (60, 80, 3) and img.dtype == np.uint8 and img.std() > 5
@@ -224,7 +224,7 @@ def test_texture_images_and_palette():
 
 @pytest.mark.slow
 def test_featvis_texture_and_style_commands(tmp_path, capsys):
-    import agents
+    from rlviz import agents
     from rlviz.cli.features import featvis_main
 
     torch.manual_seed(0)

@@ -226,7 +226,7 @@ def test_optimize_defaults_to_a_stack_for_a_stacked_adapter():
 def boxreach_stack():
     """Two short episodes of BoxReach through FrameStackObservation(2), with goal masks."""
     gym = pytest.importorskip("gymnasium")
-    import envs  # noqa: F401  (registers rlviz/BoxReach-v0; headless EGL set up there)
+    from rlviz import envs  # noqa: F401  (registers rlviz/BoxReach-v0; headless EGL set up there)
     from rlviz.rollout import collect
 
     env = gym.wrappers.FrameStackObservation(

@@ -294,7 +294,7 @@ def test_long_episode_does_not_hold_frames(tmp_path):
 def checkpoint(tmp_path):
     import torch
 
-    import agents
+    from rlviz import agents
 
     torch.manual_seed(0)
     model = agents.ActorCritic()
@@ -356,7 +356,7 @@ def test_cli_renders_boxreach_from_a_checkpoint(tmp_path, checkpoint, capsys):
 def test_render_video_on_real_boxreach_with_all_panels(tmp_path):
     import torch
 
-    import agents
+    from rlviz import agents
     from rlviz.cli.common import make_env
     from rlviz.video import fit_state_embedding
 

@@ -16,7 +16,7 @@ from helpers import H, SquareEnv, W, tiny_policy
 from torch import nn
 
 import rlviz
-from envs.wrappers import StackFrames
+from rlviz.envs.wrappers import StackFrames
 from rlviz.layout import ObservationLayout
 from rlviz.memory import memory_reliance
 from rlviz.rollout import run_episode

@@ -69,8 +69,8 @@ def checkpoint(tmp_path_factory) -> Path:
     """A tiny untrained agent of the real architecture, saved for BoxReachSmall."""
     import torch
 
-    from agents.checkpoint import save_checkpoint
-    from agents.policy import ActorCritic, Architecture
+    from rlviz.agents.checkpoint import save_checkpoint
+    from rlviz.agents.policy import ActorCritic, Architecture
 
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("ckpt") / "agent.safetensors"

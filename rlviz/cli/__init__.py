@@ -2,7 +2,7 @@
 ``main(argv) -> int`` and is imported only when called, so ``rlviz --help`` stays fast and
 ``import rlviz.cli`` never pulls in the environment or the trainer.
 
-This package is the only part of rlviz that imports the application (``envs``, ``agents``); what
+This package is the only part of rlviz that imports the application (``rlviz.envs``, ``rlviz.agents``); what
 the commands share (options, :class:`~rlviz.cli.common.CliError`, the checkpoint loader) is in
 :mod:`rlviz.cli.common`.
 """

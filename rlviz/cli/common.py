@@ -1,7 +1,7 @@
 """What every ``rlviz`` command shares: its parser, the shared options, the one error type, the
 one checkpoint loader and env maker.
 
-The only part of rlviz that imports ``envs`` and ``agents``; always inside functions, so building
+The only part of rlviz that imports ``rlviz.envs`` and ``rlviz.agents``; always inside functions, so building
 a parser (``--help``) stays fast and ``import rlviz.cli`` pulls in no env code.
 """
 
@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from agents.checkpoint import LoadedPolicy
+    from rlviz.agents.checkpoint import LoadedPolicy
 
 DEFAULT_CHECKPOINT = Path("agents/checkpoints/boxreach.safetensors")
 ENV_HELP = "Gymnasium id (default: the checkpoint's env, else rlviz/BoxReach-v0)"
@@ -37,7 +37,7 @@ _ENVIRONMENT_ERRNOS = {
 }
 
 # Our own packages: a missing module among them is a broken install or a bug, never hidden.
-_OWN_PACKAGES = {"rlviz", "agents", "envs"}
+_OWN_PACKAGES = {"rlviz"}  # rlviz.envs and rlviz.agents included
 
 
 def environment_error(exc: BaseException) -> str | None:
@@ -196,8 +196,8 @@ def load_policy(
     see :func:`agents.checkpoint.load_policy`; every problem with it is a :class:`CliError`."""
     require_checkpoint(path)
     try:
-        from agents.checkpoint import CheckpointError
-        from agents.checkpoint import load_policy as load
+        from rlviz.agents.checkpoint import CheckpointError
+        from rlviz.agents.checkpoint import load_policy as load
     except ImportError as exc:
         raise CliError(
             f"playing a checkpoint needs the envs/ and agents/ packages of the rlviz repository "
@@ -211,7 +211,7 @@ def load_policy(
 
 def resolve_device(name: str):
     """The torch device ``--device NAME`` asks for (``auto``: cuda when there is one)."""
-    from agents.config import resolve_device as resolve
+    from rlviz.agents.config import resolve_device as resolve
 
     try:
         return resolve(name)
@@ -225,7 +225,7 @@ def make_env(env_id: str, **kwargs: Any):
     import gymnasium as gym
 
     if env_id.startswith("rlviz/"):
-        import envs  # noqa: F401  (registers the ids; prepares headless GL before MiniWorld)
+        from rlviz import envs  # noqa: F401  (registers the ids; prepares headless GL before MiniWorld)
 
         kwargs.setdefault("ground_truth", True)
     try:

@@ -32,8 +32,8 @@ from rlviz.cli.workers import add_worker_flags, parallel_executor
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``rlviz evaluate`` argument parser."""
-    from agents.checkpoint import SHIPPED_CHECKPOINT
-    from agents.evaluate import HELD_OUT_START
+    from rlviz.agents.checkpoint import SHIPPED_CHECKPOINT
+    from rlviz.agents.evaluate import HELD_OUT_START
 
     p = new_parser(
         "evaluate",
@@ -78,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _play(model, env_id: str, seeds: list[int], args, env_kwargs, executor) -> dict:
     """``evaluate`` here, or as tasks on ``executor`` (``--workers``), with identical results."""
-    from agents.evaluate import evaluate
+    from rlviz.agents.evaluate import evaluate
 
     if executor is None:
         return evaluate(
@@ -123,7 +123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """``rlviz evaluate``: print success rate, mean steps and return on held-out seeds."""
     import torch
 
-    from agents.evaluate import held_out_seeds
+    from rlviz.agents.evaluate import held_out_seeds
     from rlviz.io import save_json
 
     args = build_parser().parse_args(argv)
@@ -177,7 +177,7 @@ def _train_gap(
     model, config: dict, env_id, env_kwargs, held: dict, args, mode: str, executor=None
 ) -> dict:
     """Play as many seeds as the run trained on; print them and the gap to ``held``."""
-    from agents.evaluate import training_seeds
+    from rlviz.agents.evaluate import training_seeds
 
     tc = config.get("train_config", {})
     seeds = training_seeds(args.episodes, int(config.get("seed", 1)), int(tc.get("num_envs", 16)))
@@ -193,7 +193,7 @@ def _train_gap(
 
 def _oracle(env_id: str, seeds: list[int], env_kwargs: dict, held: dict, executor=None) -> dict:
     """The scripted oracle on the same seeds; print it and the agent's steps relative to it."""
-    from agents.evaluate import evaluate_oracle
+    from rlviz.agents.evaluate import evaluate_oracle
     from rlviz.cli.sweep_tasks import evaluate_parallel
 
     if executor is None:

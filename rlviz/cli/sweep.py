@@ -36,7 +36,7 @@ PROBE_SEED_START = 2_000_000
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``rlviz sweep`` argument parser."""
-    from agents.evaluate import HELD_OUT_START
+    from rlviz.agents.evaluate import HELD_OUT_START
 
     p = new_parser(
         "sweep",
@@ -135,7 +135,7 @@ def init_checkpoint(args, last_config: dict) -> Path | None:
         )
         return None
     if given is None and "init_from_steps" in last_config:
-        from agents.checkpoint import read_config
+        from rlviz.agents.checkpoint import read_config
 
         if int(read_config(path).get("steps", -1)) != int(last_config["init_from_steps"]):
             print(
@@ -150,7 +150,7 @@ def init_checkpoint(args, last_config: dict) -> Path | None:
 
 def _read_config(path: Path) -> dict:
     """The config of checkpoint ``path``; a corrupt or missing one is a :class:`CliError`."""
-    from agents.checkpoint import CheckpointError, read_config
+    from rlviz.agents.checkpoint import CheckpointError, read_config
 
     try:
         return read_config(path)
@@ -197,8 +197,8 @@ def print_table(rows: Sequence[dict], methods: Sequence[str]) -> None:
 @command("sweep")
 def main(argv: Sequence[str] | None = None) -> int:
     """``rlviz sweep``: write RUN/sweep/sweep.{csv,json,png} and print the table."""
-    from agents.checkpoint import checkpoint_env
-    from agents.evaluate import held_out_seeds
+    from rlviz.agents.checkpoint import checkpoint_env
+    from rlviz.agents.evaluate import held_out_seeds
     from rlviz.cli.sweep_tasks import WORKER_SETUP, build_spec, frame_stack
     from rlviz.sweep import make_executor, parallelism_hint, run_sweep
 

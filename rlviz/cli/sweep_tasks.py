@@ -21,8 +21,8 @@ def load_snapshot(path: str) -> Snapshot:
     """Checkpoint ``path`` as a :class:`~rlviz.sweep.Snapshot` (CPU, eval mode)."""
     from torch import nn
 
-    from agents.checkpoint import load_checkpoint
-    from agents.policy import make_adapter
+    from rlviz.agents.checkpoint import load_checkpoint
+    from rlviz.agents.policy import make_adapter
     from rlviz.hooks import list_layers
 
     model, config = load_checkpoint(path)
@@ -47,8 +47,8 @@ def play(
 ) -> dict:
     """``agents.evaluate.evaluate`` of the snapshot's model on ``seeds`` in its env (or the one
     given, see ``agents.checkpoint.checkpoint_env``), in the model's frame stack."""
-    from agents.checkpoint import checkpoint_env
-    from agents.evaluate import evaluate
+    from rlviz.agents.checkpoint import checkpoint_env
+    from rlviz.agents.evaluate import evaluate
 
     env_id, env_kwargs = checkpoint_env(snapshot.config, env_id, env_kwargs)
     return evaluate(
@@ -75,8 +75,8 @@ def oracle_probe(
     afar, at the edge and not at all). Independent of every checkpoint: the same for all.
     ``keep_history``: also keep every frame of the episodes (a recurrent policy's memory, the
     past frames of a frame stack: :func:`rlviz.sweep.tasks.probe_obs`)."""
-    from agents.vecenv import make_env
-    from envs.oracle import oracle_action
+    from rlviz.agents.vecenv import make_env
+    from rlviz.envs.oracle import oracle_action
 
     env = make_env(env_id, {**(env_kwargs or {}), "ground_truth": True})
     obs, masks, origin = [], [], []
@@ -155,22 +155,22 @@ def build_spec(
 
 
 def _evaluate_block(checkpoint: str, seeds: Sequence[int], **kwargs) -> dict:
-    from agents.checkpoint import load_checkpoint
-    from agents.evaluate import evaluate
+    from rlviz.agents.checkpoint import load_checkpoint
+    from rlviz.agents.evaluate import evaluate
 
     model, _ = load_checkpoint(checkpoint)
     return evaluate(model, seeds=seeds, **kwargs)
 
 
 def _oracle_block(env_id: str, seeds: Sequence[int], env_kwargs: dict | None) -> dict:
-    from agents.evaluate import evaluate_oracle
+    from rlviz.agents.evaluate import evaluate_oracle
 
     return evaluate_oracle(env_id, seeds, env_kwargs)
 
 
 def _joined(parts: Sequence[dict], extra: dict) -> dict:
     """Episode blocks' results as one ``agents.evaluate.evaluate`` dict (same keys, same means)."""
-    from agents.evaluate import summarise_episodes
+    from rlviz.agents.evaluate import summarise_episodes
 
     lists = {
         k: [v for p in parts for v in p[k]] for k in ("seeds", "successes", "steps", "returns")

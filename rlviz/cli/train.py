@@ -17,7 +17,7 @@ from rlviz.cli.common import CliError, command, new_parser
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``rlviz train`` argument parser."""
-    from agents.config import Config, add_dataclass_arguments
+    from rlviz.agents.config import Config, add_dataclass_arguments
 
     parser = new_parser(
         "train",
@@ -44,8 +44,8 @@ def resume_path(arg: str) -> Path:
 
 def _resumed_config(parser: argparse.ArgumentParser, args: dict, argv: list[str], resume: str):
     """``(config, command, checkpoint)`` of ``--resume``: the saved config, flags given now win."""
-    from agents.checkpoint import CheckpointError, read_config
-    from agents.config import config_from_dict
+    from rlviz.agents.checkpoint import CheckpointError, read_config
+    from rlviz.agents.config import config_from_dict
 
     path = resume_path(resume)
     if not path.exists():
@@ -73,9 +73,9 @@ def _resumed_config(parser: argparse.ArgumentParser, args: dict, argv: list[str]
 @command("train")
 def main(argv: Sequence[str] | None = None) -> int:
     """``rlviz train``: parse flags into a config, train, print where the checkpoint is."""
-    from agents.checkpoint import CheckpointError
-    from agents.config import Config
-    from agents.trainer import train
+    from rlviz.agents.checkpoint import CheckpointError
+    from rlviz.agents.config import Config
+    from rlviz.agents.trainer import train
 
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()

@@ -8,7 +8,7 @@ import argparse
 from rlviz.cli.common import CliError, at_least
 
 #: Run in every worker before its first task: headless EGL, torch._dynamo before MiniWorld.
-WORKER_SETUP = "envs.headless:prepare"
+WORKER_SETUP = "rlviz.envs.headless:prepare"
 
 
 def add_worker_flags(p: argparse.ArgumentParser | argparse._ArgumentGroup, what: str) -> None:

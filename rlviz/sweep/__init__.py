@@ -8,7 +8,7 @@ correlation of each method's maps between consecutive snapshots)::
 
     from rlviz.sweep import SweepSpec, make_executor, run_sweep
 
-    with make_executor(workers=4, setup="envs.headless:prepare") as executor:
+    with make_executor(workers=4, setup="rlviz.envs.headless:prepare") as executor:
         result = run_sweep(checkpoints, spec, seeds, executor, block_size=10)
     result.write("runs/NAME/sweep")          # sweep.csv, sweep.json, sweep.png
 

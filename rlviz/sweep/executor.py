@@ -4,7 +4,7 @@ Both executors take the same calls, ``{key: args}``, run ``fn(*shared, *args)`` 
 ``{key: result}`` in the order the calls were given, so a serial and a Ray run of the same calls
 give the same dict. Results are keyed, never appended: a task Ray re-runs after its worker died
 can only fill its own key once. Every task first runs the worker set-up (``setup``, a
-``"module:function"`` string such as ``"envs.headless:prepare"``) and pins torch to one thread,
+``"module:function"`` string such as ``"rlviz.envs.headless:prepare"``) and pins torch to one thread,
 so numbers do not depend on where or next to what a task ran.
 
 Ray is optional (``pip install rlviz[ray]``); without it :func:`make_executor` falls back to the

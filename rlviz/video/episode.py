@@ -120,7 +120,7 @@ class EpisodeExplanation:
         """The title bar's text: agent, env, seed, episode."""
         parts = [
             f"{key}: {self.meta[key]}"
-            for key in ("agent", "env", "seed", "episode")
+            for key in ("agent", "env", "seed", "episode", "steps")
             if self.meta.get(key) is not None
         ]
         return "    ".join(parts)

@@ -22,11 +22,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from rlviz.explain import check_window, device_batch, on_device
 from rlviz.policy import PolicyAdapter, as_adapter
 from rlviz.rollout import Rollout, collect
+from rlviz.spool import Spool
 from rlviz.video.episode import EpisodeExplanation, resolve_action_names
 from rlviz.video.events import INFO_KEYS
-from rlviz.video.explain import DEFAULT_METHODS, EXPLAIN_BATCH, check_methods, explain_episode
+from rlviz.video.explain import DEFAULT_METHODS, check_methods, explain_episode
 from rlviz.video.grid import Composer
 from rlviz.video.panels import TopDownPanel, default_panels
 from rlviz.video.resources import release_freed_memory, torch_threads
@@ -176,7 +178,7 @@ def render_episode(
 def make_env(env_id: str, **kwargs: Any):
     """``gymnasium.make(env_id, **kwargs)``, with an error that says what to do for unknown ids.
 
-    Ids an application registers (rlviz's BoxReach: ``import envs``) must be registered first.
+    Ids an application registers (rlviz's BoxReach: ``import rlviz.envs``) must be registered first.
     """
     import gymnasium as gym  # only when an id is given: `import rlviz` loads no gymnasium
 
@@ -187,7 +189,7 @@ def make_env(env_id: str, **kwargs: Any):
         shown = ", ".join(known[:40]) + (", ..." if len(known) > 40 else "")
         raise ValueError(
             f"cannot make env {env_id!r} ({exc}); registered ids: {shown}. Pass an env, or "
-            "import the package that registers the id first (rlviz/... ids: `import envs`)"
+            "import the package that registers the id first (rlviz/... ids: `import rlviz.envs`)"
         ) from None
 
 
@@ -243,13 +245,15 @@ class VideoJob:
     normalize: str = "episode"
     per_action: str | None = None
     max_steps: int | None = None
-    batch_size: int | None = EXPLAIN_BATCH
+    batch_size: int | None = None
     agent_name: str | None = None
     crf: int = 23
     preset: str = "veryfast"
     info_keys: Sequence[str] | None = INFO_KEYS
     threads: int | None = 1
     progress: bool = False
+    from_step: int = 0
+    to_step: int | None = None
 
     def run(self, env, adapter: PolicyAdapter, paths: list[Path], env_name: str | None):
         """Play, explain and write one episode per path; returns the :class:`VideoSummary`."""
@@ -259,39 +263,63 @@ class VideoJob:
             _progress(self.progress) as bar,
             torch_threads(self.threads) if self.threads else nullcontext(),
         ):
-            rollouts = collect(
-                env,
-                adapter,
-                len(paths),
-                seed=self.seed,
-                deterministic=self.deterministic,
-                max_steps=self.max_steps,
-                info_keys=self.info_keys,
-                capture=top_down_capture(env, self.panels()),
-            )
+            capture = top_down_capture(env, self.panels())
             for i, path in enumerate(paths):
-                t0 = time.perf_counter()
-                rollout = next(rollouts)
-                release_freed_memory()  # the rollout's per-step lists are gone
-                t1 = time.perf_counter()
-                meta = {
-                    "agent": self.agent_name,
-                    "env": env_name,
-                    "seed": None if self.seed is None else self.seed + i,
-                    "episode": f"{i + 1}/{len(paths)}",
-                }
-                episode = self.explain(env, adapter, rollout, meta)
-                release_freed_memory()  # raw maps and attribution buffers are gone
-                t2 = time.perf_counter()
-                used = self.write(episode, path, bar)
-                t3 = time.perf_counter()
-                stages = {"rollout": t1 - t0, "explain": t2 - t1, "compose_encode": t3 - t2}
-                summary.add(path, rollout, used, stages)
-                del episode, rollout  # before the next episode is played
+                # per-step data (observations, masks, views, maps) lives in chunk files on disk
+                # for the episode's life: memory stays flat however long it runs
+                with Spool() as spool:
+                    t0 = time.perf_counter()
+                    played = self.play(env, adapter, i, capture, spool)
+                    rollout = self.window(played)
+                    t1 = time.perf_counter()
+                    meta = {
+                        "agent": self.agent_name,
+                        "env": env_name,
+                        "seed": None if self.seed is None else self.seed + i,
+                        "episode": f"{i + 1}/{len(paths)}",
+                    }
+                    if len(rollout) < len(played):
+                        first = self.from_step
+                        meta["steps"] = f"{first}-{first + len(rollout) - 1} of {len(played)}"
+                    episode = self.explain(env, adapter, rollout, meta, spool)
+                    release_freed_memory()  # raw maps and attribution buffers are gone
+                    t2 = time.perf_counter()
+                    used = self.write(episode, path, bar)
+                    t3 = time.perf_counter()
+                    stages = {"rollout": t1 - t0, "explain": t2 - t1, "compose_encode": t3 - t2}
+                    summary.add(path, rollout, used, stages)
+                    del episode, rollout, played  # before the next episode is played
         summary.seconds = time.perf_counter() - start
         return summary
 
-    def explain(self, env, adapter: PolicyAdapter, rollout: Rollout, meta: dict):
+    def play(self, env, adapter: PolicyAdapter, i: int, capture, spool=None) -> Rollout:
+        """Episode ``i`` (reset with ``seed + i``, as :func:`rlviz.rollout.collect` plays it)."""
+        episodes = collect(
+            env,
+            adapter,
+            1,
+            seed=self.seed,
+            deterministic=self.deterministic,
+            max_steps=self.max_steps,
+            info_keys=self.info_keys,
+            capture=capture,
+            first_episode=i,
+            spool=spool,
+        )
+        return next(episodes)
+
+    def window(self, rollout: Rollout) -> Rollout:
+        """The steps to explain and draw: ``from_step`` .. ``to_step`` (all by default)."""
+        if self.from_step == 0 and (self.to_step is None or self.to_step >= len(rollout)):
+            return rollout
+        if self.from_step >= len(rollout):
+            raise ValueError(
+                f"from_step={self.from_step} is past the episode's end ({len(rollout)} steps); "
+                f"give a from_step below {len(rollout)}"
+            )
+        return rollout.window(self.from_step, self.to_step)
+
+    def explain(self, env, adapter: PolicyAdapter, rollout: Rollout, meta: dict, spool=None):
         """The :class:`EpisodeExplanation` of one played episode."""
         return explain_episode(
             adapter,
@@ -303,8 +331,9 @@ class VideoJob:
             embedding=self.embedding,
             top_down=rollout.views,
             action_names=resolve_action_names(env, adapter, rollout.probs.shape[1]),
-            batch_size=self.batch_size,
+            batch_size=self.batch_size or device_batch(adapter.device),
             meta=meta,
+            spool=spool,
         )
 
     def write(self, episode: EpisodeExplanation, path: Path, bar=None) -> list:
@@ -340,7 +369,10 @@ def render_video(
     normalize: str = "episode",
     per_action: str | None = None,
     max_steps: int | None = None,
-    batch_size: int | None = EXPLAIN_BATCH,
+    from_step: int = 0,
+    to_step: int | None = None,
+    batch_size: int | None = None,
+    device: str | torch.device | None = None,
     gif: bool = False,
     agent_name: str | None = None,
     name_prefix: str = "rl-explain",
@@ -370,6 +402,12 @@ def render_video(
         normalize: colour scale per ``"episode"`` (default) or per ``"frame"``.
         per_action: also show per-action maps of this method.
         max_steps: cut episodes at this many steps.
+        from_step, to_step: play whole episodes but explain and draw only steps
+            [from_step, to_step) (``to_step`` None: to the end).
+        batch_size: frames per attribution pass (None: chosen for the policy's device, see
+            :func:`rlviz.explain.device_batch`).
+        device: move the policy to this device first (``"cuda"``, ``"cpu"``, ``"auto"``);
+            None: leave it where it is.
         gif: with a folder ``out``, write GIFs instead of MP4s.
         name_prefix: file name prefix when ``out`` is a folder.
         crf, preset: x264 quality and speed (see :class:`rlviz.video.writer.VideoWriter`).
@@ -386,7 +424,10 @@ def render_video(
     """
     if episodes < 1:
         raise ValueError(f"episodes must be >= 1, got {episodes}")
+    check_window(from_step, to_step, max_steps)
     adapter = as_adapter(policy)
+    if device is not None:
+        adapter = on_device(adapter, device)
     methods = list(methods)
     paths = output_paths(out, episodes, gif=gif, name_prefix=name_prefix)
     for path in paths:
@@ -410,6 +451,8 @@ def render_video(
         info_keys=info_keys,
         threads=threads,
         progress=progress,
+        from_step=from_step,
+        to_step=to_step,
     )
     with _opened(env) as (env, env_name):
         _check_image_env(env)

@@ -21,7 +21,7 @@ from rlviz.cli.common import (
 )
 
 if TYPE_CHECKING:
-    from agents.checkpoint import LoadedPolicy
+    from rlviz.agents.checkpoint import LoadedPolicy
 
 # Not videos/features: that folder holds the committed example figures, which a default run must
 # never overwrite (videos/demo/ is git-ignored). Pass --out videos/features to regenerate them.

@@ -98,7 +98,7 @@ def _style_source(spec: str, scene) -> np.ndarray:
             raise CliError(f"--style {spec!r}: no such PNG file")
         img = Image.open(spec).convert("RGB").resize((size[1], size[0]), Image.BILINEAR)
         return np.asarray(img, dtype=np.uint8)
-    from envs.textures import texture_image
+    from rlviz.envs.textures import texture_image
 
     try:
         return texture_image(spec, size)
