@@ -180,6 +180,20 @@ class ObservationLayout:
             return x.float().div_(255.0)
         return x.float()
 
+    def from_network(self, x: torch.Tensor) -> torch.Tensor:
+        """A network input [B, K*C, H, W] laid out as observations again, [B, *obs_shape]
+        (values as in ``x``): what a framework that reads its env's own layout is fed."""
+        b, h, w = x.shape[0], x.shape[-2], x.shape[-1]
+        stack = x.reshape(b, self.frames, self.channels, h, w)
+        return {
+            "HWC": lambda: stack.permute(0, 3, 4, 1, 2).reshape(b, h, w, -1),
+            "CHW": lambda: x,
+            "KHWC": lambda: stack.permute(0, 1, 3, 4, 2),
+            "KCHW": lambda: stack,
+            "KHW": lambda: stack[:, :, 0],
+            "HW": lambda: x[:, 0],
+        }[self.order]()
+
     def split_input(self, x: torch.Tensor) -> torch.Tensor:
         """A network input (or its attribution) [B, K*C, H, W] as [B, K, C, H, W]."""
         if x.ndim == 5:

@@ -69,7 +69,8 @@ def network_units(
     dissection = None
     if masks is not None and len(masks):
         dissection = dissect(adapter, obs, np.asarray(masks)[keep], layers)
-    size = tuple(int(s) for s in obs.shape[1:3])
+    # (H, W) through the layout: a channels-first stack [K, H, W] is not [H, W, C]
+    size = adapter.layout_for(obs).image_size(tuple(obs.shape[1:]))
     out, images = [], []
     for layer in layers:
         iou = dissection.iou[layer][:, 0] if dissection is not None else None

@@ -17,6 +17,10 @@ from rlviz.policy.adapter import (
 from_sb3 = PolicyAdapter.from_sb3
 from_cleanrl = PolicyAdapter.from_cleanrl
 from_callable = PolicyAdapter.from_callable
+from_tianshou = PolicyAdapter.from_tianshou
+from_skrl = PolicyAdapter.from_skrl
+from_torchrl = PolicyAdapter.from_torchrl
+from_rllib = PolicyAdapter.from_rllib
 
 __all__ = [
     "PolicyAdapter",
@@ -26,6 +30,10 @@ __all__ = [
     "default_preprocess",
     "from_callable",
     "from_cleanrl",
+    "from_rllib",
     "from_sb3",
+    "from_skrl",
+    "from_tianshou",
+    "from_torchrl",
     "to_tensor_batch",
 ]

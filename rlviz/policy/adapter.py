@@ -170,6 +170,76 @@ class PolicyAdapter:
         return cls(parts.module, action_names=action_names, **parts.adapter_kwargs())
 
     @classmethod
+    def from_tianshou(
+        cls,
+        actor,
+        critic=None,
+        *,
+        layout: ObservationLayout | str,
+        output: str | None = None,
+        action_names: Sequence[str] | None = None,
+    ) -> PolicyAdapter:
+        """Tianshou ``DiscreteActor`` (its ``softmax_output`` read), Q-network (``DQNet``:
+        Q-values) or policy/algorithm, with an optional ``DiscreteCritic``; ``layout`` of the
+        env's observations, e.g. ``"4x1:CHW"``. See :func:`rlviz.policy.frameworks.tianshou_parts`."""
+        from rlviz.policy.frameworks import tianshou_parts
+
+        parts = tianshou_parts(actor, critic, layout=layout, output=output)
+        return cls(parts.module, action_names=action_names, **parts.adapter_kwargs())
+
+    @classmethod
+    def from_skrl(
+        cls,
+        policy,
+        value=None,
+        *,
+        layout: ObservationLayout | str | None = None,
+        role: str = "policy",
+        value_role: str = "value",
+        action_names: Sequence[str] | None = None,
+    ) -> PolicyAdapter:
+        """skrl policy model (Categorical/Gaussian/Deterministic mixin) and optional value model
+        (the same object for a shared model); see :func:`rlviz.policy.frameworks.skrl_parts`."""
+        from rlviz.policy.frameworks import skrl_parts
+
+        parts = skrl_parts(policy, value, layout=layout, role=role, value_role=value_role)
+        return cls(parts.module, action_names=action_names, **parts.adapter_kwargs())
+
+    @classmethod
+    def from_torchrl(
+        cls,
+        actor,
+        value=None,
+        *,
+        env=None,
+        layout: ObservationLayout | str | None = None,
+        in_key=None,
+        action_names: Sequence[str] | None = None,
+    ) -> PolicyAdapter:
+        """TorchRL ``ProbabilisticActor`` (+ ``ValueOperator``) or ``ActorValueOperator``; the
+        layout read from ``env``'s transforms or given; see
+        :func:`rlviz.policy.frameworks.torchrl_parts`."""
+        from rlviz.policy.frameworks import torchrl_parts
+
+        parts = torchrl_parts(actor, value, layout=layout, in_key=in_key, env=env)
+        return cls(parts.module, action_names=action_names, **parts.adapter_kwargs())
+
+    @classmethod
+    def from_rllib(
+        cls,
+        module,
+        *,
+        layout: ObservationLayout | str | None = None,
+        action_names: Sequence[str] | None = None,
+    ) -> PolicyAdapter:
+        """RLlib new-stack ``RLModule`` (``algo.get_module()``), e.g. ``DefaultPPOTorchRLModule``;
+        see :func:`rlviz.policy.frameworks.rllib_parts`."""
+        from rlviz.policy.frameworks import rllib_parts
+
+        parts = rllib_parts(module, layout=layout)
+        return cls(parts.module, action_names=action_names, **parts.adapter_kwargs())
+
+    @classmethod
     def from_cleanrl(
         cls,
         agent: nn.Module,

@@ -53,11 +53,20 @@ def evaluate(adapter: PolicyAdapter, objective: Objective, image: torch.Tensor) 
     """The objective on an image [B, C, H, W] (network input space), keeping the graph.
 
     Only the layers the objective reads are hooked (released on exit); the forward pass stops
-    after them unless the objective needs the policy's outputs.
+    after them unless the objective needs the policy's outputs. A recurrent policy reads the
+    image with its initial state.
 
     Returns:
         float [B].
     """
+    if adapter.recurrent:
+        # A recurrent policy sees the image entering its initial state (an episode's start).
+        with adapter.holding_state(adapter.initial_state(image.shape[0])):
+            return _evaluate(adapter, objective, image)
+    return _evaluate(adapter, objective, image)
+
+
+def _evaluate(adapter: PolicyAdapter, objective: Objective, image: torch.Tensor) -> torch.Tensor:
     layers = sorted(objective.layers)
     if objective.needs_output:
         with capture(adapter.model, layers) as acts:
