@@ -21,6 +21,7 @@ APPLICATION = {"rlviz.envs", "rlviz.agents"}  # packages only the CLI may import
 BARE_NAMES = {"envs", "agents"}  # a user's own packages; ours are never imported by these names
 # Layers, lowest first: a module may import its own layer and those below, never one above.
 LAYERS = ("engine", "rlviz.envs", "rlviz.agents", "rlviz.cli")
+ENTRY_POINTS = {"rlviz.__main__"}  # `python -m rlviz`: the CLI's layer
 CLI_DIR = PACKAGE / "cli"
 SHIM_MARK = "# TRANSITION SHIM"
 # What `import rlviz` must not load: the package promises torch + numpy only at import time.
@@ -59,6 +60,8 @@ def package_modules() -> dict[str, Path]:
 
 def layer_of(module: str) -> int:
     """Index in :data:`LAYERS` of a module's layer (everything else in rlviz is the engine)."""
+    if module in ENTRY_POINTS:
+        return LAYERS.index("rlviz.cli")
     for index in range(len(LAYERS) - 1, 0, -1):
         if module == LAYERS[index] or module.startswith(LAYERS[index] + "."):
             return index
