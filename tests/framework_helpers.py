@@ -79,3 +79,20 @@ def video_and_explorer(env_fn, adapter, tmp_path, methods=("gradient", "gradcam"
         optvis_steps=2,
     )
     assert (tmp_path / "explorer" / "index.html").exists() and report.episodes == 1
+
+
+class ChannelsLast(gym.ObservationWrapper):
+    """[K, H, W] stacks as [H, W, K] (SB3's VecFrameStack and RLlib lay frames out this way)."""
+
+    def __init__(self, env: gym.Env) -> None:
+        super().__init__(env)
+        k, h, w = env.observation_space.shape
+        self.observation_space = spaces.Box(0, 255, (h, w, k), np.uint8)
+
+    def observation(self, obs):
+        return np.ascontiguousarray(np.moveaxis(obs, 0, -1))
+
+
+def stacked_gray_env_hwc(max_steps: int = 6) -> gym.Env:
+    """:func:`stacked_gray_env` channels last: uint8 [60, 80, 4]."""
+    return ChannelsLast(stacked_gray_env(max_steps))

@@ -146,7 +146,7 @@ def skrl_parts(policy, value=None, *, layout=None, role: str = "policy", value_r
 
     def call(model, obs, model_role):
         inputs = {"observations": obs, "states": None}
-        return model.compute(inputs, role=model_role)
+        return model.compute(inputs, model_role)  # positional, as skrl's mixins call it
 
     def forward(x: torch.Tensor):
         obs = layout.from_network(x).reshape(x.shape[0], -1)
@@ -195,7 +195,9 @@ def torchrl_parts(actor, value=None, *, layout=None, in_key=None, env=None) -> P
     """Parts for a TorchRL ``ProbabilisticActor`` (plus an optional ``ValueOperator``) or an
     ``ActorValueOperator`` (its common trunk run once). The observation key is the actor's
     first in-key unless ``in_key`` says; the layout comes from ``env``'s transforms (a
-    ``CatFrames`` stack of N frames on the channel axis) when given, else ``layout=``.
+    ``CatFrames`` stack of N frames on the channel axis) when given, else ``layout=``. uint8
+    frames are divided by 255 as ``ToTensorImage`` does; float frames (a TorchRL env's own
+    output) pass as given.
     """
     from tensordict import TensorDict
 
@@ -228,7 +230,8 @@ def torchrl_parts(actor, value=None, *, layout=None, in_key=None, env=None) -> P
             parts.append(value(td).get(value.out_keys[0]).reshape(-1))
         return tuple(parts) if len(parts) > 1 else parts[0]
 
-    return PolicyParts(owner, forward=forward, layout=layout, scale=1.0, output=kind)
+    # scale=None: uint8 frames / 255, as TorchRL's ToTensorImage; float frames as given.
+    return PolicyParts(owner, forward=forward, layout=layout, scale=None, output=kind)
 
 
 def _torchrl_env_layout(env, key) -> ObservationLayout:
@@ -237,7 +240,9 @@ def _torchrl_env_layout(env, key) -> ObservationLayout:
     shape = tuple(int(s) for s in spec.shape[-3:])
     frames = 1
     transform = getattr(env, "transform", None)
-    for t in list(transform) if transform is not None else []:
+    # one transform, or a Compose of several
+    chain = list(getattr(transform, "transforms", [transform] if transform is not None else []))
+    for t in chain:
         if type(t).__name__ == "CatFrames" and key in t.in_keys:
             frames = int(t.N)
     if len(shape) != 3 or shape[0] % frames:
@@ -261,7 +266,7 @@ def rllib_parts(module, *, layout=None) -> PolicyParts:
     if callable(getattr(module, "is_stateful", None)) and module.is_stateful():
         raise ValueError("from_rllib does not read stateful (LSTM) RLModules yet")
     shape = getattr(getattr(module, "observation_space", None), "shape", None)
-    if layout is None and shape is not None and len(shape) == 3:
+    if layout is None and shape is not None and len(shape) == 3 and shape[-1] in (1, 3):
         layout = ObservationLayout(frames=1, channels=int(shape[-1]), order="HWC", source="env")
     layout = _layout(layout, "from_rllib")
     dist = module.get_inference_action_dist_cls().__name__
