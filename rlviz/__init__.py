@@ -35,6 +35,8 @@ _LAZY = {
     "statemap": ("rlviz.statemap", None),
     "explorer": ("rlviz.explorer", None),
     "features": ("rlviz.features", None),
+    "trust": ("rlviz.faithfulness", "trust"),
+    "faithfulness": ("rlviz.faithfulness", None),
 }
 
 

@@ -29,6 +29,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "interactive HTML report (explorer) of a checkpoint's episodes",
     ),
     "tsne": ("rlviz.cli.tsne:main", "t-SNE / PCA map of the states an agent visits"),
+    "trust": (
+        "rlviz.cli.trust:main",
+        "which attribution map to trust: sanity checks, deletion/insertion, ground truth",
+    ),
     "filters": (
         "rlviz.cli.features:filters_main",
         "first-layer kernels and per-layer filter grids",

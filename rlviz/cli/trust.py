@@ -1,0 +1,184 @@
+"""``rlviz trust``: which attribution map to trust for this agent.
+
+Plays a checkpoint, keeps ``--frames`` steps of its episodes and scores every method on them:
+cascading randomisation (output layer first) and the random-logit test, Efficient MPRT,
+deletion / insertion against a random pixel order, ground truth where the env gives masks, cost.
+Writes ``trust.json``, ``trust.csv`` and ``trust.png``; prints one verdict a method.
+
+Example::
+
+    rlviz trust --checkpoint agents/checkpoints/boxreach.safetensors --out trust/
+    rlviz video --checkpoint agents/checkpoints/boxreach.safetensors --methods-from trust/trust.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from rlviz.cli.common import (
+    CliError,
+    add_shared,
+    at_least,
+    check_out_dir,
+    command,
+    load_policy,
+    new_parser,
+    policy_env,
+    resolve_device,
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``rlviz trust`` argument parser."""
+    p = new_parser("trust", "Sanity checks, deletion / insertion and ground truth per method.")
+    add_shared(
+        p,
+        "checkpoint",
+        "env",
+        "episodes",
+        "seed",
+        "out",
+        episodes=dict(default=2, help="episodes to record (default 2)"),
+        out=dict(
+            type=str, default="trust/", help="folder for trust.json/.csv/.png (default trust/)"
+        ),
+    )
+    p.add_argument(
+        "--frames",
+        type=at_least(2),
+        default=96,
+        help="steps kept, spread evenly over the episodes (default 96)",
+    )
+    p.add_argument(
+        "--methods", default=None, help="comma-separated methods (default: every registered one)"
+    )
+    p.add_argument(
+        "--targets",
+        default="taken,logits",
+        help="taken (log pi of the action taken) and/or logits (Greydanus' whole-logit score, "
+        "perturbation only); default taken,logits",
+    )
+    p.add_argument(
+        "--mask-key",
+        default="auto",
+        help="info key with a bool [H, W] object mask per step for ground truth; 'auto' "
+        "(goal_mask when the env has it, default) or 'none'",
+    )
+    p.add_argument(
+        "--steps", type=at_least(2), default=20, help="deletion / insertion steps (default 20)"
+    )
+    p.add_argument(
+        "--random-init",
+        action="store_true",
+        help="score a randomly initialised network of the checkpoint's architecture instead",
+    )
+    add_shared(p, "deterministic", "max_steps", "device")
+    return p
+
+
+def _split(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def _methods(text: str | None) -> list[str] | None:
+    from rlviz.methods import available_methods, get_method
+
+    if text is None:
+        return None
+    names = _split(text)
+    if not names:
+        raise CliError("--methods is empty; name at least one, e.g. --methods occlusion,gradcam")
+    for name in names:
+        try:
+            get_method(name)
+        except ValueError:
+            raise CliError(
+                f"unknown method {name!r} in --methods; valid: {', '.join(available_methods())}"
+            ) from None
+    return names
+
+
+def _targets(text: str) -> list[str]:
+    from rlviz.faithfulness.run import TARGETS
+
+    names = _split(text)
+    bad = [n for n in names if n not in TARGETS]
+    if bad or not names:
+        raise CliError(
+            f"--targets {text!r}: expected a comma-separated subset of {', '.join(TARGETS)}"
+        )
+    return names
+
+
+def _random_init(loaded, seed: int):
+    """The checkpoint's architecture with fresh weights (``torch.manual_seed(seed)``)."""
+    import torch
+
+    from rlviz.agents.checkpoint import LoadedPolicy
+    from rlviz.agents.policy import ActorCritic, make_adapter
+
+    torch.manual_seed(seed)
+    model = ActorCritic(loaded.model.arch).to(loaded.model.policy.weight.device).eval()
+    return LoadedPolicy(model, make_adapter(model), *loaded[2:])
+
+
+@command("trust")
+def main(argv: Sequence[str] | None = None) -> int:
+    """``rlviz trust``."""
+    args = build_parser().parse_args(argv)
+    methods = _methods(args.methods)
+    targets = _targets(args.targets)
+    out = check_out_dir(args.out)
+    loaded = load_policy(args.checkpoint, args.env, device=resolve_device(args.device))
+    if args.random_init:
+        loaded = _random_init(loaded, args.seed)
+    env = policy_env(loaded)
+    mask_key = None if args.mask_key == "none" else args.mask_key
+    if mask_key not in (None, "auto"):
+        _, info = env.reset(seed=args.seed)
+        if mask_key not in info:
+            raise CliError(
+                f"--mask-key {mask_key!r} is not in {loaded.env_id}'s info; keys there: "
+                f"{', '.join(sorted(info)) or '(none)'}; pass one of them or --mask-key none"
+            )
+    import rlviz
+
+    def say(message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    try:
+        report = rlviz.trust(
+            loaded.adapter,
+            env,
+            methods,
+            episodes=args.episodes,
+            frames=args.frames,
+            seed=args.seed,
+            mask_key=mask_key,
+            targets=targets,
+            steps=args.steps,
+            deterministic=args.deterministic,
+            max_steps=args.max_steps,
+            out=out,
+            progress=say,
+        )
+    finally:
+        env.close()
+    s = report.settings
+    print(
+        f"{s['frames']} frames of {s['episodes']} episodes ({s['steps_recorded']} steps), "
+        f"{s['seconds']:.0f} s; checks: randomisation rho < {report.thresholds['rho']}, eMPRT > "
+        f"{report.thresholds['emprt']}, deletion/insertion gain > {report.thresholds['gain_se']} "
+        f"SE, ground truth mass/share >= {report.thresholds['mass_ratio']}"
+    )
+    for line in report.verdicts():
+        print(line)
+    for name in ("trust.json", "trust.csv", "trust.png"):
+        print(out / name)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,299 @@
+"""rlviz trust (rlviz.faithfulness): randomisation, Efficient MPRT and deletion equal Quantus's on the
+same maps and model; a blank map cannot pass; a randomly initialised network fails checks the
+shipped agent passes; the command's files and bad inputs."""
+
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import rlviz
+from rlviz import ActionLogit, PolicyAdapter
+from rlviz.faithfulness import checks, methods_from
+from rlviz.faithfulness.run import judge, verdict
+from rlviz.methods import AttributionMethod
+from rlviz.metrics import deletion_curve
+
+H, W = 8, 10
+
+
+def tiny_model(seed=0) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(
+        nn.Conv2d(3, 6, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(6, 8, 3, stride=2, padding=1),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(8 * 4 * 5, 3),
+    ).eval()
+
+
+@pytest.fixture(scope="module")
+def batch():
+    rng = np.random.default_rng(0)
+    x = rng.random((6, 3, H, W)).astype(np.float32)
+    y = rng.integers(0, 3, 6)
+    return x, y
+
+
+# Grad-CAM unrectified: an all-zero map (ReLU'd Grad-CAM of a tiny net often is one) makes
+# Quantus's batched Spearman fail (scipy returns one NaN instead of a matrix); ours gives NaN.
+OPTIONS = {"gradcam": {"relu": False}}
+
+
+def rlviz_explainer(name):
+    """An ``explain_func`` in Quantus's signature that runs an rlviz method on the given model."""
+
+    def explain(model, inputs, targets, **_):
+        adapter = PolicyAdapter(model)
+        x = torch.as_tensor(inputs)
+        maps = rlviz.explain(
+            adapter, x, [name], target=ActionLogit(targets), **OPTIONS.get(name, {})
+        )
+        return maps[name][:, None]  # [B, 1, H, W], as Quantus's own explainers return
+
+    return explain
+
+
+def test_spearman_matches_scipy_with_ties_and_is_nan_for_blank_maps():
+    from scipy.stats import spearmanr
+
+    rng = np.random.default_rng(1)
+    a = rng.integers(0, 4, (5, 30)).astype(float)  # many ties
+    b = a + rng.normal(0, 1, a.shape)
+    ours = checks.spearman(a, b)
+    theirs = [spearmanr(u, v)[0] for u, v in zip(a, b, strict=True)]
+    np.testing.assert_allclose(ours, theirs, atol=1e-12)
+    assert np.isnan(checks.spearman(np.zeros((1, 30)), b[:1]))[0]
+
+
+@pytest.mark.parametrize("name", ["gradient", "gradcam", "occlusion"])
+def test_mprt_equals_quantus(batch, name):
+    quantus = pytest.importorskip("quantus")
+    x, y = batch
+    model = tiny_model()
+    explain = rlviz_explainer(name)
+    a = explain(model, x, y)
+    metric = quantus.MPRT(layer_order="top_down", seed=42, disable_warnings=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        theirs = metric(model=model, x_batch=x, y_batch=y, a_batch=a, explain_func=explain)
+    adapter = PolicyAdapter(model)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    ours, _ = checks.mprt(model, lambda: explain(adapter.model, x, y), a, order="top_down", seed=42)
+    assert list(ours) == [k for k in theirs if k != "original"] == ["5", "2", "0"]
+    for layer, rho in ours.items():
+        np.testing.assert_allclose(rho, theirs[layer], atol=1e-10, err_msg=layer)
+    # The trained weights are back, and the cascade really moved the maps.
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert np.mean(ours["0"]) < 0.9
+
+
+@pytest.mark.parametrize("name", ["gradient", "gradcam"])
+def test_efficient_mprt_equals_quantus(batch, name):
+    quantus = pytest.importorskip("quantus")
+    x, y = batch
+    model = tiny_model()
+    explain = rlviz_explainer(name)
+    a = explain(model, x, y)
+    metric = quantus.EfficientMPRT(disable_warnings=True)  # bottom-up, full randomisation only
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        theirs = metric(model=model, x_batch=x, y_batch=y, a_batch=a, explain_func=explain)
+    _, last = checks.mprt(
+        model, lambda: explain(model, x, y), a, order="bottom_up", seed=42, keep_last=True
+    )
+    np.testing.assert_allclose(checks.efficient_mprt(a, last), theirs, rtol=1e-12)
+    # Top-down ends in the same fully randomised model (each layer reset from seed + 1).
+    _, last_td = checks.mprt(model, lambda: explain(model, x, y), a, keep_last=True)
+    np.testing.assert_array_equal(last, last_td)
+
+
+def test_deletion_equals_quantus_region_perturbation(batch):
+    quantus = pytest.importorskip("quantus")
+    x, y = batch
+    model = tiny_model()
+    maps = np.random.default_rng(2).random((len(x), H, W)).astype(np.float32)  # no ties
+    metric = quantus.RegionPerturbation(
+        patch_size=1,
+        regions_evaluation=H * W,
+        order="morf",
+        perturb_baseline=0.0,
+        normalise=False,
+        abs=False,
+        disable_warnings=True,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        theirs = np.asarray(
+            metric(model=model, x_batch=x, y_batch=y, a_batch=maps[:, None], softmax=True)
+        )
+    adapter = PolicyAdapter(model)
+    curve = deletion_curve(adapter, torch.as_tensor(x), maps, target=y, steps=H * W, fill=0.0)
+    # Quantus records p(x) - p(x with the first k regions removed), k = 1 .. H*W.
+    np.testing.assert_allclose(curve[:, :1] - curve[:, 1:], theirs, atol=1e-6)
+    # rlviz trust tracks log pi of the same curve.
+    d, _ = checks.log_prob_curves(adapter, torch.as_tensor(x), maps, y, 0.0, steps=H * W)
+    np.testing.assert_allclose(d, np.log(curve), atol=1e-5)
+
+
+class BlankMap(AttributionMethod):
+    """A map that is 0 everywhere: says nothing, so it must not pass randomisation."""
+
+    name = "blank"
+
+    def _maps(self, adapter, x, target, layer, pass_size):
+        return x.new_zeros(x.shape[0], x.shape[2], x.shape[3])
+
+
+def test_blank_map_cannot_pass_randomisation(batch):
+    x, y = batch
+    blank = np.zeros((len(x), H, W), np.float32)
+    assert np.isnan(
+        checks.efficient_mprt(blank, np.random.default_rng(0).random(blank.shape))
+    ).all()
+    row = _row_of(BlankMap(), x, y)
+    assert row["checks"]["randomisation"] is False
+    assert row["randomisation"]["blank_frames"] == len(x)
+    assert "fails randomisation" in row["verdict"]
+
+
+def _row_of(method, x, y):
+    from rlviz.faithfulness.run import Frames, _Baselines, score_row
+
+    adapter = PolicyAdapter(tiny_model())
+    frames = Frames(torch.as_tensor(x), np.asarray(y), None, None, 1, len(x))
+    return score_row(adapter, frames, method, "taken", _Baselines(adapter, frames, 5, 64, 0))
+
+
+def test_judge_thresholds_and_verdict_line():
+    row = {
+        "row": "m",
+        "randomisation": {"rho_output": 0.2, "rho_full": 0.1, "emprt": 0.3},
+        "random_logit_rho": 0.7,
+        "deletion": {"gain": 0.5, "se": 0.1},
+        "insertion": {"gain": 0.1, "se": 0.1},
+        "ground_truth": None,
+    }
+    row["checks"] = judge(row)
+    assert row["checks"] == {
+        "randomisation": True,
+        "random_logit": False,
+        "deletion": True,
+        "insertion": False,
+        "ground_truth": None,
+    }
+    assert verdict(row) == "m: fails random logit (rho 0.70); insertion (gain +0.100)"
+    row["randomisation"]["emprt"] = float("nan")  # a blank map
+    assert judge(row)["randomisation"] is False
+
+
+CHECKPOINT = Path(__file__).resolve().parents[1] / "agents" / "checkpoints" / "boxreach.safetensors"
+
+
+@pytest.fixture(scope="module")
+def agent_and_random():
+    """Occlusion and Grad-CAM rows of the shipped agent and of a random init of its architecture,
+    on the same frames (the agent's recorded episode, goal-box masks from the env)."""
+    from rlviz.cli.common import load_policy, policy_env
+    from rlviz.cli.trust import _random_init
+    from rlviz.faithfulness.run import _Baselines, record, score_row
+
+    loaded = load_policy(CHECKPOINT)
+    env = policy_env(loaded)
+    try:
+        agent, frames = record(env, loaded.adapter, 1, 24, seed=0, mask_key="goal_mask")
+    finally:
+        env.close()
+    assert frames.masks.any(axis=(1, 2)).sum() >= 10  # the box is in view in most frames
+    rows = {}
+    for label, adapter in (("agent", agent), ("random", _random_init(loaded, 0).adapter)):
+        baselines = _Baselines(adapter, frames, 20, 256, 0)
+        rows[label] = {
+            m: score_row(adapter, frames, m, "taken", baselines, mask_key="goal_mask")
+            for m in ("occlusion", "gradcam")
+        }
+    return rows
+
+
+@pytest.mark.slow
+def test_random_network_fails_what_the_agent_passes(agent_and_random):
+    agent, random = agent_and_random["agent"], agent_and_random["random"]
+    # Occlusion of the trained agent passes every check here.
+    assert agent["occlusion"]["faithful"] is True
+    assert agent["occlusion"]["checks"]["ground_truth"] is True
+    assert agent["occlusion"]["checks"]["deletion"] is True
+    # An untrained network's maps do not get more complex when it is randomised again (its
+    # occlusion map still ranks the pixels its own, nearly flat, policy reacts to, and the red box
+    # draws its maps too: deletion and ground truth are not what tells it apart here).
+    for method in ("occlusion", "gradcam"):
+        assert agent[method]["checks"]["randomisation"] is True
+        assert random[method]["checks"]["randomisation"] is False
+        assert (
+            random[method]["randomisation"]["emprt"] < 0.1 < agent[method]["randomisation"]["emprt"]
+        )
+    assert agent["gradcam"]["checks"]["ground_truth"] is True
+
+
+@pytest.mark.slow
+def test_trust_command_files_and_methods_from(tmp_path, agent_and_random):
+    from rlviz.cli.trust import main
+    from rlviz.faithfulness import TrustReport, write
+
+    argv = ["--frames", "12", "--episodes", "1", "--methods", "occlusion,perturbation"]
+    assert main([*argv, "--out", str(tmp_path)]) == 0
+    header = (tmp_path / "trust.csv").read_text().splitlines()[0].split(",")
+    assert header[:4] == ["row", "method", "target", "ms_per_frame"]
+    assert (tmp_path / "trust.png").read_bytes()[:4] == b"\x89PNG"
+    data = json.loads((tmp_path / "trust.json").read_text())
+    assert data["thresholds"]["rho"] == 0.5 and data["settings"]["frames"] == 12
+    assert [r["row"] for r in data["rows"]] == ["occlusion", "perturbation", "perturbation[logits]"]
+    assert methods_from(tmp_path / "trust.json") == ["occlusion"]
+    # A trust file where no method passes says so instead of choosing one.
+    write(TrustReport(list(agent_and_random["random"].values()), {}), tmp_path / "random")
+    with pytest.raises(ValueError, match="no method passes"):
+        methods_from(tmp_path / "random" / "trust.json")
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--methods", "nope"], "unknown method 'nope'"),
+        (["--methods", ","], "--methods is empty"),
+        (["--targets", "value"], "--targets 'value'"),
+        (["--frames", "1"], "expected an integer >= 2"),
+        (["--steps", "x"], "expected an integer"),
+        (["--checkpoint", "missing.safetensors"], "does not exist"),
+    ],
+)
+def test_bad_inputs_one_line(capsys, argv, message):
+    from rlviz.cli.trust import main
+
+    with pytest.raises(SystemExit) if "--frames" in argv or "--steps" in argv else _no_raise():
+        assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) <= 2
+
+
+class _no_raise:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+@pytest.mark.slow
+def test_bad_mask_key_and_out(capsys, tmp_path):
+    from rlviz.cli.trust import main
+
+    assert main(["--mask-key", "nope", "--out", str(tmp_path)]) == 2
+    assert "--mask-key 'nope' is not in" in capsys.readouterr().err
+    (tmp_path / "file").write_text("x")
+    assert main(["--out", str(tmp_path / "file")]) == 2
+    assert "is a file" in capsys.readouterr().err
