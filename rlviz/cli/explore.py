@@ -24,7 +24,9 @@ from rlviz.cli.common import (
     policy_env,
     require_at_least,
     require_checkpoint,
+    resolve_device,
 )
+from rlviz.cli.steps import add_window_flags, window_args
 from rlviz.cli.workers import add_worker_flags, parallel_executor
 from rlviz.video.explain import DEFAULT_METHODS
 
@@ -76,6 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--map", choices=("tsne", "pca", "none"), default="tsne", help="state map (default tsne)"
     )
     add_shared(p, "deterministic", "max_steps", "no_progress")
+    add_shared(p, "device")
+    add_window_flags(p)
     add_worker_flags(p, "blocks of episodes and each episode's attribution")
     return p
 
@@ -109,7 +113,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise CliError(str(exc)) from None
     require_checkpoint(args.checkpoint)
     check_out_dir(args.out)
-    policy = load_policy(args.checkpoint, env_id=args.env)
+    window = window_args(args)
+    device = resolve_device(args.device)
+    policy = load_policy(args.checkpoint, env_id=args.env, device=device)
     env = policy_env(policy)
     executor = parallel_executor(args, progress=not args.no_progress)
     try:
@@ -126,6 +132,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             lam=args.lam,
             deterministic=args.deterministic,
             max_steps=args.max_steps,
+            **window,
             statemap=args.map != "none",
             map_method="tsne" if args.map == "none" else args.map,
             nmf=args.nmf_features > 0,

@@ -26,7 +26,9 @@ from rlviz.cli.common import (
     policy_env,
     require_at_least,
     require_checkpoint,
+    resolve_device,
 )
+from rlviz.cli.steps import add_window_flags, window_args
 from rlviz.cli.workers import add_worker_flags, parallel_executor
 from rlviz.video.explain import DEFAULT_METHODS
 
@@ -89,6 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="episodes played to fit the state map with --embedding fit (default 5)",
     )
     add_shared(p, "max_steps")
+    add_shared(p, "device")
+    add_window_flags(p)
     p.add_argument(
         "--crf", type=int, default=23, help="x264 quality, lower is better and larger (default 23)"
     )
@@ -183,7 +187,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     require_checkpoint(args.checkpoint)
     _check_methods(methods + ([args.per_action] if args.per_action else []))
     _check_outputs(args)
-    policy = load_policy(args.checkpoint, env_id=args.env)
+    window = window_args(args)
+    device = resolve_device(args.device)
+    policy = load_policy(args.checkpoint, env_id=args.env, device=device)
     env = policy_env(policy)
     executor = parallel_executor(args, progress=not args.no_progress)
     try:
@@ -201,6 +207,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             normalize=args.normalize,
             per_action=args.per_action,
             max_steps=args.max_steps,
+            **window,
             gif=args.gif,
             agent_name=args.checkpoint.name,
             progress=not args.no_progress,

@@ -1,11 +1,11 @@
 """One explored episode as the page reads it: scalars as JSON-able lists, frames and maps as
 uint8 sprite sheets.
 
-Every map comes from :func:`attribute`, the explorer's one loop over an episode (the video
-engine's ``attribute_episode`` explains the taken action only; the explorer also needs V(s),
-each action, per-frame maps and a recurrent policy's states). Maps are normalised with the video
-engine's :func:`normalize_maps` and quantised to uint8 at once, so an episode holds its maps as
-compressed PNG bytes, not float arrays.
+Every map comes from :func:`rlviz.explain.attribute_episode`, the loop over an episode that the
+video engine uses too (:func:`rlviz.explain.explain_rollout`: any target, per frame or not, a
+recurrent policy's states). Maps are normalised with the video engine's :func:`normalize_maps`
+and quantised to uint8 at once, so an episode holds its maps as compressed PNG bytes, not float
+arrays.
 """
 
 from __future__ import annotations
@@ -15,17 +15,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from rlviz.explain import explain
+from rlviz.explain import attribute_episode
 from rlviz.explorer import scalars
 from rlviz.explorer.sprites import data_url, png_bytes, quantize, sheet
 from rlviz.policy import PolicyAdapter
 from rlviz.rollout import Rollout
-from rlviz.targets import TakenAction, Value, as_target, subset_target
+from rlviz.targets import TakenAction, Value
 
 #: Targets the explorer can explain: the action taken, V(s), and every action (``actions``).
 TARGETS = ("taken", "value", "actions")
-#: Frames per attribution pass (as the video engine's): memory stays flat in episode length.
-EXPLAIN_BATCH = 128
 
 
 @dataclass
@@ -54,43 +52,6 @@ class EpisodeData:
     def map_urls(self, cols: int) -> dict[str, str]:
         """Each map's sprite sheet as a PNG data URL."""
         return {key: data_url(png_bytes(sheet(m, cols))) for key, m in self.maps.items()}
-
-
-def attribute(
-    adapter: PolicyAdapter,
-    obs: np.ndarray,
-    method: str,
-    target: object,
-    *,
-    layer: str | None = None,
-    batch_size: int | None = EXPLAIN_BATCH,
-    per_frame: bool = False,
-    states: tuple | None = None,
-) -> np.ndarray:
-    """Raw maps float32 [T, H, W] ([T, K, H, W] with ``per_frame``) of ``method`` for
-    ``target`` over one episode, ``batch_size`` steps per pass into one preallocated array.
-
-    ``target`` is anything :func:`rlviz.explain` takes (``TakenAction(actions)`` is split per
-    pass); ``states`` is a recurrent policy's state entering each step (``rollout.states``).
-    """
-    step = batch_size or EXPLAIN_BATCH
-    target = as_target(target)
-    out = None
-    for start in range(0, len(obs), step):
-        rows = slice(start, start + step)
-        part = explain(
-            adapter,
-            obs[rows],
-            methods=[method],
-            layer=layer,
-            target=subset_target(target, rows),
-            per_frame=per_frame,
-            states=None if states is None else tuple(s[rows] for s in states),
-        )[method]
-        if out is None:
-            out = np.empty((len(obs), *part.shape[1:]), np.float32)
-        out[start : start + len(part)] = part
-    return out
 
 
 def fit_maps(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -153,14 +114,16 @@ def episode_maps(
         jobs += [(name, "value", Value()) for name in methods]
     maps, signed = {}, {}
     for name, key, target in jobs:  # one raw [T, H, W] float32 alive at once
-        raw = attribute(adapter, rollout.obs, name, target, **options)
+        raw = attribute_episode(adapter, rollout.obs, name, target, **options)
         maps[f"{name}|{key}"], signed[f"{name}|{key}"] = scaled_maps(raw, name, size)
         del raw
     if "actions" in targets and per_action:
         n, n_actions = len(rollout), rollout.probs.shape[1]
         per = np.stack(
             [
-                attribute(adapter, rollout.obs, per_action, TakenAction(np.full(n, k)), **options)
+                attribute_episode(
+                    adapter, rollout.obs, per_action, TakenAction(np.full(n, k)), **options
+                )
                 for k in range(n_actions)
             ],
             axis=1,

@@ -107,6 +107,9 @@ def explore(
     lam: float = 0.95,
     deterministic: bool = False,
     max_steps: int | None = None,
+    from_step: int = 0,
+    to_step: int | None = None,
+    device: str | torch.device | None = None,
     statemap: bool = True,
     map_method: str = "tsne",
     embedding=None,
@@ -137,6 +140,10 @@ def explore(
         seed: episode i is reset with ``seed + i``.
         layer: layer for CAM-type methods.
         gamma, lam: discount and GAE lambda for the advantages.
+        max_steps: cut episodes at this many steps.
+        from_step, to_step: play whole episodes but explain and show only steps
+            [from_step, to_step) of each (``to_step`` None: to the end).
+        device: move the policy to this device first (``"cuda"``, ``"cpu"``, ``"auto"``).
         statemap: place every step on a state map (fitted on these steps with ``map_method``,
             "tsne" or "pca", or placed on a fitted ``embedding``).
         nmf: add URV's layer attribution reduced by NMF (``nmf_features`` features of
@@ -153,11 +160,15 @@ def explore(
     Returns:
         :class:`ExploreSummary` (path of ``index.html``, counts, size, time per stage).
     """
+    from rlviz.explain import check_window, on_device
     from rlviz.video.pipeline import make_env
     from rlviz.video.resources import torch_threads
 
     methods = list(methods)
     _check(methods, targets, episodes)
+    check_window(from_step, to_step, max_steps)
+    if device is not None:
+        policy = on_device(policy, device)
     made = isinstance(env, str)
     env = make_env(env) if made else env
     try:
@@ -167,6 +178,7 @@ def explore(
         start = time.perf_counter()
         with torch_threads(threads) if threads else nullcontext():
             job.play(episodes, seed, deterministic, max_steps, progress, executor)
+            job.window(from_step, to_step)
             job.explain(layer, gamma, lam, batch_size, executor)
             if statemap:
                 job.state_map(embedding, map_method, seed or 0)
@@ -227,6 +239,18 @@ class _Job:
         n_actions = self.rollouts[0].probs.shape[1]
         self.names = self.adapter.action_names_for(n_actions, self.env)
         self._timed("rollout", t0)
+
+    def window(self, start: int, stop: int | None) -> None:
+        """Keep steps [start, stop) of each episode (episodes shorter than ``start``: refused)."""
+        if start == 0 and stop is None:
+            return
+        short = [len(r) for r in self.rollouts if len(r) <= start]
+        if short:
+            raise ValueError(
+                f"from_step={start} is past the end of an episode of {short[0]} steps; give a "
+                "from_step below every episode's length"
+            )
+        self.rollouts = [r.window(start, stop) for r in self.rollouts]
 
     @property
     def all_obs(self) -> np.ndarray:

@@ -13,8 +13,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from rlviz.explain import frame_share
-from rlviz.explorer.episode import attribute, rollout_states, scaled_maps
+from rlviz.explain import attribute_episode, frame_share
+from rlviz.explorer.episode import rollout_states, scaled_maps
 from rlviz.layout import ObservationLayout
 from rlviz.policy import PolicyAdapter
 from rlviz.rollout import Rollout
@@ -62,7 +62,7 @@ def stack_maps(
         jobs.append(("value", Value()))
     maps, shares, sign = {}, {}, False
     for key, target in jobs:
-        raw = attribute(
+        raw = attribute_episode(
             adapter,
             rollout.obs,
             method,

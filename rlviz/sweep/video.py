@@ -129,7 +129,7 @@ def render_video_parallel(
             "seed": None if job.seed is None else job.seed + i,
             "episode": f"{i + 1}/{episodes}",
         }
-        calls[i] = (rollout, meta, paths[i].suffix)
+        calls[i] = (job.window(rollout), meta, paths[i].suffix)  # --from-step/--to-step
     results = executor.map(render_task, calls, (job, adapter, names), desc="videos")
     summary = VideoSummary(timings={"rollout": played, "explain": 0.0, "compose_encode": 0.0})
     for i, path in enumerate(paths):
