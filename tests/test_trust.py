@@ -254,6 +254,13 @@ def test_trust_command_files_and_methods_from(tmp_path, agent_and_random):
     assert data["thresholds"]["rho"] == 0.5 and data["settings"]["frames"] == 12
     assert [r["row"] for r in data["rows"]] == ["occlusion", "perturbation", "perturbation[logits]"]
     assert methods_from(tmp_path / "trust.json") == ["occlusion"]
+    # Videos and the explorer take their maps from it.
+    from rlviz.cli import explore, video
+    from rlviz.cli.trust import methods_from_option
+
+    for parser in (video.build_parser(), explore.build_parser()):
+        argv = ["--checkpoint", str(CHECKPOINT), "--methods-from", str(tmp_path / "trust.json")]
+        assert methods_from_option(parser.parse_args(argv)) == ["occlusion"]
     # A trust file where no method passes says so instead of choosing one.
     write(TrustReport(list(agent_and_random["random"].values()), {}), tmp_path / "random")
     with pytest.raises(ValueError, match="no method passes"):
@@ -286,6 +293,20 @@ class _no_raise:
 
     def __exit__(self, *exc):
         return False
+
+
+@pytest.mark.parametrize("name", ["video", "explore"])
+def test_methods_from_a_bad_file_is_one_line(capsys, tmp_path, name):
+    import importlib
+
+    main = importlib.import_module(f"rlviz.cli.{name}").main
+    (tmp_path / "trust.json").write_text("{not json")
+    for path in (tmp_path / "missing.json", tmp_path / "trust.json"):
+        argv = ["--checkpoint", str(CHECKPOINT), "--methods-from", str(path)]
+        assert main([*argv, "--out", str(tmp_path / "o")]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith(f"rlviz {name}: error: --methods-from: cannot read a trust file")
+        assert len(err.splitlines()) == 1
 
 
 @pytest.mark.slow

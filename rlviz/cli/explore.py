@@ -27,6 +27,7 @@ from rlviz.cli.common import (
     resolve_device,
 )
 from rlviz.cli.steps import add_window_flags, window_args
+from rlviz.cli.trust import add_methods_from, methods_from_option
 from rlviz.cli.workers import add_worker_flags, parallel_executor
 from rlviz.video.explain import DEFAULT_METHODS
 
@@ -57,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
         "default all three",
     )
     p.add_argument("--layer", default=None, help="layer for CAM methods (default: the last conv)")
+    add_methods_from(p)
     p.add_argument("--gamma", type=float, default=0.99, help="discount for GAE (default 0.99)")
     p.add_argument("--lam", type=float, default=0.95, help="GAE lambda (default 0.95)")
     p.add_argument(
@@ -96,7 +98,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from rlviz.video.explain import check_methods
 
     args = build_parser().parse_args(argv)
-    methods, targets = _split(args.methods), _split(args.targets)
+    methods = methods_from_option(args) or _split(args.methods)
+    targets = _split(args.targets)
     require_at_least("--episodes", args.episodes, 1)
     require_at_least("--nmf-features", args.nmf_features, 0)
     require_at_least("--units", args.units, 0)

@@ -78,6 +78,29 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def add_methods_from(parser: argparse.ArgumentParser) -> None:
+    """``--methods-from TRUST_JSON`` for the commands that draw maps (video, explore)."""
+    parser.add_argument(
+        "--methods-from",
+        default=None,
+        metavar="TRUST_JSON",
+        help="take the methods from a trust.json of `rlviz trust`: the ones that pass every "
+        "check, best deletion + insertion first, at most 2 (overrides --methods)",
+    )
+
+
+def methods_from_option(args: argparse.Namespace) -> list[str] | None:
+    """The methods ``--methods-from`` names, None without it; a bad file is a :class:`CliError`."""
+    if getattr(args, "methods_from", None) is None:
+        return None
+    from rlviz.faithfulness.report import methods_from
+
+    try:
+        return methods_from(args.methods_from)
+    except ValueError as exc:
+        raise CliError(f"--methods-from: {exc}") from None
+
+
 def _split(text: str) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
 

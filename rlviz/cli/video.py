@@ -29,6 +29,7 @@ from rlviz.cli.common import (
     resolve_device,
 )
 from rlviz.cli.steps import add_window_flags, window_args
+from rlviz.cli.trust import add_methods_from, methods_from_option
 from rlviz.cli.workers import add_worker_flags, parallel_executor
 from rlviz.video.explain import DEFAULT_METHODS
 
@@ -49,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=",".join(DEFAULT_METHODS),
         help="comma-separated attribution methods, one map panel each (default %(default)s: the most faithful input method and Grad-CAM)",
     )
+    add_methods_from(p)
     add_shared(
         p,
         "out",
@@ -179,7 +181,9 @@ def _render(executor):
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command; returns the exit status (0 ok, 2 bad input)."""
     args = build_parser().parse_args(argv)
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    methods = methods_from_option(args) or [
+        m.strip() for m in args.methods.split(",") if m.strip()
+    ]
     require_at_least("--episodes", args.episodes, 1)
     if args.fps <= 0:
         raise CliError(f"--fps must be > 0, got {args.fps}")
