@@ -17,7 +17,9 @@ from rlviz.methods import AttributionMethod, available_methods, get_method
 from rlviz.policy import PolicyAdapter, PolicyOutput
 from rlviz.targets import (
     ActionLogit,
+    ActionMean,
     ActionProb,
+    ActionStd,
     Entropy,
     MostLikelyAction,
     TakenAction,
@@ -52,7 +54,9 @@ def __getattr__(name: str):
 
 __all__ = [
     "ActionLogit",
+    "ActionMean",
     "ActionProb",
+    "ActionStd",
     "AttributionMethod",
     "Entropy",
     "LayoutError",

@@ -20,6 +20,7 @@ import torch
 
 from rlviz.layout import LayoutError, ObservationLayout
 from rlviz.policy import PolicyAdapter, PolicyOutput, as_policy_output
+from rlviz.policy.output import env_action
 from rlviz.spool import Spool, StepArray, window
 
 #: A recurrent state: a tuple of batch-first tensors (see :class:`rlviz.PolicyAdapter`).
@@ -86,8 +87,10 @@ class Rollout:
     Attributes:
         obs: uint8 [T, ...], what the policy saw, as the env gave it (in ``layout``: [T, H, W, C]
             for one frame, [T, H, W, K*C] or [T, K, H, W, C] for a stack).
-        actions: int64 [T], the action taken (sampled, or greedy when deterministic).
-        probs: float32 [T, A], pi(.|s_t).
+        actions: int64 [T], the action taken (sampled, or greedy when deterministic); for a
+            continuous (Box) policy float32 [T, D], as the policy emitted it (before the env's
+            rescaling: in [-1, 1] for SAC/TD3), which is what ``TakenAction`` explains.
+        probs: float32 [T, A], pi(.|s_t); [T, 0] for a continuous policy.
         values: float32 [T], V(s_t), or None for a policy without critic.
         rewards: float32 [T], reward received after a_t.
         infos: per-step arrays stacked over t, for every requested info key present at each step
@@ -99,6 +102,8 @@ class Rollout:
             start): a tuple of CPU tensors [T, ...], as ``states=`` of the methods takes it.
         layout: the :class:`rlviz.ObservationLayout` of ``obs`` (the policy's, else the env's),
             or None when neither says (a single frame read off its shape).
+        action_mean / action_std: a continuous policy's mean action and standard deviation per
+            dimension, float32 [T, D] (std None when deterministic); None for a discrete one.
     """
 
     obs: np.ndarray
@@ -113,9 +118,21 @@ class Rollout:
     views: Sequence[np.ndarray] | None = None
     states: State | None = None
     layout: ObservationLayout | None = None
+    action_mean: np.ndarray | None = None
+    action_std: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.actions)
+
+    @property
+    def continuous(self) -> bool:
+        """Whether the policy acts in a Box (``action_mean`` holds its means)."""
+        return self.action_mean is not None
+
+    @property
+    def action_count(self) -> int:
+        """A discrete actions, or D dimensions of a Box action."""
+        return int(self.action_mean.shape[1] if self.continuous else self.probs.shape[1])
 
     def window(self, start: int, stop: int | None = None) -> Rollout:
         """Steps [start, stop) of the episode as a rollout (disk-backed arrays stay on disk)."""
@@ -143,6 +160,8 @@ class Rollout:
             views=views,
             states=None if self.states is None else tuple(s[rows] for s in self.states),
             layout=self.layout,
+            action_mean=None if self.action_mean is None else self.action_mean[rows],
+            action_std=None if self.action_std is None else self.action_std[rows],
         )
 
     @property
@@ -401,7 +420,9 @@ class EpisodeRecorder:
 
     def step(self, action, reward: float, terminated: bool, truncated: bool, obs, info) -> None:
         """Record a_t, r_t and, unless the episode ended, the next state (what ``step`` gave)."""
-        self.actions.append(int(np.asarray(action).reshape(-1)[0]))
+        flat = np.asarray(action).reshape(-1)
+        # a Box action is kept whole (float32 [D]); a discrete one as its index
+        self.actions.append(flat.astype(np.float32) if flat.dtype.kind == "f" else int(flat[0]))
         self.rewards.append(float(reward))
         if "success" in info and "success" in self.infos[-1]:
             # success is an event of the step a_t led to: credit it to t.
@@ -420,16 +441,25 @@ class EpisodeRecorder:
         *,
         states: State | None = None,
         layout: ObservationLayout | None = None,
+        action_mean: np.ndarray | None = None,
+        action_std: np.ndarray | None = None,
     ) -> Rollout:
         """The states recorded so far with pi/V (and other actions or rewards, when given).
 
         Without ``actions``, only states that have an action are included (T = actions taken).
-        ``states`` (a recurrent policy's, [T, ...] each) and ``layout`` are stored as given.
+        ``states`` (a recurrent policy's, [T, ...] each) and ``layout`` are stored as given;
+        ``action_mean`` / ``action_std`` [T, D] make it a continuous policy's rollout.
         """
         n = len(self.obs) if actions is not None else len(self.actions)
+        taken = self.actions if actions is None else actions
+        continuous = action_mean is not None
         return Rollout(
             obs=np.stack(self.obs[:n]) if self.spool is None else window(self.obs, 0, n),
-            actions=np.asarray(self.actions if actions is None else actions, dtype=np.int64),
+            actions=(
+                np.asarray(taken, dtype=np.float32).reshape(len(taken), -1)
+                if continuous
+                else np.asarray(taken, dtype=np.int64)
+            ),
             probs=np.asarray(probs, dtype=np.float32),
             values=None if values is None else np.asarray(values, dtype=np.float32),
             rewards=np.asarray(self.rewards if rewards is None else rewards, dtype=np.float32),
@@ -440,6 +470,8 @@ class EpisodeRecorder:
             views=self.views if self.capture is not None else None,
             states=states,
             layout=layout,
+            action_mean=None if not continuous else np.asarray(action_mean, np.float32),
+            action_std=None if action_std is None else np.asarray(action_std, np.float32),
         )
 
 
@@ -470,20 +502,31 @@ def run_episode(
     record.start(obs, info, seed)
     layout = rollout_layout(policy, env, obs)
     policy = with_layout(policy, layout)  # an env's frame stack, read as one observation
-    probs, values, states = [], [], []
+    probs, values, states, means, stds = [], [], [], [], []
     state = policy.initial_state(1) if policy.recurrent else None
     while not record.done:
         if state is not None:
             states.append(state)  # the state entering step t: what explains a_t
         out, state = act(policy, obs, state)
-        pi = out.probs[0].float().cpu()
-        if deterministic:
-            action = int(pi.argmax())
+        if out.discrete:
+            pi = out.probs[0].float().cpu()
+            if deterministic:
+                action = int(pi.argmax())
+            else:
+                action = int(torch.multinomial(pi, 1, generator=generator))
+            probs.append(pi.numpy())
+            to_env = action
         else:
-            action = int(torch.multinomial(pi, 1, generator=generator))
-        probs.append(pi.numpy())
+            # a Box policy: its own action is recorded (what TakenAction explains), the env
+            # gets it rescaled or clipped to the Box
+            chosen = out.greedy() if deterministic else out.sample(generator)
+            action = chosen[0].detach().float().cpu().numpy()
+            means.append(out.action_mean[0].detach().float().cpu().numpy())
+            stds.append(None if out.std is None else out.std[0].detach().float().cpu().numpy())
+            probs.append(np.zeros(0, np.float32))
+            to_env = env_action(action, out.kind, env.action_space)
         values.append(None if out.value is None else float(out.value[0]))
-        obs, reward, terminated, truncated, info = env.step(action)
+        obs, reward, terminated, truncated, info = env.step(to_env)
         if max_steps is not None and len(record) + 1 >= max_steps:
             truncated = True
         record.step(action, reward, terminated, truncated, obs, info)
@@ -492,6 +535,8 @@ def run_episode(
         None if values[0] is None else np.asarray(values, np.float32),
         states=stack_states(states) if states else None,
         layout=layout,
+        action_mean=np.stack(means) if means else None,
+        action_std=np.stack(stds) if stds and stds[0] is not None else None,
     )
 
 

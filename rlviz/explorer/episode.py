@@ -20,7 +20,7 @@ from rlviz.explorer import scalars
 from rlviz.explorer.sprites import data_url, png_bytes, quantize, sheet
 from rlviz.policy import PolicyAdapter
 from rlviz.rollout import Rollout
-from rlviz.targets import TakenAction, Value
+from rlviz.targets import ActionMean, TakenAction, Value
 
 #: Targets the explorer can explain: the action taken, V(s), and every action (``actions``).
 TARGETS = ("taken", "value", "actions")
@@ -118,12 +118,12 @@ def episode_maps(
         maps[f"{name}|{key}"], signed[f"{name}|{key}"] = scaled_maps(raw, name, size)
         del raw
     if "actions" in targets and per_action:
-        n, n_actions = len(rollout), rollout.probs.shape[1]
+        n, n_actions = len(rollout), rollout.action_count
+        # a Box policy's "actions" are its dimensions: each one's mean action
+        per_target = ActionMean if rollout.continuous else (lambda k: TakenAction(np.full(n, k)))
         per = np.stack(
             [
-                attribute_episode(
-                    adapter, rollout.obs, per_action, TakenAction(np.full(n, k)), **options
-                )
+                attribute_episode(adapter, rollout.obs, per_action, per_target(k), **options)
                 for k in range(n_actions)
             ],
             axis=1,
@@ -132,6 +132,17 @@ def episode_maps(
         for k in range(n_actions):
             maps[f"{per_action}|a{k}"], signed[f"{per_action}|a{k}"] = quantised[:, k], sign
     return maps, signed
+
+
+def _entropy(rollout: Rollout) -> np.ndarray:
+    """Per-step policy entropy in nats: of pi's probabilities, or a Box policy's Gaussian
+    (sum over dimensions of log std + log(2 pi e) / 2; 0 for a deterministic one)."""
+    if not rollout.continuous:
+        return scalars.entropy(rollout.probs)
+    if rollout.action_std is None:
+        return np.zeros(len(rollout), np.float32)
+    log_std = np.log(np.asarray(rollout.action_std, np.float64))
+    return (log_std + 0.5 * np.log(2 * np.pi * np.e)).sum(-1).astype(np.float32)
 
 
 def rollout_states(rollout: Rollout) -> tuple | None:
@@ -164,10 +175,24 @@ def episode_record(
     values = rollout.values if rollout.values is not None else None
     record = {
         "T": n,
-        "actions": rollout.actions.astype(int).tolist(),
+        "actions": (
+            np.round(rollout.actions, 4).tolist()
+            if rollout.continuous
+            else rollout.actions.astype(int).tolist()
+        ),
         "probs": np.round(rollout.probs, 4).tolist(),
         "rewards": np.round(rollout.rewards, 4).tolist(),
-        "entropy": np.round(scalars.entropy(rollout.probs), 4).tolist(),
+        "entropy": np.round(_entropy(rollout), 4).tolist(),
+        **(
+            {
+                "action_mean": np.round(rollout.action_mean, 4).tolist(),
+                "action_std": None
+                if rollout.action_std is None
+                else np.round(rollout.action_std, 4).tolist(),
+            }
+            if rollout.continuous
+            else {}
+        ),
         "success": bool(rollout.success),
         "return": round(float(rollout.episode_return), 4),
         "terminated": bool(rollout.terminated),

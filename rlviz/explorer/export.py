@@ -68,7 +68,8 @@ class ExploreSummary:
 def _layout(env, adapter: PolicyAdapter, obs: np.ndarray) -> ObservationLayout:
     declared = getattr(adapter, "layout", None)
     if declared is not None:
-        return declared
+        # a policy taking several layouts (SB3: channels first or last) names the one seen
+        return adapter.layout_for(obs) if getattr(adapter, "accepts", ()) else declared
     try:
         return ObservationLayout.from_env(env)
     except (LayoutError, AttributeError):

@@ -123,7 +123,10 @@ def action_change(
     intact, ablated = [], []
     for start in range(0, len(obs), batch_size):
         x = adapter.preprocess(obs[start : start + batch_size])
-        intact.append(adapter.outputs(x).probs.float().cpu())
+        out = adapter.outputs(x)
+        if not out.discrete:
+            return _box_action_change(adapter, obs, units, value, batch_size)
+        intact.append(out.probs.float().cpu())
         with ablate(adapter.model, units, value):
             ablated.append(adapter.outputs(x).probs.float().cpu())
     p, q = torch.cat(intact), torch.cat(ablated)
@@ -135,6 +138,38 @@ def action_change(
         kl=kl.numpy(),
         tv=(0.5 * (p - q).abs().sum(-1)).numpy(),
         flipped=(p.argmax(-1) != q.argmax(-1)).numpy(),
+    )
+
+
+def _box_action_change(adapter, obs, units, value: float, batch_size: int) -> ActionChange:
+    """A Box policy: KL between the diagonal Gaussians (a deterministic one: half the squared
+    distance of its actions), TV left as NaN, a "flip" when any dimension's mean changes sign.
+    ``probs`` hold the mean actions [N, D]."""
+    means, stds = [], []
+    for ablating in (False, True):
+        parts_m, parts_s = [], []
+        for start in range(0, len(obs), batch_size):
+            x = adapter.preprocess(obs[start : start + batch_size])
+            if ablating:
+                with ablate(adapter.model, units, value):
+                    out = adapter.outputs(x)
+            else:
+                out = adapter.outputs(x)
+            parts_m.append(out.action_mean.float().cpu())
+            parts_s.append(None if out.std is None else out.std.float().cpu())
+        means.append(torch.cat(parts_m))
+        stds.append(None if parts_s[0] is None else torch.cat(parts_s))
+    (m1, m2), (s1, s2) = means, stds
+    if s1 is None:
+        kl = 0.5 * (m1 - m2).pow(2).sum(-1)
+    else:
+        kl = (torch.log(s2 / s1) + (s1.pow(2) + (m1 - m2).pow(2)) / (2 * s2.pow(2)) - 0.5).sum(-1)
+    return ActionChange(
+        probs=m1.numpy(),
+        probs_ablated=m2.numpy(),
+        kl=kl.numpy(),
+        tv=np.full(len(m1), np.nan, np.float32),
+        flipped=(torch.sign(m1) != torch.sign(m2)).any(-1).numpy(),
     )
 
 

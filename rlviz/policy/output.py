@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 
+import numpy as np
 import torch
 
 #: Discrete policies: ``logits`` (softmax gives pi), ``probs`` (rows already sum to 1),
@@ -81,6 +82,11 @@ class PolicyOutput:
             if tensor is not None:
                 parts.append(f"{name.strip('_')}={list(tensor.shape)}")
         return f"PolicyOutput({', '.join(parts)})"
+
+    def tensors(self) -> dict[str, torch.Tensor | None]:
+        """The output's tensors by name (``logits``, ``mean``, ``log_std``, ``value``; None where
+        this kind has none), e.g. to compare two runs of one policy."""
+        return {"logits": self._logits, "mean": self.mean, "log_std": self.log_std, "value": self.value}
 
     # -- kinds -----------------------------------------------------------------------------
     @classmethod
@@ -196,6 +202,25 @@ class PolicyOutput:
         noise = torch.randn(self.mean.shape, generator=generator, dtype=self.mean.dtype)
         draw = self.mean + noise.to(self.mean.device) * self.log_std.exp()
         return torch.tanh(draw) if self.kind == "squashed_gaussian" else draw
+
+
+def env_action(action: torch.Tensor | np.ndarray, kind: str, space) -> np.ndarray | int:
+    """The policy's action (one row) as the env takes it.
+
+    Discrete: the index. ``squashed_gaussian`` / ``deterministic`` (in [-1, 1], as SB3's SAC and
+    TD3 emit): rescaled to the Box's bounds; ``gaussian``: clipped to them (as SB3's predict).
+    """
+    if kind in DISCRETE_KINDS:
+        return int(np.asarray(action).reshape(-1)[0])
+    values = np.asarray(action, dtype=np.float32).reshape(-1)
+    low = getattr(space, "low", None)
+    high = getattr(space, "high", None)
+    if low is None or high is None:
+        return values
+    low, high = np.asarray(low, np.float32).reshape(-1), np.asarray(high, np.float32).reshape(-1)
+    if kind == "gaussian" or not (np.isfinite(low).all() and np.isfinite(high).all()):
+        return np.clip(values, low, high)
+    return (low + 0.5 * (np.clip(values, -1.0, 1.0) + 1.0) * (high - low)).astype(np.float32)
 
 
 def _normal_log_prob(x: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor) -> torch.Tensor:

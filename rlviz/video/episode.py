@@ -82,7 +82,7 @@ class EpisodeExplanation:
         if self.memory is not None and len(self.memory) != n:
             raise ValueError(f"memory has {len(self.memory)} steps for an episode of {n}")
         if not self.action_names:
-            self.action_names = tuple(f"a{k}" for k in range(self.rollout.probs.shape[1]))
+            self.action_names = tuple(f"a{k}" for k in range(self.rollout.action_count))
         for name, m in self.maps.items():
             if len(m) != n:
                 raise ValueError(f"maps[{name!r}] has {len(m)} frames for an episode of {n} steps")

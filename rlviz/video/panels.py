@@ -206,6 +206,8 @@ class ActionPanel(Panel):
         self._base = tile
 
     def render(self, t: int, episode: EpisodeExplanation) -> np.ndarray:
+        if episode.rollout.continuous:
+            return self._render_box(t, episode)
         tile = self._require_prepared().copy()
         probs = episode.rollout.probs[t]
         taken = int(episode.rollout.actions[t]) if t < len(episode.rollout.actions) else -1
@@ -238,6 +240,44 @@ class ActionPanel(Panel):
         put_text(
             tile,
             f"entropy {entropy:.2f} nats",
+            (self.size[1] - 8, self.size[0] - 6),
+            size=11,
+            color=MUTED,
+            anchor="rb",
+        )
+        return tile
+
+    def _render_box(self, t: int, episode: EpisodeExplanation) -> np.ndarray:
+        """A Box policy: per dimension, a bar from 0 to the mean, a whisker of mean +/- std and a
+        tick at the action taken, on one symmetric scale for the whole episode."""
+        tile = self._require_prepared().copy()
+        rollout = episode.rollout
+        mean = rollout.action_mean[t]
+        std = rollout.action_std[t] if rollout.action_std is not None else np.zeros_like(mean)
+        taken = rollout.actions[t] if t < len(rollout.actions) else mean
+        spread = rollout.action_std if rollout.action_std is not None else 0.0
+        top = float(np.max(np.abs(rollout.action_mean) + spread, initial=1.0))
+        x0, x1, bar_h = self._bar
+        mid, half = (x0 + x1) // 2, (x1 - x0) / 2
+
+        def at(v: float) -> int:
+            return int(np.clip(round(mid + v / top * half), x0, x1 - 1))
+
+        for d, y in enumerate(self._rows):
+            m, s = float(mean[d]), float(std[d])
+            lo, hi = sorted((mid, at(m)))
+            tile[y : y + bar_h, lo : hi + 1] = BAR
+            tile[y + bar_h // 2, at(m - s) : at(m + s) + 1] = TEXT  # the +/- std whisker
+            tile[y : y + bar_h, mid] = MUTED
+            a = at(float(np.asarray(taken).reshape(-1)[d]))
+            tile[y : y + bar_h, max(a - 1, x0) : a + 2] = ACCENT
+            put_text(tile, f"{m:+.2f}", (x1 + 6, y + bar_h // 2), size=12, anchor="lm")
+        put_text(
+            tile, "mean ± std, | taken", (8, self.size[0] - 6), size=12, color=ACCENT, anchor="lb"
+        )
+        put_text(
+            tile,
+            f"scale ±{top:.2f}",
             (self.size[1] - 8, self.size[0] - 6),
             size=11,
             color=MUTED,

@@ -330,7 +330,7 @@ class VideoJob:
             per_action=self.per_action,
             embedding=self.embedding,
             top_down=rollout.views,
-            action_names=resolve_action_names(env, adapter, rollout.probs.shape[1]),
+            action_names=resolve_action_names(env, adapter, rollout.action_count),
             batch_size=self.batch_size or device_batch(adapter.device),
             meta=meta,
             spool=spool,

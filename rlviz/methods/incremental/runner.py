@@ -327,8 +327,9 @@ class IncrementalRunner:
             return f"incremental run failed: {type(exc).__name__}: {exc}"
         with torch.no_grad():
             want = self._full(frames, patches, values)
-        for name in ("logits", "value"):
-            a, b = getattr(got, name), getattr(want, name)
+        got_tensors, want_tensors = got.tensors(), want.tensors()
+        for name in want_tensors:
+            a, b = got_tensors[name], want_tensors[name]
             if (a is None) != (b is None):
                 return f"{name} missing from one of the runs"
             if a is not None:
