@@ -127,6 +127,7 @@ def explore(
     title: str | None = None,
     progress: bool = False,
     executor: Executor | None = None,
+    obs_key: str | None = None,
 ) -> ExploreSummary:
     """Play ``episodes`` episodes of ``policy`` in ``env`` and write an interactive report.
 
@@ -157,11 +158,14 @@ def explore(
         executor: play the episodes in blocks and explain each episode as tasks on it
             (:mod:`rlviz.sweep`; ``env`` must be remakable, see
             :func:`rlviz.sweep.episodes.env_factory`); the same report. None: all here.
+        obs_key: for an env with ``Dict`` observations, the key of the image. ``env`` may also
+            be a one-env SB3 ``VecEnv``.
 
     Returns:
         :class:`ExploreSummary` (path of ``index.html``, counts, size, time per stage).
     """
     from rlviz.explain import check_window, on_device
+    from rlviz.gym_env import as_gym_env
     from rlviz.video.pipeline import make_env
     from rlviz.video.resources import torch_threads
 
@@ -171,7 +175,8 @@ def explore(
     if device is not None:
         policy = on_device(policy, device)
     made = isinstance(env, str)
-    env = make_env(env) if made else env
+    # a one-env SB3 VecEnv, or a Dict observation's image
+    env = as_gym_env(make_env(env) if made else env, obs_key, "explore")
     try:
         adapter = as_adapter(policy)
         job = _Job(adapter, env, Path(out), methods, list(targets), per_action or methods[0])

@@ -31,6 +31,7 @@ from rlviz.video.events import INFO_KEYS
 from rlviz.video.explain import DEFAULT_METHODS, check_methods, explain_episode
 from rlviz.video.grid import Composer
 from rlviz.video.panels import TopDownPanel, default_panels
+from rlviz.gym_env import as_gym_env
 from rlviz.video.resources import release_freed_memory, torch_threads
 from rlviz.video.writer import FORMATS, VideoWriter, check_writable
 
@@ -381,6 +382,7 @@ def render_video(
     info_keys: Sequence[str] | None = INFO_KEYS,
     threads: int | None = 1,
     progress: bool = False,
+    obs_key: str | None = None,
 ) -> VideoSummary:
     """Play ``episodes`` episodes of ``policy`` in ``env`` and write one explanation video each.
 
@@ -418,6 +420,8 @@ def render_video(
             machine (BENCHMARKS.md, "## Video").
         agent_name: shown in the title bar.
         progress: show a tqdm progress bar of frames.
+        obs_key: for an env with ``Dict`` observations, the key of the image (the rest goes to
+            ``info["obs"]``). ``env`` may also be a one-env SB3 ``VecEnv``.
 
     Returns:
         A :class:`VideoSummary` (paths, episodes, successes, frames, seconds).
@@ -455,5 +459,6 @@ def render_video(
         to_step=to_step,
     )
     with _opened(env) as (env, env_name):
+        env = as_gym_env(env, obs_key, "render_video")  # a one-env VecEnv, a Dict's image
         _check_image_env(env)
         return job.run(env, adapter, paths, env_name)

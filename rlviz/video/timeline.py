@@ -34,8 +34,14 @@ def has_memory(adapter: PolicyAdapter, layout: ObservationLayout | None) -> bool
 
 
 def episode_layout(adapter: PolicyAdapter, rollout: Rollout) -> ObservationLayout | None:
-    """The layout of an episode's observations: the adapter's, else the rollout's (its env's)."""
-    return adapter.layout or getattr(rollout, "layout", None)
+    """The layout of an episode's observations: the adapter's, else the rollout's (its env's).
+
+    An adapter taking several layouts (SB3: channels first or last) defers to the rollout's,
+    the one its observations were read in."""
+    played = getattr(rollout, "layout", None)
+    if getattr(adapter, "accepts", ()) and played is not None:
+        return played
+    return adapter.layout or played
 
 
 def episode_states(adapter: PolicyAdapter, rollout: Rollout) -> State | None:
