@@ -69,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{time.strftime('%Y-%m-%d %H:%M')}; --frames {args.frames} --episodes {args.episodes}")
     for name in args.runs.split(","):
         out = args.out / name.split()[0]
+        for stale in ("trust.json", "trust.csv", "trust.png"):  # this script's own last outputs
+            (out / stale).unlink(missing_ok=True)
         start = time.perf_counter()
         code = trust([*RUNS[name], "--frames", args.frames, "--episodes", args.episodes,
                       "--out", str(out)])  # fmt: skip

@@ -278,9 +278,10 @@ def test_trust_command_files_and_methods_from(tmp_path, agent_and_random):
         (["--checkpoint", "missing.safetensors"], "does not exist"),
     ],
 )
-def test_bad_inputs_one_line(capsys, argv, message):
+def test_bad_inputs_one_line(capsys, tmp_path, argv, message):
     from rlviz.cli.trust import main
 
+    argv = [*argv, "--out", str(tmp_path)]
     with pytest.raises(SystemExit) if "--frames" in argv or "--steps" in argv else _no_raise():
         assert main(argv) == 2
     err = capsys.readouterr().err.strip()

@@ -7,8 +7,9 @@ Writes ``trust.json``, ``trust.csv`` and ``trust.png``; prints one verdict a met
 
 Example::
 
-    rlviz trust --checkpoint agents/checkpoints/boxreach.safetensors --out trust/
-    rlviz video --checkpoint agents/checkpoints/boxreach.safetensors --methods-from trust/trust.json
+    rlviz trust --checkpoint agents/checkpoints/boxreach.safetensors   # -> trust/boxreach/
+    rlviz video --checkpoint agents/checkpoints/boxreach.safetensors \
+        --methods-from trust/boxreach/trust.json
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from rlviz.cli.common import (
     CliError,
@@ -26,6 +28,7 @@ from rlviz.cli.common import (
     load_policy,
     new_parser,
     policy_env,
+    require_checkpoint,
     resolve_device,
 )
 
@@ -42,7 +45,10 @@ def build_parser() -> argparse.ArgumentParser:
         "out",
         episodes=dict(default=2, help="episodes to record (default 2)"),
         out=dict(
-            type=str, default="trust/", help="folder for trust.json/.csv/.png (default trust/)"
+            type=str,
+            default=None,
+            help="folder for trust.json/.csv/.png (default trust/NAME/, NAME the checkpoint's "
+            "file stem, with -random-init for --random-init)",
         ),
     )
     p.add_argument(
@@ -153,6 +159,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     methods = _methods(args.methods)
     targets = _targets(args.targets)
+    require_checkpoint(args.checkpoint)  # before --out's folder is made
+    if args.out is None:
+        stem = Path(args.checkpoint).name.split(".")[0]
+        args.out = f"trust/{stem}{'-random-init' if args.random_init else ''}/"
     out = check_out_dir(args.out)
     loaded = load_policy(args.checkpoint, args.env, device=resolve_device(args.device))
     if args.random_init:
@@ -198,8 +208,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     for line in report.verdicts():
         print(line)
-    for name in ("trust.json", "trust.csv", "trust.png"):
-        print(out / name)
+    for path in report.paths:
+        print(path)
     return 0
 
 

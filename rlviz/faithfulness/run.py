@@ -58,6 +58,7 @@ class TrustReport:
     rows: list[dict]
     settings: dict
     thresholds: dict = field(default_factory=lambda: dict(THRESHOLDS))
+    paths: list = field(default_factory=list)  # the files written, if any
 
     def verdicts(self) -> list[str]:
         """One line per row: ``"occlusion: faithful here"`` or what it fails."""
@@ -415,5 +416,5 @@ def trust(
     if out is not None:
         from rlviz.faithfulness.report import write
 
-        write(report, out)
+        report.paths = write(report, out)
     return report
