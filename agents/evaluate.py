@@ -29,15 +29,22 @@ def training_seeds(n: int, seed: int, num_envs: int) -> list[int]:
     return [episode_seed(seed, i % num_envs, i // num_envs) for i in range(n)]
 
 
-def _check_env(model: ActorCritic, env) -> None:
+def check_env_fits(model: ActorCritic, env) -> None:
+    """Raise ValueError (one line: what the model reads, what the env gives) unless ``model``
+    can play ``env``: observation shape, action count and names."""
     shape = tuple(env.observation_space.shape)
     if tuple(model.arch.obs_shape) != shape:
         raise ValueError(
             f"the model reads observations {tuple(model.arch.obs_shape)} but the env gives {shape}; "
-            "evaluate on the env (and obs size) the checkpoint was trained on"
+            "play it in the env (and obs size) it was trained on: leave --env out"
         )
-    n = int(env.action_space.n)
-    if n != len(model.action_names):
+    n = getattr(env.action_space, "n", None)
+    if n is None:
+        raise ValueError(
+            f"the model picks one of {len(model.action_names)} discrete actions but the env's "
+            f"action space is {env.action_space}; play it in an env with discrete actions"
+        )
+    if int(n) != len(model.action_names):
         raise ValueError(f"the model has {len(model.action_names)} actions but the env has {n}")
     names = getattr(env.unwrapped, "ACTION_NAMES", None) or _env_action_names(env)
     if names is not None and tuple(names) != tuple(model.action_names):
@@ -110,8 +117,9 @@ def evaluate(
     deterministic: bool = False,
     env_kwargs: dict | None = None,
     max_steps: int | None = None,
+    progress: bool = False,
 ) -> dict:
-    """Play one episode per seed and summarise.
+    """Play one episode per seed and summarise (``progress``: a tqdm bar on stderr).
 
     A stochastic policy samples actions from a generator seeded by the episode seed, so results are
     reproducible. Runs in this process, one env, batch-1 inference.
@@ -131,8 +139,8 @@ def evaluate(
     env = make_env(env_id, env_kwargs, frame_stack=frames)
     successes, steps, returns = [], [], []
     try:
-        _check_env(model, env)
-        for seed in seeds:
+        check_env_fits(model, env)
+        for seed in _bar(seeds, progress, "held-out episodes"):
             act = _actor(model, deterministic, torch.Generator().manual_seed(seed))
             info, term, reward, total, n = _play(env, act, seed, max_steps)
             successes.append(bool(info.get("success", term and reward > 0)))
@@ -142,6 +150,15 @@ def evaluate(
         env.close()
         model.train(was_training)
     return summarise_episodes(seeds, successes, steps, returns, deterministic=bool(deterministic))
+
+
+def _bar(seeds: list[int], progress: bool, desc: str):
+    """``seeds``, through a tqdm bar (stderr, closed at the end) when ``progress``."""
+    if not progress:
+        return seeds
+    from tqdm.auto import tqdm
+
+    return tqdm(seeds, desc=desc, unit="ep", leave=False)
 
 
 def evaluate_oracle(env_id: str, seeds: Sequence[int], env_kwargs: dict | None = None) -> dict:

@@ -24,6 +24,7 @@ for ``--resume``), ``progress.csv`` and ``learning_curve.png``.
 
 from __future__ import annotations
 
+import math
 import queue
 import sys
 import threading
@@ -35,7 +36,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
 from rlviz.agents.checkpoint import (
     CheckpointError,
     load_checkpoint,
@@ -482,13 +482,7 @@ class Trainer:
         cfg, row = self.cfg, self.last_row
         self.bar.update(min(self.steps, cfg.total_steps) - self.bar.n)
         if row:
-            self.bar.set_postfix(
-                success=f"{row['success_rate_100']:.2f}",
-                ret=f"{row['return']:.2f}",
-                len=f"{row['episode_length']:.0f}",
-                sps=f"{row['sps']:.0f}",
-                refresh=False,
-            )
+            self.bar.set_postfix(_bar_fields(row), refresh=False)
 
     def _log(self, msg: str) -> None:
         if self.bar is not None:
@@ -539,6 +533,21 @@ def episode_stats(eps: list[tuple], recent: list[tuple], env_wait: float) -> dic
         "env_wait": env_wait,
         "stuck_frac": sum(e[3] for e in eps) / max(sum(e[1] for e in eps), 1) if eps else nan,
     }
+
+
+def _bar_fields(row: dict) -> dict[str, str]:
+    """The progress bar's fields; the episode ones only once an episode has ended (no "nan"
+    while none has: the first episodes take a few rollouts)."""
+    fields = {}
+    if math.isfinite(row.get("success_rate_100", math.nan)):
+        fields["success"] = f"{row['success_rate_100']:.2f}"
+    if math.isfinite(row.get("return", math.nan)):
+        fields["ret"] = f"{row['return']:.2f}"
+        fields["len"] = f"{row['episode_length']:.0f}"
+    if not fields:
+        fields["episodes"] = "none ended yet"
+    fields["sps"] = f"{row['sps']:.0f}"
+    return fields
 
 
 def init_weights(path: str, arch: Architecture) -> dict[str, torch.Tensor]:

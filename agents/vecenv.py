@@ -36,6 +36,19 @@ def episode_seed(
     return int(np.random.default_rng([seed, env_index, episode]).integers(0, seed_range))
 
 
+def register_optional_envs(env_id: str) -> None:
+    """Register the ids of an installed package that Gymnasium does not import by itself:
+    ale-py's ``ALE/*`` (gymnasium >= 1.0 needs ``gym.register_envs(ale_py)``)."""
+    import gymnasium as gym
+
+    if env_id.startswith("ALE/") and env_id not in gym.registry:
+        try:
+            import ale_py
+        except ImportError:
+            return  # gym.make then says which package the namespace needs
+        gym.register_envs(ale_py)
+
+
 def make_env(env_id: str, env_kwargs: dict | None = None, frame_stack: int = 1):
     """Create ``env_id`` with ``gymnasium.make`` after registering and preparing rlviz's envs.
 
@@ -59,6 +72,7 @@ def make_env(env_id: str, env_kwargs: dict | None = None, frame_stack: int = 1):
         pass
     if env_id.startswith("MiniWorld-"):
         import miniworld  # noqa: F401  (registers MiniWorld-* ids)
+    register_optional_envs(env_id)
     try:
         env = gym.make(env_id, **(env_kwargs or {}))
     except gym.error.Error as exc:

@@ -10,8 +10,8 @@ Plays seeds 0 .. ``--search``-1 (rollouts only, cheap), picks
 * ``distractor.mp4``: the episode that gets closest to a distractor box (walking up to the wrong
   box is the behaviour the maps should help explain), success or not,
 
-then renders each with all panels (saliency, Grad-CAM, policy, value, t-SNE map, top-down view,
-captions, per-action saliency) and writes ``frame.png``, a still of a composed frame for the
+then renders each with all panels (the default maps, occlusion and Grad-CAM; policy, value,
+t-SNE map, top-down view, captions, per-action saliency) and writes ``frame.png``, a still of a composed frame for the
 README. Episodes are replayed exactly: ``render_video(seed=s)`` resets with seed s and samples
 actions with a generator seeded by s, as the search did. Videos stay under 3 MB (x264 preset
 ``medium``, CRF 23; long episodes are cut at ``--max-steps``).
@@ -85,7 +85,10 @@ def save_still(env, policy, embedding, seed: int, max_steps: int, path: Path, me
     from rlviz.video import Composer, default_panels, explain_episode, select_panels
     from rlviz.video.pipeline import top_down_capture
 
-    panels = default_panels(["gradient", "gradcam"], per_action="gradient")
+    from rlviz.video.explain import DEFAULT_METHODS
+
+    methods = list(DEFAULT_METHODS)  # the still shows what `rlviz video` shows by default
+    panels = default_panels(methods, per_action="gradient")
     rollout = replay(
         env, policy, seed, max_steps, ("success", "goal_mask", "box_visible"),
         capture=top_down_capture(env, panels),
@@ -93,7 +96,7 @@ def save_still(env, policy, embedding, seed: int, max_steps: int, path: Path, me
     episode = explain_episode(
         policy,
         rollout,
-        ["gradient", "gradcam"],
+        methods,
         per_action="gradient",
         embedding=embedding,
         top_down=rollout.views,
@@ -101,11 +104,11 @@ def save_still(env, policy, embedding, seed: int, max_steps: int, path: Path, me
     )
     composer = Composer(select_panels(panels, episode))
     composer.prepare(episode, episode.title())
-    # Of the steps with the box in view, show the one where the saliency map is strongest on the
+    # Of the steps with the box in view, show the one where the first map is strongest on the
     # episode's shared colour scale: a still with a near-empty overlay explains nothing.
     visible = np.flatnonzero(rollout.infos["box_visible"]) if "box_visible" in rollout.infos else []
     steps = visible if len(visible) else np.arange(len(rollout))
-    strength = episode.maps["gradient"][steps].astype(np.float32).mean(axis=(1, 2))
+    strength = np.abs(episode.maps[methods[0]][steps].astype(np.float32)).mean(axis=(1, 2))
     t = int(steps[int(np.argmax(strength))])
     save_image(composer.frame(t, episode), path)
     print(f"wrote {path} (step {t + 1} of seed {seed})")

@@ -19,12 +19,74 @@ import tempfile
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import ExitStack, contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
 
 TEMP_SUFFIX = ".tmp"
+# Inside keep_existing(): {"renamed": {asked: written}, "written": {paths this block wrote}}.
+_KEEP: ContextVar[dict | None] = ContextVar("rlviz_keep_existing", default=None)
+
+
+@contextmanager
+def keep_existing() -> Iterator[dict[Path, Path]]:
+    """Within this block no write replaces a file that was there before the block: it goes to the
+    first free ``NAME-2.EXT``, ``NAME-3.EXT``, ... instead (a file the block wrote itself is
+    replaced as usual). Yields the ``{asked path: written path}`` of those writes; the ``rlviz``
+    commands run in it unless ``--overwrite``, so outputs are replaced only when asked to."""
+    renamed: dict[Path, Path] = {}
+    token = _KEEP.set({"renamed": renamed, "written": set()})
+    try:
+        yield renamed
+    finally:
+        _KEEP.reset(token)
+
+
+@contextmanager
+def allow_overwrite() -> Iterator[None]:
+    """Undo :func:`keep_existing` within this block: writes replace existing files."""
+    token = _KEEP.set(None)
+    try:
+        yield
+    finally:
+        _KEEP.reset(token)
+
+
+def replace_existing() -> None:
+    """From here on in the current :func:`keep_existing` block, writes replace existing files
+    (what ``--overwrite`` asks for)."""
+    _KEEP.set(None)
+
+
+def written_path(path: str | os.PathLike) -> Path:
+    """Where a write of ``path`` went (or goes): ``path``, or its new name under
+    :func:`keep_existing`."""
+    path = Path(path)
+    keep = _KEEP.get()
+    return keep["renamed"].get(path.absolute(), path) if keep else path
+
+
+def _target(path: Path) -> Path:
+    """The file a write of ``path`` publishes to (see :func:`keep_existing`)."""
+    keep = _KEEP.get()
+    if keep is None:
+        return path
+    key = path.absolute()
+    if key in keep["renamed"]:
+        return keep["renamed"][key]
+    if key in keep["written"] or not path.exists():
+        keep["written"].add(key)
+        return path
+    n = 2  # video.mp4 -> video-2.mp4, filters_conv2.conv.png -> filters_conv2.conv-2.png
+    while (new := path.with_name(f"{path.stem}-{n}{path.suffix}")).exists():
+        n += 1
+    keep["renamed"][key] = new
+    keep["written"].add(new.absolute())
+    return new
+
+
 _fault_hits: list[int] = [0]  # writes that matched RLVIZ_FAULT_PAUSE so far
 
 
@@ -87,7 +149,7 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     On success the temp file replaces ``path`` in one step; on any exception it is removed.
     ``suffix`` keeps an extension on the temp name for writers that read the format from it.
     """
-    path = Path(path)
+    path = _target(Path(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(path)
     # The pid in the name lets a later write tell a dead writer's leftover from a live one.
@@ -118,7 +180,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     """Write ``data`` to ``path`` atomically; returns the path."""
     with atomic_output(path) as handle:
         handle.write(data)
-    return Path(path)
+    return written_path(path)
 
 
 def atomic_write_files(files: Mapping[str | os.PathLike, bytes]) -> list[Path]:
@@ -131,7 +193,7 @@ def atomic_write_files(files: Mapping[str | os.PathLike, bytes]) -> list[Path]:
         # Entered last-first, so the stack publishes them first-first on leaving the block.
         for path, data in reversed(items):
             stack.enter_context(atomic_output(path)).write(data)
-    return [path for path, _ in items]
+    return [written_path(path) for path, _ in items]
 
 
 def save_json(data: object, path: str | os.PathLike) -> Path:
@@ -145,7 +207,7 @@ def atomic_savez(path: str | os.PathLike, arrays: Mapping[str, np.ndarray]) -> P
     # Writing through a file object stops numpy from appending another ".npz" to the name.
     with atomic_output(path) as handle:
         np.savez_compressed(handle, **arrays)
-    return Path(path)
+    return written_path(path)
 
 
 def save_figure(fig, path: str | os.PathLike) -> Path:
@@ -157,7 +219,7 @@ def save_figure(fig, path: str | os.PathLike) -> Path:
         )
     with atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, format="png")
-    return path
+    return written_path(path)
 
 
 def save_image(image: np.ndarray, path: str | os.PathLike) -> Path:
@@ -166,4 +228,4 @@ def save_image(image: np.ndarray, path: str | os.PathLike) -> Path:
 
     with atomic_output(path) as handle:
         Image.fromarray(np.ascontiguousarray(image)).save(handle, format="PNG")
-    return Path(path)
+    return written_path(path)

@@ -124,9 +124,9 @@ def test_map_panel_colours_where_the_map_is_high_only():
     y0, x0 = panel._origin
     k = panel._scale
     hot = tile[y0 + 2 * k, x0 + 2 * k]  # map = 1 here
-    cold = tile[y0 + 20 * k, x0 + 30 * k]  # map = 0: the frame shows through unchanged
-    assert np.array_equal(cold, [100, 100, 100])
-    assert np.abs(hot - 100).max() > 60
+    cold = tile[y0 + 20 * k, x0 + 30 * k]  # map = 0: the frame shows through, only dimmed
+    assert np.array_equal(cold, [round(100 * panel.dim)] * 3)
+    assert np.abs(hot - cold).max() > 60
     # nearest upscale: a k x k block of the observation is one colour
     block = tile[y0 + 20 * k : y0 + 21 * k, x0 + 30 * k : x0 + 31 * k]
     assert (block == block[0, 0]).all()

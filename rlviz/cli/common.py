@@ -19,7 +19,19 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from rlviz.agents.checkpoint import LoadedPolicy
 
-DEFAULT_CHECKPOINT = Path("agents/checkpoints/boxreach.safetensors")
+
+def _shipped_checkpoint() -> Path:
+    """The shipped agent, found where ``rlviz.agents`` is installed (not relative to the working
+    folder: a default that exists only inside the repository misleads everywhere else)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("rlviz.agents")  # finds, does not import (fast --help)
+    if spec is None or not spec.submodule_search_locations:
+        return Path("agents/checkpoints/boxreach.safetensors")
+    return Path(list(spec.submodule_search_locations)[0]) / "checkpoints" / "boxreach.safetensors"
+
+
+DEFAULT_CHECKPOINT = _shipped_checkpoint()
 ENV_HELP = "Gymnasium id (default: the checkpoint's env, else rlviz/BoxReach-v0)"
 
 
@@ -53,16 +65,63 @@ def environment_error(exc: BaseException) -> str | None:
     return None
 
 
-def command(name: str) -> Callable[[Callable[[list[str] | None], int]], Callable[..., int]]:
+# Folders check_out_dir created during this command: a failing command leaves none of them empty.
+_CREATED: list[Path] = []
+
+
+def track_new_folders(path: str | Path) -> None:
+    """Note the folders of ``path`` (itself included) that do not exist yet: if the command then
+    fails, those it created and left empty are removed."""
+    path = Path(path)
+    _CREATED.extend(reversed([p for p in (path, *path.parents) if not p.exists()]))
+
+
+def _remove_empty_created() -> None:
+    for folder in reversed(_CREATED):
+        try:
+            folder.rmdir()  # only if empty
+        except OSError:
+            pass
+    _CREATED.clear()
+
+
+def _say_kept(name: str, renamed: dict[Path, Path]) -> None:
+    """One line on stderr: which existing outputs were kept and what this run's are called."""
+    if not renamed:
+        return
+    (asked, new), more = next(iter(renamed.items())), len(renamed) - 1
+    others = f" and {more} more, likewise" if more else ""
+    print(
+        f"rlviz {name}: kept the existing {asked.name} in {str(asked.parent)!r}; wrote "
+        f"{new.name}{others} (pass --overwrite to replace them)",
+        file=sys.stderr,
+    )
+
+
+def command(
+    name: str, keep_existing: bool = True
+) -> Callable[[Callable[[list[str] | None], int]], Callable[..., int]]:
     """Decorate ``rlviz NAME``'s ``main(argv) -> int`` so a :class:`CliError` becomes one line
     on stderr and exit status 2, and a full disk, an unwritable path or a missing optional
-    package one line and exit status 1: never a traceback for those."""
+    package one line and exit status 1: never a traceback for those.
+
+    ``keep_existing``: the command never replaces an existing output unless it is given
+    ``--overwrite`` (:func:`rlviz.io.keep_existing`: a new name, said on stderr)."""
+    from contextlib import nullcontext
+
+    from rlviz.io import keep_existing as keep
 
     def wrap(main: Callable[[list[str] | None], int]) -> Callable[..., int]:
         @functools.wraps(main)
         def run(argv: Sequence[str] | None = None) -> int:
+            _CREATED.clear()
+            ok = False
             try:
-                return int(main(None if argv is None else list(argv)) or 0)
+                with keep() if keep_existing else nullcontext({}) as renamed:
+                    status = int(main(None if argv is None else list(argv)) or 0)
+                    _say_kept(name, renamed)
+                ok = status == 0
+                return status
             except CliError as exc:
                 print(f"rlviz {name}: error: {exc}", file=sys.stderr)
                 return 2
@@ -72,6 +131,10 @@ def command(name: str) -> Callable[[Callable[[list[str] | None], int]], Callable
                     raise
                 print(f"rlviz {name}: error: {message}", file=sys.stderr)
                 return 1
+            finally:
+                if not ok:
+                    _remove_empty_created()
+                _CREATED.clear()
 
         return run
 
@@ -94,11 +157,58 @@ def at_least(minimum: int) -> Callable[[str], int]:
     return parse
 
 
-def new_parser(name: str, description: str, **kwargs: Any) -> argparse.ArgumentParser:
-    """The parser of ``rlviz NAME``; abbreviations off, so ``--layer`` never means ``--layers``."""
-    return argparse.ArgumentParser(
-        prog=f"rlviz {name}", description=description, allow_abbrev=False, **kwargs
-    )
+class Parser(argparse.ArgumentParser):
+    """argparse with rlviz's manners: a usage error is the one line ``rlviz NAME: error: ...``
+    (exit status 2), and an unknown flag is named, with its near match, before anything else
+    (``--checkpont`` must not surface as "--checkpoint is required")."""
+
+    def error(self, message: str):  # noqa: D102  (argparse's hook)
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+    def unknown_flags(self, args: Sequence[str]) -> list[str]:
+        """The ``--flags`` in ``args`` this parser does not know, each with its near match."""
+        import difflib
+
+        known = [s for s in self._option_string_actions if s.startswith("--")]
+        found = []
+        for arg in args:
+            if arg == "--":
+                break
+            flag = arg.split("=", 1)[0]
+            if flag.startswith("--") and flag not in self._option_string_actions:
+                # A prefix (abbreviations are off) is the likelier intent than a look-alike.
+                near = [k for k in known if k.startswith(flag)][:1] or difflib.get_close_matches(
+                    flag, known, n=1, cutoff=0.6
+                )
+                found.append(f"{arg} (did you mean {near[0]}?)" if near else arg)
+        return found
+
+    def parse_known_args(self, args=None, namespace=None):  # noqa: D102
+        argv = list(sys.argv[1:] if args is None else args)
+        unknown = self.unknown_flags(argv)
+        if unknown:
+            self.error(f"unrecognized arguments: {' '.join(unknown)}")
+        parsed, rest = super().parse_known_args(argv, namespace)
+        if getattr(parsed, "overwrite", False):
+            from rlviz.io import replace_existing
+
+            replace_existing()
+        return parsed, rest
+
+
+def new_parser(
+    name: str, description: str, overwrite: bool = True, **kwargs: Any
+) -> argparse.ArgumentParser:
+    """The parser of ``rlviz NAME``; abbreviations off, so ``--layer`` never means ``--layers``.
+    ``overwrite``: the command writes outputs, and takes ``--overwrite`` to replace old ones."""
+    parser = Parser(prog=f"rlviz {name}", description=description, allow_abbrev=False, **kwargs)
+    if overwrite:
+        parser.add_argument(
+            "--overwrite",
+            action="store_true",
+            help="replace existing output files (default: keep them and write new names)",
+        )
+    return parser
 
 
 # The options several commands share: flags and keyword arguments, tuned per command by
@@ -166,6 +276,7 @@ def check_out_dir(path: str | Path, flag: str = "--out") -> Path:
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise CliError(f"{flag} {str(path)!r} is a file; expected a folder: give a folder path")
+    track_new_folders(path)
     try:
         path.mkdir(parents=True, exist_ok=True)
         # A real file, not os.access: root passes access checks on read-only mounts and /proc.
@@ -181,19 +292,57 @@ def check_out_dir(path: str | Path, flag: str = "--out") -> Path:
 def require_checkpoint(path: str | Path) -> Path:
     """``path`` if that checkpoint exists, else a :class:`CliError` that says how to get one."""
     path = Path(path)
-    if not path.exists():
+    if path.name.endswith(".state.safetensors"):
+        weights = path.with_name(path.name[: -len(".state.safetensors")] + ".safetensors")
         raise CliError(
-            f"checkpoint {str(path)!r} does not exist; train one with `rlviz train` or pass "
-            f"--checkpoint {DEFAULT_CHECKPOINT} (the shipped agent)"
+            f"{str(path)!r} is the optimizer state a run keeps for --resume, not a policy; pass "
+            f"its weights, --checkpoint {weights}"
+        )
+    if not path.exists():
+        if path.resolve() == DEFAULT_CHECKPOINT.resolve():
+            raise CliError(
+                f"the shipped agent {str(path)!r} is missing from this install; reinstall rlviz "
+                "or pass --checkpoint PATH (one `rlviz train` wrote)"
+            )
+        hint = f" or pass --checkpoint {DEFAULT_CHECKPOINT} (the shipped agent)"
+        raise CliError(
+            f"checkpoint {str(path)!r} does not exist; train one with `rlviz train`"
+            + (hint if DEFAULT_CHECKPOINT.exists() else "")
         )
     return path
 
 
+def output_name(checkpoint: str | Path) -> str:
+    """The name a checkpoint's default outputs go under, so two checkpoints never share one:
+    the file's stem (``boxreach``), with the run folder for a run's generic names
+    (``runs/X/checkpoint.safetensors`` -> ``X``, ``runs/X/snapshots/step_100.safetensors`` ->
+    ``X-step_100``)."""
+    path = Path(checkpoint).absolute()
+    stem = path.name.split(".")[0] or "checkpoint"
+    if path.parent.name == "snapshots":
+        return f"{path.parent.parent.name}-{stem}"
+    if stem in ("checkpoint", "latest", "final", "model", "agent"):
+        return path.parent.name or stem
+    return stem
+
+
+def progress_on(args: argparse.Namespace) -> bool:
+    """Progress bars: on unless ``--no-progress``, and only on a terminal (a log stays clean)."""
+    return not getattr(args, "no_progress", False) and sys.stderr.isatty()
+
+
 def load_policy(
-    path: str | Path, env_id: str | None = None, device="cpu", env_kwargs: dict | None = None
+    path: str | Path,
+    env_id: str | None = None,
+    device="cpu",
+    env_kwargs: dict | None = None,
+    layers: Iterable[str | None] = (),
 ) -> LoadedPolicy:
     """The checkpoint at ``path`` ready to play in ``env_id`` (default: the one it trained in),
-    see :func:`agents.checkpoint.load_policy`; every problem with it is a :class:`CliError`."""
+    see :func:`agents.checkpoint.load_policy`; every problem with it is a :class:`CliError`.
+
+    With :func:`policy_env`, the one check every command passes before it plays an episode:
+    ``layers`` (None entries: a default) must name layers of the model."""
     require_checkpoint(path)
     try:
         from rlviz.agents.checkpoint import CheckpointError
@@ -204,9 +353,11 @@ def load_policy(
             f"({exc}); run from a clone with `pip install -e .`"
         ) from None
     try:
-        return load(path, device=device, env_id=env_id, env_kwargs=env_kwargs)
+        policy = load(path, device=device, env_id=env_id, env_kwargs=env_kwargs)
     except (FileNotFoundError, CheckpointError) as exc:
         raise CliError(str(exc)) from None
+    check_layers(policy.model, [layer for layer in layers if layer])
+    return policy
 
 
 def resolve_device(name: str):
@@ -228,6 +379,9 @@ def make_env(env_id: str, **kwargs: Any):
         from rlviz import envs  # noqa: F401  (registers the ids; prepares headless GL before MiniWorld)
 
         kwargs.setdefault("ground_truth", True)
+    from rlviz.agents.vecenv import register_optional_envs
+
+    register_optional_envs(env_id)
     try:
         return gym.make(env_id, **kwargs)
     except gym.error.Error as exc:
@@ -242,12 +396,28 @@ def policy_env(policy: LoadedPolicy, **overrides: Any):
     winning, in the checkpoint's frame stack, so the policy reads the K*C channels it trained
     on), with ground truth on for rlviz ids as :func:`make_env` has it; failures are a
     :class:`CliError`."""
+    from rlviz.agents.evaluate import check_env_fits
+
     if policy.env_id.startswith("rlviz/"):
         overrides.setdefault("ground_truth", True)
     try:
-        return policy.make_env(**overrides)
+        try:
+            env = policy.make_env(**overrides)
+        except TypeError as exc:
+            if "ground_truth" not in str(exc) or "ground_truth" not in overrides:
+                raise
+            # An env that has no ground truth to give (CartPole, Atari): made without it.
+            overrides.pop("ground_truth")
+            kwargs = {k: v for k, v in policy.env_kwargs.items() if k != "ground_truth"}
+            env = policy._replace(env_kwargs=kwargs).make_env(**overrides)
+    except (ValueError, TypeError) as exc:
+        raise CliError(f"--env {policy.env_id}: {exc}") from None
+    try:  # before any episode: a model and an env that do not fit fail here, in one line
+        check_env_fits(policy.model, env)
     except ValueError as exc:
-        raise CliError(str(exc)) from None
+        env.close()
+        raise CliError(f"--env {policy.env_id}: {exc}") from None
+    return env
 
 
 def check_layers(model, layers: Iterable[str]) -> list[str]:
@@ -265,6 +435,9 @@ def check_layers(model, layers: Iterable[str]) -> list[str]:
 
 
 def print_paths(paths: Iterable[str | Path]) -> None:
-    """One written file a line, the last thing a command prints."""
+    """One written file a line (as written: a kept file's new name), the last thing a command
+    prints."""
+    from rlviz.io import written_path
+
     for path in paths:
-        print(path)
+        print(written_path(path))

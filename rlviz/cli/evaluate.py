@@ -25,6 +25,7 @@ from rlviz.cli.common import (
     command,
     load_policy,
     new_parser,
+    progress_on,
     resolve_device,
 )
 from rlviz.cli.workers import add_worker_flags, parallel_executor
@@ -68,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--oracle", action="store_true", help="also run the scripted oracle on the same seeds"
     )
-    add_shared(p, "device")
+    add_shared(p, "device", "no_progress")
     p.add_argument(
         "--json", default=None, metavar="PATH", help="write all results to this JSON file"
     )
@@ -82,7 +83,12 @@ def _play(model, env_id: str, seeds: list[int], args, env_kwargs, executor) -> d
 
     if executor is None:
         return evaluate(
-            model, env_id, seeds, deterministic=args.deterministic, env_kwargs=env_kwargs
+            model,
+            env_id,
+            seeds,
+            deterministic=args.deterministic,
+            env_kwargs=env_kwargs,
+            progress=progress_on(args),
         )
     from rlviz.cli.sweep_tasks import evaluate_parallel
 
@@ -151,7 +157,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"(seed {config.get('seed', '?')})"
     )
     mode = "greedy" if args.deterministic else "sampled"
-    executor = parallel_executor(args)
+    executor = parallel_executor(args, progress=progress_on(args))
     try:
         t0 = time.perf_counter()
         out["held_out"] = held = _play(model, env_id, seeds, args, env_kwargs, executor)

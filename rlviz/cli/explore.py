@@ -12,7 +12,9 @@ Example::
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from rlviz.cli.common import (
     CliError,
@@ -21,7 +23,9 @@ from rlviz.cli.common import (
     command,
     load_policy,
     new_parser,
+    output_name,
     policy_env,
+    progress_on,
     require_at_least,
     require_checkpoint,
     resolve_device,
@@ -44,7 +48,11 @@ def build_parser() -> argparse.ArgumentParser:
         "seed",
         checkpoint=dict(required=True, default=None, help="agent checkpoint (.safetensors)"),
         episodes=dict(default=2, help="episodes to explore (default 2)"),
-        out=dict(type=str, default="explorer", help="report folder (default explorer/)"),
+        out=dict(
+            type=str,
+            default=None,
+            help="report folder (default explorer/NAME/, NAME from the checkpoint)",
+        ),
     )
     p.add_argument(
         "--methods",
@@ -86,6 +94,27 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _report_folder(args: argparse.Namespace) -> Path:
+    """``--out`` (default explorer/NAME); a folder that already holds a report is kept, unless
+    ``--overwrite``, and the report goes to the first free NAME-2, NAME-3, ... (said on stderr):
+    its files refer to each other, so the whole folder is renamed, never single files."""
+    out = (
+        Path(args.out) if args.out is not None else Path("explorer") / output_name(args.checkpoint)
+    )
+    if args.overwrite or not (out / "index.html").exists():
+        return out
+    n = 2
+    while (out.with_name(f"{out.name}-{n}") / "index.html").exists():
+        n += 1
+    new = out.with_name(f"{out.name}-{n}")
+    print(
+        f"rlviz explore: kept the report in {str(out)!r}; writing {str(new)!r} "
+        "(pass --overwrite to replace it)",
+        file=sys.stderr,
+    )
+    return new
+
+
 def _split(text: str) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
 
@@ -95,6 +124,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command; returns the exit status (0 ok, 2 bad input)."""
     from rlviz.explorer import explore
     from rlviz.explorer.episode import TARGETS
+    from rlviz.io import allow_overwrite
     from rlviz.video.explain import check_methods
 
     args = build_parser().parse_args(argv)
@@ -115,40 +145,44 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         raise CliError(str(exc)) from None
     require_checkpoint(args.checkpoint)
+    args.out = _report_folder(args)
     check_out_dir(args.out)
     window = window_args(args)
     device = resolve_device(args.device)
-    policy = load_policy(args.checkpoint, env_id=args.env, device=device)
+    policy = load_policy(
+        args.checkpoint, env_id=args.env, device=device, layers=[args.layer, args.nmf_layer]
+    )
     env = policy_env(policy)
-    executor = parallel_executor(args, progress=not args.no_progress)
+    executor = parallel_executor(args, progress=progress_on(args))
     try:
-        summary = explore(
-            env,
-            policy.adapter,
-            out=args.out,
-            episodes=args.episodes,
-            methods=methods,
-            targets=targets,
-            seed=args.seed,
-            layer=args.layer,
-            gamma=args.gamma,
-            lam=args.lam,
-            deterministic=args.deterministic,
-            max_steps=args.max_steps,
-            **window,
-            statemap=args.map != "none",
-            map_method="tsne" if args.map == "none" else args.map,
-            nmf=args.nmf_features > 0,
-            nmf_layer=args.nmf_layer,
-            nmf_target=args.nmf_target,
-            nmf_features=max(1, args.nmf_features),
-            network=args.units > 0,
-            units_per_layer=max(1, args.units),
-            optvis_steps=args.optvis_steps,
-            title=f"rlviz explorer \u00b7 {args.checkpoint.name} \u00b7 {policy.env_id}",
-            progress=not args.no_progress,
-            executor=executor,
-        )
+        with allow_overwrite():  # the folder was chosen above; its files refer to each other
+            summary = explore(
+                env,
+                policy.adapter,
+                out=args.out,
+                episodes=args.episodes,
+                methods=methods,
+                targets=targets,
+                seed=args.seed,
+                layer=args.layer,
+                gamma=args.gamma,
+                lam=args.lam,
+                deterministic=args.deterministic,
+                max_steps=args.max_steps,
+                **window,
+                statemap=args.map != "none",
+                map_method="tsne" if args.map == "none" else args.map,
+                nmf=args.nmf_features > 0,
+                nmf_layer=args.nmf_layer,
+                nmf_target=args.nmf_target,
+                nmf_features=max(1, args.nmf_features),
+                network=args.units > 0,
+                units_per_layer=max(1, args.units),
+                optvis_steps=args.optvis_steps,
+                title=f"rlviz explorer \u00b7 {args.checkpoint.name} \u00b7 {policy.env_id}",
+                progress=progress_on(args),
+                executor=executor,
+            )
     finally:
         env.close()
         if executor is not None:

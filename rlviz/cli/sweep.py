@@ -148,6 +148,44 @@ def init_checkpoint(args, last_config: dict) -> Path | None:
     return path
 
 
+def _run_of(config: dict) -> tuple | None:
+    """What names a training run in a checkpoint's config (its run name and seed), or None
+    where the config does not say (a checkpoint saved by hand)."""
+    tc = config.get("train_config") or {}
+    if not tc.get("run_name"):
+        return None
+    return (tc["run_name"], config.get("seed", tc.get("seed")))
+
+
+def _lineage(path: Path, depth: int = 0) -> set:
+    """The runs a checkpoint's weights came through: its own and, via ``--init-from``, each
+    earlier one that is still on disk."""
+    config = _read_config(path)
+    runs = {_run_of(config)} - {None}
+    init = (config.get("train_config") or {}).get("init_from")
+    if init and Path(init).exists() and depth < 20:
+        runs |= _lineage(Path(init), depth + 1)
+    return runs
+
+
+def check_one_lineage(checkpoints: Sequence[Path]) -> None:
+    """A :class:`CliError` when a checkpoint is neither from the run of the one before it nor
+    fine-tuned from it: steps would add up and saliency "drift" compare unrelated models."""
+    for before, after in zip(checkpoints, checkpoints[1:], strict=False):
+        run = _run_of(_read_config(before))
+        if run is None or _run_of(_read_config(after)) is None:
+            continue  # no run recorded: nothing to compare
+        init = (_read_config(after).get("train_config") or {}).get("init_from")
+        if init and not Path(init).exists():
+            continue  # its init is gone: steps_before says so; the link cannot be checked
+        if run not in _lineage(after):
+            raise CliError(
+                f"{str(after)!r} is not from the run of {str(before)!r} ({run[0]}) nor "
+                "fine-tuned from it; a sweep follows one training run (give --checkpoints in "
+                "training order of one run, or sweep each run on its own)"
+            )
+
+
 def _read_config(path: Path) -> dict:
     """The config of checkpoint ``path``; a corrupt or missing one is a :class:`CliError`."""
     from rlviz.agents.checkpoint import CheckpointError, read_config
@@ -177,20 +215,30 @@ def _check(args) -> None:
 
 
 def _fmt(value) -> str:
-    if isinstance(value, float):
-        return "   -" if math.isnan(value) else f"{value:.3f}"
-    return str(value)
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"  # not measured (the first snapshot has no drift)
+    return f"{value:.3f}" if isinstance(value, float) else str(value)
 
 
 def print_table(rows: Sequence[dict], methods: Sequence[str]) -> None:
-    """The main columns of the sweep table, one line per snapshot."""
+    """The main columns of the sweep table, one line per snapshot, each column as wide as its
+    widest cell (labels left, numbers right)."""
     columns = ["label", "steps", "success_rate", "mean_steps", "ablation_drop", "detectors_total"]
     if any(row.get("steps_in_all", row["steps"]) != row["steps"] for row in rows):
         columns.insert(2, "steps_in_all")
     columns += [f"{kind}_{m}" for kind in ("pointing", "mass", "drift") for m in methods]
-    print("  ".join(columns))
-    for row in rows:
-        print("  ".join(_fmt(row.get(c, float("nan"))) for c in columns))
+    cells = [[_fmt(row.get(c, float("nan"))) for c in columns] for row in rows]
+    widths = [max([len(c), *(len(r[i]) for r in cells)]) for i, c in enumerate(columns)]
+
+    def line(values: Sequence[str]) -> str:
+        return "  ".join(
+            v.ljust(w) if i == 0 else v.rjust(w)
+            for i, (v, w) in enumerate(zip(values, widths, strict=True))
+        ).rstrip()
+
+    print(line(columns))
+    for row in cells:
+        print(line(row))
     print()
 
 
@@ -213,6 +261,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise CliError(f"checkpoint {str(path)!r} does not exist")
     if len(set(map(str, checkpoints))) != len(checkpoints):
         raise CliError("a checkpoint is given twice (--run or --checkpoints); give each run once")
+    check_one_lineage(checkpoints)
     last, first = _read_config(checkpoints[-1]), _read_config(checkpoints[0])
     env_id, env_kwargs = checkpoint_env(first, args.env)
     spec = build_spec(

@@ -28,13 +28,15 @@ import numpy as np
 from rlviz.cli.common import (
     CliError,
     add_shared,
-    check_layers,
     check_out_dir,
     command,
     load_policy,
     new_parser,
+    output_name,
     policy_env,
+    progress_on,
     require_at_least,
+    require_checkpoint,
 )
 from rlviz.cli.workers import add_worker_flags, parallel_executor
 
@@ -101,7 +103,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--mosaic-cols", type=int, default=20, help="thumbnail columns of mosaic.png (0: none)"
     )
     add_shared(
-        out, "out", out=dict(default=Path("runs/tsne"), help="output folder (default runs/tsne/)")
+        out,
+        "out",
+        "no_progress",
+        out=dict(
+            default=None,
+            help="output folder (default runs/tsne/NAME/, NAME from the checkpoint or dataset)",
+        ),
     )
     return p
 
@@ -111,13 +119,12 @@ def collect_dataset(args: argparse.Namespace):
     episodes) and return the :class:`StateDataset` of its states."""
     from rlviz.statemap import StateDataset
 
-    policy = load_policy(args.checkpoint, env_id=args.env)
-    kwargs = policy.env_kwargs
+    policy = load_policy(args.checkpoint, env_id=args.env, layers=[args.layer])
+    kwargs = dict(policy.env_kwargs)
     if not args.no_ground_truth:
         kwargs["ground_truth"] = True  # asked of any env, so the dataset records it
     elif policy.env_id.startswith("rlviz/"):
         kwargs["ground_truth"] = False  # make_env turns it on for rlviz ids otherwise
-    check_layers(policy.model, [args.layer])  # fail before playing if the layer name is wrong
     env = policy_env(policy, **kwargs)
     executor = parallel_executor(args)
     try:
@@ -154,7 +161,12 @@ def _play(env, policy, args: argparse.Namespace, executor) -> list:
     from rlviz.rollout import collect
 
     rollouts = []
-    with tqdm(total=args.episodes, desc=f"playing {policy.env_id}", unit="ep") as bar:
+    with tqdm(
+        total=args.episodes,
+        desc=f"playing {policy.env_id}",
+        unit="ep",
+        disable=not progress_on(args),
+    ) as bar:
         for rollout in collect(env, policy.adapter, args.episodes, **options):
             rollouts.append(rollout)
             bar.set_postfix(
@@ -208,7 +220,7 @@ def fit_map(dataset, args: argparse.Namespace):
     meta = {
         k: dataset.meta.get(k) for k in ("layer", "pool", "env_id", "checkpoint", "action_names")
     }
-    embedding.fit(dataset.features, point_data=point_data, meta=meta)
+    embedding.fit(dataset.features, point_data=point_data, meta=meta, progress=progress_on(args))
     print(f"  fitted in {time.perf_counter() - t0:.1f} s")
     quality = embedding_quality(
         dataset.features, embedding.embedding_, dataset.actions, seed=args.seed
@@ -266,6 +278,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             "or --dataset PATH (map saved states)"
         )
     require_at_least("--episodes", args.episodes, 1)
+    if args.checkpoint is not None:
+        require_checkpoint(args.checkpoint)
+    if args.out is None:
+        args.out = Path("runs/tsne") / output_name(args.checkpoint or args.dataset)
     check_out_dir(args.out)
     try:
         if args.dataset is not None:
@@ -277,9 +293,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = map_dataset(dataset, args)
     except (FileNotFoundError, ValueError) as exc:
         raise CliError(str(exc)) from None
+    from rlviz.io import written_path
+
     print("wrote:")
     for path in result["files"]:
-        print(f"  {path}")
+        print(f"  {written_path(path)}")
     return 0
 
 

@@ -23,10 +23,12 @@ from rlviz.cli.common import (
     command,
     load_policy,
     new_parser,
+    output_name,
     policy_env,
     require_at_least,
     require_checkpoint,
     resolve_device,
+    track_new_folders,
 )
 from rlviz.cli.steps import add_window_flags, window_args
 from rlviz.cli.trust import add_methods_from, methods_from_option
@@ -56,7 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
         "out",
         "seed",
         out=dict(
-            type=str, default="videos/", help="a folder, or a .mp4/.gif file (default videos/)"
+            type=str,
+            default=None,
+            help="a folder, or a .mp4/.gif file (default videos/NAME/, NAME from the checkpoint)",
         ),
     )
     p.add_argument("--fps", type=float, default=15, help="frames per second (default 15)")
@@ -128,6 +132,7 @@ def _check_outputs(args: argparse.Namespace) -> None:
         for path in output_paths(
             args.out, args.episodes, gif=args.gif, name_prefix=args.name_prefix
         ):
+            track_new_folders(path.parent)
             check_writable(path)
     except (ValueError, OSError) as exc:
         raise CliError(str(exc)) from None
@@ -189,11 +194,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise CliError(f"--fps must be > 0, got {args.fps}")
     # Cheap checks first: a typo must not cost a checkpoint load and an env start.
     require_checkpoint(args.checkpoint)
+    if args.out is None:
+        args.out = f"videos/{output_name(args.checkpoint)}/"
     _check_methods(methods + ([args.per_action] if args.per_action else []))
     _check_outputs(args)
     window = window_args(args)
     device = resolve_device(args.device)
-    policy = load_policy(args.checkpoint, env_id=args.env, device=device)
+    policy = load_policy(args.checkpoint, env_id=args.env, device=device, layers=[args.layer])
     env = policy_env(policy)
     executor = parallel_executor(args, progress=not args.no_progress)
     try:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Sequence
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -182,16 +182,25 @@ def explore(
         job = _Job(adapter, env, Path(out), methods, list(targets), per_action or methods[0])
         job.map_scale = max(1, int(map_scale))
         start = time.perf_counter()
-        with torch_threads(threads) if threads else nullcontext():
+        stages = 2 + bool(statemap) + bool(nmf) + bool(network)
+        with (
+            torch_threads(threads) if threads else nullcontext(),
+            _stage_bar(progress, stages) as stage,
+        ):
             job.play(episodes, seed, deterministic, max_steps, progress, executor)
             job.window(from_step, to_step)
+            stage("explaining every step")
             job.explain(layer, gamma, lam, batch_size, executor)
             if statemap:
+                stage("state map")
                 job.state_map(embedding, map_method, seed or 0)
             if nmf:
+                stage("NMF features")
                 job.nmf(nmf_layer, nmf_target, nmf_features, optvis_steps, seed or 0)
             if network:
+                stage("network tab")
                 job.network(units_per_layer, optvis_steps, seed or 0)
+            stage("writing the report")
             path = job.write(title, gamma, lam)
     finally:
         if made:
@@ -201,6 +210,27 @@ def explore(
     summary.seconds = time.perf_counter() - start
     summary.bytes = sum(f.stat().st_size for f in Path(out).rglob("*") if f.is_file())
     return summary
+
+
+@contextmanager
+def _stage_bar(progress: bool, total: int):
+    """Yield ``stage(name)``: a tqdm bar (stderr) that moves on to stage ``name`` (the stages
+    after playing take seconds each, silent otherwise)."""
+    if not progress:
+        yield lambda name: None
+        return
+    from tqdm.auto import tqdm
+
+    with tqdm(total=total, desc="explore", unit="stage", leave=False) as bar:
+        started = [False]
+
+        def stage(name: str) -> None:
+            if started[0]:
+                bar.update()
+            started[0] = True
+            bar.set_postfix_str(name)
+
+        yield stage
 
 
 class _Job:

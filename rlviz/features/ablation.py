@@ -344,6 +344,20 @@ def ablation_study(
     return study
 
 
+#: Fewer episodes than this per condition: success rates are flagged as a small sample.
+SMALL_SAMPLE = 30
+
+
+def binomial_margin(n: int) -> float:
+    """The widest 95% margin of a success rate from ``n`` episodes (p = 0.5, normal approx.)."""
+    return 1.96 * 0.5 / max(n, 1) ** 0.5
+
+
+def format_units(units: dict[str, list[int]]) -> str:
+    """``{"conv3": [1, 4]}`` -> ``"conv3 #1 #4"``, one layer after another."""
+    return ", ".join(f"{layer} " + " ".join(f"#{u}" for u in us) for layer, us in units.items())
+
+
 def plot_ablation(study: AblationStudy, path: str | os.PathLike, title: str | None = None) -> Path:
     """Success rate intact / detectors off / random units off (mean, std and each draw), and the
     action-distribution change if measured; returns the PNG path."""
@@ -368,16 +382,25 @@ def plot_ablation(study: AblationStudy, path: str | os.PathLike, title: str | No
         color="black",
         s=10,
         zorder=3,
-        label="each random draw",
     )
     n = len(study.baseline.successes)
+    # No legend (it sat on the bar labels): the tick label says what the dots are.
+    draws = f"dots: {len(rand)} draws" if len(rand) > 1 else "1 draw: no spread"
     ax.set_xticks(
-        [0, 1, 2], ["intact", f"top-{study.k}\ndetectors off", f"{study.k} random\nunits off"]
+        [0, 1, 2],
+        [
+            "intact",
+            f"top-{study.k} detectors off\n{format_units(study.units)}",
+            f"{study.k} random\nunits off\n({draws})",
+        ],
+        fontsize=8,
     )
-    ax.set_ylabel(f"success rate ({n} episodes)")
-    ax.set_ylim(0, 1.12)
-    ax.legend(fontsize=7, loc="upper right")
-    ax.set_title("Success rate under ablation", fontsize=9)
+    ax.set_ylabel(f"success rate ({n} episodes each)")
+    ax.set_ylim(0, 1.15)
+    panel = "Success rate under ablation"
+    if n < SMALL_SAMPLE:
+        panel += f"\nonly {n} episodes: each rate is +-{binomial_margin(n):.2f} (95%)"
+    ax.set_title(panel, fontsize=9, color="tab:red" if n < SMALL_SAMPLE else "black")
     if with_actions:
         ax = axes[1]
         kl_rand = [a.kl.mean() for a in study.action_random]

@@ -53,6 +53,29 @@ def as_features(features: np.ndarray, name: str = "features") -> np.ndarray:
     return arr.astype(np.float32, copy=False)
 
 
+EARLY_ITERATIONS = 250  # openTSNE's default early-exaggeration phase, named for the bar's total
+CALLBACK_EVERY = 10
+
+
+@contextmanager
+def _fit_bar(progress: bool, n: int, n_iter: int):
+    """Yield an openTSNE callback that advances a tqdm bar (None without ``progress``)."""
+    if not progress:
+        yield None
+        return
+    from tqdm.auto import tqdm
+
+    with tqdm(
+        total=EARLY_ITERATIONS + n_iter, desc=f"t-SNE of {n} states", unit="it", leave=False
+    ) as bar:
+
+        def advance(iteration, error, embedding) -> bool:
+            bar.update(CALLBACK_EVERY)
+            return False  # never stop early
+
+        yield advance
+
+
 @contextmanager
 def _quiet_opentsne():
     """Silence openTSNE's advisory log warnings (e.g. about reusing a wide, fitted layout)."""
@@ -176,6 +199,7 @@ class StateEmbedding:
         features: np.ndarray,
         point_data: Mapping[str, np.ndarray] | None = None,
         meta: Mapping[str, Any] | None = None,
+        progress: bool = False,
     ) -> StateEmbedding:
         """Fit the map on ``features`` [N, D].
 
@@ -183,6 +207,7 @@ class StateEmbedding:
             point_data: optional per-state arrays [N] kept with the map (e.g. ``value`` for a
                 background coloured by value) and saved with it.
             meta: optional JSON-able metadata saved with the map.
+            progress: a tqdm bar (stderr) over the t-SNE iterations (seconds for thousands).
 
         Returns:
             self, with ``embedding_`` float32 [N, 2].
@@ -218,10 +243,11 @@ class StateEmbedding:
                 f"{self.effective_perplexity_:.1f} ((N - 1) / 3)",
                 stacklevel=2,
             )
-        affinities = self._affinities()
-        tsne = self._opentsne()
-        with _quiet_opentsne():
-            fitted = tsne.fit(self.reduced_.astype(np.float64), affinities=affinities)
+        with _fit_bar(progress, n, self.n_iter) as callback:
+            affinities = self._affinities()
+            tsne = self._opentsne(callback)
+            with _quiet_opentsne():
+                fitted = tsne.fit(self.reduced_.astype(np.float64), affinities=affinities)
         # openTSNE.transform() re-centres the reference map in place on its bounding box; centring
         # here first makes that a no-op, so embedding_ and the accurate path agree.
         fitted -= (fitted.max(0) + fitted.min(0)) / 2
@@ -255,15 +281,18 @@ class StateEmbedding:
                 verbose=self.verbose,
             )
 
-    def _opentsne(self):
+    def _opentsne(self, callback=None):
         from openTSNE import TSNE
 
         return TSNE(
             perplexity=self.effective_perplexity_,
+            early_exaggeration_iter=EARLY_ITERATIONS,
             n_iter=self.n_iter,
             n_jobs=self.n_jobs,
             random_state=self.seed,
             verbose=self.verbose,
+            callbacks=callback,
+            callbacks_every_iters=CALLBACK_EVERY,
         )
 
     @staticmethod

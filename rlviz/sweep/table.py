@@ -158,14 +158,27 @@ def write_json(report: Mapping, path: str | os.PathLike) -> Path:
     return save_json(_plain(report), path)
 
 
-def _lines(ax, steps, rows, columns: Mapping[str, str], ylabel: str) -> None:
+def _lines(ax, steps, rows, columns: Mapping[str, str], ylabel: str, title: str = "") -> None:
+    shown = []
     for column, label in columns.items():
         values = [r.get(column, float("nan")) for r in rows]
-        ax.plot(steps, [float("nan") if v is None else v for v in values], marker="o", label=label)
+        values = [float("nan") if v is None else float(v) for v in values]
+        shown += values
+        ax.plot(steps, values, marker="o", label=label)
     ax.set_ylabel(ylabel, fontsize=8)
+    ax.set_title(title or ylabel, fontsize=9)
     ax.tick_params(labelsize=7)
+    finite = [v for v in shown if np.isfinite(v)]
+    if finite and max(finite) == min(finite) == 0:  # all zero: say 0..1, not -0.04..0.04
+        ax.set_ylim(-0.05, 1.0)
     if len(columns) > 1:
         ax.legend(fontsize=6)
+    # Steps as 200k / 1.2M on the axis, not a "1e6" offset in the corner.
+    from matplotlib.ticker import FuncFormatter
+
+    ax.xaxis.set_major_formatter(
+        FuncFormatter(lambda x, _: f"{x / 1e6:g}M" if abs(x) >= 1e6 else f"{x / 1e3:g}k")
+    )
 
 
 def plot_sweep(
@@ -178,32 +191,48 @@ def plot_sweep(
     steps = [r.get("steps_in_all", r["steps"]) for r in rows]
     layers = [k[len("detectors_") :] for k in rows[0] if k.startswith("detectors_")]
     panels = [
-        ({"success_rate": "intact", "success_ablated": "top detectors off"}, "success rate"),
-        ({"mean_steps": "all episodes"}, "mean steps"),
-        ({f"pointing_{m}": m for m in methods}, "pointing game"),
-        ({**{f"mass_{m}": m for m in methods}, "mask_share": "chance (box area)"}, "mass in box"),
-        ({f"detectors_{layer}": layer for layer in layers}, "box-detector units"),
-        ({"ablation_drop": "success drop", "ablation_kl": "KL on probe frames"}, "ablation"),
-        ({f"drift_{m}": m for m in methods}, "saliency rank corr. to previous"),
+        (
+            {"success_rate": "intact", "success_ablated": "top detectors off"},
+            "success rate",
+            "Success on held-out seeds",
+        ),
+        ({"mean_steps": "all episodes"}, "mean steps", "Steps per episode"),
+        ({f"pointing_{m}": m for m in methods}, "pointing game", "Map peaks on the box"),
+        (
+            {**{f"mass_{m}": m for m in methods}, "mask_share": "chance (box area)"},
+            "mass in box",
+            "Attribution mass on the box",
+        ),
+        ({f"detectors_{layer}": layer for layer in layers}, "units", "Box-detector units"),
+        (
+            {"ablation_drop": "success drop", "ablation_kl": "KL on probe frames"},
+            "ablation",
+            "Top detectors switched off",
+        ),
+        (
+            {f"drift_{m}": m for m in methods},
+            "rank corr. to previous",
+            "Saliency drift between snapshots",
+        ),
     ]
     if any("memory_kl" in r for r in rows):
         memory = {"memory_kl": "KL, memory removed", "memory_share": "grad x input share"}
-        panels.append((memory, "memory reliance"))
+        panels.append((memory, "memory reliance", "Memory reliance"))
     fig = Figure(figsize=(13, 6), dpi=100, layout="constrained")
     axes = fig.subplots(2, 4, squeeze=False).ravel()
     # Where a fine-tune took over from its init checkpoint (runs swept together, one axis).
     starts = sorted({r["steps_in_all"] - r["steps"] for r in rows if "steps_in_all" in r} - {0})
-    for ax, (columns, ylabel) in zip(axes, panels, strict=False):
-        _lines(ax, steps, rows, columns, ylabel)
+    for ax, (columns, ylabel, panel_title) in zip(axes, panels, strict=False):
+        _lines(ax, steps, rows, columns, ylabel, panel_title)
         ax.set_xlabel("training steps", fontsize=8)
         for start in starts:
             ax.axvline(start, color="0.6", linestyle="--", linewidth=1)
     for start in starts:
         axes[0].annotate(
             "fine-tune",
-            (start, 1),
+            (start, 0),  # at the foot of the line: the legend sits at the top
             xycoords=("data", "axes fraction"),
-            xytext=(3, -10),
+            xytext=(3, 4),
             textcoords="offset points",
             fontsize=7,
             color="0.4",

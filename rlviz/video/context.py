@@ -18,6 +18,7 @@ from rlviz.video.draw import (
     blank,
     fade,
     fit_nearest,
+    format_number,
     paste,
     put_text,
     text_width,
@@ -62,16 +63,8 @@ class EmbeddingPanel(Panel):
         values = bg.get("values")
         if values is not None and np.ptp(values) > 0:
             v = (np.asarray(values, np.float32) - np.min(values)) / np.ptp(values)
-            colors = np.asarray(colorize(v[None, None, :], "viridis")[0, 0], np.float32)[:, :3]
-            colors = (0.55 * colors + 0.45 * np.asarray(PANEL_BG)).astype(np.uint8)
-            put_text(
-                tile,
-                "colour: V(s) of mapped states",
-                (self.size[1] - 6, HEADER // 2),
-                size=10,
-                color=MUTED,
-                anchor="rm",
-            )
+            colors = self._faded(colorize(v[None, None, :], "viridis")[0, 0])
+            self._value_bar(tile, float(np.min(values)), float(np.max(values)))
         else:
             colors = np.broadcast_to(np.asarray((95, 95, 110), np.uint8), (len(pts), 3))
         ij = np.round(pts).astype(np.int64)
@@ -82,6 +75,26 @@ class EmbeddingPanel(Panel):
                 tile[yy, xx] = colors
         self._base = tile
         self._pixels = self._to_px(embedding.to_unit(episode.embedding_xy))
+
+    @staticmethod
+    def _faded(colors: np.ndarray) -> np.ndarray:
+        """Dot colours mixed into the panel (the trail and the cursor stay on top)."""
+        return (
+            0.55 * np.asarray(colors, np.float32)[..., :3] + 0.45 * np.asarray(PANEL_BG)
+        ).astype(np.uint8)
+
+    def _value_bar(self, tile: np.ndarray, low: float, high: float) -> None:
+        """The dots' colour scale in the header: "V(s)  low [bar] high", right-aligned."""
+        width, y = 70, HEADER // 2
+        ramp = np.linspace(0.0, 1.0, width, dtype=np.float32)[None, :].repeat(6, axis=0)
+        bar = self._faded(colorize(ramp, "viridis"))
+        right = put_text(
+            tile, format_number(high), (self.size[1] - 6, y), size=10, color=MUTED, anchor="rm"
+        )
+        x = right[0] - 4 - width
+        tile[y - 3 : y + 3, x : x + width] = bar
+        left = put_text(tile, format_number(low), (x - 4, y), size=10, color=MUTED, anchor="rm")
+        put_text(tile, "V(s)", (left[0] - 6, y), size=10, color=MUTED, anchor="rm")
 
     def render(self, t: int, episode: EpisodeExplanation) -> np.ndarray:
         tile = self._require_prepared()

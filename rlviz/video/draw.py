@@ -156,11 +156,49 @@ def display_frame(obs: np.ndarray) -> np.ndarray:
     return np.repeat(obs[:, :, -1:], 3, axis=2)  # grey or a frame stack: the newest channel
 
 
-def colorbar(height: int, width: int, cmap: str, signed: bool = False) -> np.ndarray:
+def colorbar(height: int, width: int, cmap: str | np.ndarray, signed: bool = False) -> np.ndarray:
     """A vertical colour bar, high values on top: uint8 [height, width, 3]."""
     low = -1.0 if signed else 0.0
     ramp = np.linspace(1.0, low, height, dtype=np.float32)[:, None].repeat(width, axis=1)
     return colorize(ramp, cmap, signed=signed)
+
+
+def _ramp(stops: Sequence[tuple[float, Sequence[int]]]) -> np.ndarray:
+    """A uint8 [256, 3] colour table through ``(position in [0, 1], RGB)`` stops."""
+    at = np.linspace(0.0, 1.0, 256)
+    positions = [p for p, _ in stops]
+    table = np.stack([np.interp(at, positions, [c[i] for _, c in stops]) for i in range(3)], axis=1)
+    table = np.round(table).astype(np.uint8)
+    table.setflags(write=False)
+    return table
+
+
+# Attribution colours chosen away from the scene's own: the goal box is red, the distractors
+# yellow, green, purple and blue, the floor black and white. A red-topped scale (inferno's
+# middle, RdBu_r's positive half) vanished on the red goal box; cyan does not occur in the room.
+#: Unsigned maps (Grad-CAM, occlusion magnitudes): dark teal -> cyan -> white.
+ATTRIBUTION_LUT = _ramp([(0.0, (10, 40, 60)), (0.6, (0, 220, 255)), (1.0, (235, 255, 255))])
+#: Signed maps, [-1, 1]: magenta (against the action) -> grey -> cyan (for it).
+SIGNED_LUT = _ramp([(0.0, (255, 70, 255)), (0.5, (120, 120, 128)), (1.0, (0, 235, 255))])
+#: The outline of a map's top mass (>= half its scale), drawn round it on any frame colour.
+OUTLINE = (255, 255, 255)
+
+
+def darken(frame: np.ndarray, amount: float) -> np.ndarray:
+    """``frame`` (uint8) at ``amount`` of its brightness: a map drawn over it stands out."""
+    return (frame.astype(np.float32) * amount + 0.5).astype(np.uint8)
+
+
+def outline(image: np.ndarray, mask: np.ndarray, color: Sequence[int] = OUTLINE) -> None:
+    """Draw, in place, the 1 px inner border of ``mask`` [H, W] (bool, image-sized) on ``image``."""
+    if not mask.any():
+        return
+    inner = mask.copy()
+    inner[1:] &= mask[:-1]
+    inner[:-1] &= mask[1:]
+    inner[:, 1:] &= mask[:, :-1]
+    inner[:, :-1] &= mask[:, 1:]
+    image[mask & ~inner] = color
 
 
 def format_number(value: float) -> str:

@@ -21,7 +21,7 @@ from rlviz.policy import PolicyAdapter, as_adapter
 from rlviz.rollout import Rollout
 from rlviz.spool import Spool, blocks
 from rlviz.statemap.dataset import layer_features
-from rlviz.targets import TakenAction
+from rlviz.targets import ActionLogit, TakenAction
 from rlviz.video.episode import EpisodeExplanation
 from rlviz.video.scale import (  # noqa: F401  (MAP_DTYPE, NORMALIZE_MODES: part of this API)
     MAP_DTYPE,
@@ -153,8 +153,10 @@ def explain_episode(
         groups[_STACK] = [_STACK]
     if per_action:
         keys = [f"{_ACTIONS}{k}" for k in range(rollout.probs.shape[1])]
+        # Each action's logit, not log pi(k): log pi of a confident action saturates (its
+        # gradient carries a factor 1 - pi), which left the chosen action's map blank.
         jobs += [
-            MapJob(key, per_action, TakenAction(np.full(n, k, np.int64)))
+            MapJob(key, per_action, ActionLogit(np.full(n, k, np.int64)))
             for k, key in enumerate(keys)
         ]
         groups[_ACTIONS] = keys
@@ -189,7 +191,8 @@ def explain_episode(
             frame_maps = {k: np.asarray(v) for k, v in frame_maps.items()}
             action_maps = {k: np.asarray(v) for k, v in action_maps.items()}
     ranges = {
-        name: (-scales[name].high if signed[name] else 0.0, scales[name].high) for name in methods
+        name: (-scales[name].high if signed[name] else 0.0, scales[name].high)
+        for name in [*methods, *([_ACTIONS] if per_action else [])]
     }
     newest = [j.method for j in jobs if j.per_frame and j.method in maps]
     signs = {name: signed[name] for name in methods}

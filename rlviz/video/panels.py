@@ -16,15 +16,20 @@ from rlviz.maps import overlay
 from rlviz.video.context import CaptionPanel, EmbeddingPanel, TopDownPanel
 from rlviz.video.draw import (
     ACCENT,
+    ATTRIBUTION_LUT,
     BAD,
     BAR,
     GOOD,
     GRID,
     MUTED,
+    OUTLINE,
+    SIGNED_LUT,
     TEXT,
     colorbar,
+    darken,
     display_frame,
     format_number,
+    outline,
     paste,
     put_text,
     text_width,
@@ -73,19 +78,24 @@ class MapPanel(Panel):
 
     Args:
         method: key of ``episode.maps`` (``"gradient"``, ``"gradcam"``, ...).
-        cmap: matplotlib colour map name for the overlay and the bar.
+        cmap: colour map (matplotlib name or uint8 [256, 3] table) for the overlay and the bar;
+            the default's hues (cyan to white) occur nowhere in the BoxReach room.
         signed_cmap: the diverging colour map used when the method's maps are signed.
         alpha: opacity of the colour layer where the map is at its maximum (opacity follows the
             map, so unimportant pixels show the frame as it is).
+        dim: brightness of the frame under the map (1: as it is), so the map reads on any colour.
+        outline: draw a white border round the map's top mass (>= half the scale); None: none.
     """
 
     def __init__(
         self,
         method: str = "gradient",
         *,
-        cmap: str = "inferno",
-        signed_cmap: str = "RdBu_r",
+        cmap: str | np.ndarray = ATTRIBUTION_LUT,
+        signed_cmap: str | np.ndarray = SIGNED_LUT,
         alpha: float = 0.85,
+        dim: float = 0.6,
+        outline: tuple[int, int, int] | None = OUTLINE,
         size: tuple[int, int] = TILE,
         title: str | None = None,
     ) -> None:
@@ -95,13 +105,15 @@ class MapPanel(Panel):
         self.cmap = cmap
         self.signed_cmap = signed_cmap
         self.alpha = float(alpha)
+        self.dim = float(dim)
+        self.outline = outline
         self._scale = 1
         self._origin = (0, 0)
 
     def available(self, episode: EpisodeExplanation) -> bool:
         return self.method in episode.maps
 
-    def _cmap(self, signed: bool) -> str:
+    def _cmap(self, signed: bool) -> str | np.ndarray:
         return self.signed_cmap if signed else self.cmap
 
     def prepare(self, episode: EpisodeExplanation) -> None:
@@ -143,18 +155,36 @@ class MapPanel(Panel):
         frame = episode.frame(t)
         heat = episode.maps[self.method][t]
         signed = episode.map_signed.get(self.method, False)
-        shown = overlay(
-            frame[None],
-            heat[None],
-            cmap=self._cmap(signed),
-            alpha=self.alpha,
-            signed=signed,
-            scale_alpha=True,
-        )[0]
-        paste(
-            tile, upscale(shown[..., :3].astype(np.uint8, copy=False), self._scale), *self._origin
+        shown = map_over_frame(
+            frame, heat, self._cmap(signed), self.alpha, signed, self.dim, self.outline, self._scale
         )
+        paste(tile, shown, *self._origin)
         return tile
+
+
+def map_over_frame(
+    frame: np.ndarray,
+    heat: np.ndarray,
+    cmap: str | np.ndarray,
+    alpha: float,
+    signed: bool,
+    dim: float = 1.0,
+    border: tuple[int, int, int] | None = None,
+    scale: int = 1,
+) -> np.ndarray:
+    """One map [h, w] in [0, 1] ([-1, 1] signed) over a frame [H, W, 3] dimmed to ``dim``,
+    upscaled ``scale`` times (nearest), with a ``border`` round the region at or above half
+    the scale (its positive side when signed): uint8 [H * scale, W * scale, 3]."""
+    from rlviz.maps import upsample
+
+    frame = frame[..., :3].astype(np.uint8, copy=False)
+    base = darken(frame, dim) if dim < 1 else frame
+    shown = overlay(base[None], heat[None], cmap=cmap, alpha=alpha, signed=signed, scale_alpha=True)
+    image = upscale(shown[0], scale)
+    if border is not None:
+        full = np.asarray(upsample(np.asarray(heat, np.float32)[None], frame.shape[:2]))[0]
+        outline(image, upscale((full >= 0.5)[..., None], scale)[..., 0], border)
+    return image
 
 
 class ObservationPanel(Panel):
@@ -298,7 +328,7 @@ class ValuePanel(Panel):
     def prepare(self, episode: EpisodeExplanation) -> None:
         rollout = episode.rollout
         h, w = self.size
-        x0, x1, y0, y1 = 40, w - 10, HEADER + 8, h - 30
+        x0, x1, y0, y1 = 40, w - 10, HEADER + 8, h - 40  # room below for the step axis
         self._plot = (x0, x1, y0, y1)
         horizon = max(int(episode.horizon or len(episode)), 2)
         self._horizon = horizon
@@ -329,9 +359,18 @@ class ValuePanel(Panel):
             color = GOOD if rewards[t] > 0 else BAD
             draw.line([(x, yz), (x, y)], fill=color, width=2)
             draw.ellipse([x - 3, y - 3, x + 3, y + 3], fill=color)
+        for step in (0, (horizon - 1) // 2, horizon - 1):  # the time axis: steps
+            x = px(np.array([float(step)]), np.array([0.0]))[0][0]
+            draw.line([(x, y1), (x, y1 + 3)], fill=MUTED)
         bright = np.asarray(img).copy()
         put_text(bright, format_number(hi - pad), (x0 - 4, y0), size=10, color=MUTED, anchor="rt")
         put_text(bright, format_number(lo + pad), (x0 - 4, y1), size=10, color=MUTED, anchor="rb")
+        put_text(bright, "0", (x0, y1 + 4), size=10, color=MUTED, anchor="lt")
+        mid_x = px(np.array([float((horizon - 1) // 2)]), np.array([0.0]))[0][0]
+        put_text(
+            bright, f"step {(horizon - 1) // 2}", (mid_x, y1 + 4), size=10, color=MUTED, anchor="mt"
+        )
+        put_text(bright, str(horizon - 1), (x1, y1 + 4), size=10, color=MUTED, anchor="rt")
         legend = put_text(bright, "reward", (w - 8, HEADER // 2), size=11, color=GOOD, anchor="rm")
         if values is not None:
             put_text(
@@ -378,16 +417,21 @@ class PerActionPanel(Panel):
         self,
         method: str = "gradient",
         *,
-        cmap: str = "inferno",
-        signed_cmap: str = "RdBu_r",
+        cmap: str | np.ndarray = ATTRIBUTION_LUT,
+        signed_cmap: str | np.ndarray = SIGNED_LUT,
         alpha: float = 0.85,
+        dim: float = 0.6,
         height: int = 120,
     ) -> None:
-        super().__init__((HEADER + 18 + height + 6, 640), f"Per action: {method_title(method)}")
+        super().__init__(
+            (HEADER + 18 + height + 6, 640),
+            f"Per action: {method_title(method)} of each action's logit",
+        )
         self.method = method
         self.cmap = cmap
         self.signed_cmap = signed_cmap
         self.alpha = float(alpha)
+        self.dim = float(dim)
         self.height = int(height)
         self._scale = 1
         self._xs: list[int] = []
@@ -401,25 +445,35 @@ class PerActionPanel(Panel):
         self._scale = max(1, self.height // obs_h)
         label_w = max(text_width(f"{n}  \u03c0=0.00", 11, True) for n in names)
         cell_w = max(obs_w * self._scale, label_w) + 16
-        width = len(names) * cell_w + 16
-        self.size = (HEADER + 18 + obs_h * self._scale + 8, width + width % 2)
+        bar_w = 56  # the row's one colour scale: bar and its two ends
+        width = len(names) * cell_w + 16 + bar_w
+        img_h = obs_h * self._scale
+        self.size = (HEADER + 18 + img_h + 8, width + width % 2)
         self._xs = [8 + k * cell_w for k in range(len(names))]
-        self._base = self._header_tile()
+        tile = self._header_tile()
+        signed = episode.map_signed.get(self.method, False)
+        bar_x, y0 = 8 + len(names) * cell_w, HEADER + 18
+        paste(tile, colorbar(img_h, 10, self._cmap(signed), signed), y0, bar_x)
+        if episode.normalize == "frame":
+            top, bottom = "max", "-max" if signed else "0"
+        else:
+            low, high = episode.map_ranges.get("action:", (0.0, 1.0))
+            top, bottom = format_number(high), format_number(low)
+        put_text(tile, top, (bar_x + 13, y0), size=10, color=MUTED, anchor="lt")
+        put_text(tile, bottom, (bar_x + 13, y0 + img_h), size=10, color=MUTED, anchor="lb")
+        self._base = tile
+
+    def _cmap(self, signed: bool) -> str | np.ndarray:
+        return self.signed_cmap if signed else self.cmap
 
     def render(self, t: int, episode: EpisodeExplanation) -> np.ndarray:
         tile = self._require_prepared().copy()
         maps = episode.action_maps[self.method][t]  # [A, H, W]
         frame = episode.frame(t)
         signed = episode.map_signed.get(self.method, False)
-        frames = np.broadcast_to(frame, (len(maps), *frame.shape))
-        shown = overlay(
-            frames,
-            maps,
-            cmap=self.signed_cmap if signed else self.cmap,
-            alpha=self.alpha,
-            signed=signed,
-            scale_alpha=True,
-        )
+        shown = [
+            map_over_frame(frame, m, self._cmap(signed), self.alpha, signed, self.dim) for m in maps
+        ]
         taken = int(episode.rollout.actions[t])
         probs = episode.rollout.probs[t]
         for k, x in enumerate(self._xs):

@@ -70,5 +70,8 @@ def fit_state_embedding(
     perplexity = min(30.0, max(2.0, (len(feats) - 1) / 3 - 1))
     embedding = StateEmbedding(method=method, perplexity=perplexity, seed=seed or 0)
     return embedding.fit(
-        feats, point_data={"value": np.concatenate(values)}, meta={"layer": layer, "pool": pool}
+        feats,
+        point_data={"value": np.concatenate(values)},
+        meta={"layer": layer, "pool": pool},
+        progress=progress,
     )

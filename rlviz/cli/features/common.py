@@ -17,7 +17,9 @@ from rlviz.cli.common import (
     check_out_dir,
     load_policy,
     new_parser,
+    output_name,
     policy_env,
+    require_checkpoint,
 )
 
 if TYPE_CHECKING:
@@ -40,16 +42,24 @@ def feature_parser(name: str, description: str) -> argparse.ArgumentParser:
         "max_steps",
         "deterministic",
         "no_progress",
-        out=dict(default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})"),
+        out=dict(
+            default=None,
+            help=f"output folder (default {DEFAULT_OUT}/NAME, NAME from the checkpoint, "
+            "e.g. boxreach)",
+        ),
     )
     return p
 
 
-def load(args: argparse.Namespace) -> LoadedPolicy:
-    """The ``--checkpoint``, to play in ``--env`` (default: the env it trained in), once
-    ``--out`` is known to be writable."""
+def load(args: argparse.Namespace, layers: Sequence[str | None] = ()) -> LoadedPolicy:
+    """The ``--checkpoint``, to play in ``--env`` (default: the env it trained in), once it
+    exists, ``--out`` (default: a folder named by the checkpoint) is writable and ``layers``
+    name layers of the model."""
+    require_checkpoint(args.checkpoint)
+    if args.out is None:
+        args.out = DEFAULT_OUT / output_name(args.checkpoint)
     check_out_dir(args.out)
-    return load_policy(args.checkpoint, env_id=args.env)
+    return load_policy(args.checkpoint, env_id=args.env, layers=layers)
 
 
 def play_env(policy: LoadedPolicy) -> closing:

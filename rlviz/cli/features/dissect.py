@@ -5,9 +5,10 @@ detectors off."""
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
 
-from rlviz.cli.common import CliError, add_shared, command, print_paths
+from rlviz.cli.common import CliError, add_shared, command, print_paths, require_at_least
 from rlviz.cli.features.common import feature_parser, layers_arg, load, play_env, play_states
 
 
@@ -88,12 +89,27 @@ def _ablate(env, adapter, result, layers: list[str], obs, args: argparse.Namespa
         max_steps=args.max_steps,
         progress=not args.no_progress,
     )
+    from rlviz.features.ablation import SMALL_SAMPLE, binomial_margin, format_units
+
     summary = study.summary()
-    print(
-        f"success: intact {summary['baseline']:.2f}, top-{study.k} detectors off "
-        f"{summary['targeted']:.2f}, {study.k} random units off {summary['random_mean']:.2f} "
-        f"+- {summary['random_std']:.2f}"
+    n, draws = len(study.baseline.successes), len(study.random)
+    spread = (
+        f"+- {summary['random_std']:.2f} over {draws} draws"
+        if draws > 1
+        else "(1 draw: no spread; raise --random-draws)"
     )
+    print(f"ablated: {format_units(study.units)} (the top {study.k} detectors by IoU)")
+    print(
+        f"success over {n} episodes each: intact {summary['baseline']:.2f}, top-{study.k} "
+        f"detectors off {summary['targeted']:.2f}, {study.k} random units off "
+        f"{summary['random_mean']:.2f} {spread}"
+    )
+    if n < SMALL_SAMPLE:
+        print(
+            f"rlviz dissect: warning: {n} episodes per condition is a small sample (each rate "
+            f"+-{binomial_margin(n):.2f} at 95%); pass --ablate-episodes {SMALL_SAMPLE} or more",
+            file=sys.stderr,
+        )
     return study
 
 
@@ -106,7 +122,11 @@ def dissect_main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if not 0 < args.quantile < 1:
         raise CliError(f"--quantile must be in (0, 1), got {args.quantile}")
-    policy = load(args)
+    for flag in ("ablate", "ablate_episodes", "random_draws"):
+        require_at_least(
+            f"--{flag.replace('_', '-')}", getattr(args, flag), 0 if flag == "ablate" else 1
+        )
+    policy = load(args, layers=args.layers or ())
     adapter = policy.adapter
     layers = layers_arg(policy.model, args.layers)
     with play_env(policy) as env:

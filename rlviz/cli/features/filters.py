@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from rlviz.cli.common import command, print_paths
+from rlviz.cli.common import command, print_paths, progress_on
 from rlviz.cli.features.common import feature_parser, layers_arg, load, pick_frame, play_env
 
 
@@ -29,6 +29,7 @@ def build_parser():
 def filters_main(argv: Sequence[str] | None = None) -> int:
     """``rlviz filters``; returns the exit status."""
     from torch import nn
+    from tqdm.auto import tqdm
 
     from rlviz.features import (
         plot_feature_maps,
@@ -39,16 +40,38 @@ def filters_main(argv: Sequence[str] | None = None) -> int:
     from rlviz.hooks import list_layers
 
     args = build_parser().parse_args(argv)
-    policy = load(args)
+    policy = load(args, layers=args.layers or ())
     model, adapter, out = policy.model, policy.adapter, args.out
     layers = layers_arg(model, args.layers)
-    with play_env(policy) as env:
-        frame, _ = pick_frame(env, adapter, args.seed, args.max_steps)
-    written = [plot_rgb_filters(model, out / "filters_rgb.png", layout=adapter.layout)]
-    for layer in list_layers(model, nn.Conv2d)[1:]:
-        written.append(plot_filter_grid(model, layer, out / f"filters_{layer}.png"))
-    written.append(plot_kernel_comparison(adapter, frame, out / "kernels_vs_learned.png"))
-    for layer in layers:
-        written.append(plot_feature_maps(adapter, frame, layer, out / f"featmaps_{layer}.png"))
+    deeper = list_layers(model, nn.Conv2d)[1:]
+    # ~10 s in all (the env's start and one episode, then each figure): one bar over the stages.
+    with tqdm(
+        total=3 + len(deeper) + len(layers), desc="filters", disable=not progress_on(args)
+    ) as bar:
+        bar.set_postfix_str("playing an episode for a frame")
+        with play_env(policy) as env:
+            frame, _ = pick_frame(env, adapter, args.seed, args.max_steps)
+        bar.update()
+        stages = [(lambda: plot_rgb_filters(model, out / "filters_rgb.png", layout=adapter.layout))]
+        stages += [
+            (lambda layer=layer: plot_filter_grid(model, layer, out / f"filters_{layer}.png"))
+            for layer in deeper
+        ]
+        stages.append(
+            lambda: plot_kernel_comparison(adapter, frame, out / "kernels_vs_learned.png")
+        )
+        stages += [
+            (
+                lambda layer=layer: plot_feature_maps(
+                    adapter, frame, layer, out / f"featmaps_{layer}.png"
+                )
+            )
+            for layer in layers
+        ]
+        written = []
+        for stage in stages:
+            written.append(stage())
+            bar.set_postfix_str(written[-1].name)
+            bar.update()
     print_paths(written)
     return 0

@@ -17,6 +17,10 @@
       [244, 165, 130], [214, 96, 77], [178, 24, 43], [103, 0, 31]],
     viridis: [[68, 1, 84], [70, 50, 127], [54, 92, 141], [39, 127, 142], [31, 161, 135],
       [74, 194, 109], [159, 218, 58], [253, 231, 37]],
+    // Attribution scales with hues the room never shows (the goal box is red; red-topped scales
+    // vanished on it), like rlviz.video.draw's ATTRIBUTION_LUT and SIGNED_LUT.
+    attr: [[10, 40, 60], [5, 130, 158], [0, 220, 255], [118, 238, 255], [235, 255, 255]],
+    attrSigned: [[255, 70, 255], [120, 120, 128], [0, 235, 255]],
   };
   function lut(name) {
     const s = STOPS[name], out = new Uint8Array(256 * 3);
@@ -26,7 +30,8 @@
     }
     return out;
   }
-  const LUT = { inferno: lut("inferno"), rdbu: lut("rdbu"), viridis: lut("viridis") };
+  const LUT = { inferno: lut("inferno"), rdbu: lut("rdbu"), viridis: lut("viridis"),
+    attr: lut("attr"), attrSigned: lut("attrSigned") };
   const ACTION_COLORS = ["#56b4e9", "#ffb000", "#cc79a7", "#3ccf8e", "#ff5c5c", "#f0e442", "#0072b2", "#d55e00"];
   const EVENT_COLORS = { seen: "#3ccf8e", lost: "#ff5c5c", reached: "#ffb000", blocked: "#cc79a7",
     away: "#f0e442", reward: "#ffb000", end: "#8b93a1", high: "#3ccf8e", low: "#ff5c5c", other: "#8b93a1" };
@@ -35,7 +40,7 @@
   // ------------------------------------------------------------------ state
   const S = {
     ep: 0, t: 0, method: M.methods.length ? M.methods[0].name : null, target: "taken",
-    opacity: 0.6, scale: "episode", overlay: "attr", isolate: -1, colorBy: "value",
+    opacity: 0.85, scale: "episode", overlay: "attr", isolate: -1, colorBy: "value",
     playing: false, speed: 10, renderMs: 0,
   };
   const cache = {}; // episode -> {rec, frames: Image, maps: {key: Uint8ClampedArray}, nmf: [...]}
@@ -139,7 +144,7 @@
       top = 1;
       for (let i = 0; i < v.length; i++) top = Math.max(top, signed ? Math.abs(v[i] - 128) * 2 : v[i]);
     }
-    const table = signed ? LUT.rdbu : LUT.inferno;
+    const table = signed ? LUT.attrSigned : LUT.attr;
     for (let i = 0; i < v.length; i++) {
       let m, idx;
       if (signed) { const s = ((v[i] - 128) * 2) / top; m = Math.min(1, Math.abs(s)); idx = Math.round(Math.max(-1, Math.min(1, s)) * 127.5 + 127.5); }
@@ -174,6 +179,8 @@
     if (S.overlay === "attr") drawn = drawAttribution(e, t);
     else if (S.overlay === "nmf") drawn = drawNMF(e, t);
     if (drawn) {
+      og.fillStyle = `rgba(0, 0, 0, ${0.4 * S.opacity})`;  // dim the frame: the map reads on any colour
+      og.fillRect(0, 0, obs.width, obs.height);
       tg.putImageData(tileImg, 0, 0);
       og.imageSmoothingEnabled = true;
       og.globalAlpha = S.opacity;
@@ -186,7 +193,7 @@
 
   function drawColorbar() {
     const c = $("colorbar"), g = c.getContext("2d"), signed = S.overlay === "attr" && !!methodInfo(S.method).signed;
-    const table = signed ? LUT.rdbu : LUT.inferno;
+    const table = signed ? LUT.attrSigned : LUT.attr;
     for (let x = 0; x < c.width; x++) { g.fillStyle = rgb(table, Math.round((x / (c.width - 1)) * 255)); g.fillRect(x, 0, 1, c.height); }
     c.title = signed ? "negative \u2190 0 \u2192 positive" : "0 \u2192 high (" + S.scale + " scale)";
   }
