@@ -59,7 +59,7 @@ def get_font(size: int = 12, bold: bool = False) -> ImageFont.ImageFont | ImageF
         return ImageFont.load_default()
 
 
-@lru_cache(maxsize=4096)
+@lru_cache(maxsize=1024)  # labels repeat (action names, axis ticks); per-step ones (t = 1234) churn
 def text_mask(text: str, size: int = 12, bold: bool = False) -> np.ndarray:
     """Coverage of ``text`` drawn in the font of ``size``: float32 [h, w] in [0, 1] (cached)."""
     font = get_font(size, bold)

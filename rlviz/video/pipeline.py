@@ -32,7 +32,7 @@ from rlviz.video.explain import DEFAULT_METHODS, check_methods, explain_episode
 from rlviz.video.grid import Composer
 from rlviz.video.panels import TopDownPanel, default_panels
 from rlviz.gym_env import as_gym_env
-from rlviz.video.resources import release_freed_memory, torch_threads
+from rlviz.video.resources import map_large_blocks, release_freed_memory, torch_threads
 from rlviz.video.writer import FORMATS, VideoWriter, check_writable
 
 PanelsArg = Sequence | Callable[[], Sequence] | None
@@ -264,6 +264,7 @@ class VideoJob:
             _progress(self.progress) as bar,
             torch_threads(self.threads) if self.threads else nullcontext(),
         ):
+            map_large_blocks()  # chunk-sized arrays unmapped when freed: a flat heap
             capture = top_down_capture(env, self.panels())
             for i, path in enumerate(paths):
                 # per-step data (observations, masks, views, maps) lives in chunk files on disk

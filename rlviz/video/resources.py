@@ -11,13 +11,13 @@ import torch
 _LIBC = None
 
 
-def release_freed_memory() -> None:
-    """Hand freed heap memory back to the OS (glibc ``malloc_trim``; a no-op elsewhere).
+#: glibc mallopt's M_MMAP_THRESHOLD; blocks at least this big are mapped and unmapped on free.
+_M_MMAP_THRESHOLD = -3
+#: 1 MB: a chunk's maps and activations (MBs each) are mapped, small objects stay in the heap.
+MMAP_THRESHOLD = 1 << 20
 
-    glibc keeps freed blocks of a few MB (an episode's temporary maps) in the heap, so resident
-    memory would creep up with episode length although the data is gone; trimming between the
-    stages of an episode keeps the process's footprint at what it really holds.
-    """
+
+def _libc():
     global _LIBC
     if _LIBC is None:
         try:
@@ -25,8 +25,33 @@ def release_freed_memory() -> None:
             _LIBC.malloc_trim  # noqa: B018  (raises AttributeError off glibc)
         except (OSError, AttributeError):
             _LIBC = False
-    if _LIBC:
-        _LIBC.malloc_trim(0)
+    return _LIBC
+
+
+def map_large_blocks() -> None:
+    """Make glibc map every block of :data:`MMAP_THRESHOLD` or more and unmap it when freed.
+
+    By default glibc raises its mapping threshold each time a mapped block is freed (up to
+    32 MB), so a long episode's chunk-sized arrays end up carved out of the heap, which then
+    fragments and grows with the number of chunks: peak memory would creep up with episode
+    length although each chunk is freed. A fixed threshold keeps it flat. Process-wide; a
+    no-op off glibc.
+    """
+    libc = _libc()
+    if libc:
+        libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)
+
+
+def release_freed_memory() -> None:
+    """Hand freed heap memory back to the OS (glibc ``malloc_trim``; a no-op elsewhere).
+
+    glibc keeps freed blocks of a few MB (an episode's temporary maps) in the heap, so resident
+    memory would creep up with episode length although the data is gone; trimming between the
+    stages of an episode keeps the process's footprint at what it really holds.
+    """
+    libc = _libc()
+    if libc:
+        libc.malloc_trim(0)
 
 
 @contextmanager
