@@ -90,8 +90,8 @@ def add_methods_from(parser: argparse.ArgumentParser) -> None:
         "--methods-from",
         default=None,
         metavar="TRUST_JSON",
-        help="take the methods from a trust.json of `rlviz trust`: the ones that pass every "
-        "check, best deletion + insertion first, at most 2 (overrides --methods)",
+        help="take the methods from a trust.json of `rlviz trust`: at most 2 that pass every "
+        "check, most mass on the ground-truth object first (overrides --methods)",
     )
 
 

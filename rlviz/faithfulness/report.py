@@ -125,8 +125,10 @@ def write(report, out: str | Path) -> list[Path]:
 
 
 def methods_from(path: str | Path, limit: int = 2) -> list[str]:
-    """Up to ``limit`` methods a trust file finds faithful (target: the taken action), best
-    deletion + insertion gain first; a file with none raises ``ValueError`` saying so."""
+    """Up to ``limit`` methods a trust file finds faithful (target: the taken action), the one
+    with most mass on the ground-truth object first (when the env has masks), then the largest
+    deletion + insertion gain (nats of log pi, which favour a method whose fill is the deletion
+    fill, so they only break ties); a file with none raises ``ValueError`` saying so."""
     path = Path(path)
     try:
         data = json.loads(path.read_text())
@@ -141,5 +143,13 @@ def methods_from(path: str | Path, limit: int = 2) -> list[str]:
             f"no method passes every check in {str(path)!r}; pass --methods yourself (the "
             "verdicts are in that file)"
         )
-    good.sort(key=lambda r: -(r["deletion"]["gain"] + r["insertion"]["gain"]))
+
+    def rank(row: dict) -> tuple[float, float]:
+        gt = row.get("ground_truth") or {}
+        return (
+            -(gt.get("mass_ratio") or 0.0),
+            -(row["deletion"]["gain"] + row["insertion"]["gain"]),
+        )
+
+    good.sort(key=rank)
     return [r["method"] for r in good[:limit]]

@@ -25,7 +25,7 @@ THRESHOLDS = {
     # mean Spearman of maps with the trained model's after randomisation: below = the map changed
     "rho": 0.5,
     # Efficient MPRT: the map's entropy must rise by > 10% when the whole model is randomised
-    # (an untrained network re-randomised scores within +-0.03 on BoxReach frames: no change)
+    # (set from an untrained network re-randomised: -0.15..0.03 on BoxReach frames, no rise)
     "emprt": 0.1,
     # deletion / insertion: mean gain over a random pixel order, in standard errors
     "gain_se": 2.0,
