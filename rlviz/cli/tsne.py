@@ -37,6 +37,7 @@ from rlviz.cli.common import (
     progress_on,
     require_at_least,
     require_checkpoint,
+    resolve_device,
 )
 from rlviz.cli.workers import add_worker_flags, parallel_executor
 
@@ -106,6 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
         out,
         "out",
         "no_progress",
+        "device",
         out=dict(
             default=None,
             help="output folder (default runs/tsne/NAME/, NAME from the checkpoint or dataset)",
@@ -119,7 +121,8 @@ def collect_dataset(args: argparse.Namespace):
     episodes) and return the :class:`StateDataset` of its states."""
     from rlviz.statemap import StateDataset
 
-    policy = load_policy(args.checkpoint, env_id=args.env, layers=[args.layer])
+    device = resolve_device(args.device)
+    policy = load_policy(args.checkpoint, env_id=args.env, device=device, layers=[args.layer])
     kwargs = dict(policy.env_kwargs)
     if not args.no_ground_truth:
         kwargs["ground_truth"] = True  # asked of any env, so the dataset records it

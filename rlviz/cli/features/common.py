@@ -20,6 +20,7 @@ from rlviz.cli.common import (
     output_name,
     policy_env,
     require_checkpoint,
+    resolve_device,
 )
 
 if TYPE_CHECKING:
@@ -42,6 +43,7 @@ def feature_parser(name: str, description: str) -> argparse.ArgumentParser:
         "max_steps",
         "deterministic",
         "no_progress",
+        "device",
         out=dict(
             default=None,
             help=f"output folder (default {DEFAULT_OUT}/NAME, NAME from the checkpoint, "
@@ -59,7 +61,8 @@ def load(args: argparse.Namespace, layers: Sequence[str | None] = ()) -> LoadedP
     if args.out is None:
         args.out = DEFAULT_OUT / output_name(args.checkpoint)
     check_out_dir(args.out)
-    return load_policy(args.checkpoint, env_id=args.env, layers=layers)
+    device = resolve_device(args.device)
+    return load_policy(args.checkpoint, env_id=args.env, device=device, layers=layers)
 
 
 def play_env(policy: LoadedPolicy) -> closing:
