@@ -6,6 +6,7 @@ import json
 import warnings
 from pathlib import Path
 
+import gymnasium as gym
 import numpy as np
 import pytest
 import torch
@@ -319,3 +320,71 @@ def test_bad_mask_key_and_out(capsys, tmp_path):
     (tmp_path / "file").write_text("x")
     assert main(["--out", str(tmp_path / "file")]) == 2
     assert "is a file" in capsys.readouterr().err
+
+
+class PatchMask(gym.Wrapper):
+    """What a user writes for ground truth in their own env: the red patch's pixels in info."""
+
+    def _with_mask(self, obs, info):
+        return obs, {**info, "patch_mask": obs[..., 0] == 220}
+
+    def reset(self, **kwargs):
+        return self._with_mask(*self.env.reset(**kwargs))
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        return (*self._with_mask(obs, info)[:1], reward, terminated, truncated,
+                self._with_mask(obs, info)[1])  # fmt: skip
+
+
+def test_any_env_with_a_user_info_key(tmp_path):
+    from helpers import ColourPatchEnv, tiny_policy
+
+    env = PatchMask(ColourPatchEnv(size=32, horizon=6))
+    report = rlviz.trust(
+        tiny_policy(), env, ["gradient", "occlusion"], episodes=2, frames=10,
+        mask_key="patch_mask", out=tmp_path, options={"occlusion": {"window": 8, "stride": 8}},
+    )  # fmt: skip
+    assert [r["row"] for r in report.rows] == ["gradient", "occlusion"]
+    for row in report.rows:
+        gt = row["ground_truth"]
+        assert gt["key"] == "patch_mask" and gt["frames"] == 10
+        assert 0 < gt["share"] < 1 and 0 <= gt["pointing"] <= 1
+        assert row["checks"]["ground_truth"] is not None and row["ms_per_frame"] > 0
+    assert sorted(p.name for p in report.paths) == ["trust.csv", "trust.json", "trust.png"]
+    with pytest.raises(KeyError, match="'nope' is not in the env's info"):
+        rlviz.trust(tiny_policy(), env, ["gradient"], episodes=1, frames=4, mask_key="nope")
+    # "auto" finds no goal_mask here: no ground truth, the other checks as usual.
+    report = rlviz.trust(tiny_policy(), env, ["gradient"], episodes=1, frames=4)
+    assert report.rows[0]["ground_truth"] is None and report.settings["mask_key"] is None
+
+
+@pytest.mark.slow
+def test_sb3_atari_agent(tmp_path):
+    """An SB3 PPO CnnPolicy on ALE Pong (4 stacked 84x84 frames through its VecEnv): every layer
+    of SB3's policy is randomised, deletion runs on the stacked input."""
+    pytest.importorskip("ale_py")
+    pytest.importorskip("stable_baselines3")
+    from test_atari import pong_env
+
+    from rlviz.callbacks import VecEnvAsGym
+
+    venv = pong_env()
+    try:
+        import stable_baselines3 as sb3
+
+        model = sb3.PPO("CnnPolicy", venv, n_steps=16, batch_size=16, seed=0, device="cpu",
+                        policy_kwargs={"features_extractor_kwargs": {"features_dim": 32}})  # fmt: skip
+        adapter = PolicyAdapter.from_sb3(model)
+        report = rlviz.trust(
+            adapter, VecEnvAsGym(venv), ["gradient", "gradcam"], episodes=1, frames=6,
+            max_steps=12, steps=5,
+        )  # fmt: skip
+    finally:
+        venv.close()
+    row = report.rows[0]
+    layers = list(row["randomisation"]["layers"])
+    assert layers[0] == "value_net" and layers[1] == "action_net"
+    assert row["randomisation"]["output_layer"] == "action_net"
+    assert any(name.startswith("features_extractor.cnn") for name in layers)
+    assert len(row["deletion"]["curve"]) == 6 and report.settings["frames"] == 6
