@@ -23,7 +23,7 @@ from helpers import TinyCNN
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = ROOT / "agents" / "checkpoints" / "boxreach.safetensors"
-CHECKPOINT_COMMANDS = ("video", "explore", "tsne", "filters", "featvis", "topk", "dissect")
+CHECKPOINT_COMMANDS = ("video", "explore", "tsne", "filters", "featvis", "topk", "dissect", "trust")
 FEATURES = ("filters", "featvis", "topk", "dissect")
 UNWRITABLE = "/proc/rlviz-test"  # /proc takes no new files, even for root
 
@@ -99,9 +99,9 @@ for name in CHECKPOINT_COMMANDS:
             2,
             "checkpoint" if bad != "wrong_types" else "wrong type",
         )
-for name in ("video", "explore", "featvis", "topk", "dissect"):
+for name in ("video", "explore", "featvis", "topk", "dissect", "trust"):
     case(f"{name}-episodes-0", f"{name} --checkpoint {{ckpt}} --episodes 0", 2, ">= 1, got 0")
-for name in ("explore", "tsne", *FEATURES):
+for name in ("explore", "tsne", *FEATURES, "trust"):
     case(
         f"{name}-out-unwritable", f"{name} --checkpoint {{ckpt}} --out {UNWRITABLE}", 2, "writable"
     )
@@ -153,6 +153,13 @@ case("train-resume-missing", "train --resume {out}/nope", 2, "does not exist")
 case("train-resume-corrupt", "train --resume {bad:bad_json}", 2, "not valid JSON")
 case("train-resume-no-state", "train --resume {ckpt}", 2, "no training state")
 case("train-abbreviation", "train --total 10", 2, "unrecognized")
+case("trust-unknown-method", "trust --checkpoint {ckpt} --methods nope", 2, "unknown method")
+case("trust-empty-methods", "trust --checkpoint {ckpt} --methods ,", 2, "--methods is empty")
+case("trust-targets", "trust --checkpoint {ckpt} --targets value", 2, "--targets 'value'")
+case("trust-frames-1", "trust --checkpoint {ckpt} --frames 1", 2, ">= 2, got 1")
+case("trust-steps-1", "trust --checkpoint {ckpt} --steps 1", 2, ">= 2, got 1")
+case("trust-mask-key", "trust --checkpoint {ckpt} --mask-key nope --out {out}", 2, "--mask-key")
+case("video-methods-from", "video --checkpoint {ckpt} --methods-from {file}", 2, "--methods-from")
 case("unknown-command", "nope", 2, "unknown command")
 
 
