@@ -11,7 +11,11 @@ $(BIN)/python:
 	$(BIN)/pip install -q --upgrade pip
 
 # Re-install when pyproject.toml changes.
+# box2d-py (gymnasium[box2d], CarRacing in the tests) builds from source with swig, which its
+# isolated build cannot see: build it first in the venv, with the venv's swig on PATH.
 $(STAMP): pyproject.toml setup.py | $(BIN)/python
+	$(BIN)/pip install -q swig setuptools wheel
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/pip install -q --no-build-isolation box2d-py==2.3.5
 	$(BIN)/pip install -q -e ".[dev]"
 	touch $(STAMP)
 
