@@ -161,6 +161,22 @@ case("trust-steps-1", "trust --checkpoint {ckpt} --steps 1", 2, ">= 2, got 1")
 case("trust-mask-key", "trust --checkpoint {ckpt} --mask-key nope --out {out}", 2, "--mask-key")
 case("video-methods-from", "video --checkpoint {ckpt} --methods-from {file}", 2, "--methods-from")
 case("unknown-command", "nope", 2, "unknown command")
+# A user's first hour (issue 29): each answered before any episode is played.
+case("video-typo-required-flag", "video --checkpont {ckpt}", 2, "did you mean --checkpoint?")
+case("video-layer", "video --checkpoint {ckpt} --layer conv9 --out {out}", 2, "'conv9' not found")
+case("video-env-cartpole", "video --checkpoint {ckpt} --env CartPole-v1 --out {out}", 2, "(4,)")
+case("video-map-episodes-0", "video --checkpoint {ckpt} --map-episodes 0", 2, ">= 1, got 0")
+case("video-crf", "video --checkpoint {ckpt} --crf 99", 2, "invalid choice")
+case("video-preset", "video --checkpoint {ckpt} --preset nope", 2, "invalid choice")
+case("explore-gamma", "explore --checkpoint {ckpt} --gamma 2", 2, "in [0, 1], got 2")
+case("explore-nmf-layer", "explore --checkpoint {ckpt} --nmf-layer conv9 --out {out}", 2, "conv9")
+case("explore-optvis-steps", "explore --checkpoint {ckpt} --optvis-steps 0", 2, ">= 1, got 0")
+case("featvis-steps-0", "featvis --checkpoint {ckpt} --steps 0", 2, ">= 1, got 0")
+case("featvis-unused-layers", "featvis --checkpoint {ckpt} --layers conv3", 2, "--layers is used")
+case("topk-k-0", "topk --checkpoint {ckpt} --k 0", 2, ">= 1, got 0")
+case("dissect-iou", "dissect --checkpoint {ckpt} --iou-threshold 2", 2, "in [0, 1], got 2")
+case("dissect-draws-0", "dissect --checkpoint {ckpt} --random-draws 0", 2, ">= 1, got 0")
+case("evaluate-state-file", "evaluate --checkpoint {state}", 2, "optimizer state")
 
 
 def _expand(argv: list[str], tmp_path: Path, corrupt: dict[str, Path]) -> list[str]:
@@ -178,6 +194,7 @@ def _expand(argv: list[str], tmp_path: Path, corrupt: dict[str, Path]) -> list[s
             .replace("{out}", str(tmp_path / "out"))
             .replace("{file}", str(file))
             .replace("{dirmp4}", str(tmp_path / "dir.mp4"))
+            .replace("{state}", str(tmp_path / "run" / "checkpoint.state.safetensors"))
             .replace("{{", "{")
         )
     return out

@@ -196,6 +196,24 @@ class Parser(argparse.ArgumentParser):
         return parsed, rest
 
 
+def in_range(low: float, high: float) -> Callable[[str], float]:
+    """An argparse ``type``: a number in [``low``, ``high``], else a usage error saying so."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(
+                f"expected a number in [{low:g}, {high:g}], got {text}"
+            )
+        return value
+
+    parse.__name__ = f"number in [{low:g}, {high:g}]"
+    return parse
+
+
 def new_parser(
     name: str, description: str, overwrite: bool = True, **kwargs: Any
 ) -> argparse.ArgumentParser:

@@ -19,8 +19,10 @@ from pathlib import Path
 from rlviz.cli.common import (
     CliError,
     add_shared,
+    at_least,
     check_out_dir,
     command,
+    in_range,
     load_policy,
     new_parser,
     output_name,
@@ -67,8 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--layer", default=None, help="layer for CAM methods (default: the last conv)")
     add_methods_from(p)
-    p.add_argument("--gamma", type=float, default=0.99, help="discount for GAE (default 0.99)")
-    p.add_argument("--lam", type=float, default=0.95, help="GAE lambda (default 0.95)")
+    p.add_argument(
+        "--gamma", type=in_range(0, 1), default=0.99, help="discount for GAE (default 0.99)"
+    )
+    p.add_argument("--lam", type=in_range(0, 1), default=0.95, help="GAE lambda (default 0.95)")
     p.add_argument(
         "--nmf-features", type=int, default=4, help="NMF layer features (0: none; default 4)"
     )
@@ -82,7 +86,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--units", type=int, default=4, help="network tab: units per layer (0: no tab; default 4)"
     )
     p.add_argument(
-        "--optvis-steps", type=int, default=64, help="feature visualisation steps (default 64)"
+        "--optvis-steps",
+        type=at_least(1),
+        default=64,
+        help="feature visualisation steps (default 64)",
     )
     p.add_argument(
         "--map", choices=("tsne", "pca", "none"), default="tsne", help="state map (default tsne)"

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from rlviz.cli.common import (
     CliError,
     add_shared,
+    at_least,
     command,
     load_policy,
     new_parser,
@@ -34,6 +35,18 @@ from rlviz.cli.steps import add_window_flags, window_args
 from rlviz.cli.trust import add_methods_from, methods_from_option
 from rlviz.cli.workers import add_worker_flags, parallel_executor
 from rlviz.video.explain import DEFAULT_METHODS
+
+X264_PRESETS = (
+    "ultrafast",
+    "superfast",
+    "veryfast",
+    "faster",
+    "fast",
+    "medium",
+    "slow",
+    "slower",
+    "veryslow",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -92,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--map-episodes",
-        type=int,
+        type=at_least(1),
         default=5,
         help="episodes played to fit the state map with --embedding fit (default 5)",
     )
@@ -100,11 +113,17 @@ def build_parser() -> argparse.ArgumentParser:
     add_shared(p, "device")
     add_window_flags(p)
     p.add_argument(
-        "--crf", type=int, default=23, help="x264 quality, lower is better and larger (default 23)"
+        "--crf",
+        type=int,
+        choices=range(52),
+        metavar="0..51",
+        default=23,
+        help="x264 quality, lower is better and larger (default 23)",
     )
     p.add_argument(
         "--preset",
         default="veryfast",
+        choices=X264_PRESETS,
         help="x264 speed preset: ultrafast .. veryslow (default veryfast)",
     )
     p.add_argument("--name-prefix", default="rl-explain", help="file name prefix in a folder --out")
@@ -186,9 +205,7 @@ def _render(executor):
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command; returns the exit status (0 ok, 2 bad input)."""
     args = build_parser().parse_args(argv)
-    methods = methods_from_option(args) or [
-        m.strip() for m in args.methods.split(",") if m.strip()
-    ]
+    methods = methods_from_option(args) or [m.strip() for m in args.methods.split(",") if m.strip()]
     require_at_least("--episodes", args.episodes, 1)
     if args.fps <= 0:
         raise CliError(f"--fps must be > 0, got {args.fps}")

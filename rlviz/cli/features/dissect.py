@@ -8,7 +8,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from rlviz.cli.common import CliError, add_shared, command, print_paths, require_at_least
+from rlviz.cli.common import CliError, add_shared, at_least, command, in_range, print_paths
 from rlviz.cli.features.common import feature_parser, layers_arg, load, play_env, play_states
 
 
@@ -35,25 +35,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--iou-threshold",
-        type=float,
+        type=in_range(0, 1),
         default=0.04,
         help="IoU above which a unit is a detector (default 0.04)",
     )
     p.add_argument(
         "--ablate",
-        type=int,
+        type=at_least(0),
         default=0,
         metavar="K",
         help="switch off the top K detectors vs K random units and compare success (default 0: no)",
     )
     p.add_argument(
         "--ablate-episodes",
-        type=int,
+        type=at_least(1),
         default=20,
         help="episodes per ablation condition (default 20)",
     )
     p.add_argument(
-        "--random-draws", type=int, default=5, help="random-unit control draws (default 5)"
+        "--random-draws", type=at_least(1), default=5, help="random-unit control draws (default 5)"
     )
     return p
 
@@ -122,10 +122,6 @@ def dissect_main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if not 0 < args.quantile < 1:
         raise CliError(f"--quantile must be in (0, 1), got {args.quantile}")
-    for flag in ("ablate", "ablate_episodes", "random_draws"):
-        require_at_least(
-            f"--{flag.replace('_', '-')}", getattr(args, flag), 0 if flag == "ablate" else 1
-        )
     policy = load(args, layers=args.layers or ())
     adapter = policy.adapter
     layers = layers_arg(policy.model, args.layers)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rlviz.cli.common import CliError, add_shared, command, print_paths
+from rlviz.cli.common import CliError, add_shared, at_least, command, print_paths
 from rlviz.cli.features.common import (
     feature_parser,
     layers_arg,
@@ -56,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--steps",
-        type=int,
+        type=at_least(1),
         default=None,
         help="optimisation steps (default 256; deepdream: per octave, 10; invert: 400)",
     )
@@ -298,6 +298,9 @@ def adversarial(args: argparse.Namespace, scene: Scene) -> list[Path]:
     return written
 
 
+#: The methods that read ``--layers``.
+LAYER_METHODS = ("deepdream", "invert", "texture", "style")
+
 #: ``--method`` name -> the function that computes and draws it.
 METHODS: dict[str, Callable[[argparse.Namespace, Scene], list[Path]]] = {
     "maximise": maximise,
@@ -313,7 +316,12 @@ METHODS: dict[str, Callable[[argparse.Namespace, Scene], list[Path]]] = {
 def featvis_main(argv: Sequence[str] | None = None) -> int:
     """``rlviz featvis``; returns the exit status."""
     args = build_parser().parse_args(argv)
-    policy = load(args)
+    if args.layers and args.method not in LAYER_METHODS:
+        raise CliError(
+            f"--layers is used by --method {', '.join(LAYER_METHODS)}, not {args.method}; "
+            "drop it or pick one of those"
+        )
+    policy = load(args, layers=args.layers or ())
     with play_env(policy) as env:
         frame, episode = pick_frame(env, policy.adapter, args.seed, args.max_steps)
         written = METHODS[args.method](args, Scene(policy.adapter, env, frame, episode))

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from rlviz.cli.common import CliError, add_shared, check_layers, command, print_paths
+from rlviz.cli.common import CliError, add_shared, at_least, check_layers, command, print_paths
 from rlviz.cli.features.common import (
     feature_parser,
     load,
@@ -33,13 +33,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="unit indices (default: the 4 whose peak varies most across states)",
     )
-    p.add_argument("--k", type=int, default=8, help="states per unit (default 8)")
+    p.add_argument("--k", type=at_least(1), default=8, help="states per unit (default 8)")
     add_shared(
         p, "episodes", episodes=dict(default=4, help="episodes to collect states from (default 4)")
     )
     p.add_argument(
         "--min-separation",
-        type=int,
+        type=at_least(0),
         default=5,
         help="keep chosen states at least this many steps apart (default 5)",
     )
