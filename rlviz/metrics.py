@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from rlviz.methods.base import block_target, job_blocks, pass_buffer
+from rlviz.methods.base import block_rows, block_target, job_blocks, pass_buffer
 from rlviz.ops import fill_values
 from rlviz.policy import PolicyAdapter, as_adapter
 from rlviz.targets import ActionProb, MostLikelyAction, as_target
@@ -126,7 +126,9 @@ def _curves(
                     other[frames, None],
                     out=buffer.block(frames.stop - frames.start, n_k),
                 ).flatten(0, 1)
-                values = block_target(score, frames, n_k)(adapter.outputs(images))
+                # rows: a recurrent policy reads each image's frame's held state
+                out = adapter.outputs(images, rows=block_rows(frames, n_k))
+                values = block_target(score, frames, n_k)(out)
                 curves[frames, ks] = values.detach().double().cpu().view(-1, n_k)
     return curves.numpy()
 

@@ -15,7 +15,7 @@ from torch import nn
 import rlviz
 from rlviz import ActionLogit, PolicyAdapter
 from rlviz.faithfulness import checks, methods_from
-from rlviz.faithfulness.run import judge, verdict
+from rlviz.faithfulness.verdict import judge, verdict
 from rlviz.methods import AttributionMethod
 from rlviz.metrics import deletion_curve
 
@@ -388,3 +388,21 @@ def test_sb3_atari_agent(tmp_path):
     assert row["randomisation"]["output_layer"] == "action_net"
     assert any(name.startswith("features_extractor.cnn") for name in layers)
     assert len(row["deletion"]["curve"]) == 6 and report.settings["frames"] == 6
+
+
+def test_recurrent_policy_is_explained_with_its_states():
+    """A recurrent toy that acts on its memory only: explained with the state entering each step,
+    its current-frame maps are blank, so randomisation cannot pass."""
+    from helpers import SquareEnv
+    from test_recurrent import toy_adapter
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the all-zero map warns, as it should
+        report = rlviz.trust(
+            toy_adapter("memory"), SquareEnv(max_steps=6, goal=False), ["gradient"],
+            episodes=2, frames=8,
+        )  # fmt: skip
+    row = report.rows[0]
+    assert report.settings["frames"] == 8
+    assert row["randomisation"]["blank_frames"] == 8
+    assert row["checks"]["randomisation"] is False

@@ -82,9 +82,11 @@ def figure(report):
 
     rows = report.rows
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 0.35 * len(rows) + 3.5))
-    for row in rows:
+    for i, row in enumerate(rows):
         layers = row["randomisation"]["layers"]
-        ax1.plot(range(len(layers) + 1), [1.0, *layers.values()], marker="o", label=row["row"])
+        # tab20 and two line styles: a dozen rows stay apart (the default cycle repeats at 10)
+        style = dict(color=plt.cm.tab20(i % 20), ls="-" if i % 2 == 0 else "--", marker="o")
+        ax1.plot(range(len(layers) + 1), [1.0, *layers.values()], label=row["row"], **style)
     if rows:
         names = list(rows[0]["randomisation"]["layers"])
         ax1.set_xticks(range(len(names) + 1), ["trained", *names], rotation=30, ha="right")

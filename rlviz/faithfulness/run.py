@@ -15,23 +15,11 @@ import torch
 
 from rlviz import metrics
 from rlviz.faithfulness import checks
+from rlviz.faithfulness.verdict import THRESHOLDS, judge, verdict
 from rlviz.methods import available_methods, get_method
 from rlviz.methods.perturbation import AllLogits
 from rlviz.policy import PolicyAdapter, as_adapter
 from rlviz.targets import TakenAction
-
-#: Pass thresholds, stated in every report.
-THRESHOLDS = {
-    # mean Spearman of maps with the trained model's after randomisation: below = the map changed
-    "rho": 0.5,
-    # Efficient MPRT: the map's entropy must rise by > 10% when the whole model is randomised
-    # (set from an untrained network re-randomised: -0.15..0.03 on BoxReach frames, no rise)
-    "emprt": 0.1,
-    # deletion / insertion: mean gain over a random pixel order, in standard errors
-    "gain_se": 2.0,
-    # ground truth: mass in the mask over the mask's pixel share
-    "mass_ratio": 2.0,
-}
 
 #: Row targets: ``taken`` = log pi(a_t|s_t) of the recorded action; ``logits`` = Greydanus' score
 #: over the whole logit vector (perturbation only).
@@ -191,10 +179,25 @@ def _ground_truth(maps: np.ndarray, masks: np.ndarray | None, key: str | None) -
 
 def _policy_moved(adapter, x: torch.Tensor, clean: torch.Tensor) -> bool:
     with torch.no_grad():
-        return not torch.equal(adapter.outputs(x).logits, clean)
+        return not torch.equal(adapter.outputs(x, rows=torch.arange(len(x))).logits, clean)
 
 
 def score_row(
+    adapter: PolicyAdapter,
+    frames: Frames,
+    name: str,
+    target_name: str,
+    baselines: _Baselines,
+    **options,
+) -> dict:
+    """Every check for one method and target on ``frames``: a dict (one row of the report).
+    ``options``: ``options`` (the method's), ``steps``, ``seed``, ``batch_size``, ``mask_key``."""
+    # A recurrent policy: every pass reads the state that entered each frame.
+    with adapter.holding_state(frames.states):
+        return _score_row(adapter, frames, name, target_name, baselines, **options)
+
+
+def _score_row(
     adapter: PolicyAdapter,
     frames: Frames,
     name: str,
@@ -207,7 +210,6 @@ def score_row(
     batch_size: int = 256,
     mask_key: str | None = None,
 ) -> dict:
-    """Every check for one method and target on ``frames``: a dict (one row of the report)."""
     method = get_method(name, **(options or {}))
     name = method.name
     target = TakenAction(frames.actions) if target_name == "taken" else AllLogits()
@@ -225,7 +227,7 @@ def score_row(
     # signed map has not changed where it looks.
     x = adapter.preprocess(frames.obs[: min(len(maps), 16)])
     with torch.no_grad():
-        clean = adapter.outputs(x).logits
+        clean = adapter.outputs(x, rows=torch.arange(len(x))).logits
     layers, output_layer, last = {}, None, None
     for layer in checks.cascade(adapter.model, "top_down", seed):
         last = explain()
@@ -290,45 +292,6 @@ def score_row(
     return row
 
 
-def judge(row: dict, thresholds: dict | None = None) -> dict[str, bool | None]:
-    """Pass / fail per check of a row (None: not applicable)."""
-    t = thresholds or THRESHOLDS
-    r = row["randomisation"]
-    gt = row["ground_truth"]
-    d, i = row["deletion"], row["insertion"]
-    return {
-        "randomisation": r["rho_output"] < t["rho"]
-        and r["rho_full"] < t["rho"]
-        and r["emprt"] > t["emprt"],
-        "random_logit": None
-        if row["random_logit_rho"] is None
-        else row["random_logit_rho"] < t["rho"],
-        "deletion": d["gain"] > 0 and d["gain"] > t["gain_se"] * d["se"],
-        "insertion": i["gain"] > 0 and i["gain"] > t["gain_se"] * i["se"],
-        "ground_truth": None
-        if not gt or not gt.get("frames")
-        else gt["mass_ratio"] >= t["mass_ratio"],
-    }
-
-
-def verdict(row: dict) -> str:
-    """``"occlusion: faithful here"``, or the checks it fails with their figures."""
-    r = row["randomisation"]
-    why = {
-        "randomisation": f"randomisation (rho output {r['rho_output']:.2f}, all "
-        f"{r['rho_full']:.2f}, eMPRT {r['emprt']:.2f})",
-        "random_logit": f"random logit (rho {row['random_logit_rho'] or 0:.2f})",
-        "deletion": f"deletion (gain {row['deletion']['gain']:+.3f})",
-        "insertion": f"insertion (gain {row['insertion']['gain']:+.3f})",
-        "ground_truth": "ground truth (mass/share "
-        f"{(row['ground_truth'] or {}).get('mass_ratio', float('nan')):.2f})",
-    }
-    failed = [why[k] for k, ok in row["checks"].items() if ok is False]
-    if not failed:
-        return f"{row['row']}: faithful here"
-    return f"{row['row']}: fails " + "; ".join(failed)
-
-
 def trust(
     policy: PolicyAdapter | torch.nn.Module,
     env,
@@ -381,26 +344,20 @@ def trust(
     say(f"recorded {recorded.steps} steps in {recorded.episodes} episodes; scoring "
         f"{len(recorded.actions)} frames")  # fmt: skip
     baselines = _Baselines(adapter, recorded, steps, batch_size, seed)
-    rows = []
-    for name in names:
-        for target_name in targets:
-            if target_name == "logits" and get_method(name).name != "perturbation":
-                continue
-            t = time.perf_counter()
-            rows.append(
-                score_row(
-                    adapter,
-                    recorded,
-                    name,
-                    target_name,
-                    baselines,
-                    options=(options or {}).get(name),
-                    steps=steps,
-                    batch_size=batch_size,
-                    mask_key=mask_key,
-                )  # fmt: skip
-            )
-            say(f"{rows[-1]['verdict']}  [{time.perf_counter() - t:.1f} s]")
+    with adapter.holding_state(recorded.states):
+        rows = []
+        for name in names:
+            for target_name in targets:
+                if target_name == "logits" and get_method(name).name != "perturbation":
+                    continue
+                t = time.perf_counter()
+                kw = dict(options=(options or {}).get(name), steps=steps, batch_size=batch_size)
+                rows.append(
+                    score_row(
+                        adapter, recorded, name, target_name, baselines, mask_key=mask_key, **kw
+                    )  # fmt: skip
+                )
+                say(f"{rows[-1]['verdict']}  [{time.perf_counter() - t:.1f} s]")
     settings = {
         "episodes": recorded.episodes,
         "steps_recorded": recorded.steps,
