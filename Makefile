@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml setup.py | $(BIN)/python
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/rlviz video --checkpoint agents/checkpoints/boxreach.safetensors --episodes 1 --out videos/demo
+	$(BIN)/rlviz video --checkpoint agents/checkpoints/boxreach.safetensors --episodes 1 --out videos/demo --overwrite
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -333,6 +333,16 @@ def test_progress_only_on_a_terminal(monkeypatch):
     assert not progress_on(argparse.Namespace(no_progress=False))  # pytest's captured stderr
 
 
+def test_every_command_turns_bars_off_off_a_terminal():
+    """One place (the parser) turns progress off when stderr is not a terminal, so no command
+    writes bars into a log."""
+    from rlviz.cli.features.topk import build_parser as topk
+    from rlviz.cli.video import build_parser as video
+
+    assert video().parse_args(["--checkpoint", "x"]).no_progress  # pytest's stderr: no TTY
+    assert topk().parse_args([]).no_progress
+
+
 def test_tsne_fit_shows_progress(capsys):
     from rlviz.statemap import StateEmbedding
 

@@ -189,6 +189,8 @@ class Parser(argparse.ArgumentParser):
         if unknown:
             self.error(f"unrecognized arguments: {' '.join(unknown)}")
         parsed, rest = super().parse_known_args(argv, namespace)
+        if getattr(parsed, "no_progress", True) is False and not sys.stderr.isatty():
+            parsed.no_progress = True  # bars only on a terminal: a log or a pipe stays clean
         if getattr(parsed, "overwrite", False):
             from rlviz.io import replace_existing
 
