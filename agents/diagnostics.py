@@ -268,6 +268,13 @@ def plot_learning_curve(
     for ax, (key, label) in zip(axes.flat, panels, strict=True):
         y = _column(rows, key)
         ax.plot(steps, y, lw=1.2)
+        if not np.isfinite(np.asarray(y, dtype=float)).any():
+            # No episode has ended yet (or nothing logged): say so, not an empty -0.04..0.04 box.
+            ax.text(0.5, 0.5, "no episode ended yet", ha="center", va="center",
+                    transform=ax.transAxes, fontsize=8, color="0.4")  # fmt: skip
+            ax.set_yticks([])
+            if len(steps) and np.nanmax(steps) > np.nanmin(steps):
+                ax.set_xlim(np.nanmin(steps), np.nanmax(steps))  # the steps the others show
         ax.set_title(label, fontsize=9)
         ax.set_xlabel("env steps", fontsize=8)
         ax.tick_params(labelsize=7)
