@@ -37,6 +37,9 @@ from rlviz.video.explain import DEFAULT_METHODS  # the one default: the explorer
 if TYPE_CHECKING:
     from rlviz.sweep.executor import Executor
 
+#: Steps per part of a long episode's sheets (16 x 16 tiles a sheet): an episode longer than
+#: this is written in parts that the page loads as its cursor reaches them.
+PART_STEPS = 256
 #: Ground truth kept per step (events, dissection masks); other infos are dropped as they arrive.
 INFO_KEYS = ("success", "goal_mask", "box_visible", "agent_pos")
 
@@ -399,6 +402,11 @@ class _Job:
         episodes = []
         for d in self.data:
             n = d.record["T"]
+            if n > PART_STEPS:  # a long episode: its sheets in parts the page loads as needed
+                feats = None if self.nmf_maps is None else self.nmf_maps[offset : offset + n]
+                episodes.append(self._write_parts(d, data_dir, feats))
+                offset += n
+                continue
             record = dict(d.record, maps=d.map_urls(DEFAULT_COLS), signed=d.signed)
             if self.nmf_maps is not None:
                 feats = self.nmf_maps[offset : offset + n]
@@ -444,6 +452,49 @@ class _Job:
         return write_page(self.out, self.manifest["title"])
 
     @staticmethod
+    def _write_parts(d: EpisodeData, data_dir: Path, feats: np.ndarray | None) -> dict:
+        """Write a long episode as parts of :data:`PART_STEPS` steps: ``data/ep{i}/`` holds
+        ``frames_{c}.png``, ``stack_{c}.png`` and ``chunk_{c}.js`` (that part's map sheets as
+        data URLs); ``episode_{i}.js`` keeps the scalars. Returns its manifest entry."""
+        from rlviz.explorer.page import write_part
+
+        folder = data_dir / f"ep{d.index}"
+        folder.mkdir(parents=True, exist_ok=True)
+        n = d.record["T"]
+        k = d.stack.shape[1] if d.stack is not None else 0
+        for c, start in enumerate(range(0, n, PART_STEPS)):
+            rows = slice(start, min(start + PART_STEPS, n))
+            frames = png_bytes(sheet(d.frames[rows]))
+            atomic_write_bytes(folder / f"frames_{c}.png", frames)
+            part: dict = {"maps": {key: _url(m[rows]) for key, m in d.maps.items()}}
+            if feats is not None:
+                part["nmf"] = [_url(feats[rows, f]) for f in range(feats.shape[1])]
+            if d.stack is not None:
+                stack = d.stack[rows].reshape(-1, *d.stack.shape[2:])
+                atomic_write_bytes(folder / f"stack_{c}.png", png_bytes(sheet(stack, k * 4)))
+                part["stack"] = {
+                    key: _url(m[rows].reshape(-1, *m.shape[2:]), k * 4)
+                    for key, m in d.stack_maps.items()
+                }
+            write_part(folder / f"chunk_{c}.js", f"{d.index}:{c}", part)
+        record = dict(d.record, map_keys=list(d.maps), signed=d.signed)
+        if d.stack is not None:
+            stack = dict(d.record.get("stack", {}), k=k, cols=k * 4)
+            stack.setdefault("targets", sorted(d.stack_maps))
+            record["stack"] = stack
+        write_script(data_dir / f"episode_{d.index}.js", f"episodes[{d.index}]", record)
+        return {
+            "i": d.index,
+            "T": n,
+            "return": d.record["return"],
+            "success": d.record["success"],
+            "seed": d.record["seed"],
+            "file": f"data/episode_{d.index}.js",
+            "dir": f"data/ep{d.index}",
+            "chunk": PART_STEPS,
+        }
+
+    @staticmethod
     def _write_stack(d: EpisodeData, data_dir: Path) -> dict:
         """Write a stacked episode's frames sheet; its per-frame maps go inline as data URLs.
 
@@ -464,10 +515,10 @@ class _Job:
         return info
 
 
-def _url(maps: np.ndarray) -> str:
+def _url(maps: np.ndarray, cols: int = DEFAULT_COLS) -> str:
     from rlviz.explorer.sprites import data_url
 
-    return data_url(png_bytes(sheet(maps, DEFAULT_COLS)))
+    return data_url(png_bytes(sheet(maps, cols)))
 
 
 def _method_info(name: str) -> dict:

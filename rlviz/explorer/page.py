@@ -37,6 +37,16 @@ def write_script(path: str | Path, key: str, data: object) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def write_part(path: str | Path, key: str, data: object) -> Path:
+    """Write one part of a long episode as a script that sets ``window.RLVIZ.parts[key]``."""
+    body = json.dumps(data, separators=(",", ":"), allow_nan=False)
+    text = (
+        "(function(R){R.parts=R.parts||{};R.parts[" + json.dumps(key) + "]=" + body + ";})"
+        "(window.RLVIZ=window.RLVIZ||{});\n"
+    )
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
 def write_page(out: str | Path, title: str) -> Path:
     """Copy the assets into ``out/assets/`` and write ``out/index.html`` (last); returns its path."""
     out = Path(out)

@@ -85,6 +85,62 @@
     });
   }
 
+  // A long episode comes in chunks of E.chunk steps (data/ep{i}/chunk_{c}.js: its map sheets;
+  // frames_{c}.png, stack_{c}.png): a part is loaded when the cursor reaches it, its neighbour
+  // ahead is fetched meanwhile, and only PARTS_KEPT parts stay decoded, so a 10,000-step
+  // episode opens and jumps as fast as a short one.
+  const PARTS_KEPT = 6;
+  function chunkFile(E, name, c) { return E.dir + "/" + name + "_" + c + (name === "chunk" ? ".js" : ".png"); }
+
+  function frameAt(ep, t) {
+    const E = M.episodes[ep];
+    if (!E.chunk) return { img: image(E.frames), t };
+    const c = Math.floor(t / E.chunk);
+    return { img: image(chunkFile(E, "frames", c)), t: t - c * E.chunk };
+  }
+
+  function loadPart(e, i, c) {
+    if (e.parts[c]) return e.parts[c].ready;
+    const E = M.episodes[i], part = { c, used: performance.now() };
+    e.parts[c] = part;
+    part.ready = (async () => {
+      const key = i + ":" + c;
+      if (!(R.parts && R.parts[key])) await loadScript(chunkFile(E, "chunk", c));
+      const data = R.parts[key];
+      part.frames = image(chunkFile(E, "frames", c));
+      const keys = Object.keys(data.maps || {});
+      const decoded = await Promise.all(keys.map((k) => pixels(data.maps[k])));
+      part.maps = {}; keys.forEach((k, j) => (part.maps[k] = decoded[j]));
+      part.nmf = data.nmf ? await Promise.all(data.nmf.map(pixels)) : null;
+      part.stack = e.rec.stack && e.rec.stack.k ? image(chunkFile(E, "stack", c)) : null;
+      const sk = Object.keys(data.stack || {});
+      const sdec = await Promise.all(sk.map((k) => pixels(data.stack[k])));
+      part.stackMaps = {}; sk.forEach((k, j) => (part.stackMaps[k] = sdec[j]));
+      delete R.parts[key]; // decoded: the script's data URLs can go
+      await part.frames.ready;
+      if (part.stack) await part.stack.ready;
+      part.loaded = true;
+      const old = Object.values(e.parts).filter((p) => p.loaded).sort((a, b) => a.used - b.used);
+      while (old.length > PARTS_KEPT) delete e.parts[old.shift().c];
+      return part;
+    })();
+    part.ready.catch((err) => { delete e.parts[c]; fail(String(err.message || err)); });
+    return part.ready;
+  }
+
+  // The sheets holding step t: the episode's own, or its chunk's once loaded (null: loading;
+  // the cursor is drawn again when it arrives).
+  function at(e, t) {
+    if (!e.parts) return { p: e, u: t };
+    const c = Math.floor(t / e.chunk), part = e.parts[c];
+    const n = Math.ceil(e.rec.T / e.chunk);
+    if (c + 1 < n && !e.parts[c + 1]) loadPart(e, S.ep, c + 1); // the part ahead, for playing
+    if (part && part.loaded) { part.used = performance.now(); return { p: part, u: t - c * e.chunk }; }
+    const ep = S.ep;
+    loadPart(e, ep, c).then(() => { if (S.ep === ep && Math.floor(S.t / e.chunk) === c) render(); });
+    return null;
+  }
+
   async function loadEpisode(i) {
     if (cache[i]) return cache[i].ready;
     const entry = { };
@@ -93,6 +149,13 @@
       if (!R.episodes[i]) await loadScript(M.episodes[i].file);
       const rec = R.episodes[i];
       entry.rec = rec;
+      if (M.episodes[i].chunk) {
+        entry.chunk = M.episodes[i].chunk; entry.parts = {};
+        entry.maps = {}; (rec.map_keys || []).forEach((k) => (entry.maps[k] = true));
+        entry.stackMaps = {}; ((rec.stack && rec.stack.targets) || []).forEach((k) => (entry.stackMaps[k] = true));
+        await loadPart(entry, i, 0);
+        return entry;
+      }
       entry.frames = image(M.episodes[i].frames);
       const keys = Object.keys(rec.maps || {});
       const decoded = await Promise.all(keys.map((k) => pixels(rec.maps[k])));
@@ -130,8 +193,8 @@
 
   function methodInfo(name) { return M.methods.find((m) => m.name === name) || { signed: false }; }
 
-  function drawAttribution(e, t) {
-    const key = S.method + "|" + S.target, sheet = e.maps[key];
+  function drawAttribution(e, p, t) {
+    const key = S.method + "|" + S.target, sheet = p.maps[key];
     if (!sheet) return false;
     colorize(tileValues(sheet, t), !!(e.rec.signed || {})[key], tileImg.data);
     return true;
@@ -171,13 +234,16 @@
   }
 
   function drawObservation(e, t) {
+    const a = at(e, t);
+    if (!a) { obs.dataset.t = ""; return; } // its chunk is on its way: drawn when it arrives
+    const p = a.p, u = a.u;
     og.imageSmoothingEnabled = false;
     og.globalAlpha = 1;
-    const r = Math.floor(t / COLS), c = t % COLS;
-    og.drawImage(e.frames, c * FW, r * FH, FW, FH, 0, 0, obs.width, obs.height);
+    const r = Math.floor(u / COLS), c = u % COLS;
+    og.drawImage(p.frames, c * FW, r * FH, FW, FH, 0, 0, obs.width, obs.height);
     let drawn = false;
-    if (S.overlay === "attr") drawn = drawAttribution(e, t);
-    else if (S.overlay === "nmf") drawn = drawNMF(e, t);
+    if (S.overlay === "attr") drawn = drawAttribution(e, p, u);
+    else if (S.overlay === "nmf") drawn = drawNMF(p, u);
     if (drawn) {
       og.fillStyle = `rgba(0, 0, 0, ${0.4 * S.opacity})`;  // dim the frame: the map reads on any colour
       og.fillRect(0, 0, obs.width, obs.height);
@@ -201,8 +267,8 @@
   // ------------------------------------------------------------------ stack + memory
   // A stacked policy's frames, oldest first, each with its own map (one input-space method,
   // the page's target when it has per-frame maps, else the taken action) and attribution share.
-  function stackTarget(e) {
-    const maps = e.stackMaps || {};
+  function stackTarget(p) {
+    const maps = p.stackMaps || {};
     return maps[S.target] ? S.target : maps.taken ? "taken" : Object.keys(maps)[0] || null;
   }
 
@@ -222,12 +288,14 @@
         cell.appendChild(c); cell.appendChild(cap); box.appendChild(cell);
       }
     }
-    const key = stackTarget(e), sheet = key ? e.stackMaps[key] : null;
+    const a = at(e, t);
+    if (!a) { box.dataset.t = ""; return; }
+    const p = a.p, key = stackTarget(p), sheet = key ? p.stackMaps[key] : null;
     const shares = key && st.shares ? st.shares[key][t] : null;
     for (let j = 0; j < k; j++) {
-      const idx = t * k + j, cell = box.children[j], c = cell.firstChild, g = c.getContext("2d");
+      const idx = a.u * k + j, cell = box.children[j], c = cell.firstChild, g = c.getContext("2d");
       g.imageSmoothingEnabled = false; g.globalAlpha = 1;
-      g.drawImage(e.stack, (idx % cols) * FW, Math.floor(idx / cols) * FH, FW, FH, 0, 0, c.width, c.height);
+      g.drawImage(p.stack, (idx % cols) * FW, Math.floor(idx / cols) * FH, FW, FH, 0, 0, c.width, c.height);
       if (sheet && S.overlay !== "none") {
         colorize(tileValues(sheet, idx, cols), !!st.signed, tileImg.data);
         tg.putImageData(tileImg, 0, 0);
@@ -477,10 +545,10 @@
     tsne.addEventListener("mousemove", (ev) => {
       const i = nearestPoint(ev);
       if (i < 0) { tip.hidden = true; return; }
-      const ep = SM.ep[i], t = SM.t[i], img = image(M.episodes[ep].frames);
+      const ep = SM.ep[i], t = SM.t[i], f = frameAt(ep, t), img = f.img;
       const show = () => {
         thumb.imageSmoothingEnabled = false;
-        thumb.drawImage(img, (t % COLS) * FW, Math.floor(t / COLS) * FH, FW, FH, 0, 0, 160, 120);
+        thumb.drawImage(img, (f.t % COLS) * FW, Math.floor(f.t / COLS) * FH, FW, FH, 0, 0, 160, 120);
       };
       img.complete ? show() : img.ready.then(show);
       const v = SM.value ? ` \u00b7 V ${SM.value[i].toFixed(2)}` : "", a = SM.action ? ` \u00b7 ${M.actions[SM.action[i]]}` : "";
@@ -540,10 +608,10 @@
 
   // ------------------------------------------------------------------ network tab
   function thumb(canvas, ep, t, box) {
-    const img = image(M.episodes[ep].frames);
+    const f = frameAt(ep, t), img = f.img, u = f.t;
     const draw = () => {
       const g = canvas.getContext("2d"); canvas.width = FW; canvas.height = FH;
-      g.drawImage(img, (t % COLS) * FW, Math.floor(t / COLS) * FH, FW, FH, 0, 0, FW, FH);
+      g.drawImage(img, (u % COLS) * FW, Math.floor(u / COLS) * FH, FW, FH, 0, 0, FW, FH);
       if (box) { g.strokeStyle = "#ffb000"; g.lineWidth = 1; g.strokeRect(box[1] + 0.5, box[0] + 0.5, box[3] - box[1] - 1, box[2] - box[0] - 1); }
     };
     img.complete && img.naturalWidth ? draw() : img.ready.then(draw);
