@@ -11,6 +11,7 @@ import copy
 import os
 import zlib
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import nullcontext as _nothing
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from pathlib import Path
@@ -216,10 +217,37 @@ def policy_outputs(
     probs, values = [], []
     for start in range(0, len(obs), batch_size):
         out = adapter(obs[start : start + batch_size])
-        probs.append(out.probs.float().cpu().numpy())
+        probs.append(_probs(out))
         values.append(None if out.value is None else out.value.float().cpu().numpy())
     value = None if values[0] is None else np.concatenate(values).astype(np.float32)
     return np.concatenate(probs).astype(np.float32), value
+
+
+def _probs(out: PolicyOutput) -> np.ndarray:
+    """pi(.|s) float32 [B, A]; [B, 0] for a continuous policy (its means are kept apart)."""
+    if out.discrete:
+        return out.probs.float().cpu().numpy()
+    return np.zeros((out.batch, 0), np.float32)
+
+
+def action_stats(
+    adapter: PolicyAdapter, obs: np.ndarray, states: State | None = None, batch_size: int = 256
+) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """A continuous policy's mean action and standard deviation per step, float32 [T, D] each
+    (std None when deterministic), with a recurrent policy's entering ``states``; (None, None)
+    for a discrete policy."""
+    means, stds = [], []
+    for start in range(0, len(obs), batch_size):
+        rows = slice(start, start + batch_size)
+        held = None if states is None else tuple(s[rows] for s in states)
+        with adapter.holding_state(held) if adapter.recurrent else _nothing():
+            out = adapter(obs[rows])
+        if out.discrete:
+            return None, None
+        means.append(out.action_mean.detach().float().cpu().numpy())
+        stds.append(None if out.std is None else out.std.detach().float().cpu().numpy())
+    std = None if stds[0] is None else np.concatenate(stds)
+    return np.concatenate(means), std
 
 
 def act(
@@ -268,7 +296,7 @@ def carry_state(
     for t in range(len(obs)):
         entering.append(state)
         out, state = act(adapter, obs[t], state)
-        probs.append(out.probs[0].float().cpu().numpy())
+        probs.append(_probs(out)[0])
         values.append(None if out.value is None else float(out.value[0]))
     value = None if values[0] is None else np.asarray(values, np.float32)
     return np.stack(probs).astype(np.float32), value, stack_states(entering), state

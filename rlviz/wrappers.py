@@ -27,8 +27,10 @@ import torch
 from rlviz.explain import explain
 from rlviz.memory import MemoryReliance, memory_reliance
 from rlviz.policy import PolicyAdapter, as_adapter
+from rlviz.policy.output import policy_action
 from rlviz.rollout import (
     EpisodeRecorder,
+    action_stats,
     carry_state,
     episode_outputs,
     policy_outputs,
@@ -167,8 +169,17 @@ class RecordExplanationVideo(gym.Wrapper):
         # A recurrent policy replays the episode from its initial state (its state follows the
         # observations, whoever chose the actions), so each step is explained with its state.
         layout = rollout_layout(self.policy, self.env, obs[0])
-        probs, values, states = episode_outputs(with_layout(self.policy, layout), obs)
-        rollout = record.to_rollout(probs, values, states=states, layout=layout)
+        reader = with_layout(self.policy, layout)
+        probs, values, states = episode_outputs(reader, obs)
+        mean, std = action_stats(reader, obs, states)  # a Box policy's mean +/- std
+        rollout = record.to_rollout(
+            probs, values, states=states, layout=layout, action_mean=mean, action_std=std
+        )
+        if rollout.continuous:  # the env's actions, in the policy's own space (SAC: [-1, 1])
+            # a Box policy's kind is always declared (undeclared outputs read as discrete)
+            rollout.actions = policy_action(
+                rollout.actions, self.policy.output, self.env.action_space
+            )
         meta = {
             "agent": self.agent_name,
             "env": getattr(getattr(self.env, "spec", None), "id", None),

@@ -207,3 +207,23 @@ def test_box_rollout_records_the_policys_actions_and_plays_the_envs():
     assert rollout.action_mean.shape == rollout.action_std.shape == (4, 3)
     greedy = run_episode(car(steps=3), adapter, seed=0, deterministic=True)
     np.testing.assert_allclose(greedy.actions, greedy.action_mean, atol=1e-6)
+
+
+def test_sb3_sac_recorded_by_the_wrapper_in_the_policys_action_space(tmp_path):
+    from rlviz.policy.output import env_action, policy_action
+    from rlviz.wrappers import RecordExplanationVideo
+
+    adapter = PolicyAdapter.from_sb3(model_of("SAC"))
+    env = RecordExplanationVideo(car(steps=3), adapter, video_folder=tmp_path, methods=["gradient"])
+    env.reset(seed=0)
+    gas = np.array([0.0, 1.0, 0.0], np.float32)  # full gas: the top of the env's [0, 1]
+    done = False
+    while not done:
+        _, _, term, trunc, _ = env.step(gas)
+        done = term or trunc
+    env.close()
+    assert [p.suffix for p in tmp_path.iterdir()] == [".mp4"]
+    # what the wrapper records for TakenAction: the env's action in SAC's own [-1, 1]
+    back = policy_action(gas[None], "squashed_gaussian", env.action_space)
+    np.testing.assert_allclose(back, [[0.0, 1.0, -1.0]])  # gas 1 -> +1, brake 0 -> -1
+    np.testing.assert_allclose(env_action(back[0], "squashed_gaussian", env.action_space), gas)

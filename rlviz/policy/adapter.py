@@ -349,6 +349,10 @@ class PolicyAdapter:
                     self.step(row, self.initial_state(1))
                 else:
                     self._forward(row)
+        except RuntimeError:
+            # the network rejects these inputs: the caller's own forward says so, in its words
+            self._scale_checked = False
+            return
         finally:
             for handle in handles:
                 handle.remove()

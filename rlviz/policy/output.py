@@ -223,6 +223,20 @@ def env_action(action: torch.Tensor | np.ndarray, kind: str, space) -> np.ndarra
     return (low + 0.5 * (np.clip(values, -1.0, 1.0) + 1.0) * (high - low)).astype(np.float32)
 
 
+def policy_action(actions: np.ndarray, kind: str, space) -> np.ndarray:
+    """Env actions [T, D] back in the policy's own space (the inverse of :func:`env_action`):
+    [-1, 1] for ``squashed_gaussian`` / ``deterministic`` policies on a bounded Box; as given
+    otherwise (a Gaussian's clipped draw is the closest to what it sampled)."""
+    actions = np.asarray(actions, np.float32)
+    low, high = getattr(space, "low", None), getattr(space, "high", None)
+    if kind not in ("squashed_gaussian", "deterministic") or low is None or high is None:
+        return actions
+    low, high = np.asarray(low, np.float32).reshape(-1), np.asarray(high, np.float32).reshape(-1)
+    if not (np.isfinite(low).all() and np.isfinite(high).all()):
+        return actions
+    return (2.0 * (actions - low) / (high - low) - 1.0).astype(np.float32)
+
+
 def _normal_log_prob(x: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor) -> torch.Tensor:
     z = (x - mean) * torch.exp(-log_std)
     return (-0.5 * z.pow(2) - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
