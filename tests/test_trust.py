@@ -406,3 +406,57 @@ def test_recurrent_policy_is_explained_with_its_states():
     assert report.settings["frames"] == 8
     assert row["randomisation"]["blank_frames"] == 8
     assert row["checks"]["randomisation"] is False
+
+
+OCATARI_PONG = Path(__file__).resolve().parent / "data" / "ocatari_pong.npz"
+
+
+def test_ocatari_boxes_mapped_onto_the_84x84_observation():
+    """Real OCAtari boxes (Pong, read from RAM; benchmarks/ocatari_fixture.py): every pixel of the
+    84x84 observation (SB3's WarpFrame: gray, INTER_AREA) that an object changes is inside its
+    mapped mask, and the mask is no bigger than the box's footprint."""
+    cv2 = pytest.importorskip("cv2")
+    from rlviz.faithfulness.masks import box_mask
+
+    data = np.load(OCATARI_PONG)  # plain arrays: no pickle
+    frames, boxes = data["frames"], data["boxes"]
+
+    def warp(frame):
+        gray = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
+        return cv2.resize(gray, (84, 84), interpolation=cv2.INTER_AREA)
+
+    changed_somewhere = 0
+    for frame, frame_boxes in zip(frames, boxes, strict=True):
+        background = frame[100, 80]  # Pong's field colour, away from the walls
+        for x, y, w, h in frame_boxes:
+            if w == 0:
+                continue
+            removed = frame.copy()
+            removed[y : y + h, x : x + w] = background
+            changed = warp(frame) != warp(removed)
+            mask = box_mask([(x, y, w, h)], (210, 160), (84, 84))
+            assert not (changed & ~mask).any(), (x, y, w, h)
+            assert mask.sum() <= (np.ceil(w * 84 / 160) + 1) * (np.ceil(h * 84 / 210) + 1)
+            changed_somewhere += bool(changed.any())
+    assert changed_somewhere >= len(frames)  # the paddles and the ball really show
+
+
+def test_object_masks_wrapper_through_a_resize(tmp_path):
+    """ObjectMasks on the screen, ResizeObservation after it: the mask matches the patch in the
+    observation the policy reads, and rlviz.trust scores against it."""
+    from gymnasium.wrappers import ResizeObservation
+    from helpers import ColourPatchEnv, tiny_policy
+
+    from rlviz.faithfulness import record
+    from rlviz.faithfulness.masks import ObjectMasks
+
+    def patch_box(env):  # ColourPatchEnv's red patch: rows 16..48, the left or right half
+        return [(32 * env.unwrapped.side, 16, 32, 32)]
+
+    env = ResizeObservation(ObjectMasks(ColourPatchEnv(size=64), patch_box, (32, 32)), (32, 32))
+    _, frames = record(env, tiny_policy(), episodes=2, frames=12, mask_key="object_mask")
+    assert frames.masks.shape == (12, 32, 32)
+    np.testing.assert_array_equal(frames.masks, frames.obs[..., 0] > 100)
+    report = rlviz.trust(tiny_policy(), env, ["occlusion"], episodes=1, frames=6,
+                         mask_key="object_mask", options={"occlusion": {"window": 8, "stride": 8}})  # fmt: skip
+    assert report.rows[0]["ground_truth"]["frames"] == 6
