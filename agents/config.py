@@ -83,6 +83,10 @@ class Config:
     """Shaping: added per metre of walking distance gained toward the red box (privileged, from
     envs.oracle.goal_distance; BoxReach only). Sums to a constant per episode, so it speeds learning
     without changing the best policy; statistics and evaluation use the env's own reward."""
+    progress_turns: bool = False
+    """Shaping: the progress potential also counts the turn steps to face the oracle's heading
+    (envs.oracle.steps_to_go, in forward-step metres), so turning the short way round is progress
+    too; without it a policy can settle on turning one way only. Still potential-based."""
     frame_stack: int = 1
     """Memory: the policy sees the last K frames, stacked on the channel axis oldest first
     (envs.wrappers.StackFrames; 1: one frame, no memory)."""
@@ -214,20 +218,11 @@ def config_from_dict(data: dict) -> Config:
 
 
 def resolve_device(name: str) -> torch.device:
-    """``auto`` -> cuda when available else cpu; anything else is checked and returned."""
-    import torch  # here, so reading or parsing a config does not import torch
+    """``auto`` -> cuda when available else cpu; anything else is checked and returned (one
+    rule for every command: :func:`rlviz.ops.resolve_device`)."""
+    from rlviz.ops import resolve_device as resolve  # here: reading a config imports no torch
 
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ValueError(
-            f"--device {name!r} is not a device; use cpu, cuda, cuda:N or auto"
-        ) from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda was asked for but torch sees no CUDA GPU; use --device cpu")
-    return device
+    return resolve(name)
 
 
 def default_run_name(cfg: Config) -> str:

@@ -12,7 +12,6 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
-
 from rlviz.agents.policy import ActorCritic, preprocess
 from rlviz.agents.vecenv import TRAIN_SEED_RANGE, episode_seed, make_env
 
@@ -61,15 +60,16 @@ def _env_action_names(env) -> tuple[str, ...] | None:
 
 
 def _play(env, act: Callable, seed: int, max_steps: int | None = None):
-    """One episode from ``env.reset(seed=seed)`` with ``act(obs) -> action``.
+    """One episode from ``env.reset(seed=seed)`` with ``act(obs, info) -> action`` (``info``:
+    what the reset or the previous step returned).
 
     Returns:
         ``(last info, terminated, last reward, return, steps)``.
     """
-    obs, _ = env.reset(seed=seed)
+    obs, info = env.reset(seed=seed)
     total, n = 0.0, 0
     while True:
-        obs, reward, term, trunc, info = env.step(act(obs))
+        obs, reward, term, trunc, info = env.step(act(obs, info))
         total += float(reward)
         n += 1
         if term or trunc or (max_steps is not None and n >= max_steps):
@@ -99,7 +99,7 @@ def _actor(model: ActorCritic, deterministic: bool, generator: torch.Generator) 
     """``obs -> action`` of ``model``: greedy, or sampled from ``generator``."""
     device = next(model.parameters()).device
 
-    def act(obs) -> int:
+    def act(obs, _info=None) -> int:
         logits, _ = model(preprocess(obs, device))
         if deterministic:
             return int(logits[0].argmax())
@@ -161,16 +161,37 @@ def _bar(seeds: list[int], progress: bool, desc: str):
     return tqdm(seeds, desc=desc, unit="ep", leave=False)
 
 
-def evaluate_oracle(env_id: str, seeds: Sequence[int], env_kwargs: dict | None = None) -> dict:
-    """The scripted oracle (``envs.oracle``) on the same seeds; same keys as :func:`evaluate`."""
-    from rlviz.envs.oracle import oracle_action
+#: Scripted policies :func:`evaluate_oracle` plays: the oracle (knows the room) and the camera
+#: limit (knows nothing of the box until it shows in the image; turns right or left until then).
+SCRIPTED = ("oracle", "camera-right", "camera-left")
 
+
+def evaluate_oracle(
+    env_id: str,
+    seeds: Sequence[int],
+    env_kwargs: dict | None = None,
+    progress: bool = False,
+    policy: str = "oracle",
+) -> dict:
+    """A scripted policy of :data:`SCRIPTED` (``envs.oracle``) on the same seeds; same keys as
+    :func:`evaluate`."""
+    from rlviz.envs.oracle import CameraLimitedOracle, oracle_action
+
+    if policy not in SCRIPTED:
+        raise ValueError(f"policy={policy!r}; expected one of {', '.join(SCRIPTED)}")
     seeds = [int(s) for s in seeds]
+    if policy != "oracle":  # the camera limit reads the box's visibility from the ground truth
+        env_kwargs = {**(env_kwargs or {}), "ground_truth": True}
     env = make_env(env_id, env_kwargs)
     successes, steps, returns = [], [], []
     try:
-        for seed in seeds:
-            info, term, _, total, n = _play(env, lambda _obs: oracle_action(env), seed)
+        for seed in _bar(seeds, progress, f"{policy} episodes"):
+            if policy == "oracle":
+                act = lambda _obs, _info: oracle_action(env)  # noqa: E731
+            else:
+                camera = CameraLimitedOracle(turn=policy.removeprefix("camera-"))
+                act = lambda _obs, info, camera=camera: camera.act(env, info)  # noqa: E731
+            info, term, _, total, n = _play(env, act, seed)
             successes.append(bool(info.get("success", term)))
             steps.append(n)
             returns.append(total)

@@ -138,6 +138,7 @@ class Trainer:
             episode_counts=rs["episode_counts"] if rs else None,
             stuck_penalty=cfg.stuck_penalty,
             progress_reward=cfg.progress_reward,
+            progress_turns=cfg.progress_turns,
             frame_stack=cfg.frame_stack,
         )
 

@@ -107,16 +107,23 @@ class RewardShaping:
 
     The env's reward, minus ``stuck_penalty`` for a step that leaves the newest frame unchanged
     (the agent walked into a wall or a box), plus ``progress_reward`` per metre of walking
-    distance gained toward the goal box (:func:`envs.oracle.goal_distance`; BoxReach only).
+    distance gained toward the goal box (:func:`envs.oracle.goal_distance`; BoxReach only), or with
+    ``progress_turns`` per forward-step metre of the oracle's steps to go (turns included,
+    :func:`envs.oracle.steps_to_go`).
 
     Args:
         env: the env (possibly wrapped in a frame stack of ``frame_stack`` frames).
-        stuck_penalty, progress_reward: see :class:`EnvPool`.
+        stuck_penalty, progress_reward, progress_turns: see :class:`EnvPool`.
         frame_stack: K of the observations, whose newest frames the stuck test compares.
     """
 
     def __init__(
-        self, env, stuck_penalty: float = 0.0, progress_reward: float = 0.0, frame_stack: int = 1
+        self,
+        env,
+        stuck_penalty: float = 0.0,
+        progress_reward: float = 0.0,
+        frame_stack: int = 1,
+        progress_turns: bool = False,
     ) -> None:
         self.env = env
         self.stuck_penalty = float(stuck_penalty)
@@ -130,9 +137,13 @@ class RewardShaping:
                     f"progress_reward needs a BoxReach env (goal box known to the oracle); "
                     f"{env.unwrapped!r} has none. Use progress_reward=0 for other envs."
                 )
-            from rlviz.envs.oracle import goal_distance
+            from rlviz.envs.oracle import goal_distance, steps_to_go
 
-            self._goal_distance = goal_distance
+            if progress_turns:
+                step = float(env.unwrapped.params.sample(None, "forward_step"))
+                self._goal_distance = lambda e: steps_to_go(e) * step
+            else:
+                self._goal_distance = goal_distance
 
     def _distance(self) -> float:
         return self._goal_distance(self.env)
@@ -176,13 +187,15 @@ def _worker(
     stuck_penalty,
     progress_reward,
     frame_stack,
+    progress_turns=False,
 ):
     # Nothing in a worker uses torch, so skip envs' torch._dynamo pre-import (~2 s per worker).
     os.environ.setdefault("RLVIZ_SKIP_DYNAMO_PREIMPORT", "1")
     try:
         env_list = [make_env(env_id, env_kwargs, frame_stack) for _ in range(lo, hi)]
         shaping = [
-            RewardShaping(env, stuck_penalty, progress_reward, frame_stack) for env in env_list
+            RewardShaping(env, stuck_penalty, progress_reward, frame_stack, progress_turns)
+            for env in env_list
         ]
         ep_count = list(counts)
         ep_ret = [0.0] * (hi - lo)
@@ -266,6 +279,8 @@ class EnvPool:
         progress_reward: added per metre of walking distance gained toward the goal box
             (:func:`envs.oracle.goal_distance`; BoxReach envs only; 0 turns it off). Training-only
             privileged information: the policy still sees pixels alone.
+        progress_turns: the progress potential also counts turn steps toward the oracle's
+            heading (:func:`envs.oracle.steps_to_go`).
         frame_stack: K > 1 stacks each env's last K frames on the channel axis (see
             :func:`make_env`); the stuck test compares the newest frames only.
 
@@ -286,6 +301,7 @@ class EnvPool:
         stuck_penalty: float = 0.0,
         progress_reward: float = 0.0,
         frame_stack: int = 1,
+        progress_turns: bool = False,
     ) -> None:
         if num_workers < 1 or groups < 1 or num_envs % (num_workers * groups):
             raise ValueError(
@@ -332,6 +348,7 @@ class EnvPool:
                     float(stuck_penalty),
                     float(progress_reward),
                     int(frame_stack),
+                    bool(progress_turns),
                 ),
                 daemon=True,
                 name=f"rlviz-env-{w}",

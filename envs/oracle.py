@@ -1,6 +1,9 @@
 """Scripted oracle for BoxReach: the yardstick for learned policies (mean steps vs oracle).
 
-It reads the true layout from ``env.unwrapped`` (no pixels). Once per episode it computes a
+:class:`CameraLimitedOracle` is what a camera allows: it knows nothing of the box until the box
+first shows in its image, so it is the bar a pixel agent can reach (~1.07x the oracle's steps).
+
+The oracle reads the true layout from ``env.unwrapped`` (no pixels). Once per episode it computes a
 distance-to-goal field on a 0.1 m grid of the room (walls and distractor boxes inflated by the
 agent's radius, a soft penalty near them). Each step it picks the heading whose look-ahead point
 (about 1 m away, reachable in a straight collision-free line) is closest to the goal along that
@@ -15,7 +18,7 @@ import weakref
 
 import numpy as np
 
-__all__ = ["OracleAgent", "goal_distance", "oracle_action"]
+__all__ = ["CameraLimitedOracle", "OracleAgent", "goal_distance", "oracle_action", "steps_to_go"]
 
 _LEFT, _FORWARD, _RIGHT = 0, 1, 2
 _CELL = 0.1  # metres
@@ -113,13 +116,12 @@ def goal_distance(env) -> float:
     return float(d[0])
 
 
-def oracle_action(env) -> int:
-    """Return the oracle's action (0 left, 1 forward, 2 right) for a BoxReach env (or wrapper)."""
+def _heading_error(env) -> float:
+    """Radians to turn (positive: left) to face the oracle's chosen heading."""
     u = env.unwrapped
     field = _field(u)
     ax, az = float(u.agent.pos[0]), float(u.agent.pos[2])
     fwd_step = float(u.params.sample(None, "forward_step"))
-    turn = math.radians(float(u.params.sample(None, "turn_step")))
     look = max(1.0, 1.5 * fwd_step)
 
     # Candidate headings on a fixed absolute grid (so the choice does not depend on the current
@@ -146,7 +148,25 @@ def oracle_action(env) -> int:
     if not bump.all():
         score = np.where(bump, np.inf, score)
     score = score + 1e-3 * np.abs(rel)  # ties (e.g. inside the reach region): turn least
-    err = float(rel[int(np.argmin(score))])
+    return float(rel[int(np.argmin(score))])
+
+
+def steps_to_go(env) -> float:
+    """The oracle's cost to go, in steps: walking distance / forward step plus the turn steps to
+    face its heading. A potential for the trainer's progress shaping that also counts turning
+    the short way round as progress (a policy can otherwise settle on turning one way only)."""
+    u = env.unwrapped
+    fwd_step = float(u.params.sample(None, "forward_step"))
+    turn = math.radians(float(u.params.sample(None, "turn_step")))
+    return goal_distance(env) / fwd_step + abs(_heading_error(env)) / turn
+
+
+def oracle_action(env) -> int:
+    """Return the oracle's action (0 left, 1 forward, 2 right) for a BoxReach env (or wrapper)."""
+    u = env.unwrapped
+    fwd_step = float(u.params.sample(None, "forward_step"))
+    turn = math.radians(float(u.params.sample(None, "turn_step")))
+    err = _heading_error(env)
 
     def blocked(heading: float) -> bool:
         nxt = u.agent.pos + fwd_step * np.array([math.cos(heading), 0.0, -math.sin(heading)])
@@ -175,3 +195,36 @@ class OracleAgent:
 
     def __call__(self, env) -> int:
         return oracle_action(env)
+
+
+class CameraLimitedOracle:
+    """What a camera allows: turn in place one way until the red box first shows in the camera
+    image (the env's ``box_visible`` ground truth), then act as the oracle.
+
+    It needs the env made with ground truth (``info["box_visible"]``). Call :meth:`reset` with
+    the reset's info, then :meth:`act` with each step's info.
+    """
+
+    def __init__(self, turn: str = "right") -> None:
+        if turn not in ("left", "right"):
+            raise ValueError(f"turn={turn!r}; expected 'left' or 'right'")
+        self.turn = _LEFT if turn == "left" else _RIGHT
+        self.seen = False
+
+    def reset(self, info: dict) -> None:
+        """Start an episode; ``info`` is what ``env.reset`` returned."""
+        self.seen = False
+        self._look(info)
+
+    def _look(self, info: dict) -> None:
+        if "box_visible" not in info:
+            raise ValueError(
+                "CameraLimitedOracle needs the env's ground truth (info['box_visible']); "
+                "make the env with ground_truth=True"
+            )
+        self.seen = self.seen or bool(info["box_visible"])
+
+    def act(self, env, info: dict) -> int:
+        """The next action given the latest ``info`` (from reset or the previous step)."""
+        self._look(info)
+        return oracle_action(env) if self.seen else self.turn

@@ -381,3 +381,14 @@ def test_init_from_rejects_another_architecture(tmp_path):
     assert all(torch.equal(weights[k], v) for k, v in source.state_dict().items())
     with pytest.raises(CheckpointError, match="same --head/--channels"):
         init_weights(str(path), ActorCritic(channels=(4, 8, 16)).arch)
+
+
+def test_entropy_schedule_runs_linearly_to_its_end_value():
+    model = ActorCritic()
+    constant = Learner(model, Config(ent_coef=0.01, total_steps=1000), torch.device("cpu"))
+    assert constant.entropy_coef(0) == constant.entropy_coef(900) == 0.01
+    cfg = Config(ent_coef=0.01, ent_coef_end=0.0, total_steps=1000)
+    learner = Learner(model, cfg, torch.device("cpu"))
+    assert learner.entropy_coef(0) == pytest.approx(0.01)
+    assert learner.entropy_coef(500) == pytest.approx(0.005)
+    assert learner.entropy_coef(1000) == learner.entropy_coef(5000) == pytest.approx(0.0)

@@ -67,7 +67,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="also play as many seeds the run trained on and report the gap",
     )
     p.add_argument(
-        "--oracle", action="store_true", help="also run the scripted oracle on the same seeds"
+        "--oracle",
+        action="store_true",
+        help="also run the scripted oracle and the camera limit (turns until the box shows, then "
+        "the oracle) on the same seeds",
     )
     add_shared(p, "device", "no_progress")
     p.add_argument(
@@ -168,7 +171,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.train_gap:
             out["train"] = _train_gap(model, config, env_id, env_kwargs, held, args, mode, executor)
         if args.oracle:
-            out["oracle"] = _oracle(env_id, seeds, env_kwargs, held, executor)
+            out["oracle"] = _oracle(env_id, seeds, env_kwargs, held, executor, progress_on(args))
     except ValueError as exc:  # the env does not fit the model
         raise CliError(str(exc)) from None
     finally:
@@ -197,23 +200,38 @@ def _train_gap(
     return tr
 
 
-def _oracle(env_id: str, seeds: list[int], env_kwargs: dict, held: dict, executor=None) -> dict:
-    """The scripted oracle on the same seeds; print it and the agent's steps relative to it."""
-    from rlviz.agents.evaluate import evaluate_oracle
+def _oracle(
+    env_id: str, seeds: list[int], env_kwargs: dict, held: dict, executor=None, progress=False
+) -> dict:
+    """The scripted oracle and the camera limit on the same seeds; print them and the agent's
+    steps relative to each. Returns the oracle's dict with the camera limits under ``camera``."""
+    from rlviz.agents.evaluate import SCRIPTED, evaluate_oracle
     from rlviz.cli.sweep_tasks import evaluate_parallel
 
-    if executor is None:
-        orc = evaluate_oracle(env_id, seeds, env_kwargs)
-    else:
-        orc = evaluate_parallel(
-            "", env_id, seeds, env_kwargs=env_kwargs, executor=executor, oracle=True
-        )
+    results = {}
+    for policy in SCRIPTED:
+        if executor is None:
+            results[policy] = evaluate_oracle(
+                env_id, seeds, env_kwargs, progress=progress, policy=policy
+            )
+        else:
+            results[policy] = evaluate_parallel(
+                "", env_id, seeds, env_kwargs=env_kwargs, executor=executor, oracle=policy
+            )
+    orc = results["oracle"]
     print(_summary("oracle (same seeds)", orc))
-    print(
-        f"{'steps / oracle':<22} {held['mean_steps'] / orc['mean_steps']:.3f} (all episodes), "
-        f"{held['mean_steps_success'] / orc['mean_steps_success']:.3f} (successful)"
-    )
-    return orc
+    for policy in SCRIPTED[1:]:
+        turn = policy.removeprefix("camera-")
+        print(_summary(f"camera limit ({turn})", results[policy]))
+    # The camera limit: the better of its two turning directions (what a camera allows).
+    camera = min((results[p] for p in SCRIPTED[1:]), key=lambda r: r["mean_steps"])
+    for name, ref in (("oracle", orc), ("camera limit", camera)):
+        print(
+            f"{'steps / ' + name:<22} {held['mean_steps'] / ref['mean_steps']:.3f} (all episodes), "
+            f"{held['mean_steps_success'] / ref['mean_steps_success']:.3f} (successful)"
+        )
+    print(f"{'camera limit / oracle':<22} {camera['mean_steps'] / orc['mean_steps']:.3f}")
+    return {**orc, "camera": {p.removeprefix("camera-"): results[p] for p in SCRIPTED[1:]}}
 
 
 if __name__ == "__main__":

@@ -162,10 +162,12 @@ def _evaluate_block(checkpoint: str, seeds: Sequence[int], **kwargs) -> dict:
     return evaluate(model, seeds=seeds, **kwargs)
 
 
-def _oracle_block(env_id: str, seeds: Sequence[int], env_kwargs: dict | None) -> dict:
+def _oracle_block(
+    env_id: str, seeds: Sequence[int], env_kwargs: dict | None, policy: str = "oracle"
+) -> dict:
     from rlviz.agents.evaluate import evaluate_oracle
 
-    return evaluate_oracle(env_id, seeds, env_kwargs)
+    return evaluate_oracle(env_id, seeds, env_kwargs, policy=policy)
 
 
 def _joined(parts: Sequence[dict], extra: dict) -> dict:
@@ -190,10 +192,11 @@ def evaluate_parallel(
     workers: int | None = 2,
     address: str | None = None,
     block_size: int | None = None,
-    oracle: bool = False,
+    oracle: bool | str = False,
     progress: bool = True,
 ) -> dict:
-    """``agents.evaluate.evaluate`` (or ``evaluate_oracle`` with ``oracle``) with the seeds split
+    """``agents.evaluate.evaluate`` (or ``evaluate_oracle`` with ``oracle``: True or a scripted
+    policy's name of ``agents.evaluate.SCRIPTED``) with the seeds split
     into blocks, one task each, on ``executor`` (default: ``make_executor(workers, address)``,
     closed after); the same dict, the same numbers as the serial call (every episode's sampling
     is seeded by its own seed)."""
@@ -206,8 +209,9 @@ def evaluate_parallel(
     size = block_size or max(1, -(-len(seeds) // (4 * max(1, executor.workers))))
     chunks = blocks_of(seeds, size)
     if oracle:
-        fn, extra = _oracle_block, {}
-        calls = {(env_id, b): (env_id, c, env_kwargs) for b, c in enumerate(chunks)}
+        policy = "oracle" if oracle is True else str(oracle)
+        fn, extra = functools.partial(_oracle_block, policy=policy), {}
+        calls = {(env_id, policy, b): (env_id, c, env_kwargs) for b, c in enumerate(chunks)}
     else:
         kwargs = dict(
             env_id=env_id, deterministic=deterministic, env_kwargs=env_kwargs, max_steps=max_steps
