@@ -275,3 +275,36 @@ def test_an_interrupted_long_render_leaves_no_temp_files(tmp_path, how):
         Spool(root=spools).close()
     assert list(spools.iterdir()) == []
     assert not (tmp_path / "v.mp4").exists()
+
+
+def test_explorer_maps_of_a_long_episode_equal_the_whole_episode_ones():
+    from explorer_helpers import TwoFrames, stacked_policy
+
+    from rlviz.explain import frame_share
+    from rlviz.explorer.episode import episode_maps, scaled_maps
+    from rlviz.explorer.stack import stack_maps
+    from rlviz.targets import Value
+
+    adapter = stacked_policy()
+    rollout = run_episode(TwoFrames(SquareEnv(max_steps=300, goal=False)), adapter, seed=5)
+    maps, _ = episode_maps(
+        adapter, rollout, ["gradient"], ["taken", "value", "actions"], per_action="gradient",
+        layer=None, batch_size=128, size=(15, 20),
+    )  # fmt: skip
+    for key, target in (
+        ("gradient|taken", TakenAction(rollout.actions)),
+        ("gradient|value", Value()),
+    ):
+        whole, _ = scaled_maps(
+            attribute_episode(adapter, rollout.obs, "gradient", target), "gradient", (15, 20)
+        )
+        np.testing.assert_array_equal(maps[key], whole)
+    assert {f"gradient|a{k}" for k in range(3)} <= set(maps)
+    per_frame, shares, _ = stack_maps(
+        adapter, rollout, "gradient", ["taken"], size=(15, 20), batch_size=128
+    )
+    raw = attribute_episode(
+        adapter, rollout.obs, "gradient", TakenAction(rollout.actions), per_frame=True
+    )
+    np.testing.assert_array_equal(per_frame["taken"], scaled_maps(raw, "gradient", (15, 20))[0])
+    assert shares["taken"] == np.round(frame_share(raw).astype(np.float64), 4).tolist()

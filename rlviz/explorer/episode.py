@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from rlviz.explain import attribute_episode
 from rlviz.explorer import scalars
 from rlviz.explorer.sprites import data_url, png_bytes, quantize, sheet
 from rlviz.policy import PolicyAdapter
@@ -85,6 +84,89 @@ def scaled_maps(raw: np.ndarray, method: str, size: tuple[int, int]) -> tuple[np
     return quantize(fitted.reshape(*raw.shape[:-2], *size), sign), sign
 
 
+@dataclass(frozen=True)
+class MapRow:
+    """Maps sharing one colour scale: ``method`` for each of ``targets`` (one job each, stacked on
+    axis 1 when several, e.g. every action), or one per-frame job ([T, K, H, W])."""
+
+    method: str
+    targets: tuple
+    per_frame: bool = False
+
+
+def streamed_maps(
+    adapter: PolicyAdapter,
+    rollout: Rollout,
+    rows: dict[str, MapRow],
+    size: tuple[int, int],
+    *,
+    layer: str | None,
+    batch_size: int,
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Each row's maps on one episode scale, at ``size``, quantised to uint8 ([T, h, w]; [T, N,
+    h, w] for several targets or per frame), chunk by chunk: the episode is explained once
+    (:func:`rlviz.explain.explain_rollout`), raw maps kept on disk while each scale is gathered
+    exactly, then scaled, fitted and quantised a chunk at a time (the numbers of
+    :func:`scaled_maps` on the whole episode, without its raw maps in memory).
+
+    Returns:
+        (row -> uint8 maps, per-frame row -> frame shares float32 [T, K]).
+    """
+    from rlviz.explain import MapJob, episode_chunk, explain_rollout, frame_share
+    from rlviz.spool import Spool
+    from rlviz.video.scale import EpisodeScale, is_signed, scale_block
+
+    n = len(rollout)
+    jobs = {
+        row: [MapJob(f"{row}#{j}", r.method, tg, r.per_frame) for j, tg in enumerate(r.targets)]
+        for row, r in rows.items()
+    }
+    signed = {row: is_signed(r.method) for row, r in rows.items()}
+    scales = {row: EpisodeScale(n * len(jobs[row]), signed[row]) for row in rows}
+    shares: dict[str, list] = {row: [] for row, r in rows.items() if r.per_frame}
+    out: dict[str, np.ndarray] = {}
+    with Spool() as store:
+        raw = {
+            job.key: store.array(job.key, episode_chunk(batch_size))
+            for row_jobs in jobs.values()
+            for job in row_jobs
+        }
+        every = [job for row_jobs in jobs.values() for job in row_jobs]
+        for _, part in explain_rollout(
+            adapter,
+            rollout.obs,
+            every,
+            layer=layer,
+            batch_size=batch_size,
+            states=rollout_states(rollout),
+        ):
+            for row, row_jobs in jobs.items():
+                for job in row_jobs:
+                    scales[row].update(part[job.key])
+                if row in shares:
+                    shares[row].append(frame_share(part[row_jobs[0].key]))
+            for key, block in part.items():
+                raw[key].extend(block)
+        for row, row_jobs in jobs.items():
+            high = scales[row].high
+            for parts in zip(*(raw[job.key].chunks() for job in row_jobs), strict=True):
+                blocks = [block for _, block in parts]
+                block = np.stack(blocks, axis=1) if len(blocks) > 1 else blocks[0]
+                m = len(block)
+                scaled = scale_block(
+                    block.reshape(m, -1, block.shape[-1]), "episode", signed[row], high
+                )
+                fitted = fit_maps(scaled.reshape(-1, *block.shape[-2:]), size)
+                quantised = quantize(fitted.reshape(*block.shape[:-2], *size), signed[row])
+                if row not in out:
+                    out[row] = np.empty((n, *quantised.shape[1:]), np.uint8)
+                first = parts[0][0]
+                out[row][first : first + m] = quantised
+            for job in row_jobs:
+                raw[job.key].discard()
+    return out, {row: np.concatenate(parts) for row, parts in shares.items()}
+
+
 def episode_maps(
     adapter: PolicyAdapter,
     rollout: Rollout,
@@ -106,32 +188,34 @@ def episode_maps(
     Returns:
         (maps ``"method|target"`` -> uint8 [T, H, W], signed flags).
     """
-    options = {"layer": layer, "batch_size": batch_size, "states": rollout_states(rollout)}
-    jobs = []
+    from rlviz.video.explain import is_signed
+
+    rows: dict[str, MapRow] = {}
     if "taken" in targets:
-        jobs += [(name, "taken", TakenAction(rollout.actions)) for name in methods]
+        rows.update(
+            {f"{name}|taken": MapRow(name, (TakenAction(rollout.actions),)) for name in methods}
+        )
     if "value" in targets and rollout.values is not None:
-        jobs += [(name, "value", Value()) for name in methods]
-    maps, signed = {}, {}
-    for name, key, target in jobs:  # one raw [T, H, W] float32 alive at once
-        raw = attribute_episode(adapter, rollout.obs, name, target, **options)
-        maps[f"{name}|{key}"], signed[f"{name}|{key}"] = scaled_maps(raw, name, size)
-        del raw
+        rows.update({f"{name}|value": MapRow(name, (Value(),)) for name in methods})
+    n_actions = rollout.action_count
     if "actions" in targets and per_action:
-        n, n_actions = len(rollout), rollout.action_count
+        n = len(rollout)
         # a Box policy's "actions" are its dimensions: each one's mean action
         per_target = ActionMean if rollout.continuous else (lambda k: TakenAction(np.full(n, k)))
-        per = np.stack(
-            [
-                attribute_episode(adapter, rollout.obs, per_action, per_target(k), **options)
-                for k in range(n_actions)
-            ],
-            axis=1,
-        )  # [T, A, H, W]: one scale over every action
-        quantised, sign = scaled_maps(per, per_action, size)
+        # [T, A, H, W]: one scale over every action
+        rows[_ACTIONS] = MapRow(per_action, tuple(per_target(k) for k in range(n_actions)))
+    quantised, _ = streamed_maps(adapter, rollout, rows, size, layer=layer, batch_size=batch_size)
+    maps = {key: m for key, m in quantised.items() if key != _ACTIONS}
+    signed = {key: is_signed(rows[key].method) for key in maps}
+    if _ACTIONS in quantised:
         for k in range(n_actions):
-            maps[f"{per_action}|a{k}"], signed[f"{per_action}|a{k}"] = quantised[:, k], sign
+            maps[f"{per_action}|a{k}"] = quantised[_ACTIONS][:, k]
+            signed[f"{per_action}|a{k}"] = is_signed(per_action)
     return maps, signed
+
+
+#: The row of per-action maps in :func:`episode_maps` (one scale over every action).
+_ACTIONS = "actions:"
 
 
 def _entropy(rollout: Rollout) -> np.ndarray:

@@ -13,8 +13,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from rlviz.explain import attribute_episode, frame_share
-from rlviz.explorer.episode import rollout_states, scaled_maps
+from rlviz.explorer.episode import rollout_states
 from rlviz.layout import ObservationLayout
 from rlviz.policy import PolicyAdapter
 from rlviz.rollout import Rollout
@@ -55,25 +54,19 @@ def stack_maps(
         (target -> uint8 [T, K, h, w] at ``size`` on one episode scale, target -> JSON-able
         frame shares [T][K] (attribution mass per frame, summing to 1), whether signed).
     """
-    jobs = []
+    from rlviz.explorer.episode import MapRow, streamed_maps
+    from rlviz.video.explain import is_signed
+
+    rows = {}
     if "taken" in targets:
-        jobs.append(("taken", TakenAction(rollout.actions)))
+        rows["taken"] = MapRow(method, (TakenAction(rollout.actions),), per_frame=True)
     if "value" in targets and rollout.values is not None:
-        jobs.append(("value", Value()))
-    maps, shares, sign = {}, {}, False
-    for key, target in jobs:
-        raw = attribute_episode(
-            adapter,
-            rollout.obs,
-            method,
-            target,
-            batch_size=batch_size,
-            per_frame=True,
-            states=rollout_states(rollout),
-        )  # [T, K, H, W]
-        shares[key] = np.round(frame_share(raw).astype(np.float64), 4).tolist()
-        maps[key], sign = scaled_maps(raw, method, size)
-        del raw
+        rows["value"] = MapRow(method, (Value(),), per_frame=True)
+    maps, frame_shares = streamed_maps(
+        adapter, rollout, rows, size, layer=None, batch_size=batch_size
+    )  # [T, K, h, w] each
+    shares = {key: np.round(frame_shares[key].astype(np.float64), 4).tolist() for key in maps}
+    sign = is_signed(method) if rows else False
     return maps, shares, sign
 
 
