@@ -177,6 +177,7 @@ case("topk-k-0", "topk --checkpoint {ckpt} --k 0", 2, ">= 1, got 0")
 case("dissect-iou", "dissect --checkpoint {ckpt} --iou-threshold 2", 2, "in [0, 1], got 2")
 case("dissect-draws-0", "dissect --checkpoint {ckpt} --random-draws 0", 2, ">= 1, got 0")
 case("evaluate-state-file", "evaluate --checkpoint {state}", 2, "optimizer state")
+case("sweep-env-cartpole", "sweep --checkpoints {ckpt} --env CartPole-v1 --out {out}", 2, "(4,)")
 
 
 def _expand(argv: list[str], tmp_path: Path, corrupt: dict[str, Path]) -> list[str]:

@@ -26,7 +26,9 @@ from rlviz.cli.common import (
     at_least,
     check_out_dir,
     command,
+    load_policy,
     new_parser,
+    policy_env,
     print_paths,
 )
 
@@ -264,6 +266,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     check_one_lineage(checkpoints)
     last, first = _read_config(checkpoints[-1]), _read_config(checkpoints[0])
     env_id, env_kwargs = checkpoint_env(first, args.env)
+    if args.env is not None:  # the one check before any task: can these weights play it?
+        policy_env(load_policy(checkpoints[-1], env_id=args.env)).close()
     spec = build_spec(
         env_id=env_id,
         env_kwargs=env_kwargs,
