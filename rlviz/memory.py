@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from rlviz.layout import ObservationLayout
+from rlviz.policy.output import PolicyOutput, kl_divergence
 from rlviz.rollout import Rollout, with_layout
 from rlviz.targets import MostLikelyAction, TakenAction, as_target, subset_target
 
@@ -35,10 +36,9 @@ class MemoryReliance:
         return len(self.kl)
 
 
-def _kl(logits: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
-    log_p = torch.log_softmax(logits, dim=-1)
-    log_q = torch.log_softmax(reference, dim=-1)
-    return (log_p.exp() * (log_p - log_q)).sum(dim=-1).clamp_min(0.0)
+def _kl(out: PolicyOutput, reference: PolicyOutput) -> torch.Tensor:
+    """KL(pi || pi without memory) per row: over actions, or between a Box policy's Gaussians."""
+    return kl_divergence(out, reference)
 
 
 def without_past_frames(x: torch.Tensor, layout: ObservationLayout) -> torch.Tensor:
@@ -53,7 +53,7 @@ def _stack_reliance(adapter, x, target, layout) -> tuple[torch.Tensor, torch.Ten
     target = target if not isinstance(target, MostLikelyAction) else _greedy(out)
     (grad,) = torch.autograd.grad(target(out).sum(), x)
     with torch.no_grad():
-        kl = _kl(out.logits, adapter.outputs(without_past_frames(x, layout)).logits)
+        kl = _kl(out, adapter.outputs(without_past_frames(x, layout)))
         per_frame = layout.split_input(grad * x).abs().sum(dim=(2, 3, 4))  # [B, K]
         share = per_frame[:, :-1].sum(1) / per_frame.sum(1).clamp_min(1e-12)
     return kl, share
@@ -67,7 +67,7 @@ def _recurrent_reliance(adapter, x, state, target) -> tuple[torch.Tensor, torch.
     grads = torch.autograd.grad(target(out).sum(), (x, *state), allow_unused=True)
     with torch.no_grad():
         reset = adapter.initial_state(x.shape[0])
-        kl = _kl(out.logits, adapter.outputs(x, state=reset).logits)
+        kl = _kl(out, adapter.outputs(x, state=reset))
         frame_part = _abs_sum(grads[0], x)
         memory_part = sum(_abs_sum(g, s) for g, s in zip(grads[1:], state, strict=True))
         share = memory_part / (memory_part + frame_part).clamp_min(1e-12)
@@ -80,8 +80,12 @@ def _abs_sum(grad: torch.Tensor | None, value: torch.Tensor) -> torch.Tensor:
     return (grad * value).abs().flatten(1).sum(1)
 
 
-def _greedy(out) -> TakenAction:
-    """The greedy action of the clean steps, fixed before the memory is removed."""
+def _greedy(out):
+    """The greedy action of the clean steps, fixed before the memory is removed; for a Box
+    policy (no single most likely action), the size of its mean action, sum_d |mean_d|."""
+    if not out.discrete:
+        signs = torch.sign(out.action_mean.detach())
+        return lambda o: (o.action_mean * signs).sum(-1)
     return TakenAction(out.logits.detach().argmax(dim=-1).cpu())
 
 

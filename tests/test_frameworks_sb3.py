@@ -227,3 +227,23 @@ def test_sb3_sac_recorded_by_the_wrapper_in_the_policys_action_space(tmp_path):
     back = policy_action(gas[None], "squashed_gaussian", env.action_space)
     np.testing.assert_allclose(back, [[0.0, 1.0, -1.0]])  # gas 1 -> +1, brake 0 -> -1
     np.testing.assert_allclose(env_action(back[0], "squashed_gaussian", env.action_space), gas)
+
+
+def test_recurrent_ppo_explorer_with_its_network_tab(tmp_path):
+    sb3_contrib = pytest.importorskip("sb3_contrib")
+    model = sb3_contrib.RecurrentPPO(
+        "CnnLstmPolicy", car(), seed=0, device="cpu", n_steps=8, batch_size=8,
+        policy_kwargs={**SMALL, "lstm_hidden_size": 8},
+    )  # fmt: skip
+    adapter = PolicyAdapter.from_sb3(model)
+    report = rlviz.explore(
+        car(steps=4), adapter, out=tmp_path, episodes=1, methods=["gradient"], map_method="pca",
+        nmf_features=2, units_per_layer=1, optvis_steps=2,
+    )  # fmt: skip
+    assert report.episodes == 1 and (tmp_path / "index.html").exists()
+    # the network tab's feature visualisation reads the image with the initial state
+    vis = rlviz.features.optvis.optimize(
+        adapter, rlviz.features.optvis.channel("features_extractor.cnn.4", 0), steps=2,
+        size=(96, 96), progress=False,
+    )  # fmt: skip
+    assert vis.images.shape[1:3] == (96, 96)

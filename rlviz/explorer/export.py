@@ -346,17 +346,19 @@ class _Job:
 
         t0 = time.perf_counter()
         actions = np.concatenate([r.actions for r in self.rollouts])
-        _, maps, images, legend = nmf_view(
-            self.adapter,
-            self.all_obs,
-            layer=layer,
-            target=_nmf_target(target, actions),
-            n_features=n_features,
-            vis_steps=steps,
-            seed=seed,
-            map_size=self.map_hw,
-            layout=self.layout,
-        )
+        # a recurrent policy: each frame read from the episode's start state (see from_start)
+        with self.adapter.from_start():
+            _, maps, images, legend = nmf_view(
+                self.adapter,
+                self.all_obs,
+                layer=layer,
+                target=_nmf_target(target, actions),
+                n_features=n_features,
+                vis_steps=steps,
+                seed=seed,
+                map_size=self.map_hw,
+                layout=self.layout,
+            )
         if target == "taken":
             legend["target"] = "taken action"
         legend["vis"] = list(range(len(self.vis_images), len(self.vis_images) + len(images)))
@@ -376,16 +378,17 @@ class _Job:
         obs = self.all_obs
         if obs.ndim != 4:  # the feature tools read single frames [N, H, W, C]
             return
-        layers, images = network_units(
-            self.adapter,
-            obs,
-            ids,
-            masks,
-            units_per_layer=units_per_layer,
-            optvis_steps=steps,
-            seed=seed,
-            frames=self.layout.frames,
-        )
+        with self.adapter.from_start():  # a recurrent policy: from the episode's start state
+            layers, images = network_units(
+                self.adapter,
+                obs,
+                ids,
+                masks,
+                units_per_layer=units_per_layer,
+                optvis_steps=steps,
+                seed=seed,
+                frames=self.layout.frames,
+            )
         offset = len(self.vis_images)
         for entry in layers:
             for unit in entry["units"]:

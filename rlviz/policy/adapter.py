@@ -148,6 +148,7 @@ class PolicyAdapter:
         self.action_space = action_space
         self.cam_layer = cam_layer
         self._scale_checked = False
+        self._from_start = False
 
     @classmethod
     def from_sb3(
@@ -372,6 +373,18 @@ class PolicyAdapter:
         return tuple(s.to(self.device) for s in self._initial_state(int(batch)))
 
     @contextmanager
+    def from_start(self) -> Iterator[None]:
+        """Within the block, a recurrent policy given no state (and holding none) reads each
+        batch with its initial state, as at an episode's start: exact for the layers before its
+        memory (a CNN encoder's), an episode-start reading for what comes after. For views that
+        have no state per observation (the explorer's NMF and network tabs)."""
+        previous, self._from_start = getattr(self, "_from_start", False), True
+        try:
+            yield
+        finally:
+            self._from_start = previous
+
+    @contextmanager
     def holding_state(self, state: State | None) -> Iterator[None]:
         """Within the block, :meth:`outputs` of a recurrent policy uses ``state`` (rows [B, ...])."""
         previous, self._held_state = self._held_state, state
@@ -404,6 +417,8 @@ class PolicyAdapter:
         """A recurrent policy's (raw outputs, next state) for input ``x`` entering ``state``."""
         if self._state_forward is None:
             raise ValueError("this policy is not recurrent: use outputs(x)")
+        if state is None and self._held_state is None and getattr(self, "_from_start", False):
+            state = self.initial_state(x.shape[0])
         if state is None:
             if self._held_state is None:
                 raise ValueError(

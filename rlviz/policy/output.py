@@ -204,6 +204,20 @@ class PolicyOutput:
         return torch.tanh(draw) if self.kind == "squashed_gaussian" else draw
 
 
+def kl_divergence(p: PolicyOutput, q: PolicyOutput) -> torch.Tensor:
+    """KL(p || q) per row [B] of two outputs of one policy: over the actions (discrete), between
+    diagonal Gaussians (summed over dimensions; for a squashed one, of the pre-tanh Gaussians,
+    which tanh leaves unchanged), or half the squared distance of two deterministic actions."""
+    if p.discrete:
+        log_p, log_q = torch.log_softmax(p._logits, -1), torch.log_softmax(q._logits, -1)
+        return (log_p.exp() * (log_p - log_q)).sum(-1).clamp_min(0.0)
+    if p.log_std is None:
+        return 0.5 * (p.mean - q.mean).pow(2).sum(-1)
+    var_p, var_q = (2 * p.log_std).exp(), (2 * q.log_std).exp()
+    terms = q.log_std - p.log_std + (var_p + (p.mean - q.mean).pow(2)) / (2 * var_q) - 0.5
+    return terms.sum(-1).clamp_min(0.0)
+
+
 def env_action(action: torch.Tensor | np.ndarray, kind: str, space) -> np.ndarray | int:
     """The policy's action (one row) as the env takes it.
 
