@@ -80,12 +80,11 @@ def search(env, policy, seeds: range, max_steps: int) -> dict[str, int]:
 
 
 def save_still(env, policy, embedding, seed: int, max_steps: int, path: Path, meta: dict) -> None:
-    """A composed frame of episode ``seed`` (the box in view, saliency at its strongest), as PNG
+    """A composed frame of episode ``seed`` (the box in view, the most map on it), as PNG
     (atomic)."""
     from rlviz.video import Composer, default_panels, explain_episode, select_panels
-    from rlviz.video.pipeline import top_down_capture
-
     from rlviz.video.explain import DEFAULT_METHODS
+    from rlviz.video.pipeline import top_down_capture
 
     methods = list(DEFAULT_METHODS)  # the still shows what `rlviz video` shows by default
     panels = default_panels(methods, per_action="gradient")
@@ -104,11 +103,15 @@ def save_still(env, policy, embedding, seed: int, max_steps: int, path: Path, me
     )
     composer = Composer(select_panels(panels, episode))
     composer.prepare(episode, episode.title())
-    # Of the steps with the box in view, show the one where the first map is strongest on the
-    # episode's shared colour scale: a still with a near-empty overlay explains nothing.
+    # Of the steps with the box in view, show the one where the first map puts the most (positive)
+    # attribution on the goal box, on the episode's shared colour scale: the still shows what the
+    # faithfulness table measures, and a near-empty overlay explains nothing.
     visible = np.flatnonzero(rollout.infos["box_visible"]) if "box_visible" in rollout.infos else []
     steps = visible if len(visible) else np.arange(len(rollout))
-    strength = np.abs(episode.maps[methods[0]][steps].astype(np.float32)).mean(axis=(1, 2))
+    maps = np.clip(episode.maps[methods[0]][steps].astype(np.float32), 0, None)
+    if "goal_mask" in rollout.infos:
+        maps = maps * rollout.infos["goal_mask"][steps]
+    strength = maps.mean(axis=(1, 2))
     t = int(steps[int(np.argmax(strength))])
     save_image(composer.frame(t, episode), path)
     print(f"wrote {path} (step {t + 1} of seed {seed})")
