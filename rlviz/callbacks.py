@@ -42,7 +42,7 @@ except ImportError as exc:  # pragma: no cover - only without the optional depen
         "rlviz.callbacks needs Stable-Baselines3: `pip install stable-baselines3`"
     ) from exc
 
-from rlviz.layout import ObservationLayout
+from rlviz.layout import LayoutError, ObservationLayout
 from rlviz.policy import PolicyAdapter
 
 #: Logger formats that cannot show a video (SB3 skips a Video in them anyway).
@@ -206,8 +206,12 @@ class ExplanationVideoCallback(BaseCallback):
     def adapter(self) -> PolicyAdapter:
         """The current policy, reading observations in the explanation env's layout."""
         adapter = PolicyAdapter.from_sb3(self.model)
-        # The env's own layout: the network input is the same [B, K*C, H, W] either way.
-        adapter.layout = ObservationLayout.from_env(self._env)
+        # The env's own layout: the network input is the same [B, K*C, H, W] either way. A
+        # shape the env cannot name (a bare [84, 84, 4]) keeps the VecFrameStack's reading.
+        try:
+            adapter.layout = ObservationLayout.from_env(self._env)
+        except LayoutError:
+            pass
         return adapter
 
     def record(self) -> list[Path]:

@@ -247,3 +247,14 @@ def test_recurrent_ppo_explorer_with_its_network_tab(tmp_path):
         size=(96, 96), progress=False,
     )  # fmt: skip
     assert vis.images.shape[1:3] == (96, 96)
+
+
+def test_sb3_callback_records_a_box_policy(tmp_path):
+    from rlviz.callbacks import ExplanationVideoCallback
+
+    model = model_of("SAC", learning_starts=4, train_freq=4)
+    callback = ExplanationVideoCallback(
+        car(steps=3), every_n_steps=4, out_dir=tmp_path, methods=["gradient"], max_steps=3
+    )
+    model.learn(4, callback=callback)
+    assert callback.paths and all(p.suffix == ".mp4" and p.exists() for p in callback.paths)
