@@ -14,7 +14,7 @@ from rlviz import PolicyAdapter
 pytest.importorskip("ray.rllib")
 
 
-def _module():
+def _module(action_space=None):
     from ray.rllib.algorithms.ppo.torch.default_ppo_torch_rl_module import (
         DefaultPPOTorchRLModule,
     )
@@ -24,7 +24,7 @@ def _module():
     spec = RLModuleSpec(
         module_class=DefaultPPOTorchRLModule,
         observation_space=gym.spaces.Box(0.0, 255.0, (60, 80, 4), np.float32),
-        action_space=gym.spaces.Discrete(3),
+        action_space=action_space or gym.spaces.Discrete(3),
         model_config={
             "conv_filters": [[8, [8, 8], 4], [8, [4, 4], 2]],
             "head_fcnet_hiddens": [32],
@@ -83,3 +83,19 @@ def test_rllib_every_method_video_and_explorer(tmp_path):
     ran = every_method(adapter, _hwc(stacked_obs(2)), rlviz.TakenAction([0, 1]))
     assert len(ran) == len(rlviz.available_methods()) - 1
     video_and_explorer(lambda: stacked_gray_env_hwc(max_steps=5), adapter, tmp_path)
+
+
+def test_rllib_box_policy_diag_gaussian_matches_rllib():
+    module = _module(gym.spaces.Box(-1.0, 1.0, (2,), np.float32))
+    obs = _hwc(stacked_obs(2))
+    adapter = PolicyAdapter.from_rllib(module, layout="4x1:HWC")
+    batch = {"obs": torch.as_tensor(obs, dtype=torch.float32)}
+    actions = torch.tensor([[0.2, -0.4], [0.9, 0.1]])
+    with torch.no_grad():
+        inputs = module.forward_inference(batch)["action_dist_inputs"]
+        dist = module.get_inference_action_dist_cls().from_logits(inputs)
+        out = adapter(obs)
+    assert out.kind == "gaussian"
+    assert (out.mean - inputs[:, :2]).abs().max() < 1e-5
+    assert (rlviz.TakenAction(actions)(out) - dist.logp(actions)).abs().max() < 1e-5
+    assert (out.value - module.compute_values(batch)).abs().max() < 1e-5

@@ -117,3 +117,38 @@ def test_skrl_every_method_video_and_explorer(tmp_path):
     ran = every_method(adapter, stacked_obs(2), rlviz.TakenAction([0, 1]))
     assert len(ran) == len(rlviz.available_methods()) - 1
     video_and_explorer(lambda: stacked_gray_env(max_steps=5), adapter, tmp_path)
+
+
+def test_skrl_gaussian_policy_on_carracing_matches_skrl():
+    pytest.importorskip("Box2D")
+    import gymnasium as gym
+    from skrl.models.torch import GaussianMixin
+
+    class Gaussian(GaussianMixin, Model):
+        def __init__(self, observation_space, action_space):
+            Model.__init__(
+                self, observation_space=observation_space, action_space=action_space, device="cpu"
+            )
+            GaussianMixin.__init__(self, clip_log_std=True, min_log_std=-5, max_log_std=1)
+            self.net = nn.Sequential(
+                nn.Conv2d(3, 8, 8, stride=8), nn.ReLU(), nn.Flatten(), nn.LazyLinear(3)
+            )
+            self.log_std_parameter = nn.Parameter(torch.full((3,), 3.0))  # clipped to 1
+
+        def compute(self, inputs, role=""):
+            x = inputs["observations"].view(-1, 96, 96, 3).permute(0, 3, 1, 2) / 255.0
+            return self.net(x), {"log_std": self.log_std_parameter}
+
+    torch.manual_seed(0)
+    env = gym.make("CarRacing-v3", max_episode_steps=3)
+    policy = Gaussian(env.observation_space, env.action_space).eval()
+    obs = np.stack([env.reset(seed=s)[0] for s in (0, 1)])
+    adapter = PolicyAdapter.from_skrl(policy)  # layout from its observation space: [96, 96, 3]
+    taken = torch.tensor([[0.1, 0.5, 0.0], [-0.3, 0.2, 0.1]])
+    with torch.no_grad():
+        _, extra = policy.act({**_skrl_inputs(obs), "taken_actions": taken}, role="policy")
+        out = adapter(obs)
+    assert out.kind == "gaussian"
+    assert (out.mean - extra["mean_actions"]).abs().max() < 1e-5
+    assert (out.log_std - 1.0).abs().max() == 0  # skrl's clip, as GaussianMixin.act applies it
+    assert (rlviz.TakenAction(taken)(out) - extra["log_prob"][:, 0]).abs().max() < 1e-5
