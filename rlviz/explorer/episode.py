@@ -53,6 +53,36 @@ class EpisodeData:
         return {key: data_url(png_bytes(sheet(m, cols))) for key, m in self.maps.items()}
 
 
+class ShownFrames:
+    """An episode's observations as the page shows them, uint8 [T, K, H, W, 3] (``newest()``:
+    [T, H, W, 3]), drawn from ``obs`` when read: an episode's display frames (~4x its
+    observations for an RGB stack) are never all held; a sheet reads the steps it shows."""
+
+    def __init__(self, obs, layout, newest_only: bool = False) -> None:
+        self.obs, self.layout, self.newest_only = obs, layout, newest_only
+        one = layout.display_frames(np.asarray(obs[:1]))[0]  # [K, H, W, 3]
+        self.shape = (len(obs), *(one.shape[1:] if newest_only else one.shape))
+        self.dtype = np.dtype(np.uint8)
+        self.ndim = len(self.shape)
+
+    def newest(self) -> ShownFrames:
+        """The newest frame of each step, [T, H, W, 3]."""
+        return ShownFrames(self.obs, self.layout, newest_only=True)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, rows):
+        if not isinstance(rows, slice):
+            return np.asarray(self)[rows]
+        shown = self.layout.display_frames(np.asarray(self.obs[rows]))
+        return shown[:, -1] if self.newest_only else shown
+
+    def __array__(self, dtype=None, copy=None):
+        whole = self[0 : len(self)]
+        return whole if dtype is None else whole.astype(dtype, copy=False)
+
+
 def fit_maps(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Maps [T, h, w] at the stored map size ``size``: block means when ``size`` divides the
     maps evenly (keeps a pixel map's total, no aliasing), else bilinear."""

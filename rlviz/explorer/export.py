@@ -275,7 +275,7 @@ class _Job:
             rollouts = tqdm(rollouts, total=episodes, unit="ep", desc="playing")
         self.rollouts = list(rollouts)
         self.layout = _layout(self.env, self.adapter, self.rollouts[0].obs)
-        n_actions = self.rollouts[0].probs.shape[1]
+        n_actions = self.rollouts[0].action_count  # a Box policy: its dimensions
         self.names = self.adapter.action_names_for(n_actions, self.env)
         self._timed("rollout", t0)
 
@@ -508,7 +508,7 @@ class _Job:
 
         k = d.stack.shape[1]
         cols = k * 4
-        frames = d.stack.reshape(-1, *d.stack.shape[2:])
+        frames = np.asarray(d.stack).reshape(-1, *d.stack.shape[2:])
         atomic_write_bytes(data_dir / f"stack_{d.index}.png", png_bytes(sheet(frames, cols)))
         info = dict(d.record.get("stack", {}), file=f"data/stack_{d.index}.png", k=k, cols=cols)
         info["maps"] = {

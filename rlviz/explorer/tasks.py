@@ -9,7 +9,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from rlviz.explorer.episode import EpisodeData, episode_maps, episode_record, map_size
+from rlviz.explorer.episode import (
+    EpisodeData,
+    ShownFrames,
+    episode_maps,
+    episode_record,
+    map_size,
+)
 from rlviz.layout import LayoutError, ObservationLayout
 from rlviz.policy import PolicyAdapter
 from rlviz.rollout import Rollout
@@ -46,7 +52,7 @@ def explain_episode(job: EpisodeJob, index: int, rollout: Rollout) -> EpisodeDat
     and events, and for a frame stack the frames and per-frame maps."""
     from rlviz.explorer.stack import memory_record
 
-    shown = job.layout.display_frames(rollout.obs)  # [T, K, H, W, 3]
+    shown = ShownFrames(rollout.obs, job.layout)  # [T, K, H, W, 3], drawn when read
     size = map_size(tuple(shown.shape[2:4]), job.map_scale)
     maps, signed = episode_maps(
         job.adapter,
@@ -60,7 +66,7 @@ def explain_episode(job: EpisodeJob, index: int, rollout: Rollout) -> EpisodeDat
     )
     memory = memory_record(job.adapter, rollout, job.layout)
     record = episode_record(rollout, job.names, gamma=job.gamma, lam=job.lam, memory=memory)
-    data = EpisodeData(index, record, shown[:, -1], None, maps, signed)
+    data = EpisodeData(index, record, shown.newest(), None, maps, signed)
     if shown.shape[1] > 1:
         _stack(job, data, shown, rollout, size)
     return data
