@@ -194,6 +194,28 @@ def test_sb3_box_policy_every_method_video_and_explorer(tmp_path):
         optvis_steps=2,
     )
     assert report.episodes == 1 and (tmp_path / "explorer" / "index.html").exists()
+    _policy_rows_in_the_browser(tmp_path / "explorer" / "index.html")
+
+
+def _policy_rows_in_the_browser(page_path) -> None:
+    """The explorer draws a Box policy as one row per dimension, mean +/- std (no JS errors)."""
+    playwright = pytest.importorskip("playwright.sync_api")
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path="/usr/bin/chromium",
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+        )
+        page = browser.new_page()
+        errors = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(page_path.resolve().as_uri())
+        page.wait_for_function("document.querySelectorAll('#probs .bar').length > 0")
+        rows = page.locator("#probs .bar").all_inner_texts()
+        label = page.locator("#action-label").inner_text()
+        browser.close()
+    assert errors == []
+    assert [r.split()[0] for r in rows] == ["steer", "gas", "brake"]
+    assert all("\u00b1" in r for r in rows) and label.startswith("a = [")
 
 
 def test_box_rollout_records_the_policys_actions_and_plays_the_envs():

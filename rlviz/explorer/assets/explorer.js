@@ -311,6 +311,7 @@
 
   // ------------------------------------------------------------------ action probabilities
   function drawProbs(e, t) {
+    if (e.rec.action_mean) return drawBox(e, t);
     const box = $("probs"), p = e.rec.probs[t], a = e.rec.actions[t];
     if (box.childElementCount !== p.length) {
       box.innerHTML = "";
@@ -337,6 +338,37 @@
     $("step-info").innerHTML = parts.join(" &middot; ") + (evs.length ? "<br>" + evs.join(" &middot; ") : "");
     $("step-label").textContent = `t = ${t}`;
     $("action-label").textContent = `a = ${M.actions[a] || a}`;
+  }
+
+  // A Box policy: per dimension, |mean| on one scale for the episode, mean +/- std as text.
+  function drawBox(e, t) {
+    const box = $("probs"), r = e.rec, m = r.action_mean[t];
+    const s = r.action_std ? r.action_std[t] : m.map(() => 0);
+    const top = Math.max(1, ...r.action_mean.map((row, i) =>
+      Math.max(...row.map((v, k) => Math.abs(v) + (r.action_std ? r.action_std[i][k] : 0)))));
+    if (box.childElementCount !== m.length) {
+      box.innerHTML = "";
+      m.forEach((_, k) => {
+        const row = document.createElement("div");
+        row.className = "bar";
+        row.innerHTML = `<span class="name">${M.actions[k] || "a" + k}</span><span class="track"><span class="fill"></span></span><span class="p"></span>`;
+        box.appendChild(row);
+      });
+    }
+    m.forEach((v, k) => {
+      const row = box.children[k];
+      row.querySelector(".fill").style.width = ((Math.abs(v) / top) * 100).toFixed(1) + "%";
+      row.querySelector(".p").textContent = `${v >= 0 ? "+" : ""}${v.toFixed(2)} \u00b1 ${s[k].toFixed(2)}`;
+    });
+    box.dataset.t = t;
+    const parts = [`<b>t ${t}</b> / ${r.T - 1}`];
+    if (r.values) parts.push(`V <b>${r.values[t].toFixed(3)}</b>`);
+    parts.push(`r <b>${r.rewards[t].toFixed(2)}</b>`);
+    if (r.advantages) parts.push(`A <b>${r.advantages[t].toFixed(3)}</b>`);
+    parts.push(`H <b>${r.entropy[t].toFixed(3)}</b>`);
+    $("step-info").innerHTML = parts.join(" &middot; ");
+    $("step-label").textContent = `t = ${t}`;
+    $("action-label").textContent = `a = [${r.actions[t].map((v) => v.toFixed(2)).join(", ")}]`;
   }
 
   // ------------------------------------------------------------------ charts
