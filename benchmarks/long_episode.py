@@ -66,7 +66,10 @@ def agent(env):
     from rlviz import PolicyAdapter
 
     model = PPO("CnnPolicy", env, seed=0, device="cpu", n_steps=64, batch_size=64)
-    return PolicyAdapter.from_sb3(model, layout="4x1:CHW")  # 4 gray frames, oldest first
+    try:
+        return PolicyAdapter.from_sb3(model, layout="4x1:CHW")  # 4 gray frames, oldest first
+    except TypeError:  # an rlviz before layouts were declared here (--rlviz): read off the shape
+        return PolicyAdapter.from_sb3(model)
 
 
 def row(kind: str, steps: int) -> dict:
@@ -116,6 +119,12 @@ def main() -> None:
     p.add_argument("--steps", default="200,2000,10000")
     p.add_argument("--kinds", default="video,explore")
     p.add_argument("--out", default=None, help="also write the rows as JSON here")
+    p.add_argument(
+        "--rlviz",
+        default=None,
+        help="measure the rlviz package of this source tree instead (e.g. a git worktree of an "
+        "older commit), for a before/after on the same machine",
+    )
     p.add_argument("--row", default=None, help=argparse.SUPPRESS)  # kind:steps, in a child
     args = p.parse_args()
     if args.row:
@@ -124,14 +133,16 @@ def main() -> None:
         return
     rows = []
     env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
+    if args.rlviz:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [args.rlviz, env.get("PYTHONPATH")]))
     for kind in args.kinds.split(","):
         for steps in (int(s) for s in args.steps.split(",")):
             done = subprocess.run(
-                [sys.executable, __file__, "--row", f"{kind}:{steps}"],
+                [sys.executable, str(Path(__file__).resolve()), "--row", f"{kind}:{steps}"],
                 capture_output=True,
                 text=True,
                 env=env,
-                cwd=ROOT,
+                cwd=args.rlviz or ROOT,
             )
             if done.returncode != 0:
                 print(done.stderr[-2000:], file=sys.stderr)
