@@ -508,7 +508,7 @@ class _Job:
 
         k = d.stack.shape[1]
         cols = k * 4
-        frames = d.stack.reshape(-1, *d.stack.shape[2:])
+        frames = np.asarray(d.stack).reshape(-1, *d.stack.shape[2:])
         atomic_write_bytes(data_dir / f"stack_{d.index}.png", png_bytes(sheet(frames, cols)))
         info = dict(d.record.get("stack", {}), file=f"data/stack_{d.index}.png", k=k, cols=cols)
         info["maps"] = {
