@@ -87,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--optvis-steps",
-        type=at_least(1),
+        type=at_least(0),
         default=64,
         help="feature visualisation steps (default 64)",
     )
