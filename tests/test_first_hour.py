@@ -297,6 +297,27 @@ def test_an_existing_output_is_kept_unless_overwrite(tmp_path, capsys):
     assert not (out / "map_value-3.png").exists()
 
 
+def test_an_existing_explorer_report_is_kept_whole(tmp_path, capsys, monkeypatch):
+    """The report's files refer to each other: a new report goes to a new folder, not single
+    renamed files."""
+    import argparse
+
+    from rlviz.cli.explore import _report_folder
+
+    out = tmp_path / "boxreach"
+    args = argparse.Namespace(out=str(out), overwrite=False, checkpoint=SHIPPED)
+    assert _report_folder(args) == out  # nothing there yet
+    out.mkdir()
+    (out / "index.html").write_text("old report")
+    assert _report_folder(args) == tmp_path / "boxreach-2"
+    assert "--overwrite" in capsys.readouterr().err
+    args.overwrite = True
+    assert _report_folder(args) == out
+    monkeypatch.chdir(tmp_path)
+    args.out = None  # the default: explorer/NAME, by checkpoint
+    assert _report_folder(args) == Path("explorer") / "boxreach"
+
+
 def test_keep_existing_in_the_io_layer(tmp_path):
     from rlviz.io import atomic_write_bytes, keep_existing, replace_existing, written_path
 
