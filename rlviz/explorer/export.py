@@ -293,6 +293,8 @@ class _Job:
 
     @property
     def all_obs(self) -> np.ndarray:
+        if len(self.rollouts) == 1:  # one (long) episode: its observations, not a copy of them
+            return np.asarray(self.rollouts[0].obs)
         return np.concatenate([r.obs for r in self.rollouts])
 
     def explain(self, layer, gamma, lam, batch_size, executor=None) -> None:
