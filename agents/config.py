@@ -87,6 +87,10 @@ class Config:
     """Shaping: the progress potential also counts the turn steps to face the oracle's heading
     (envs.oracle.steps_to_go, in forward-step metres), so turning the short way round is progress
     too; without it a policy can settle on turning one way only. Still potential-based."""
+    mirror_augment: bool = False
+    """Also learn from each rollout mirrored left-right (frames flipped, "left"/"right" actions
+    swapped; BoxReach's room is mirror-symmetric), so the policy cannot settle on turning one way
+    only. Doubles the samples per update."""
     frame_stack: int = 1
     """Memory: the policy sees the last K frames, stacked on the channel axis oldest first
     (envs.wrappers.StackFrames; 1: one frame, no memory)."""

@@ -100,6 +100,31 @@ class Batch:
     def __len__(self) -> int:
         return len(self.obs)
 
+    def with_mirror(self, mirror_action: torch.Tensor) -> Batch:
+        """This batch followed by its left-right mirror image: frames flipped along W, each
+        action replaced by ``mirror_action[a]``; the mirrored sample keeps the original's
+        log-probability, value and advantage (the mirror-image policy would have taken it)."""
+        flipped = np.ascontiguousarray(self.obs[:, :, ::-1])
+        twice = lambda t: torch.cat([t, t])  # noqa: E731
+        return Batch(
+            obs=np.concatenate([self.obs, flipped]),
+            actions=torch.cat([self.actions, mirror_action.to(self.actions.device)[self.actions]]),
+            logprobs=twice(self.logprobs),
+            values=twice(self.values),
+            advantages=twice(self.advantages),
+            returns=twice(self.returns),
+        )
+
+
+def mirror_actions(names: tuple[str, ...]) -> torch.Tensor:
+    """Index map of each action to its mirror image ("left" <-> "right", others stay) [A]."""
+    swap = {"left": "right", "right": "left"}
+    if not {"left", "right"} <= set(names):
+        raise ValueError(
+            f"mirror_augment needs actions named 'left' and 'right'; the policy's are {names}"
+        )
+    return torch.tensor([names.index(swap.get(n, n)) for n in names], dtype=torch.int64)
+
 
 def ppo_loss(
     logits: torch.Tensor,
@@ -158,6 +183,7 @@ class Learner:
         self.updates = 0
         self._ent_coef = cfg.ent_coef  # this update's entropy weight (see entropy_coef)
         self.relu_layers = list(model.conv_layers)  # post-ReLU maps, for the dead-unit fraction
+        self.mirror = mirror_actions(tuple(model.action_names)) if cfg.mirror_augment else None
 
     def learning_rate(self, step: int) -> float:
         """Learning rate for an update that starts at env step ``step``."""
@@ -183,6 +209,8 @@ class Learner:
             buf.rewards, buf.values, buf.ends, buf.last_values, cfg.gamma, cfg.gae_lambda
         )
         batch = Batch.from_rollout(buf, adv, ret, self.device)
+        if self.mirror is not None:
+            batch = batch.with_mirror(self.mirror)
         lr = self.learning_rate(step - len(batch))
         self._ent_coef = self.entropy_coef(step - len(batch))
         for group in self.optimizer.param_groups:

@@ -392,3 +392,41 @@ def test_entropy_schedule_runs_linearly_to_its_end_value():
     assert learner.entropy_coef(0) == pytest.approx(0.01)
     assert learner.entropy_coef(500) == pytest.approx(0.005)
     assert learner.entropy_coef(1000) == learner.entropy_coef(5000) == pytest.approx(0.0)
+
+
+def test_mirror_augment_adds_each_sample_flipped_with_left_and_right_swapped():
+    from rlviz.agents.ppo import Batch, mirror_actions
+
+    swap = mirror_actions(("left", "forward", "right"))
+    assert swap.tolist() == [2, 1, 0]
+    with pytest.raises(ValueError, match="'left' and 'right'"):
+        mirror_actions(("noop", "fire"))
+    obs = np.arange(2 * 3 * 4 * 2, dtype=np.uint8).reshape(2, 3, 4, 2)
+    batch = Batch(
+        obs=obs,
+        actions=torch.tensor([0, 1]),
+        logprobs=torch.tensor([-0.1, -0.2]),
+        values=torch.tensor([0.5, 0.6]),
+        advantages=torch.tensor([1.0, -1.0]),
+        returns=torch.tensor([1.5, -0.4]),
+    )
+    both = batch.with_mirror(swap)
+    assert len(both) == 4
+    assert np.array_equal(both.obs[:2], obs)
+    assert np.array_equal(both.obs[2:], obs[:, :, ::-1])  # W flipped, channels (frames) kept
+    assert both.actions.tolist() == [0, 1, 2, 1]
+    assert both.logprobs.tolist() == pytest.approx([-0.1, -0.2, -0.1, -0.2])
+    assert both.advantages.tolist() == [1.0, -1.0, 1.0, -1.0]
+
+
+def test_learner_with_mirror_augment_updates_on_twice_the_samples():
+    cfg = Config(num_envs=2, num_steps=4, num_minibatches=2, update_epochs=1, mirror_augment=True)
+    learner = Learner(ActorCritic(), cfg, torch.device("cpu"))
+    buf = RolloutBuffer(cfg.num_steps, cfg.num_envs, (60, 80, 3))
+    buf.obs[:] = np.random.default_rng(0).integers(0, 255, buf.obs.shape, dtype=np.uint8)
+    buf.rewards[-1] = 1.0
+    seen = []
+    original = learner._step
+    learner._step = lambda x, batch, idx: seen.append(len(batch)) or original(x, batch, idx)
+    learner.update(buf, step=8)
+    assert seen and set(seen) == {2 * cfg.num_steps * cfg.num_envs}
