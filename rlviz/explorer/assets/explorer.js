@@ -40,7 +40,7 @@
   // ------------------------------------------------------------------ state
   const S = {
     ep: 0, t: 0, method: M.methods.length ? M.methods[0].name : null, target: "taken",
-    opacity: 0.85, scale: "episode", overlay: "attr", isolate: -1, colorBy: "value",
+    opacity: 0.7, scale: "episode", overlay: "attr", isolate: -1, colorBy: "value",
     playing: false, speed: 10, renderMs: 0,
   };
   const cache = {}; // episode -> {rec, frames: Image, maps: {key: Uint8ClampedArray}, nmf: [...]}
