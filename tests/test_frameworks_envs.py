@@ -48,6 +48,7 @@ def test_other_env_kinds_get_one_line():
     assert "\n" not in str(err.value)
 
 
+@pytest.mark.slow
 def test_one_env_vec_frame_stack_plays_in_video_and_explorer(tmp_path):
     from framework_helpers import stacked_gray_env_hwc
     from stable_baselines3 import PPO

@@ -78,6 +78,7 @@ def test_rllib_encoder_run_twice_by_hand_gradcam_takes_the_policy_call():
     assert np.abs(maps[0]["gradcam"]).max() > 0
 
 
+@pytest.mark.slow
 def test_rllib_every_method_video_and_explorer(tmp_path):
     adapter = PolicyAdapter.from_rllib(_module(), layout="4x1:HWC")
     ran = every_method(adapter, _hwc(stacked_obs(2)), rlviz.TakenAction([0, 1]))

@@ -167,6 +167,7 @@ def test_sb3_recurrent_ppo_box_matches_sb3():
     assert (out.value - value).abs().max() < 1e-5
 
 
+@pytest.mark.slow
 def test_sb3_box_policy_every_method_video_and_explorer(tmp_path):
     from framework_helpers import every_method
 
@@ -251,6 +252,7 @@ def test_sb3_sac_recorded_by_the_wrapper_in_the_policys_action_space(tmp_path):
     np.testing.assert_allclose(env_action(back[0], "squashed_gaussian", env.action_space), gas)
 
 
+@pytest.mark.slow
 def test_recurrent_ppo_explorer_with_its_network_tab(tmp_path):
     sb3_contrib = pytest.importorskip("sb3_contrib")
     model = sb3_contrib.RecurrentPPO(
@@ -271,6 +273,7 @@ def test_recurrent_ppo_explorer_with_its_network_tab(tmp_path):
     assert vis.images.shape[1:3] == (96, 96)
 
 
+@pytest.mark.slow
 def test_sb3_callback_records_a_box_policy(tmp_path):
     from rlviz.callbacks import ExplanationVideoCallback
 

@@ -111,6 +111,7 @@ def test_skrl_uncached_trunk_runs_twice_and_gradcam_takes_the_policy_call():
     assert np.abs(maps[1]).max() > 0
 
 
+@pytest.mark.slow
 def test_skrl_every_method_video_and_explorer(tmp_path):
     model = _model()
     adapter = PolicyAdapter.from_skrl(model, model, layout="4x1:CHW")

@@ -102,6 +102,7 @@ def test_tianshou_shared_trunk_gradcam_uses_the_actors_call():
     assert np.abs(ref["gradcam"]).max() > 0
 
 
+@pytest.mark.slow
 def test_tianshou_every_method_video_and_explorer(tmp_path):
     actor, critic = _actor_critic()
     adapter = PolicyAdapter.from_tianshou(actor, critic, layout="4x1:CHW")

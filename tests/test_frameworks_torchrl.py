@@ -111,6 +111,7 @@ class _ChannelFirst:
         return Pixels(env)
 
 
+@pytest.mark.slow
 def test_torchrl_every_method_video_and_explorer(tmp_path):
     adapter = PolicyAdapter.from_torchrl(_actor_value_operator(), layout="4x1:CHW")
     ran = every_method(adapter, stacked_obs(2), rlviz.TakenAction([0, 1]))
