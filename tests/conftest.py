@@ -35,7 +35,7 @@ def ray_executor():
     commands use joins it, so the set-up comes from the tasks themselves."""
     ray = pytest.importorskip("ray")
     from rlviz.cli.workers import WORKER_SETUP
-    from rlviz.sweep import RayExecutor
+    from rlviz.parallel import RayExecutor
 
     ray.init(num_cpus=2, runtime_env=ray_worker_env(), include_dashboard=False, logging_level=30)
     try:

@@ -15,8 +15,9 @@ import numpy as np
 import pytest
 from helpers import ray_worker_env
 
-from rlviz.sweep import blocks_of, make_executor, plan, spearman
-from rlviz.sweep import executor as executor_module
+from rlviz.parallel import blocks_of, make_executor
+from rlviz.parallel import executor as executor_module
+from rlviz.sweep import plan, spearman
 
 ENV_ID = "rlviz/BoxReachSmall-v0"
 EPISODES, BLOCK, MAX_STEPS = 4, 2, 12
@@ -324,8 +325,8 @@ def _assert_same_videos(serial: list[Path], other: list[Path]) -> None:
 def test_parallel_video_engine_serial_executor_equals_render_video(run_dir, serial_videos):
     """The per-episode task split, without Ray: the same files as ``render_video``."""
     from rlviz.cli.common import load_policy, make_env
-    from rlviz.sweep import SerialExecutor
-    from rlviz.sweep.video import render_video_parallel
+    from rlviz.parallel import SerialExecutor
+    from rlviz.video.parallel import render_video_parallel
 
     policy = load_policy(run_dir / "snapshots" / "step_000001000.safetensors")
     env = make_env(policy.env_id, **policy.env_kwargs)

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from helpers import SquareEnv, tiny_policy
 
+from rlviz.parallel import SerialExecutor
+from rlviz.parallel.episodes import env_factory, play_parallel
 from rlviz.rollout import collect
-from rlviz.sweep import SerialExecutor
-from rlviz.sweep.episodes import env_factory, play_parallel
 
 ENV_ID = "rlviz/BoxReachSmall-v0"
 

@@ -250,7 +250,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from rlviz.agents.checkpoint import checkpoint_env
     from rlviz.agents.evaluate import held_out_seeds
     from rlviz.cli.sweep_tasks import WORKER_SETUP, build_spec, frame_stack
-    from rlviz.sweep import make_executor, parallelism_hint, run_sweep
+    from rlviz.parallel import make_executor, parallelism_hint
+    from rlviz.sweep import run_sweep
 
     args = build_parser().parse_args(argv)
     _check(args)

@@ -14,7 +14,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from rlviz.cli.workers import WORKER_SETUP
-from rlviz.sweep import Executor, ProbeSet, Snapshot, SweepSpec, blocks_of, make_executor
+from rlviz.parallel import Executor, blocks_of, make_executor
+from rlviz.sweep import ProbeSet, Snapshot, SweepSpec
 
 
 def load_snapshot(path: str) -> Snapshot:

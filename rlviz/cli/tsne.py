@@ -156,7 +156,7 @@ def _play(env, policy, args: argparse.Namespace, executor) -> list:
     ``executor``, each task in its own copy of ``env``."""
     options = dict(seed=args.seed, deterministic=args.deterministic, max_steps=args.max_steps)
     if executor is not None:
-        from rlviz.sweep.episodes import env_factory, play_parallel
+        from rlviz.parallel.episodes import env_factory, play_parallel
 
         return play_parallel(env_factory(env), policy.adapter, executor, args.episodes, **options)
     from tqdm import tqdm

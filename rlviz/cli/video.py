@@ -190,13 +190,13 @@ def _state_map(env, adapter, args: argparse.Namespace):
 def _render(executor):
     """``render_video``, or its twin that explains and encodes each episode as a task on
     ``executor`` (``--workers``; the same files)."""
-    from rlviz.sweep import SerialExecutor
+    from rlviz.parallel import SerialExecutor
 
     if executor is None or isinstance(executor, SerialExecutor):
         from rlviz.video import render_video
 
         return render_video
-    from rlviz.sweep.video import render_video_parallel
+    from rlviz.video.parallel import render_video_parallel
 
     return lambda env, adapter, **kwargs: render_video_parallel(env, adapter, executor, **kwargs)
 

@@ -27,7 +27,7 @@ def parallel_executor(args: argparse.Namespace, progress: bool = True):
     without Ray that is the serial one, after a hint on stderr of how to get parallelism."""
     if args.workers == 1 and args.address is None:
         return None
-    from rlviz.sweep import make_executor
+    from rlviz.parallel import make_executor
 
     try:
         return make_executor(args.workers, args.address, setup=WORKER_SETUP, progress=progress)

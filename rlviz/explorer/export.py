@@ -35,7 +35,7 @@ from rlviz.targets import TakenAction
 from rlviz.video.explain import DEFAULT_METHODS  # the one default: the explorer shows the video's
 
 if TYPE_CHECKING:
-    from rlviz.sweep.executor import Executor
+    from rlviz.parallel.executor import Executor
 
 #: Steps per part of a long episode's sheets (16 x 16 tiles a sheet): an episode longer than
 #: this is written in parts that the page loads as its cursor reaches them.
@@ -160,7 +160,7 @@ def explore(
         threads: torch threads while playing and explaining (restored after).
         executor: play the episodes in blocks and explain each episode as tasks on it
             (:mod:`rlviz.sweep`; ``env`` must be remakable, see
-            :func:`rlviz.sweep.episodes.env_factory`); the same report. None: all here.
+            :func:`rlviz.parallel.episodes.env_factory`); the same report. None: all here.
         obs_key: for an env with ``Dict`` observations, the key of the image. ``env`` may also
             be a one-env SB3 ``VecEnv``.
 
@@ -170,8 +170,9 @@ def explore(
     from rlviz.explain import check_window, on_device
     from rlviz.gym_env import as_gym_env
     from rlviz.video.pipeline import make_env
-    from rlviz.video.resources import torch_threads
+    from rlviz.video.resources import map_large_blocks, release_freed_memory, torch_threads
 
+    map_large_blocks()  # chunk-sized arrays unmapped when freed: a flat heap
     methods = list(methods)
     _check(methods, targets, episodes)
     check_window(from_step, to_step, max_steps)
@@ -194,6 +195,7 @@ def explore(
             job.window(from_step, to_step)
             stage("explaining every step")
             job.explain(layer, gamma, lam, batch_size, executor)
+            release_freed_memory()  # the chunks' raw maps and activations are gone
             if statemap:
                 stage("state map")
                 job.state_map(embedding, map_method, seed or 0)
@@ -261,7 +263,7 @@ class _Job:
         t0 = time.perf_counter()
         options = dict(seed=seed, deterministic=deterministic, max_steps=max_steps)
         if executor is not None:
-            from rlviz.sweep.episodes import env_factory, play_parallel
+            from rlviz.parallel.episodes import env_factory, play_parallel
 
             factory = env_factory(self.env)
             rollouts = play_parallel(

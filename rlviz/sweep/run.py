@@ -13,19 +13,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rlviz.sweep.executor import Executor, SerialExecutor
+from rlviz.parallel import Executor, SerialExecutor, blocks_of
 from rlviz.sweep.table import build_rows, plot_sweep, unit_comparison, write_csv, write_json
 from rlviz.sweep.tasks import ANALYSIS, ProbeSet, SweepSpec, make_probe, sweep_task
 
 Key = tuple[str, int]
-
-
-def blocks_of(seeds: Sequence[int], block_size: int) -> list[tuple[int, ...]]:
-    """``seeds`` cut into consecutive blocks of ``block_size`` (the last may be shorter)."""
-    if block_size < 1:
-        raise ValueError(f"block_size must be >= 1, got {block_size}")
-    seeds = [int(s) for s in seeds]
-    return [tuple(seeds[i : i + block_size]) for i in range(0, len(seeds), block_size)]
 
 
 def plan(

@@ -16,10 +16,9 @@ from typing import Any
 
 import numpy as np
 
+from rlviz.parallel.executor import Executor, blocks_of
 from rlviz.policy import PolicyAdapter, as_adapter
 from rlviz.rollout import Rollout, collect
-from rlviz.sweep.executor import Executor
-from rlviz.sweep.run import blocks_of
 
 __all__ = ["env_factory", "play_block", "play_parallel"]
 

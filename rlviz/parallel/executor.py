@@ -16,7 +16,7 @@ from __future__ import annotations
 import importlib
 import logging
 import sys
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -247,3 +247,11 @@ def make_executor(
         max_retries=max_retries,
         runtime_env=runtime_env,
     )
+
+
+def blocks_of(seeds: Sequence[int], block_size: int) -> list[tuple[int, ...]]:
+    """``seeds`` cut into consecutive blocks of ``block_size`` (the last may be shorter)."""
+    if block_size < 1:
+        raise ValueError(f"block_size must be >= 1, got {block_size}")
+    seeds = [int(s) for s in seeds]
+    return [tuple(seeds[i : i + block_size]) for i in range(0, len(seeds), block_size)]

@@ -3,7 +3,7 @@ explaining and encoding one task.
 
 Every episode samples its actions from a generator of its own (:func:`rlviz.rollout.collect`),
 so blocks of episodes play as tasks, each in its worker's copy of the env
-(:func:`rlviz.sweep.episodes.play_parallel`). What costs the time (attribution over the episode,
+(:func:`rlviz.parallel.episodes.play_parallel`). What costs the time (attribution over the episode,
 composing and encoding every frame) depends only on the rollout, so each episode is then one
 task; its video comes back as bytes and is written here atomically, so a cluster's workers need
 no shared output folder. Same rollouts, same maps, same frames: the files equal the serial run's.
@@ -18,10 +18,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from rlviz.io import atomic_write_bytes
+from rlviz.parallel.episodes import env_factory, play_parallel
+from rlviz.parallel.executor import Executor
 from rlviz.policy import PolicyAdapter, as_adapter
 from rlviz.rollout import Rollout
-from rlviz.sweep.episodes import env_factory, play_parallel
-from rlviz.sweep.executor import Executor
 from rlviz.video.explain import DEFAULT_METHODS, check_methods
 from rlviz.video.pipeline import (
     PanelsArg,
@@ -86,7 +86,7 @@ def render_video_parallel(
     """:func:`rlviz.video.render_video` (same arguments, an env object, not an id) with the
     episodes played in blocks and every episode explained and encoded as one task on
     ``executor``; the same files. ``env`` must be remakable in a worker
-    (:func:`rlviz.sweep.episodes.env_factory`).
+    (:func:`rlviz.parallel.episodes.env_factory`).
 
     Returns:
         The :class:`~rlviz.video.VideoSummary`; its timings add up the workers' stage times.
