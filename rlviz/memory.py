@@ -133,18 +133,18 @@ def memory_reliance(
             "states= (recorded by rlviz's rollouts)"
         )
     target = as_target(target)
-    x_all = adapter.preprocess(obs)
     kls, shares = [], []
-    for start in range(0, x_all.shape[0], batch_size):
+    for start in range(0, len(obs), batch_size):
         rows = slice(start, start + batch_size)
         part = subset_target(target, rows)
+        x = adapter.preprocess(
+            obs[rows]
+        )  # a pass at a time: a long episode's inputs never all held
         with torch.enable_grad():
             if recurrent:
-                kl, share = _recurrent_reliance(
-                    adapter, x_all[rows], tuple(s[rows] for s in states), part
-                )
+                kl, share = _recurrent_reliance(adapter, x, tuple(s[rows] for s in states), part)
             else:
-                kl, share = _stack_reliance(adapter, x_all[rows], part, layout)
+                kl, share = _stack_reliance(adapter, x, part, layout)
         kls.append(kl.float().cpu())
         shares.append(share.float().cpu())
     return MemoryReliance(kl=torch.cat(kls).numpy(), share=torch.cat(shares).numpy())
