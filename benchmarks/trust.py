@@ -56,6 +56,9 @@ def table(data: dict) -> list[str]:
             f"{i['auc']:.2f} ({i['random_auc']:.2f}) {ok[r['checks']['insertion']]} | "
             f"{gt_text} | {r['ms_per_frame']:.1f} | {r['verdict'].split(': ', 1)[1]} |"
         )
+    lines += [
+        f"| {row} | not applicable here: {why} |" for row, why in data.get("skipped", {}).items()
+    ]
     return lines
 
 

@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         t = time.perf_counter()
         try:
             report = rlviz.trust(adapter, env, methods, episodes=1, frames=args.frames,
-                                 max_steps=args.max_steps, mask_key=None)  # fmt: skip
+                                 max_steps=args.max_steps, mask_key=None, progress=print)  # fmt: skip
         finally:
             env.close()
         print(f"### {label}: rlviz.trust took {time.perf_counter() - t:.0f} s\n")

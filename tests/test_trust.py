@@ -460,3 +460,20 @@ def test_object_masks_wrapper_through_a_resize(tmp_path):
     report = rlviz.trust(tiny_policy(), env, ["occlusion"], episodes=1, frames=6,
                          mask_key="object_mask", options={"occlusion": {"window": 8, "stride": 8}})  # fmt: skip
     assert report.rows[0]["ground_truth"]["frames"] == 6
+
+
+def test_a_method_that_does_not_fit_the_network_is_listed_not_fatal():
+    """CAM needs a GAP + linear head; on a flatten + linear head it is reported as not
+    applicable (with CAM's own reason) and the other methods are scored."""
+    from helpers import ColourPatchEnv
+
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(3, 4, 4, stride=4), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 8 * 8, 3)
+    )
+    report = rlviz.trust(
+        PolicyAdapter(model), ColourPatchEnv(size=32), ["cam", "gradient"], episodes=1, frames=4
+    )
+    assert [r["row"] for r in report.rows] == ["gradient"]
+    assert "global average pooling" in report.skipped["cam"]
+    assert report.verdicts()[-1].startswith("cam: not applicable here (")

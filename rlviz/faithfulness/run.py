@@ -26,6 +26,10 @@ from rlviz.targets import TakenAction
 TARGETS = ("taken", "logits")
 
 
+class NotApplicable(ValueError):
+    """A method that cannot explain this network (its own error says why); the report lists it."""
+
+
 @dataclass
 class Frames:
     """The recorded frames every row is scored on."""
@@ -47,14 +51,22 @@ class TrustReport:
     settings: dict
     thresholds: dict = field(default_factory=lambda: dict(THRESHOLDS))
     paths: list = field(default_factory=list)  # the files written, if any
+    skipped: dict = field(default_factory=dict)  # row -> why the method does not apply here
 
     def verdicts(self) -> list[str]:
-        """One line per row: ``"occlusion: faithful here"`` or what it fails."""
-        return [row["verdict"] for row in self.rows]
+        """One line per row: ``"occlusion: faithful here"`` or what it fails; then the methods
+        that do not apply to this network (CAM without a GAP head) and why."""
+        lines = [row["verdict"] for row in self.rows]
+        return lines + [f"{row}: not applicable here ({why})" for row, why in self.skipped.items()]
 
     def to_dict(self) -> dict:
         """JSON-ready dict (what ``trust.json`` holds)."""
-        return {"settings": self.settings, "thresholds": self.thresholds, "rows": self.rows}
+        return {
+            "settings": self.settings,
+            "thresholds": self.thresholds,
+            "rows": self.rows,
+            "skipped": self.skipped,
+        }
 
 
 def record(
@@ -218,7 +230,10 @@ def _score_row(
         return method.attribute(adapter, frames.obs, tgt, states=frames.states).numpy()
 
     start = time.perf_counter()
-    maps = explain()
+    try:
+        maps = explain()
+    except ValueError as exc:  # e.g. CAM on a network whose head is not GAP + linear
+        raise NotApplicable(str(exc)) from exc
     ms = 1000 * (time.perf_counter() - start) / len(maps)
 
     # Cascading randomisation, output layer first; note which reset first moves pi (the output
@@ -345,19 +360,24 @@ def trust(
         f"{len(recorded.actions)} frames")  # fmt: skip
     baselines = _Baselines(adapter, recorded, steps, batch_size, seed)
     with adapter.holding_state(recorded.states):
-        rows = []
+        rows, skipped = [], {}
         for name in names:
             for target_name in targets:
                 if target_name == "logits" and get_method(name).name != "perturbation":
                     continue
                 t = time.perf_counter()
                 kw = dict(options=(options or {}).get(name), steps=steps, batch_size=batch_size)
-                rows.append(
-                    score_row(
+                try:
+                    row = score_row(
                         adapter, recorded, name, target_name, baselines, mask_key=mask_key, **kw
-                    )  # fmt: skip
-                )
-                say(f"{rows[-1]['verdict']}  [{time.perf_counter() - t:.1f} s]")
+                    )
+                except NotApplicable as exc:
+                    label = name if target_name == "taken" else f"{name}[{target_name}]"
+                    skipped[label] = str(exc)
+                    say(f"{label}: not applicable here ({exc})")
+                    continue
+                rows.append(row)
+                say(f"{row['verdict']}  [{time.perf_counter() - t:.1f} s]")
     settings = {
         "episodes": recorded.episodes,
         "steps_recorded": recorded.steps,
@@ -369,7 +389,7 @@ def trust(
         "seconds": time.perf_counter() - start,
         "threads": torch.get_num_threads(),
     }
-    report = TrustReport(rows, settings)
+    report = TrustReport(rows, settings, skipped=skipped)
     if out is not None:
         from rlviz.faithfulness.report import write
 
