@@ -367,7 +367,6 @@ class EpisodeRecorder:
         self.info_keys = None if info_keys is None else tuple(info_keys)
         self.capture = capture
         self.spool = spool
-        self._episodes = 0
         self.reset_record(None)
 
     def reset_record(self, seed: int | None) -> None:
@@ -381,8 +380,7 @@ class EpisodeRecorder:
             self.obs: list[np.ndarray] | StepArray = []
             self.views = CompressedFrames()
         else:  # a new set of arrays per episode: a rollout handed out keeps its own
-            self._episodes += 1
-            self._prefix = f"episode{self._episodes}-"
+            self._prefix = self.spool.unique("episode") + "-"
             self.obs = self.spool.array(self._prefix + "obs")
             self.views = CompressedFrames(path=self.spool.path / (self._prefix + "views.bin"))
         self._big: dict[str, StepArray] = {}  # spooled info arrays (masks), by key

@@ -113,6 +113,11 @@ class Spool:
         self._signal = _Sigterm.enter()
         _open.add(self)
 
+    def unique(self, stem: str) -> str:
+        """``stem`` numbered so that no array made here has the name (``stem1``, ``stem2``...)."""
+        self._count = getattr(self, "_count", 0) + 1
+        return f"{stem}{self._count}"
+
     def array(self, name: str, chunk: int | None = None) -> StepArray:
         """A new empty :class:`StepArray` stored here under ``name``."""
         if name in self._names:

@@ -31,6 +31,7 @@ from rlviz.io import atomic_write_bytes
 from rlviz.layout import LayoutError, ObservationLayout
 from rlviz.policy import PolicyAdapter, as_adapter
 from rlviz.rollout import collect
+from rlviz.spool import Spool
 from rlviz.targets import TakenAction
 from rlviz.video.explain import DEFAULT_METHODS  # the one default: the explorer shows the video's
 
@@ -190,6 +191,7 @@ def explore(
         with (
             torch_threads(threads) if threads else nullcontext(),
             _stage_bar(progress, stages) as stage,
+            Spool() as job.spool,  # observations and masks on disk while the report is made
         ):
             job.play(episodes, seed, deterministic, max_steps, progress, executor)
             job.window(from_step, to_step)
@@ -246,6 +248,7 @@ class _Job:
         self.methods, self.targets, self.per_action = methods, targets, per_action
         self.stack_method = stack_method(methods)
         self.rollouts: list = []
+        self.spool = None  # a Spool for the played observations, while explore() runs
         self.data: list[EpisodeData] = []
         self.timings: dict[str, float] = {}
         self.manifest: dict = {}
@@ -270,7 +273,9 @@ class _Job:
                 factory, self.adapter, executor, episodes, info_keys=INFO_KEYS, **options
             )
         else:
-            rollouts = collect(self.env, self.adapter, episodes, info_keys=INFO_KEYS, **options)
+            rollouts = collect(
+                self.env, self.adapter, episodes, info_keys=INFO_KEYS, spool=self.spool, **options
+            )
         if progress and executor is None:
             from tqdm.auto import tqdm
 
@@ -295,9 +300,11 @@ class _Job:
 
     @property
     def all_obs(self) -> np.ndarray:
-        if len(self.rollouts) == 1:  # one (long) episode: its observations, not a copy of them
-            return np.asarray(self.rollouts[0].obs)
-        return np.concatenate([r.obs for r in self.rollouts])
+        """Every step's observation: one (long) episode's own (disk-backed: the state map and
+        NMF read it a batch at a time), else the episodes' concatenated."""
+        if len(self.rollouts) == 1:
+            return self.rollouts[0].obs
+        return np.concatenate([np.asarray(r.obs) for r in self.rollouts])
 
     def explain(self, layer, gamma, lam, batch_size, executor=None) -> None:
         t0 = time.perf_counter()
@@ -379,7 +386,7 @@ class _Job:
         masks = None
         if all("goal_mask" in r.infos for r in self.rollouts):
             masks = np.concatenate([np.asarray(r.infos["goal_mask"], bool) for r in self.rollouts])
-        obs = self.all_obs
+        obs = np.asarray(self.all_obs)
         if obs.ndim != 4:  # the feature tools read single frames [N, H, W, C]
             return
         with self.adapter.from_start():  # a recurrent policy: from the episode's start state
