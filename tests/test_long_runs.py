@@ -27,6 +27,7 @@ TESTS = Path(__file__).resolve().parent
 # high-water mark of resident memory is reset (Linux clear_refs) and one episode rendered.
 _RENDER_CHILD = """
 import json, sys, tempfile
+import numpy as np
 from helpers import SquareEnv, tiny_policy
 import rlviz.video.pipeline as pipeline
 from rlviz.video.panels import ActionPanel, MapPanel, ValuePanel
@@ -41,7 +42,9 @@ def keep_count(*args, **kwargs):  # what the pipeline holds for the episode whil
     ep = explain(*args, **kwargs)
     r = ep.rollout
     arrays = [r.obs, r.actions, r.probs, r.values, r.rewards, *r.infos.values(), *ep.maps.values()]
-    kept.append(sum(a.nbytes for a in arrays if a is not None) / len(r))
+    # The episode's per-step data, in RAM or in the spool's chunk files (the same bytes).
+    size = lambda a: int(np.prod(a.shape)) * np.dtype(a.dtype).itemsize
+    kept.append(sum(size(a) for a in arrays if a is not None) / len(r))
     return ep
 pipeline.explain_episode = keep_count
 

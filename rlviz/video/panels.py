@@ -328,7 +328,11 @@ class ValuePanel(Panel):
     def prepare(self, episode: EpisodeExplanation) -> None:
         rollout = episode.rollout
         h, w = self.size
-        x0, x1, y0, y1 = 40, w - 10, HEADER + 8, h - 40  # room below for the step axis
+        # Room below for the step axis's labels and the value line; a small tile keeps the
+        # plot (ticks only, no labels) rather than a negative height.
+        labelled = h - 40 - (HEADER + 8) >= 24
+        x0, x1, y0 = 40, w - 10, HEADER + 8
+        y1 = h - 40 if labelled else max(y0 + 1, h - 30)
         self._plot = (x0, x1, y0, y1)
         horizon = max(int(episode.horizon or len(episode)), 2)
         self._horizon = horizon
@@ -365,12 +369,18 @@ class ValuePanel(Panel):
         bright = np.asarray(img).copy()
         put_text(bright, format_number(hi - pad), (x0 - 4, y0), size=10, color=MUTED, anchor="rt")
         put_text(bright, format_number(lo + pad), (x0 - 4, y1), size=10, color=MUTED, anchor="rb")
-        put_text(bright, "0", (x0, y1 + 4), size=10, color=MUTED, anchor="lt")
-        mid_x = px(np.array([float((horizon - 1) // 2)]), np.array([0.0]))[0][0]
-        put_text(
-            bright, f"step {(horizon - 1) // 2}", (mid_x, y1 + 4), size=10, color=MUTED, anchor="mt"
-        )
-        put_text(bright, str(horizon - 1), (x1, y1 + 4), size=10, color=MUTED, anchor="rt")
+        if labelled:
+            put_text(bright, "0", (x0, y1 + 4), size=10, color=MUTED, anchor="lt")
+            mid_x = px(np.array([float((horizon - 1) // 2)]), np.array([0.0]))[0][0]
+            put_text(
+                bright,
+                f"step {(horizon - 1) // 2}",
+                (mid_x, y1 + 4),
+                size=10,
+                color=MUTED,
+                anchor="mt",
+            )
+            put_text(bright, str(horizon - 1), (x1, y1 + 4), size=10, color=MUTED, anchor="rt")
         legend = put_text(bright, "reward", (w - 8, HEADER // 2), size=11, color=GOOD, anchor="rm")
         if values is not None:
             put_text(
