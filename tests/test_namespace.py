@@ -78,3 +78,29 @@ def test_cli_commands_run_beside_the_users_envs_and_agents(user_project):
         assert sorted(p.name for p in (user_project / name).iterdir() if p.suffix == ".py") == [
             "__init__.py"
         ]
+
+
+def test_a_wheel_installs_only_the_rlviz_package(tmp_path):
+    """A non-editable install must not write site-packages/envs or site-packages/agents."""
+    import shutil
+    import zipfile
+
+    source = tmp_path / "src"
+    source.mkdir()
+    for name in ("setup.py", "pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
+    skip = shutil.ignore_patterns("__pycache__", "*.pyc")
+    for folder in ("rlviz", "envs", "agents"):
+        shutil.copytree(ROOT / folder, source / folder, ignore=skip)
+    built = run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
+         "-w", str(tmp_path / "dist"), str(source)],
+        tmp_path,
+    )
+    assert built.returncode == 0, built.stderr[-2000:]
+    (wheel,) = (tmp_path / "dist").glob("rlviz-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert {n.split("/")[0] for n in names} == {"rlviz", wheel.name.split("-py")[0] + ".dist-info"}
+    assert "rlviz/envs/boxreach.py" in names and "rlviz/agents/trainer.py" in names
+    assert "rlviz/agents/checkpoints/boxreach.safetensors" in names
+    assert "rlviz/explorer/assets/index.html" in names
