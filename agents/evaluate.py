@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
+
 from rlviz.agents.policy import ActorCritic, preprocess
 from rlviz.agents.vecenv import TRAIN_SEED_RANGE, episode_seed, make_env
 

@@ -35,9 +35,11 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from rlviz import agents  # noqa: E402
-from rlviz import envs  # noqa: E402,F401  (registers rlviz/BoxReach-v0)
 import rlviz  # noqa: E402
+from rlviz import (  # noqa: E402
+    agents,
+    envs,  # noqa: F401  (registers rlviz/BoxReach-v0)
+)
 from rlviz.envs.wrappers import StackFrames  # noqa: E402
 from rlviz.memory import memory_reliance  # noqa: E402
 from rlviz.methods import get_method  # noqa: E402

@@ -16,8 +16,8 @@ import torch
 from torch import nn
 from torch.distributions import Categorical
 
-from rlviz import envs  # registers rlviz/BoxReach-* and prepares headless rendering
 import rlviz
+from rlviz import envs  # registers rlviz/BoxReach-* and prepares headless rendering
 
 
 class Agent(nn.Module):

@@ -12,8 +12,8 @@ import argparse
 
 import gymnasium as gym
 
-from rlviz import envs  # registers rlviz/BoxReach-* and prepares headless rendering
 import rlviz
+from rlviz import envs  # registers rlviz/BoxReach-* and prepares headless rendering
 
 
 def main(argv: list[str] | None = None) -> None:

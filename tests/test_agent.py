@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from rlviz import agents
+from rlviz import agents, capture, get_layer, list_layers
 from rlviz.agents.checkpoint import (
     SHIPPED_CHECKPOINT,
     CheckpointError,
@@ -18,7 +18,6 @@ from rlviz.agents.checkpoint import (
     state_path,
 )
 from rlviz.agents.policy import ActorCritic, Architecture, make_adapter, preprocess
-from rlviz import capture, get_layer, list_layers
 
 FRAMES = np.random.default_rng(0).integers(0, 256, (4, 60, 80, 3), dtype=np.uint8)
 

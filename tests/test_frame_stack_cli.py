@@ -94,8 +94,8 @@ def test_probe_stacks_are_what_stack_frames_shows_the_policy():
     # StackFrames returns at those steps (the first frame repeated before the episode began).
     from helpers import SquareEnv, TinyCNN
 
-    from rlviz.envs.wrappers import StackFrames
     from rlviz import ObservationLayout, PolicyAdapter
+    from rlviz.envs.wrappers import StackFrames
     from rlviz.sweep import ProbeSet
     from rlviz.sweep.tasks import probe_obs
 

@@ -8,10 +8,10 @@ import pytest
 import torch
 from gymnasium.utils.env_checker import check_env
 
+from rlviz import capture
 from rlviz.agents.checkpoint import load_checkpoint, load_policy, read_config
 from rlviz.agents.policy import ActorCritic, Architecture, make_adapter, preprocess
 from rlviz.envs.wrappers import StackFrames
-from rlviz import capture
 from rlviz.layout import ObservationLayout
 from tests.helpers import H, SquareEnv, W
 
