@@ -19,6 +19,10 @@ if typing.TYPE_CHECKING:
     import torch
 
 
+#: What ``mirror_augment`` may mirror.
+MIRROR_CHOICES = ("none", "all", "goal")
+
+
 @dataclass
 class Config:
     """PPO settings. Every field is a command-line flag: ``env_id`` -> ``--env-id``."""
@@ -87,10 +91,11 @@ class Config:
     """Shaping: the progress potential also counts the turn steps to face the oracle's heading
     (envs.oracle.steps_to_go, in forward-step metres), so turning the short way round is progress
     too; without it a policy can settle on turning one way only. Still potential-based."""
-    mirror_augment: bool = False
-    """Also learn from each rollout mirrored left-right (frames flipped, "left"/"right" actions
+    mirror_augment: str = "none"
+    """Also learn from rollout samples mirrored left-right (frames flipped, "left"/"right" actions
     swapped; BoxReach's room is mirror-symmetric), so the policy cannot settle on turning one way
-    only. Doubles the samples per update."""
+    only: none; all (every sample); goal (samples whose frames show the red box: search keeps
+    its own direction)."""
     frame_stack: int = 1
     """Memory: the policy sees the last K frames, stacked on the channel axis oldest first
     (envs.wrappers.StackFrames; 1: one frame, no memory)."""
@@ -118,6 +123,10 @@ class Config:
         problems = []
         if self.head not in ("gap", "mlp"):
             problems.append(f"head={self.head!r}; expected gap or mlp")
+        if self.mirror_augment not in MIRROR_CHOICES:
+            problems.append(
+                f"mirror_augment={self.mirror_augment!r}; expected one of {', '.join(MIRROR_CHOICES)}"
+            )
         if self.num_envs % (2 * self.num_workers):
             problems.append(
                 f"num_envs={self.num_envs} must be a multiple of 2 x num_workers={self.num_workers} "

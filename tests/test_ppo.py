@@ -420,7 +420,7 @@ def test_mirror_augment_adds_each_sample_flipped_with_left_and_right_swapped():
 
 
 def test_learner_with_mirror_augment_updates_on_twice_the_samples():
-    cfg = Config(num_envs=2, num_steps=4, num_minibatches=2, update_epochs=1, mirror_augment=True)
+    cfg = Config(num_envs=2, num_steps=4, num_minibatches=2, update_epochs=1, mirror_augment="all")
     learner = Learner(ActorCritic(), cfg, torch.device("cpu"))
     buf = RolloutBuffer(cfg.num_steps, cfg.num_envs, (60, 80, 3))
     buf.obs[:] = np.random.default_rng(0).integers(0, 255, buf.obs.shape, dtype=np.uint8)
@@ -430,3 +430,49 @@ def test_learner_with_mirror_augment_updates_on_twice_the_samples():
     learner._step = lambda x, batch, idx: seen.append(len(batch)) or original(x, batch, idx)
     learner.update(buf, step=8)
     assert seen and set(seen) == {2 * cfg.num_steps * cfg.num_envs}
+
+
+def test_goal_mirroring_flips_only_samples_that_show_the_red_box():
+    from rlviz.agents.ppo import Batch, mirror_actions, red_box_in_view
+
+    obs = np.full((3, 6, 8, 6), 90, dtype=np.uint8)  # grey frames, two per observation
+    obs[1, 2:4, 5:7, 3:6] = (200, 30, 20)  # red box in the newest frame of sample 1
+    obs[2, 1:3, 0:2, 0:3] = (240, 200, 30)  # a yellow distractor is not the box
+    assert red_box_in_view(obs).tolist() == [False, True, False]
+    batch = Batch(
+        obs=obs,
+        actions=torch.tensor([0, 0, 2]),
+        logprobs=torch.zeros(3),
+        values=torch.zeros(3),
+        advantages=torch.tensor([1.0, 2.0, 3.0]),
+        returns=torch.zeros(3),
+    )
+    both = batch.with_mirror(mirror_actions(("left", "forward", "right")), red_box_in_view(obs))
+    assert len(both) == 4
+    assert both.actions.tolist() == [0, 0, 2, 2] and both.advantages.tolist()[-1] == 2.0
+    assert np.array_equal(both.obs[3], obs[1, :, ::-1])
+    with pytest.raises(ValueError, match="mirror_augment"):
+        Config(mirror_augment="yes")
+
+
+@pytest.mark.slow
+def test_red_box_colour_test_matches_the_goal_mask_on_boxreach_frames():
+    from rlviz.agents.ppo import red_box_in_view
+    from rlviz.agents.vecenv import make_env
+
+    env = make_env("rlviz/BoxReach-v0", {"ground_truth": True})
+    rng = np.random.default_rng(1)
+    frames, visible = [], []
+    try:
+        for seed in (11, 12):
+            obs, info = env.reset(seed=seed)
+            for _ in range(40):
+                obs, _, term, trunc, info = env.step(int(rng.choice(3, p=[0.3, 0.4, 0.3])))
+                frames.append(obs)
+                visible.append(bool(info["box_visible"]))
+                if term or trunc:
+                    break
+    finally:
+        env.close()
+    assert any(visible) and not all(visible)  # both kinds of frame were seen
+    assert red_box_in_view(np.stack(frames)).tolist() == visible
