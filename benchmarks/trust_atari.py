@@ -62,10 +62,10 @@ def train(minutes: float, seed: int = 0):
 
 def play_returns(adapter, episodes: int, seed: int) -> list[float]:
     """Full games of Pong (to 21) with actions sampled from pi: the score of each."""
-    from rlviz.callbacks import VecEnvAsGym
+    from rlviz.gym_env import OneEnv
     from rlviz.rollout import collect
 
-    env = VecEnvAsGym(pong_venv(seed + 100))
+    env = OneEnv(pong_venv(seed + 100), owns=True)
     try:
         return [float(r.rewards.sum()) for r in collect(env, adapter, episodes, seed=seed + 100)]
     finally:
@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import rlviz
     from rlviz import PolicyAdapter
-    from rlviz.callbacks import VecEnvAsGym
+    from rlviz.gym_env import OneEnv
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--minutes", type=float, default=5.0)
@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
             scores = play_returns(adapter, args.games, 0)
             print(f"\n{label}: scores over {args.games} full games: {scores} (mean "
                   f"{np.mean(scores):+.1f}; -21 is losing every point)")  # fmt: skip
-        env = VecEnvAsGym(pong_venv(0))
+        env = OneEnv(pong_venv(0), owns=True)
         t = time.perf_counter()
         try:
             report = rlviz.trust(adapter, env, methods, episodes=1, frames=args.frames,

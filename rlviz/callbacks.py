@@ -42,6 +42,7 @@ except ImportError as exc:  # pragma: no cover - only without the optional depen
         "rlviz.callbacks needs Stable-Baselines3: `pip install stable-baselines3`"
     ) from exc
 
+from rlviz.gym_env import OneEnv, as_gym_env
 from rlviz.layout import LayoutError, ObservationLayout
 from rlviz.policy import PolicyAdapter
 
@@ -51,58 +52,6 @@ _TB_HINT = (
     "explanation videos are written as MP4s only; to see them in TensorBoard, "
     "`pip install tensorboard moviepy` and pass tensorboard_log= to the algorithm"
 )
-
-
-class VecEnvAsGym(gym.Env):
-    """The single env of an SB3 ``VecEnv`` as a Gymnasium env, so rlviz can play it.
-
-    Observations keep the VecEnv chain's layout (``VecFrameStack``, ``VecTransposeImage``), which
-    the env declares as ``observation_layout``. A VecEnv resets itself when an episode ends; the
-    episode's last observation is taken from ``info["terminal_observation"]``.
-    """
-
-    metadata: dict[str, Any] = {"render_modes": []}
-
-    def __init__(self, venv) -> None:
-        if getattr(venv, "num_envs", 1) != 1:
-            raise ValueError(
-                f"the explanation env must hold one env; this VecEnv has {venv.num_envs}. Make a "
-                "separate eval env, e.g. make_atari_env(id, n_envs=1) with the same wrappers"
-            )
-        self.venv = venv
-        self.observation_space = venv.observation_space
-        self.action_space = venv.action_space
-        self.observation_layout = ObservationLayout.from_vec_env(venv)
-
-    def reset(self, *, seed: int | None = None, options: dict | None = None):
-        """Reset the VecEnv (seeded when ``seed`` is given); returns (obs, info)."""
-        super().reset(seed=seed)
-        if seed is not None:
-            self.venv.seed(seed)
-        obs = self.venv.reset()
-        infos = getattr(self.venv, "reset_infos", None) or [{}]
-        return obs[0], dict(infos[0])
-
-    def step(self, action):
-        """One step; returns (obs, reward, terminated, truncated, info)."""
-        obs, rewards, dones, infos = self.venv.step(np.asarray([action]))
-        info = dict(infos[0])
-        if not dones[0]:
-            return obs[0], float(rewards[0]), False, False, info
-        last = info.pop("terminal_observation", obs[0])
-        truncated = bool(info.get("TimeLimit.truncated", False))
-        return last, float(rewards[0]), not truncated, truncated, info
-
-    def get_action_meanings(self) -> list[str]:
-        """The inner env's action meanings (Atari), or [] when it has none."""
-        try:
-            return list(self.venv.env_method("get_action_meanings", indices=[0])[0])
-        except (AttributeError, TypeError):
-            return []
-
-    def close(self) -> None:
-        """Close the VecEnv."""
-        self.venv.close()
 
 
 EnvSpec = gym.Env | str | Callable[[], Any] | Any
@@ -199,6 +148,8 @@ class ExplanationVideoCallback(BaseCallback):
 
     def _on_training_end(self) -> None:
         if self._env is not None and self._owned:
+            if isinstance(self._env, OneEnv):
+                self._env.owns = True  # a VecEnv made here by a factory
             self._env.close()
             self._env = None
 
@@ -270,7 +221,7 @@ def _as_gym_env(spec: EnvSpec):
     if callable(spec) and not isinstance(spec, gym.Env) and not hasattr(spec, "step"):
         env = spec()
     if hasattr(env, "num_envs") and hasattr(env, "step_async"):
-        return VecEnvAsGym(env)
+        return as_gym_env(env, what="the explanation env")
     if not isinstance(env, gym.Env):
         raise TypeError(
             f"env must be a Gymnasium env, an env id, a function returning one, or an SB3 VecEnv "

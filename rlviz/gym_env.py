@@ -38,11 +38,13 @@ class OneEnv:
 
     A VecEnv resets itself when an episode ends; the last observation it returns then is the
     next episode's first, so ``step`` hands back ``info["terminal_observation"]`` instead.
-    ``observation_layout`` is read off the VecEnv chain (``VecFrameStack``).
+    ``observation_layout`` is read off the VecEnv chain (``VecFrameStack``). ``owns``: ``close``
+    closes the VecEnv too (it was made for rlviz, e.g. by the SB3 callback from a factory).
     """
 
-    def __init__(self, venv) -> None:
+    def __init__(self, venv, owns: bool = False) -> None:
         self.venv = venv
+        self.owns = bool(owns)
         self.observation_space = venv.observation_space
         self.action_space = venv.action_space
         self.metadata = getattr(venv, "metadata", {})
@@ -72,8 +74,17 @@ class OneEnv:
     def render(self):
         return self.venv.render()
 
+    def get_action_meanings(self) -> list[str]:
+        """The inner env's action meanings (Atari), or [] when it has none."""
+        try:
+            return list(self.venv.env_method("get_action_meanings", indices=[0])[0])
+        except (AttributeError, TypeError):
+            return []
+
     def close(self) -> None:
-        """The VecEnv is the caller's: left open."""
+        """Closes the VecEnv when it ``owns`` it; otherwise it is the caller's: left open."""
+        if self.owns:
+            self.venv.close()
 
 
 class PickKey:

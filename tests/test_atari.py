@@ -67,10 +67,10 @@ def test_pong_frame_stack_explained_per_frame(pong):
 
 def test_pong_rendered_to_a_short_video(pong, tmp_path):
     from rlviz import PolicyAdapter, render_video
-    from rlviz.callbacks import VecEnvAsGym
+    from rlviz.gym_env import OneEnv
 
     model, _ = pong
-    eval_env = VecEnvAsGym(pong_env())
+    eval_env = OneEnv(pong_env(), owns=True)
     try:
         adapter = PolicyAdapter.from_sb3(model)
         summary = render_video(

@@ -367,7 +367,7 @@ def test_sb3_atari_agent(tmp_path):
     pytest.importorskip("stable_baselines3")
     from test_atari import pong_env
 
-    from rlviz.callbacks import VecEnvAsGym
+    from rlviz.gym_env import OneEnv
 
     venv = pong_env()
     try:
@@ -377,7 +377,7 @@ def test_sb3_atari_agent(tmp_path):
                         policy_kwargs={"features_extractor_kwargs": {"features_dim": 32}})  # fmt: skip
         adapter = PolicyAdapter.from_sb3(model)
         report = rlviz.trust(
-            adapter, VecEnvAsGym(venv), ["gradient", "gradcam"], episodes=1, frames=6,
+            adapter, OneEnv(venv), ["gradient", "gradcam"], episodes=1, frames=6,
             max_steps=12, steps=5,
         )  # fmt: skip
     finally:
