@@ -24,6 +24,29 @@ from rlviz.targets import MostLikelyAction, TakenAction, as_target, subset_targe
 # Steps per pass: memory reliance runs over whole episodes.
 DEFAULT_BATCH = 256
 
+#: The method of a stack's per-frame maps (stack panels) when none of the chosen methods works in
+#: input space: one backward pass per step, the cheapest per-frame map.
+STACK_FALLBACK = "gradient"
+
+
+def has_memory(policy, layout: ObservationLayout | None) -> bool:
+    """Whether the policy remembers: a recurrent state, or a layout of K > 1 stacked frames."""
+    return bool(getattr(policy, "recurrent", False)) or bool(layout is not None and layout.stacked)
+
+
+def per_frame_mode(method: str) -> str:
+    """How ``method`` explains each stacked frame alone: "input" (its input channels reduced per
+    frame) or the method's own mode (occlusion's patch covers every frame; CAM's layer mixed them)."""
+    from rlviz.methods import get_method
+
+    return getattr(get_method(method), "per_frame_mode", "input")
+
+
+def stack_method(methods) -> str:
+    """The method of per-frame maps: the first of ``methods`` in input space, else
+    :data:`STACK_FALLBACK`."""
+    return next((m for m in methods if per_frame_mode(m) == "input"), STACK_FALLBACK)
+
 
 @dataclass
 class MemoryReliance:

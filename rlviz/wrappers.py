@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from rlviz.explain import explain
-from rlviz.memory import MemoryReliance, memory_reliance
+from rlviz.memory import MemoryReliance, has_memory, memory_reliance
 from rlviz.policy import PolicyAdapter, as_adapter
 from rlviz.policy.output import policy_action
 from rlviz.rollout import (
@@ -50,7 +50,7 @@ from rlviz.video.explain import (
 from rlviz.video.grid import Composer
 from rlviz.video.pipeline import VideoJob, panel_factory, top_down_capture
 from rlviz.video.resources import torch_threads
-from rlviz.video.timeline import TimeMaps, has_memory
+from rlviz.video.timeline import TimeMaps
 from rlviz.video.writer import check_writable
 
 __all__ = ["ExplanationRender", "RecordExplanationVideo", "capped_cubic_video_schedule"]

@@ -25,10 +25,10 @@ import torch
 from rlviz.explorer.episode import TARGETS, EpisodeData, map_size
 from rlviz.explorer.page import write_page, write_script
 from rlviz.explorer.sprites import DEFAULT_COLS, png_bytes, sheet
-from rlviz.explorer.stack import stack_method
 from rlviz.explorer.tasks import EpisodeJob, explain_episode
 from rlviz.io import atomic_write_bytes
 from rlviz.layout import LayoutError, ObservationLayout
+from rlviz.memory import stack_method
 from rlviz.policy import PolicyAdapter, as_adapter
 from rlviz.rollout import collect
 from rlviz.spool import Spool

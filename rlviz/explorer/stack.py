@@ -15,28 +15,10 @@ import numpy as np
 
 from rlviz.explorer.episode import rollout_states
 from rlviz.layout import ObservationLayout
+from rlviz.memory import has_memory
 from rlviz.policy import PolicyAdapter
 from rlviz.rollout import Rollout
 from rlviz.targets import TakenAction, Value
-
-#: Preferred method for per-frame maps: input-space, cheap (one backward pass per batch).
-STACK_METHOD = "gradient"
-
-
-def has_memory(adapter: PolicyAdapter, layout: ObservationLayout | None) -> bool:
-    """Whether the policy remembers: a recurrent state, or a layout with more than one frame."""
-    return bool(getattr(adapter, "recurrent", False)) or bool(layout is not None and layout.stacked)
-
-
-def stack_method(methods: Sequence[str]) -> str:
-    """The method for per-frame maps: the first of ``methods`` that reduces each frame's input
-    channels alone (``per_frame_mode == "input"``), else :data:`STACK_METHOD`."""
-    from rlviz.methods import get_method
-
-    for name in methods:
-        if getattr(get_method(name), "per_frame_mode", None) == "input":
-            return name
-    return STACK_METHOD
 
 
 def stack_maps(

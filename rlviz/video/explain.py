@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from rlviz.explain import EXPLAIN_BATCH, MapJob, episode_chunk, explain_rollout, frame_share
-from rlviz.memory import MemoryReliance, memory_reliance
+from rlviz.memory import MemoryReliance, has_memory, memory_reliance
 from rlviz.methods import available_methods, get_method
 from rlviz.policy import PolicyAdapter, as_adapter
 from rlviz.rollout import Rollout
@@ -36,7 +36,6 @@ from rlviz.video.timeline import (
     TimeMaps,
     episode_layout,
     episode_states,
-    has_memory,
     with_layout,
 )
 

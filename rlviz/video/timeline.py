@@ -14,24 +14,14 @@ import torch
 
 from rlviz.explain import frame_share
 from rlviz.layout import ObservationLayout
-from rlviz.methods import get_method
+from rlviz.memory import per_frame_mode, stack_method
 from rlviz.policy import PolicyAdapter
 from rlviz.rollout import Rollout, with_layout
 from rlviz.video.scale import normalize_stack
 
 State = tuple[torch.Tensor, ...]
 
-__all__ = ["TimeMaps", "episode_layout", "episode_states", "has_memory", "with_layout"]
-
-#: The stack panel's method when none of the chosen methods works in input space: one backward
-#: pass per step, the cheapest per-frame map.
-STACK_FALLBACK = "gradient"
-
-
-def has_memory(adapter: PolicyAdapter, layout: ObservationLayout | None) -> bool:
-    """Whether the policy remembers: a recurrent state, or a stack of K > 1 frames."""
-    return bool(adapter.recurrent) or (layout is not None and layout.stacked)
-
+__all__ = ["TimeMaps", "episode_layout", "episode_states", "with_layout"]
 
 def episode_layout(adapter: PolicyAdapter, rollout: Rollout) -> ObservationLayout | None:
     """The layout of an episode's observations: the adapter's, else the rollout's (its env's).
@@ -77,8 +67,8 @@ class TimeMaps:
 
     def __init__(self, layout: ObservationLayout | None, methods: Sequence[str]) -> None:
         self.stacked = layout is not None and layout.stacked
-        inputs = [m for m in methods if _per_frame_mode(m) == "input"]
-        self.method = (inputs[0] if inputs else STACK_FALLBACK) if self.stacked else None
+        inputs = [m for m in methods if per_frame_mode(m) == "input"]
+        self.method = stack_method(methods) if self.stacked else None
         self.missing = self.stacked and not inputs
         self.frame_maps: dict[str, np.ndarray] = {}
         self.shares: np.ndarray | None = None
@@ -86,7 +76,7 @@ class TimeMaps:
 
     def per_frame(self, method: str) -> bool:
         """Whether ``method`` runs per frame (stacked episodes, input-space methods)."""
-        return self.stacked and _per_frame_mode(method) == "input"
+        return self.stacked and per_frame_mode(method) == "input"
 
     def add(
         self, method: str, raw: np.ndarray, mode: str, signed: bool
@@ -101,5 +91,3 @@ class TimeMaps:
         return np.ascontiguousarray(scaled[:, -1]), ranges
 
 
-def _per_frame_mode(method: str) -> str:
-    return getattr(get_method(method), "per_frame_mode", "input")
