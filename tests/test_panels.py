@@ -183,7 +183,8 @@ def test_embedding_panel_marks_the_current_state():
 
 
 def test_events_from_ground_truth():
-    events = episode_events(make_episode())
+    episode = make_episode()
+    events = episode_events(episode.rollout, episode.action_names)
     assert "box came into view" in events[3] and "lost sight of the box" in events[6]
     # box on the left (columns 2..7 of 40) and the agent turns right at t = 3 and 4
     assert (

@@ -264,15 +264,6 @@ def rollout_states(rollout: Rollout) -> tuple | None:
     return getattr(rollout, "states", None)
 
 
-def episode_events(rollout: Rollout, action_names: Sequence[str]) -> list[list[str]]:
-    """The video engine's per-step event captions of ``rollout`` (they read only the rollout
-    and the action names, so no maps are passed)."""
-    from rlviz.video.episode import EpisodeExplanation
-    from rlviz.video.events import episode_events as captions
-
-    return captions(EpisodeExplanation(rollout=rollout, maps={}, action_names=tuple(action_names)))
-
-
 def episode_record(
     rollout: Rollout,
     action_names: Sequence[str],
@@ -321,6 +312,8 @@ def episode_record(
         record["advantages"] = np.round(adv, 4).tolist()
         record["returns"] = np.round(ret, 4).tolist()
     blocked = scalars.blocked_steps(rollout.actions, rollout.infos.get("agent_pos"), action_names)
+    from rlviz.video.events import episode_events
+
     record["events"] = scalars.structured_events(episode_events(rollout, action_names), blocked)
     if "box_visible" in rollout.infos:
         record["visible"] = np.asarray(rollout.infos["box_visible"]).reshape(n).astype(int).tolist()

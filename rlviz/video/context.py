@@ -164,7 +164,7 @@ class CaptionPanel(Panel):
 
     def prepare(self, episode: EpisodeExplanation) -> None:
         self._base = blank(*self.size, PANEL_BG)
-        self._events = episode_events(episode)
+        self._events = episode_events(episode.rollout, episode.action_names)
         truth = goal_truth(episode.rollout.infos, len(episode))
         self._visible, self._goal = truth.visible, truth.name
 

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
-    from rlviz.video.episode import EpisodeExplanation
+    from rlviz.rollout import Rollout
 
 #: Infos the panels read (names or glob patterns); other infos are not kept per step.
 INFO_KEYS = ("success", "goal_mask", "goal_name", "*_visible")
@@ -98,21 +98,20 @@ def _turn_events(events, truth: GoalTruth, actions, left: int, right: int) -> No
             events[t].append(f"turning away from a visible {truth.name}")
 
 
-def episode_events(episode: EpisodeExplanation) -> list[list[str]]:
+def episode_events(rollout: Rollout, action_names: Sequence[str]) -> list[list[str]]:
     """Event captions per step from the rollout and ground truth: ``[T]`` lists of strings.
 
     Events: "<goal> came into view" (first step it appears), "lost sight of the <goal>", "turning
     away from a visible <goal>" (a turn away from the side of the image the goal is on), "reached
     the <goal>", and rewards. Ground-truth events need the infos of this module's docstring.
     """
-    rollout = episode.rollout
     n = len(rollout)
     events: list[list[str]] = [[] for _ in range(n)]
     truth = goal_truth(rollout.infos, n)
     if truth.visible is not None:
         _view_events(events, truth)
-    left = _action_index(episode.action_names, "left")
-    right = _action_index(episode.action_names, "right")
+    left = _action_index(action_names, "left")
+    right = _action_index(action_names, "right")
     if truth.mask is not None and left is not None and right is not None:
         _turn_events(events, truth, rollout.actions, left, right)
     success = truth.success
