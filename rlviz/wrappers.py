@@ -38,7 +38,7 @@ from rlviz.rollout import (
     with_layout,
 )
 from rlviz.targets import MostLikelyAction
-from rlviz.video.episode import EpisodeExplanation, resolve_action_names
+from rlviz.video.episode import EpisodeExplanation
 from rlviz.video.events import INFO_KEYS
 from rlviz.video.explain import (
     DEFAULT_METHODS,
@@ -352,7 +352,7 @@ class ExplanationRender(gym.Wrapper):
             maps=maps,
             map_ranges=ranges,
             map_signed=signs,
-            action_names=resolve_action_names(self.env, self.policy, probs.shape[1]),
+            action_names=self.policy.action_names_for(probs.shape[1], self.env),
             normalize="running",
             target_name="log \u03c0(a* | s_t), a* most likely",
             embedding=self.embedding if self._xy else None,

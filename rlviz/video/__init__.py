@@ -11,7 +11,7 @@ episode), :mod:`~rlviz.video.state_map` (fitting the state-map panel's map) and
 """
 
 from rlviz.rollout import CompressedFrames
-from rlviz.video.episode import EpisodeExplanation, resolve_action_names
+from rlviz.video.episode import EpisodeExplanation
 from rlviz.video.events import INFO_KEYS, episode_events
 from rlviz.video.explain import DEFAULT_METHODS, explain_episode
 from rlviz.video.grid import Composer
@@ -45,5 +45,4 @@ __all__ = [
     "render_episode",
     "render_video",
     "select_panels",
-    "resolve_action_names",
 ]

@@ -10,11 +10,10 @@ import numpy as np
 
 from rlviz.layout import ObservationLayout
 from rlviz.memory import MemoryReliance
-from rlviz.policy import PolicyAdapter
 from rlviz.rollout import CompressedFrames, Rollout
 from rlviz.video.draw import display_frame
 
-__all__ = ["CompressedFrames", "EpisodeExplanation", "resolve_action_names"]
+__all__ = ["CompressedFrames", "EpisodeExplanation"]
 
 
 @dataclass
@@ -124,20 +123,3 @@ class EpisodeExplanation:
             if self.meta.get(key) is not None
         ]
         return "    ".join(parts)
-
-
-def resolve_action_names(env, adapter: PolicyAdapter, n_actions: int) -> tuple[str, ...]:
-    """Labels of ``n_actions`` actions: the adapter's, else the env's ``action_names`` or
-    ``get_action_meanings()`` (lower-cased), else ``a0, a1, ...``."""
-    for names in (
-        getattr(adapter, "action_names", None),
-        getattr(env.unwrapped, "action_names", None),
-    ):
-        if names is not None and len(names) == n_actions:
-            return tuple(names)
-    meanings = getattr(env.unwrapped, "get_action_meanings", None)
-    if callable(meanings):
-        names = meanings()
-        if len(names) == n_actions:
-            return tuple(str(n).lower() for n in names)
-    return tuple(f"a{k}" for k in range(n_actions))

@@ -27,7 +27,7 @@ from rlviz.gym_env import as_gym_env
 from rlviz.policy import PolicyAdapter, as_adapter
 from rlviz.rollout import Rollout, collect
 from rlviz.spool import Spool
-from rlviz.video.episode import EpisodeExplanation, resolve_action_names
+from rlviz.video.episode import EpisodeExplanation
 from rlviz.video.events import INFO_KEYS
 from rlviz.video.explain import DEFAULT_METHODS, check_methods, explain_episode
 from rlviz.video.grid import Composer
@@ -332,7 +332,7 @@ class VideoJob:
             per_action=self.per_action,
             embedding=self.embedding,
             top_down=rollout.views,
-            action_names=resolve_action_names(env, adapter, rollout.action_count),
+            action_names=adapter.action_names_for(rollout.action_count, env),
             batch_size=self.batch_size or device_batch(adapter.device),
             meta=meta,
             spool=spool,
