@@ -30,6 +30,7 @@ from rlviz.cli.common import (
     new_parser,
     policy_env,
     print_paths,
+    resolve_device,
 )
 
 #: Probe episodes start here: above the held-out evaluation seeds (1e6..), never trained on.
@@ -76,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="the checkpoint a fine-tune started from (default: the run's recorded --init-from)",
     )
     p.add_argument("--no-init", action="store_true", help="no before/after unit comparison")
-    add_shared(p, "deterministic", "max_steps", "env")
+    add_shared(p, "deterministic", "max_steps", "env", "device")
     p.add_argument(
         "--workers", type=int, default=1, help="1: serial; N: Ray tasks on N cores; 0: all"
     )
@@ -255,6 +256,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     _check(args)
+    device = str(resolve_device(args.device))  # a name: it travels to the workers
     if args.run:
         checkpoints = [c for run in args.run for c in run_snapshots(run)]
     else:
@@ -280,6 +282,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         deterministic=args.deterministic,
         max_steps=args.max_steps,
         env_override=args.env is not None,
+        device=device,
         # Frame stacks are built from the probe episodes' frames (a fine-tune keeps its init's K).
         keep_history=any(frame_stack(_read_config(c)) > 1 for c in checkpoints),
     )

@@ -18,15 +18,15 @@ from rlviz.parallel import Executor, blocks_of, make_executor
 from rlviz.sweep import ProbeSet, Snapshot, SweepSpec
 
 
-def load_snapshot(path: str) -> Snapshot:
-    """Checkpoint ``path`` as a :class:`~rlviz.sweep.Snapshot` (CPU, eval mode)."""
+def load_snapshot(path: str, device: str = "cpu") -> Snapshot:
+    """Checkpoint ``path`` as a :class:`~rlviz.sweep.Snapshot` (on ``device``, eval mode)."""
     from torch import nn
 
     from rlviz.agents.checkpoint import load_checkpoint
     from rlviz.agents.policy import make_adapter
     from rlviz.hooks import list_layers
 
-    model, config = load_checkpoint(path)
+    model, config = load_checkpoint(path, device=device)
     layers = getattr(model, "conv_layers", None) or list_layers(model, nn.Conv2d)
     return Snapshot(make_adapter(model), int(config.get("steps", 0)), tuple(layers), config)
 
@@ -123,15 +123,16 @@ def build_spec(
     max_steps: int | None,
     env_override: bool = False,
     keep_history: bool = False,
+    device: str = "cpu",
 ) -> SweepSpec:
     """The :class:`~rlviz.sweep.SweepSpec` of ``rlviz sweep``: our loader, evaluate, oracle probe.
 
     ``env_override``: play every snapshot in ``env_id`` instead of the env it trained in.
     ``keep_history``: the probe set keeps its episodes' frames, which a snapshot with memory
-    needs (see :func:`frame_stack`).
+    needs (see :func:`frame_stack`). ``device``: where each snapshot's network runs.
     """
     return SweepSpec(
-        load=load_snapshot,
+        load=functools.partial(load_snapshot, device=device),
         play=functools.partial(
             play,
             env_id=env_id if env_override else None,
