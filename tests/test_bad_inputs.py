@@ -154,6 +154,16 @@ case("train-resume-missing", "train --resume {out}/nope", 2, "does not exist")
 case("train-resume-corrupt", "train --resume {bad:bad_json}", 2, "not valid JSON")
 case("train-resume-no-state", "train --resume {ckpt}", 2, "no training state")
 case("train-abbreviation", "train --total 10", 2, "unrecognized")
+case("train-mirror", "train --mirror-augment yes --runs-dir {out}", 2, "mirror_augment='yes'")
+case("video-window-empty", "video --checkpoint {ckpt} --from-step 5 --to-step 3", 2, "must be above")
+case("explore-from-step", "explore --checkpoint {ckpt} --from-step -2", 2, ">= 0, got -2")
+case(
+    "video-window-past-cap",
+    "video --checkpoint {ckpt} --from-step 50 --max-steps 20",
+    2,
+    "past --max-steps=20",
+)
+case("train-ent-coef-end", "train --ent-coef-end much --runs-dir {out}", 2, "invalid")
 case("trust-unknown-method", "trust --checkpoint {ckpt} --methods nope", 2, "unknown method")
 case("trust-empty-methods", "trust --checkpoint {ckpt} --methods ,", 2, "--methods is empty")
 case("trust-targets", "trust --checkpoint {ckpt} --targets value", 2, "--targets 'value'")
