@@ -147,10 +147,11 @@ def ppo_loss(
     batch: Batch,
     idx: torch.Tensor,
     cfg: Config,
-    ent_coef: float | None = None,
+    ent_coef: float,
 ) -> dict[str, torch.Tensor]:
     """PPO's loss on minibatch ``idx`` of ``batch``, given the model's ``logits`` [B, A] and
-    ``value`` [B] on those samples.
+    ``value`` [B] on those samples, with entropy weight ``ent_coef`` (this update's, see
+    :meth:`Learner.entropy_coef`).
 
     Returns:
         dict of scalar tensors: ``loss`` (to minimize) and the statistics of
@@ -176,8 +177,7 @@ def ppo_loss(
     else:
         v_loss = 0.5 * ((value - returns) ** 2).mean()
     return {
-        "loss": pg_loss - (cfg.ent_coef if ent_coef is None else ent_coef) * entropy
-        + cfg.vf_coef * v_loss,
+        "loss": pg_loss - ent_coef * entropy + cfg.vf_coef * v_loss,
         "entropy": entropy,
         "approx_kl": approx_kl,
         "clip_frac": clip_frac,
@@ -196,7 +196,6 @@ class Learner:
         self.optimizer = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate, eps=1e-5)
         self.generator = torch.Generator().manual_seed(cfg.seed * 7919 + 1)
         self.updates = 0
-        self._ent_coef = cfg.ent_coef  # this update's entropy weight (see entropy_coef)
         self.relu_layers = list(model.conv_layers)  # post-ReLU maps, for the dead-unit fraction
         mirrored = cfg.mirror_augment != "none"
         self.mirror = mirror_actions(tuple(model.action_names)) if mirrored else None
@@ -229,7 +228,7 @@ class Learner:
             keep = red_box_in_view(batch.obs) if self.cfg.mirror_augment == "goal" else None
             batch = batch.with_mirror(self.mirror, keep)
         lr = self.learning_rate(step - len(batch))
-        self._ent_coef = self.entropy_coef(step - len(batch))
+        ent_coef = self.entropy_coef(step - len(batch))
         for group in self.optimizer.param_groups:
             group["lr"] = lr
 
@@ -241,7 +240,7 @@ class Learner:
             x = preprocess(torch.from_numpy(batch.obs[idx.numpy()]), self.device)
             if count == 0:
                 dead = dead_relu_fraction(self.model, x, self.relu_layers)
-            stats = self._step(x, batch, idx.to(self.device))
+            stats = self._step(x, batch, idx.to(self.device), ent_coef)
             skipped += not stats.pop("applied")
             for key in MINIBATCH_STATS:
                 sums[key] += float(stats[key].detach())
@@ -268,11 +267,11 @@ class Learner:
             for start in range(0, size, mb_size):
                 yield perm[start : start + mb_size]
 
-    def _step(self, x: torch.Tensor, batch: Batch, idx: torch.Tensor) -> dict:
+    def _step(self, x: torch.Tensor, batch: Batch, idx: torch.Tensor, ent_coef: float) -> dict:
         """One gradient step on minibatch ``idx`` (frames ``x``); returns its loss statistics,
         ``grad_norm`` and ``applied`` (False when the step was refused as non-finite)."""
         logits, value = self.model(x)
-        stats = ppo_loss(logits, value, batch, idx, self.cfg, self._ent_coef)
+        stats = ppo_loss(logits, value, batch, idx, self.cfg, ent_coef)
         loss = stats.pop("loss")
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -427,7 +427,7 @@ def test_learner_with_mirror_augment_updates_on_twice_the_samples():
     buf.rewards[-1] = 1.0
     seen = []
     original = learner._step
-    learner._step = lambda x, batch, idx: seen.append(len(batch)) or original(x, batch, idx)
+    learner._step = lambda x, batch, idx, ent: seen.append(len(batch)) or original(x, batch, idx, ent)
     learner.update(buf, step=8)
     assert seen and set(seen) == {2 * cfg.num_steps * cfg.num_envs}
 
