@@ -42,7 +42,7 @@ except ImportError as exc:  # pragma: no cover - only without the optional depen
         "rlviz.callbacks needs Stable-Baselines3: `pip install stable-baselines3`"
     ) from exc
 
-from rlviz.gym_env import OneEnv, as_gym_env
+from rlviz.gym_env import as_gym_env
 from rlviz.layout import LayoutError, ObservationLayout
 from rlviz.policy import PolicyAdapter
 
@@ -129,11 +129,11 @@ class ExplanationVideoCallback(BaseCallback):
 
     # -- SB3 hooks ------------------------------------------------------------------------
     def _init_callback(self) -> None:
-        self._env = _as_gym_env(self.env_spec)
         # made from an id or a factory here: closed here (a given env or VecEnv is the caller's)
         self._owned = isinstance(self.env_spec, str) or (
             callable(self.env_spec) and not hasattr(self.env_spec, "step")
         )
+        self._env = _as_gym_env(self.env_spec, owns=self._owned)
         self._next_due = self.model.num_timesteps + self.every_n_steps
 
     def _on_training_start(self) -> None:
@@ -148,8 +148,6 @@ class ExplanationVideoCallback(BaseCallback):
 
     def _on_training_end(self) -> None:
         if self._env is not None and self._owned:
-            if isinstance(self._env, OneEnv):
-                self._env.owns = True  # a VecEnv made here by a factory
             self._env.close()
             self._env = None
 
@@ -213,15 +211,16 @@ class ExplanationVideoCallback(BaseCallback):
         self.logger.record("rlviz/video_step", step, exclude=("stdout",))
 
 
-def _as_gym_env(spec: EnvSpec):
-    """The explanation env as a Gymnasium env (made from an id or factory, or a VecEnv wrapped)."""
+def _as_gym_env(spec: EnvSpec, owns: bool = False):
+    """The explanation env as a Gymnasium env (made from an id or factory, or a VecEnv wrapped;
+    ``owns``: closing it closes that VecEnv)."""
     if isinstance(spec, str):
         return gym.make(spec)
     env = spec
     if callable(spec) and not isinstance(spec, gym.Env) and not hasattr(spec, "step"):
         env = spec()
     if hasattr(env, "num_envs") and hasattr(env, "step_async"):
-        return as_gym_env(env, what="the explanation env")
+        return as_gym_env(env, what="the explanation env", owns=owns)
     if not isinstance(env, gym.Env):
         raise TypeError(
             f"env must be a Gymnasium env, an env id, a function returning one, or an SB3 VecEnv "

@@ -118,8 +118,9 @@ class PickKey:
         self.env.close()
 
 
-def as_gym_env(env, obs_key: str | None = None, what: str = "rlviz"):
-    """``env`` as a Gymnasium-style env with image observations (see the module docstring).
+def as_gym_env(env, obs_key: str | None = None, what: str = "rlviz", owns: bool = False):
+    """``env`` as a Gymnasium-style env with image observations (see the module docstring);
+    ``owns``: a VecEnv is closed with it (see :class:`OneEnv`).
 
     Raises one line for a VecEnv of several envs, an env of another kind, a ``Dict`` observation
     without ``obs_key`` (naming its image keys) and ``obs_key`` without a ``Dict`` observation.
@@ -130,7 +131,7 @@ def as_gym_env(env, obs_key: str | None = None, what: str = "rlviz"):
                 f"{what} plays one env; got a VecEnv of {env.num_envs}. Pass a one-env VecEnv "
                 "(e.g. make_atari_env(id, n_envs=1)) or a Gymnasium env"
             )
-        env = OneEnv(env)
+        env = OneEnv(env, owns=owns)
     missing = [n for n in ("reset", "step", "observation_space", "action_space") if not hasattr(env, n)]
     if missing:
         raise TypeError(f"{what} cannot play a {type(env).__name__} (it has no {missing[0]}); {_HOW}")
