@@ -139,14 +139,16 @@ class RewardShaping:
                 )
             from rlviz.envs.oracle import goal_distance, steps_to_go
 
+            # The potential, in metres: walking distance, or with progress_turns the oracle's
+            # steps to go (turns included) in forward-step metres.
             if progress_turns:
                 step = float(env.unwrapped.params.sample(None, "forward_step"))
-                self._goal_distance = lambda e: steps_to_go(e) * step
+                self._metres_to_go = lambda e: steps_to_go(e) * step
             else:
-                self._goal_distance = goal_distance
+                self._metres_to_go = goal_distance
 
     def _distance(self) -> float:
-        return self._goal_distance(self.env)
+        return self._metres_to_go(self.env)
 
     def reset(self, obs: np.ndarray) -> None:
         """Start an episode whose first observation is ``obs``."""
