@@ -201,8 +201,8 @@ class CameraLimitedOracle:
     """What a camera allows: turn in place one way until the red box first shows in the camera
     image (the env's ``box_visible`` ground truth), then act as the oracle.
 
-    It needs the env made with ground truth (``info["box_visible"]``). Call :meth:`reset` with
-    the reset's info, then :meth:`act` with each step's info.
+    It needs the env made with ground truth (``info["box_visible"]``). One object per episode:
+    call :meth:`act` with the latest info, the reset's first.
     """
 
     def __init__(self, turn: str = "right") -> None:
@@ -211,20 +211,12 @@ class CameraLimitedOracle:
         self.turn = _LEFT if turn == "left" else _RIGHT
         self.seen = False
 
-    def reset(self, info: dict) -> None:
-        """Start an episode; ``info`` is what ``env.reset`` returned."""
-        self.seen = False
-        self._look(info)
-
-    def _look(self, info: dict) -> None:
+    def act(self, env, info: dict) -> int:
+        """The next action given the latest ``info`` (from the reset or the previous step)."""
         if "box_visible" not in info:
             raise ValueError(
                 "CameraLimitedOracle needs the env's ground truth (info['box_visible']); "
                 "make the env with ground_truth=True"
             )
         self.seen = self.seen or bool(info["box_visible"])
-
-    def act(self, env, info: dict) -> int:
-        """The next action given the latest ``info`` (from reset or the previous step)."""
-        self._look(info)
         return oracle_action(env) if self.seen else self.turn
