@@ -10,7 +10,7 @@ from torch import nn
 
 from rlviz import PolicyAdapter
 from rlviz.methods import get_method
-from rlviz.methods.base import freeze_greedy, scalar_per_sample
+from rlviz.methods.base import MapRequest, freeze_greedy, scalar_per_sample
 from rlviz.methods.incremental import IncrementalRunner, plan
 from rlviz.methods.incremental.occlusion import occlusion_drops, window_boxes
 from rlviz.methods.occlusion import _window_weights, window_masks
@@ -210,7 +210,7 @@ def test_occlusion_maps_nature_cnn_float64():
     assert _occlusion_maps(adapter, x, 8, 4, 0.0, mode=False) is None  # caller runs full passes
     occ = get_method("occlusion", window=8, stride=4, fill=0.0)
     target = freeze_greedy(as_target(None), adapter.outputs(x))
-    want = occ._maps(adapter, x, target, None, 300)
+    want = occ._maps(adapter, x, target, MapRequest(pass_size=300))
     assert (got - want).abs().max() <= 1e-10 * want.abs().max()
 
 

@@ -77,7 +77,7 @@ def test_registry_lists_every_method_and_rejects_unknown_names():
 def test_register_a_new_method():
     @register("test_constant")
     class Constant(AttributionMethod):
-        def _maps(self, adapter, x, target, layer, pass_size):
+        def _maps(self, adapter, x, target, request):
             return torch.ones(x.shape[0], *x.shape[2:])
 
     try:

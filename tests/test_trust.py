@@ -148,7 +148,7 @@ class BlankMap(AttributionMethod):
 
     name = "blank"
 
-    def _maps(self, adapter, x, target, layer, pass_size):
+    def _maps(self, adapter, x, target, request):
         return x.new_zeros(x.shape[0], x.shape[2], x.shape[3])
 
 

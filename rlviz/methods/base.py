@@ -12,8 +12,8 @@ from __future__ import annotations
 import threading
 import warnings
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, nullcontext
-from contextvars import ContextVar
+from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
@@ -23,6 +23,7 @@ from torch import nn
 from rlviz.layout import ObservationLayout
 from rlviz.ops import upsample_tensor
 from rlviz.policy import PolicyAdapter, PolicyOutput, as_adapter
+from rlviz.policy.adapter import State
 from rlviz.targets import MostLikelyAction, TakenAction, Target, as_target, subset_target
 
 # Input elements per forward/backward pass when the caller gives no batch_size: enough images to
@@ -32,9 +33,6 @@ from rlviz.targets import MostLikelyAction, TakenAction, Target, as_target, subs
 DEFAULT_PASS_ELEMENTS = 1 << 22
 
 Obs = np.ndarray | torch.Tensor | Sequence
-
-# The layout whose frames a per-frame call splits input attributions into (None: one map).
-_PER_FRAME: ContextVar[ObservationLayout | None] = ContextVar("rlviz_per_frame", default=None)
 
 
 def reduce_channels(attr: torch.Tensor, how: str, dim: int = 1) -> torch.Tensor:
@@ -54,18 +52,6 @@ def reduce_channels(attr: torch.Tensor, how: str, dim: int = 1) -> torch.Tensor:
     raise ValueError(f"unknown channel reduction {how!r}; use one of {REDUCTIONS}")
 
 
-def reduce_input(attr: torch.Tensor, how: str) -> torch.Tensor:
-    """An input attribution [B, K*C, H, W] -> [B, H, W], or [B, K, H, W] in a per-frame call.
-
-    The one place input-space methods collapse channels, so every one of them gets per-frame maps
-    (each stack frame's channels reduced on their own) for free.
-    """
-    layout = _PER_FRAME.get()
-    if layout is None:
-        return reduce_channels(attr, how)
-    return reduce_channels(layout.split_input(attr), how, dim=2)
-
-
 def only_frame(layout: ObservationLayout, x: torch.Tensor) -> list[torch.Tensor]:
     """Per stack frame k, a bool mask [1, K*C, 1, 1] of frame k's channels of input ``x``."""
     masks = []
@@ -76,31 +62,15 @@ def only_frame(layout: ObservationLayout, x: torch.Tensor) -> list[torch.Tensor]
     return masks
 
 
-def per_frame_layout() -> ObservationLayout | None:
-    """Inside a method's ``_maps``: the layout of a per-frame call, else None."""
-    return _PER_FRAME.get()
-
-
-def replaced_maps(
-    x: torch.Tensor, replacement: torch.Tensor, score: Callable[[torch.Tensor], torch.Tensor]
-) -> torch.Tensor:
-    """Maps of a method that replaces parts of ``x`` by ``replacement`` (an occluder's fill, a
-    blur) and scores the input it is given, ``score(replaced) -> [B, ...]``.
-
-    "Where" (a plain call): ``score(replacement)``, the same spot replaced in every stack frame.
-    "When" (a per-frame call): one stack frame replaced at a time, the others left as they are;
-    the maps stacked [B, K, ...].
-    """
-    layout = per_frame_layout()
-    if layout is None:
-        return score(replacement)
-    return torch.stack(
-        [score(torch.where(only, replacement, x)) for only in only_frame(layout, x)], dim=1
-    )
-
-
 REDUCTIONS = ("abs_max", "sum", "abs_sum", "l2")
 SIGNED_REDUCTIONS = ("sum",)
+
+
+def check_reduction(how: str) -> str:
+    """``how`` if it names a channel reduction (:func:`reduce_channels`), else ``ValueError``."""
+    if how not in REDUCTIONS:
+        raise ValueError(f"unknown channel reduction {how!r}; use one of {REDUCTIONS}")
+    return how
 
 
 def scalar_per_sample(values: torch.Tensor, batch: int) -> torch.Tensor:
@@ -124,12 +94,15 @@ def freeze_greedy(target: Target, out: PolicyOutput) -> Target:
     return target
 
 
-def freeze_target(adapter: PolicyAdapter, x: torch.Tensor, target: Target) -> Target:
-    """:func:`freeze_greedy` with the clean forward pass run only when the target needs it."""
+def freeze_target(
+    adapter: PolicyAdapter, x: torch.Tensor, target: Target, states: State | None = None
+) -> Target:
+    """:func:`freeze_greedy` with the clean forward pass (entering ``states``, for a recurrent
+    policy) run only when the target needs it."""
     if not isinstance(target, MostLikelyAction):
         return target
     with torch.no_grad():
-        return freeze_greedy(target, adapter.outputs(x))
+        return freeze_greedy(target, adapter.outputs(x, states))
 
 
 def job_blocks(frames: int, per_frame: int, pass_size: int) -> Iterator[tuple[slice, slice]]:
@@ -214,6 +187,96 @@ def block_rows(frames: slice, jobs: int) -> torch.Tensor:
 def block_target(target: Target, frames: slice, jobs: int) -> Target:
     """``target`` for a block's images: frame f's entry repeated for each of its ``jobs``."""
     return subset_target(target, block_rows(frames, jobs))
+
+
+@dataclass(frozen=True)
+class Block:
+    """One network pass of a chunk: jobs ``jobs`` of each frame in ``frames``.
+
+    Attributes:
+        frames, jobs: the (frame slice, job slice) of :func:`job_blocks`.
+        images: a contiguous buffer view [frames, jobs, C, H, W] to fill (``out=``) and hand to
+            the network as ``.flatten(0, 1)``.
+    """
+
+    frames: slice
+    jobs: slice
+    images: torch.Tensor
+
+    @property
+    def jobs_per_frame(self) -> int:
+        return self.jobs.stop - self.jobs.start
+
+    @property
+    def rows(self) -> torch.Tensor:
+        """The frame of each of the pass's images (it reads that frame's recurrent state)."""
+        return block_rows(self.frames, self.jobs_per_frame)
+
+    def target(self, target: Target) -> Target:
+        """``target`` for the pass's images: each frame's entry repeated for each of its jobs."""
+        return block_target(target, self.frames, self.jobs_per_frame)
+
+
+@dataclass(frozen=True)
+class MapRequest:
+    """What a method's ``_maps`` is given besides the frames and the target: everything else the
+    maps depend on, passed in the open (no context variable, no state held on the adapter).
+
+    Attributes:
+        pass_size: most images per network pass.
+        layer: the layer the caller named (CAM family), None for the method's default.
+        per_frame: in a per-frame call, the layout whose stack frames the maps are split into
+            (``[b, K, ...]`` maps); None for one map per observation.
+        states: a recurrent policy's state entering each frame of the chunk, rows [b, ...];
+            every forward of the chunk's frames reads it (``adapter.outputs(x, states, rows)``).
+    """
+
+    pass_size: int
+    layer: str | None = None
+    per_frame: ObservationLayout | None = None
+    states: State | None = None
+
+    def reduce_input(self, attr: torch.Tensor, how: str) -> torch.Tensor:
+        """An input attribution [b, K*C, H, W] -> [b, H, W], or [b, K, H, W] per frame.
+
+        The one place input-space methods collapse channels, so every one of them gets per-frame
+        maps (each stack frame's channels reduced on their own) for free.
+        """
+        if self.per_frame is None:
+            return reduce_channels(attr, how)
+        return reduce_channels(self.per_frame.split_input(attr), how, dim=2)
+
+    def replaced_maps(
+        self,
+        x: torch.Tensor,
+        replacement: torch.Tensor,
+        score: Callable[[torch.Tensor], torch.Tensor],
+    ) -> torch.Tensor:
+        """Maps of a method that replaces parts of ``x`` by ``replacement`` (an occluder's fill,
+        a blur) and scores the input it is given, ``score(replaced) -> [b, ...]``.
+
+        "Where" (one map): ``score(replacement)``, the same spot replaced in every stack frame.
+        "When" (per frame): one stack frame replaced at a time, the others left as they are; the
+        maps stacked [b, K, ...].
+        """
+        if self.per_frame is None:
+            return score(replacement)
+        return torch.stack(
+            [score(torch.where(only, replacement, x)) for only in only_frame(self.per_frame, x)],
+            dim=1,
+        )
+
+    @contextmanager
+    def passes(self, x: torch.Tensor, jobs_per_frame: int) -> Iterator[Iterator[Block]]:
+        """The :class:`Block` s that cover ``jobs_per_frame`` jobs (path steps, noise draws,
+        windows) of every frame of ``x`` [b, ...], at most ``pass_size`` images each, all filling
+        one reused buffer (:func:`pass_buffer`)."""
+        frames = x.shape[0]
+        with pass_buffer(x, frames, jobs_per_frame, self.pass_size) as buffer:
+            yield (
+                Block(f, j, buffer.block(f.stop - f.start, j.stop - j.start))
+                for f, j in job_blocks(frames, jobs_per_frame, self.pass_size)
+            )
 
 
 def _on_newest_frame(maps: torch.Tensor, frames: int) -> torch.Tensor:
@@ -308,14 +371,10 @@ class AttributionMethod:
         return 1
 
     def _maps(
-        self,
-        adapter: PolicyAdapter,
-        x: torch.Tensor,
-        target: Target,
-        layer: str | None,
-        pass_size: int,
+        self, adapter: PolicyAdapter, x: torch.Tensor, target: Target, request: MapRequest
     ) -> torch.Tensor:
-        """Maps for preprocessed frames ``x`` [b, C, H, W]: [b, H, W] (or [b, h, w] if low_res)."""
+        """Maps for preprocessed frames ``x`` [b, C, H, W]: [b, H, W] (or [b, h, w] if low_res;
+        [b, K, ...] when ``request.per_frame`` is set)."""
         raise NotImplementedError
 
     def _resolve_target(self, spec: object) -> Target:
@@ -358,28 +417,26 @@ class AttributionMethod:
             float32 [B, H, W] on the CPU, H, W the network input's spatial size; [B, K, H, W]
             with ``per_frame``.
         """
-        return self._run(adapter, obs, target, layer, batch_size, False, per_frame, states)
+        return self._run(
+            adapter, obs, target, layer=layer, batch_size=batch_size, per_frame=per_frame,
+            states=states,
+        )  # fmt: skip
 
     def attribute_raw(
-        self,
-        adapter: PolicyAdapter | nn.Module,
-        obs: Obs,
-        target: object = None,
-        *,
-        layer: str | None = None,
-        batch_size: int | None = None,
-        per_frame: bool = False,
-        states: Sequence[torch.Tensor] | None = None,
+        self, adapter: PolicyAdapter | nn.Module, obs: Obs, target: object = None, **options
     ) -> torch.Tensor:
-        """Like :meth:`attribute` but before upsampling: float32 [B, h, w] (the layer's or the
-        perturbation grid's resolution; equal to :meth:`attribute` for input-resolution methods)."""
-        return self._run(adapter, obs, target, layer, batch_size, True, per_frame, states)
+        """Like :meth:`attribute` (the same keyword options) but before upsampling: float32
+        [B, h, w] (the layer's or the perturbation grid's resolution; equal to :meth:`attribute`
+        for input-resolution methods)."""
+        return self._run(adapter, obs, target, raw=True, **options)
 
     # -- driver ------------------------------------------------------------------------------
 
     def _run(
-        self, adapter, obs, target, layer, batch_size, raw: bool, per_frame=False, states=None
-    ) -> torch.Tensor:
+        self, adapter, obs, target, *, layer=None, batch_size=None, per_frame=False, states=None,
+        raw: bool = False,
+    ) -> torch.Tensor:  # fmt: skip
+        """:meth:`attribute`'s work, the maps upsampled unless ``raw``."""
         adapter = as_adapter(adapter)
         _model_warnings(adapter.model)
         obs = check_observations(obs)
@@ -394,26 +451,22 @@ class AttributionMethod:
         resolved = self._resolve_target(target)
         count, pass_size, chunks = self._chunks(adapter, obs, batch_size, self.images_per_frame())
         self._check_target_length(resolved, count)
+        split = layout if self.per_frame_mode != "newest" else None
         outs = []
-        token = _PER_FRAME.set(layout if self.per_frame_mode != "newest" else None)
-        try:
-            for start, x in chunks:
-                rows = slice(start, start + x.shape[0])
-                whole = start == 0 and x.shape[0] == count
-                tgt = resolved if whole else subset_target(resolved, rows)
-                held = None if states is None else tuple(s[rows] for s in states)
-                with adapter.holding_state(held) if adapter.recurrent else nullcontext():
-                    try:
-                        maps = self._maps(adapter, x, tgt, layer, pass_size)
-                    except torch.cuda.OutOfMemoryError:
-                        raise
-                    except RuntimeError as exc:
-                        raise _network_rejected(exc, obs, self.name) from exc
-                if self.low_res and not raw:
-                    maps = self._upsample(maps, tuple(x.shape[-2:]))
-                outs.append(maps.detach().to("cpu", torch.float32))
-        finally:
-            _PER_FRAME.reset(token)
+        for start, x in chunks:
+            rows = slice(start, start + x.shape[0])
+            whole = start == 0 and x.shape[0] == count
+            tgt = resolved if whole else subset_target(resolved, rows)
+            held = None if states is None else tuple(s[rows] for s in states)
+            try:
+                maps = self._maps(adapter, x, tgt, MapRequest(pass_size, layer, split, held))
+            except torch.cuda.OutOfMemoryError:
+                raise
+            except RuntimeError as exc:
+                raise _network_rejected(exc, obs, self.name) from exc
+            if self.low_res and not raw:
+                maps = self._upsample(maps, tuple(x.shape[-2:]))
+            outs.append(maps.detach().to("cpu", torch.float32))
         maps = outs[0] if len(outs) == 1 else torch.cat(outs)
         if layout is not None and self.per_frame_mode == "newest":
             maps = _on_newest_frame(maps, layout.frames)

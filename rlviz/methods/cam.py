@@ -23,6 +23,7 @@ from rlviz.hooks import get_layer, list_layers
 from rlviz.methods.base import AttributionMethod, scalar_per_sample
 from rlviz.methods.registry import register
 from rlviz.policy import PolicyAdapter
+from rlviz.policy.adapter import State
 from rlviz.targets import Target
 
 _GLOBAL_POOLS = (nn.AdaptiveAvgPool2d, nn.AvgPool2d)
@@ -34,8 +35,10 @@ def layer_activations_and_gradients(
     target: Target,
     layer: str,
     at_input: bool = False,
+    states: State | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Activations of ``layer`` (its output, or its input if ``at_input``) and d target / d them.
+    """Activations of ``layer`` (its output, or its input if ``at_input``) and d target / d them,
+    a recurrent policy's forward entering ``states``.
 
     Returns:
         (activations, gradients), both [B, K, h, w], detached.
@@ -63,7 +66,7 @@ def layer_activations_and_gradients(
         handle = module.register_forward_hook(lambda _m, _args, out: grab(out))
     try:
         with torch.no_grad():
-            values = target(adapter.outputs(x))
+            values = target(adapter.outputs(x, states))
     finally:
         handle.remove()
     if not calls:
@@ -165,14 +168,16 @@ class _LayerMethod(AttributionMethod):
         """(layer name, read its input?) used when the caller names no layer."""
         return hooks.default_layer(model), False
 
-    def _maps(self, adapter, x, target, layer, pass_size):
-        if layer is not None:
-            name, at_input = layer, False
+    def _maps(self, adapter, x, target, request):
+        if request.layer is not None:
+            name, at_input = request.layer, False
         elif getattr(adapter, "cam_layer", None) is not None and not isinstance(self, CAM):
             name, at_input = adapter.cam_layer, False  # the constructor knows the actor's layer
         else:
             name, at_input = self.default_layer(adapter.model)
-        acts, grads = layer_activations_and_gradients(adapter, x, target, name, at_input)
+        acts, grads = layer_activations_and_gradients(
+            adapter, x, target, name, at_input, request.states
+        )
         maps = self._combine(acts, grads, name)
         _warn_if_all_zero(self, maps, acts, grads, name)
         return maps

@@ -15,9 +15,9 @@ import warnings
 import torch
 from torch import nn
 
-from rlviz.methods.base import SIGNED_REDUCTIONS, AttributionMethod, reduce_input
+from rlviz.methods.base import SIGNED_REDUCTIONS, AttributionMethod, check_reduction
 from rlviz.methods.registry import register
-from rlviz.methods.saliency import _check_reduce, input_gradients
+from rlviz.methods.saliency import input_gradients
 
 
 def _clamp_negative(grad: torch.Tensor) -> torch.Tensor:
@@ -42,10 +42,10 @@ class GuidedBackprop(AttributionMethod):
     """
 
     def __init__(self, reduce: str = "abs_max") -> None:
-        self.reduce = _check_reduce(reduce)
+        self.reduce = check_reduction(reduce)
         self.signed = reduce in SIGNED_REDUCTIONS
 
-    def _maps(self, adapter, x, target, layer, pass_size):
+    def _maps(self, adapter, x, target, request):
         relus = [m for m in adapter.model.modules() if isinstance(m, nn.ReLU)]
         if not relus:
             warnings.warn(
@@ -57,8 +57,8 @@ class GuidedBackprop(AttributionMethod):
         try:
             for relu in relus:
                 handles.append(relu.register_forward_hook(_guide))
-            grads = input_gradients(adapter, x, target)
+            grads = input_gradients(adapter, x, target, None, request.states)
         finally:
             for handle in handles:
                 handle.remove()
-        return reduce_input(grads, self.reduce)
+        return request.reduce_input(grads, self.reduce)

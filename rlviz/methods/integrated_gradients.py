@@ -11,15 +11,10 @@ import numpy as np
 import torch
 
 from rlviz.methods.base import (
-    REDUCTIONS,
     SIGNED_REDUCTIONS,
     AttributionMethod,
-    block_rows,
-    block_target,
+    check_reduction,
     freeze_target,
-    job_blocks,
-    pass_buffer,
-    reduce_input,
     scalar_per_sample,
 )
 from rlviz.methods.registry import register
@@ -90,9 +85,8 @@ class IntegratedGradients(AttributionMethod):
         blur_sigma: float = 5.0,
     ) -> None:
         self.alphas, self.weights = quadrature(rule, steps)
-        if reduce not in REDUCTIONS:
-            raise ValueError(f"unknown channel reduction {reduce!r}; use one of {REDUCTIONS}")
-        self.steps, self.baseline, self.rule, self.reduce = int(steps), baseline, rule, reduce
+        self.steps, self.baseline, self.rule = int(steps), baseline, rule
+        self.reduce = check_reduction(reduce)
         self.blur_sigma = float(blur_sigma)
         self.signed = reduce in SIGNED_REDUCTIONS
 
@@ -109,29 +103,27 @@ class IntegratedGradients(AttributionMethod):
         """The baseline x' for preprocessed frames ``x`` [B, C, H, W]: [B, C, H, W]."""
         return fill_values(x, self.baseline, self.blur_sigma).expand_as(x)
 
-    def _maps(self, adapter, x, target, layer, pass_size):
-        target = freeze_target(adapter, x, target)
+    def _maps(self, adapter, x, target, request):
+        target = freeze_target(adapter, x, target, request.states)
         base = self.baseline_for(x)
         diff = x - base
         alphas = self.alphas.to(x.device, x.dtype)
         weights = self.weights.to(x.device, x.dtype)
         total = torch.zeros_like(x)
-        with pass_buffer(x, x.shape[0], self.steps, pass_size) as buffer:
-            for frames, steps in job_blocks(x.shape[0], self.steps, pass_size):
-                n_steps = steps.stop - steps.start
+        with request.passes(x, self.steps) as blocks:
+            for block in blocks:
+                n_steps = block.jobs_per_frame
                 points = torch.addcmul(
-                    base[frames, None],
-                    diff[frames, None],
-                    alphas[steps].view(1, -1, 1, 1, 1),
-                    out=buffer.block(frames.stop - frames.start, n_steps),
+                    base[block.frames, None],
+                    diff[block.frames, None],
+                    alphas[block.jobs].view(1, -1, 1, 1, 1),
+                    out=block.images,
                 ).flatten(0, 1)
                 k = points.shape[0] // n_steps
-                weighted = _Weighted(
-                    block_target(target, frames, n_steps), weights[steps].repeat(k)
-                )
-                grads = input_gradients(adapter, points, weighted, rows=block_rows(frames, n_steps))
-                total[frames] += grads.view(k, n_steps, *x.shape[1:]).sum(dim=1)
-        return reduce_input(total * diff, self.reduce)
+                weighted = _Weighted(block.target(target), weights[block.jobs].repeat(k))
+                grads = input_gradients(adapter, points, weighted, block.rows, request.states)
+                total[block.frames] += grads.view(k, n_steps, *x.shape[1:]).sum(dim=1)
+        return request.reduce_input(total * diff, self.reduce)
 
     def attribute_with_delta(
         self,
@@ -164,9 +156,10 @@ class _EndpointGap(AttributionMethod):
     def __init__(self, ig: IntegratedGradients) -> None:
         self.ig = ig
 
-    def _maps(self, adapter, x, target, layer, pass_size):
-        target = freeze_target(adapter, x, target)
+    def _maps(self, adapter, x, target, request):
+        target = freeze_target(adapter, x, target, request.states)
         with torch.no_grad():
-            top = scalar_per_sample(target(adapter.outputs(x)), x.shape[0])
-            bottom = scalar_per_sample(target(adapter.outputs(self.ig.baseline_for(x))), x.shape[0])
+            top = target(adapter.outputs(x, request.states))
+            bottom = target(adapter.outputs(self.ig.baseline_for(x), request.states))
+            top, bottom = (scalar_per_sample(v, x.shape[0]) for v in (top, bottom))
         return (top - bottom).view(-1, 1, 1)

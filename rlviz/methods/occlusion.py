@@ -17,12 +17,7 @@ import torch
 from rlviz.methods.base import (
     DEFAULT_PASS_ELEMENTS,
     AttributionMethod,
-    block_rows,
-    block_target,
     freeze_greedy,
-    job_blocks,
-    pass_buffer,
-    replaced_maps,
     scalar_per_sample,
 )
 from rlviz.methods.incremental.occlusion import MODES, occlusion_drops, window_starts
@@ -105,45 +100,46 @@ class Occlusion(AttributionMethod):
 
     per_frame_mode = "when"
 
-    def _maps(self, adapter, x, target, layer, pass_size):
+    def _maps(self, adapter, x, target, request):
         with torch.no_grad():
-            clean_out = adapter.outputs(x)
+            clean_out = adapter.outputs(x, request.states)
             target = freeze_greedy(target, clean_out)
             clean = scalar_per_sample(target(clean_out), x.shape[0])
             fill = fill_values(x, self.fill, self.blur_sigma)
-            return replaced_maps(
-                x, fill, lambda f: self._drop_maps(adapter, x, f, target, clean, pass_size)
+            return request.replaced_maps(
+                x, fill, lambda f: self._drop_maps(adapter, x, f, target, clean, request)
             )
 
-    def _drop_maps(self, adapter, x, fill, target, clean, pass_size) -> torch.Tensor:
+    def _drop_maps(self, adapter, x, fill, target, clean, request) -> torch.Tensor:
         """Mean target drop per pixel [b, H, W] with each window of ``x`` replaced by ``fill``."""
         b, _, h, w = x.shape
         masks = window_masks((h, w), self.window, self.stride, x.device)
         weights = _window_weights((h, w), self.window, self.stride, x.device, x.dtype)
+        # A recurrent policy's state enters the forward: incremental inference falls back then.
         drops = occlusion_drops(
-            adapter, x, target, clean, fill, masks, self.window, self.stride, pass_size,
+            adapter, x, target, clean, fill, masks, self.window, self.stride, request.pass_size,
             self.incremental,
         )  # fmt: skip
         if drops is None:
-            drops = self._full_drops(adapter, x, fill, target, clean, masks, pass_size)
+            drops = self._full_drops(adapter, x, fill, target, clean, masks, request)
         return (drops @ weights).view(b, h, w)
 
     @staticmethod
-    def _full_drops(adapter, x, fill, target, clean, masks, pass_size) -> torch.Tensor:
+    def _full_drops(adapter, x, fill, target, clean, masks, request) -> torch.Tensor:
         """Target drops [b, windows], every occluded image through the whole network."""
-        b, n_windows = x.shape[0], masks.shape[0]
-        drops = x.new_zeros(b, n_windows)
-        with pass_buffer(x, b, n_windows, pass_size) as buffer:
-            for frames, wins in job_blocks(b, n_windows, pass_size):
-                n_wins = wins.stop - wins.start
-                frame_fill = fill[frames] if fill.shape[0] > 1 else fill
+        drops = x.new_zeros(x.shape[0], masks.shape[0])
+        with request.passes(x, masks.shape[0]) as blocks:
+            for block in blocks:
+                frame_fill = fill[block.frames] if fill.shape[0] > 1 else fill
                 occluded = torch.where(
-                    masks[None, wins, None],
+                    masks[None, block.jobs, None],
                     frame_fill[:, None],
-                    x[frames, None],
-                    out=buffer.block(frames.stop - frames.start, n_wins),
+                    x[block.frames, None],
+                    out=block.images,
                 ).flatten(0, 1)
-                out = adapter.outputs(occluded, rows=block_rows(frames, n_wins))
-                values = scalar_per_sample(block_target(target, frames, n_wins)(out), len(occluded))
-                drops[frames, wins] = clean[frames, None] - values.view(-1, n_wins)
+                out = adapter.outputs(occluded, request.states, block.rows)
+                values = scalar_per_sample(block.target(target)(out), len(occluded))
+                drops[block.frames, block.jobs] = clean[block.frames, None] - values.view(
+                    -1, block.jobs_per_frame
+                )
         return drops

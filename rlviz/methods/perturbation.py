@@ -16,17 +16,7 @@ from functools import lru_cache
 
 import torch
 
-from rlviz.methods.base import (
-    DEFAULT_PASS_ELEMENTS,
-    AttributionMethod,
-    block_rows,
-    block_target,
-    freeze_greedy,
-    job_blocks,
-    pass_buffer,
-    replaced_maps,
-    scalar_per_sample,
-)
+from rlviz.methods.base import AttributionMethod, freeze_greedy, scalar_per_sample
 from rlviz.methods.registry import register
 from rlviz.ops import gaussian_blur
 from rlviz.policy import PolicyOutput
@@ -95,10 +85,10 @@ class PerturbationSaliency(AttributionMethod):
     """
 
     perturbs_input = True
-    # Forward only, but each pass first writes its blended images: passes of 2^23 elements
-    # (582 frames of 60x80x3, 33 MB) left the buffer out of cache by the time conv1 read it; at
-    # 2^22 the method ran ~20-35% faster on the agent (issue 19; 2-core CPU).
-    pass_elements = DEFAULT_PASS_ELEMENTS
+    # pass_elements stays the default although passes are forward only (occlusion doubles it):
+    # each pass first writes its blended images, and passes of 2^23 elements (582 frames of
+    # 60x80x3, 33 MB) left the buffer out of cache by the time conv1 read it; at 2^22 the method
+    # ran ~20-35% faster on the agent (issue 19; 2-core CPU).
     low_res = True
     signed = False
 
@@ -127,37 +117,36 @@ class PerturbationSaliency(AttributionMethod):
 
     per_frame_mode = "when"
 
-    def _maps(self, adapter, x, target, layer, pass_size):
+    def _maps(self, adapter, x, target, request):
         with torch.no_grad():
-            clean_out = adapter.outputs(x)
+            clean_out = adapter.outputs(x, request.states)
             target = freeze_greedy(target, clean_out)
             clean = _per_sample(target(clean_out), x.shape[0])
             blurred = gaussian_blur(x, self.blur_sigma)
-            return replaced_maps(
-                x, blurred, lambda b: self._scores(adapter, x, b, target, clean, pass_size)
+            return request.replaced_maps(
+                x, blurred, lambda b: self._scores(adapter, x, b, target, clean, request)
             )
 
-    def _scores(self, adapter, x, blurred, target, clean, pass_size) -> torch.Tensor:
+    def _scores(self, adapter, x, blurred, target, clean, request) -> torch.Tensor:
         """Saliency per blur centre [b, rows, cols]: half the squared change of the target."""
         b, _, h, w = x.shape
         masks = self.masks((h, w), x.device, x.dtype)
         rows, cols = len(grid_centres(h, self.stride)), len(grid_centres(w, self.stride))
-        n_centres = masks.shape[0]
-        scores = x.new_zeros(b, n_centres)
-        with pass_buffer(x, b, n_centres, pass_size) as buffer:
-            for frames, centres in job_blocks(b, n_centres, pass_size):
-                n_c = centres.stop - centres.start
+        scores = x.new_zeros(b, masks.shape[0])
+        with request.passes(x, masks.shape[0]) as blocks:
+            for block in blocks:
+                n_c = block.jobs_per_frame
                 # x (1 - M) + blur(x) M, one broadcast op (lerp is the fastest here).
                 perturbed = torch.lerp(
-                    x[frames, None],
-                    blurred[frames, None],
-                    masks[None, centres, None],
-                    out=buffer.block(frames.stop - frames.start, n_c),
+                    x[block.frames, None],
+                    blurred[block.frames, None],
+                    masks[None, block.jobs, None],
+                    out=block.images,
                 ).flatten(0, 1)
-                out = adapter.outputs(perturbed, rows=block_rows(frames, n_c))
-                values = _per_sample(block_target(target, frames, n_c)(out), len(perturbed))
-                change = clean[frames, None] - values.view(-1, n_c, *values.shape[1:])
-                scores[frames, centres] = 0.5 * change.reshape(
+                out = adapter.outputs(perturbed, request.states, block.rows)
+                values = _per_sample(block.target(target)(out), len(perturbed))
+                change = clean[block.frames, None] - values.view(-1, n_c, *values.shape[1:])
+                scores[block.frames, block.jobs] = 0.5 * change.reshape(
                     -1, n_c, change[0, 0].numel()
                 ).square().sum(-1)
         return scores.view(b, rows, cols)

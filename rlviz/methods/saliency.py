@@ -15,35 +15,36 @@ from __future__ import annotations
 import torch
 
 from rlviz.methods.base import (
-    REDUCTIONS,
     SIGNED_REDUCTIONS,
     AttributionMethod,
-    block_rows,
-    block_target,
+    check_reduction,
     freeze_target,
-    job_blocks,
-    pass_buffer,
-    reduce_input,
     scalar_per_sample,
 )
 from rlviz.methods.registry import register
 from rlviz.policy import PolicyAdapter
+from rlviz.policy.adapter import State
 from rlviz.targets import Target
 
 
 def input_gradients(
-    adapter: PolicyAdapter, x: torch.Tensor, target: Target, rows: torch.Tensor | None = None
+    adapter: PolicyAdapter,
+    x: torch.Tensor,
+    target: Target,
+    rows: torch.Tensor | None = None,
+    states: State | None = None,
 ) -> torch.Tensor:
     """d target / d x for a preprocessed batch ``x`` [B, C, H, W]; returns [B, C, H, W].
 
-    ``rows`` names the frame each input was made from, for a recurrent policy's held state.
+    ``states``: a recurrent policy's state entering each frame; ``rows`` names the frame each
+    input was made from (default: input i is frame i).
 
     Only the input's gradient is computed (``torch.autograd.grad``); parameter ``.grad`` fields are
     never touched and the caller's ``x`` is not modified.
     """
     x = x.detach().requires_grad_(True)
     with torch.enable_grad():
-        values = scalar_per_sample(target(adapter.outputs(x, rows=rows)), x.shape[0])
+        values = scalar_per_sample(target(adapter.outputs(x, states, rows)), x.shape[0])
         if not values.requires_grad:
             raise ValueError(
                 "the target does not depend on the input through autograd (does the policy's "
@@ -51,12 +52,6 @@ def input_gradients(
             )
         (grad,) = torch.autograd.grad(values.sum(), x, allow_unused=True)
     return torch.zeros_like(x) if grad is None else grad
-
-
-def _check_reduce(reduce: str) -> str:
-    if reduce not in REDUCTIONS:
-        raise ValueError(f"unknown channel reduction {reduce!r}; use one of {REDUCTIONS}")
-    return reduce
 
 
 @register("gradient", "Saliency (gradient)", aliases=("saliency", "vanilla_gradient"))
@@ -69,11 +64,12 @@ class Gradient(AttributionMethod):
     """
 
     def __init__(self, reduce: str = "abs_max") -> None:
-        self.reduce = _check_reduce(reduce)
+        self.reduce = check_reduction(reduce)
         self.signed = reduce in SIGNED_REDUCTIONS
 
-    def _maps(self, adapter, x, target, layer, pass_size):
-        return reduce_input(input_gradients(adapter, x, target), self.reduce)
+    def _maps(self, adapter, x, target, request):
+        grads = input_gradients(adapter, x, target, None, request.states)
+        return request.reduce_input(grads, self.reduce)
 
 
 @register("gradient_signed", "Signed gradient")
@@ -93,8 +89,9 @@ class GradientXInput(Gradient):
     def __init__(self, reduce: str = "sum") -> None:
         super().__init__(reduce)
 
-    def _maps(self, adapter, x, target, layer, pass_size):
-        return reduce_input(input_gradients(adapter, x, target) * x, self.reduce)
+    def _maps(self, adapter, x, target, request):
+        grads = input_gradients(adapter, x, target, None, request.states)
+        return request.reduce_input(grads * x, self.reduce)
 
 
 @register("smoothgrad", "SmoothGrad")
@@ -133,7 +130,7 @@ class SmoothGrad(AttributionMethod):
         self.stdev = float(stdev)
         self.seed = int(seed)
         self.absolute = bool(absolute)
-        self.reduce = _check_reduce(reduce)
+        self.reduce = check_reduction(reduce)
         self.signed = not absolute and reduce in SIGNED_REDUCTIONS
 
     def images_per_frame(self) -> int:
@@ -145,24 +142,18 @@ class SmoothGrad(AttributionMethod):
         noise = torch.randn((self.samples, *shape), generator=generator) * self.stdev
         return noise.to(device)
 
-    def _maps(self, adapter, x, target, layer, pass_size):
-        target = freeze_target(adapter, x, target)
+    def _maps(self, adapter, x, target, request):
+        target = freeze_target(adapter, x, target, request.states)
         noise = self.noise(tuple(x.shape[1:]), x.device).to(x.dtype)
         total = torch.zeros_like(x)
-        with pass_buffer(x, x.shape[0], self.samples, pass_size) as buffer:
-            for frames, draws in job_blocks(x.shape[0], self.samples, pass_size):
+        with request.passes(x, self.samples) as blocks:
+            for block in blocks:
                 noisy = torch.add(
-                    x[frames, None],
-                    noise[None, draws],
-                    out=buffer.block(frames.stop - frames.start, draws.stop - draws.start),
+                    x[block.frames, None], noise[None, block.jobs], out=block.images
                 ).flatten(0, 1)
-                n_draws = draws.stop - draws.start
                 grads = input_gradients(
-                    adapter,
-                    noisy,
-                    block_target(target, frames, n_draws),
-                    rows=block_rows(frames, n_draws),
+                    adapter, noisy, block.target(target), block.rows, request.states
                 )
                 grads = grads.abs_() if self.absolute else grads
-                total[frames] += grads.view(-1, n_draws, *x.shape[1:]).sum(dim=1)
-        return reduce_input(total / self.samples, self.reduce)
+                total[block.frames] += grads.view(-1, block.jobs_per_frame, *x.shape[1:]).sum(dim=1)
+        return request.reduce_input(total / self.samples, self.reduce)

@@ -386,7 +386,11 @@ class PolicyAdapter:
 
     @contextmanager
     def holding_state(self, state: State | None) -> Iterator[None]:
-        """Within the block, :meth:`outputs` of a recurrent policy uses ``state`` (rows [B, ...])."""
+        """Within the block, :meth:`outputs` of a recurrent policy uses ``state`` (rows [B, ...]).
+
+        For code that runs the network through layers it does not own (state maps, deletion
+        curves, feature visualisation); attribution methods pass the state to
+        :meth:`outputs` themselves (:class:`rlviz.methods.base.MapRequest`)."""
         previous, self._held_state = self._held_state, state
         try:
             yield
@@ -402,7 +406,8 @@ class PolicyAdapter:
         """Network outputs for a preprocessed batch ``x`` [B, C, H, W] (keeps the autograd graph).
 
         A recurrent policy reads ``state`` or, when none is given, the held state (see
-        :meth:`holding_state`), taking its ``rows`` for batches built from repeated frames.
+        :meth:`holding_state`); ``rows`` picks the state row of each input, for batches built
+        from repeated frames.
         """
         if self._state_forward is None:
             return read_output(self._forward(x), self.output)
@@ -414,11 +419,12 @@ class PolicyAdapter:
         state: State | None = None,
         rows: torch.Tensor | slice | None = None,
     ) -> tuple[object, State]:
-        """A recurrent policy's (raw outputs, next state) for input ``x`` entering ``state``."""
+        """A recurrent policy's (raw outputs, next state) for input ``x`` entering ``state`` (or
+        the held one), input i reading state row ``rows[i]`` when ``rows`` is given."""
         if self._state_forward is None:
             raise ValueError("this policy is not recurrent: use outputs(x)")
         if state is None and self._held_state is None and getattr(self, "_from_start", False):
-            state = self.initial_state(x.shape[0])
+            state, rows = self.initial_state(x.shape[0]), None  # every row starts alike
         if state is None:
             if self._held_state is None:
                 raise ValueError(
@@ -426,8 +432,8 @@ class PolicyAdapter:
                     "fixed: pass states= (rollouts record them, e.g. states=rollout.states)"
                 )
             state = self._held_state
-            if rows is not None:
-                state = tuple(s[rows] for s in state)
+        if rows is not None:
+            state = tuple(s[rows] for s in state)
         if state[0].shape[0] != x.shape[0]:
             raise ValueError(
                 f"the recurrent state has {state[0].shape[0]} rows for {x.shape[0]} inputs; give "
