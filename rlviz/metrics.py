@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from rlviz.methods.base import block_rows, block_target, job_blocks, pass_buffer
+from rlviz.methods.passes import block_rows, block_target, job_blocks, pass_buffer
 from rlviz.ops import fill_values
 from rlviz.policy import PolicyAdapter, as_adapter
 from rlviz.targets import ActionProb, MostLikelyAction, as_target

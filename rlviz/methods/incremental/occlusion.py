@@ -7,9 +7,10 @@ import math
 
 import torch
 
-from rlviz.methods.base import block_target, job_blocks, scalar_per_sample
+from rlviz.methods.base import scalar_per_sample
 from rlviz.methods.incremental.ops import compose, nhwc
 from rlviz.methods.incremental.runner import IncrementalRunner, warn_fallback
+from rlviz.methods.passes import block_target, job_blocks
 
 MODES = ("auto", True, False)
 #: Incremental passes hold boxes, not frames: a patch needs a fraction of a frame's memory, and
