@@ -58,7 +58,6 @@ from rlviz.features.filters import (
 from rlviz.features.inversion import Inversion, invert, plot_inversions
 from rlviz.features.neighbours import (
     Neighbours,
-    layer_features,
     nearest_neighbours,
     pixel_neighbours,
     plot_neighbours,
@@ -71,6 +70,7 @@ from rlviz.features.topk import (
     receptive_fields,
     top_k_examples,
 )
+from rlviz.statemap.dataset import layer_features  # the one definition: state maps' too
 
 __all__ = [
     "DEFAULT_IOU_THRESHOLD",

@@ -15,25 +15,9 @@ import numpy as np
 import torch
 
 from rlviz.features._common import BATCH, check_frames, display_rgb, new_figure, observations
-from rlviz.hooks import layer_activations
 from rlviz.io import save_figure
 from rlviz.policy import PolicyAdapter
-
-
-def layer_features(
-    adapter: PolicyAdapter, obs: np.ndarray, layer: str, batch_size: int = BATCH
-) -> torch.Tensor:
-    """Flattened activations of ``layer`` for raw observations ``obs`` (frames [N, H, W, C],
-    or stacks in the adapter's layout).
-
-    Returns:
-        float32 [N, D] CPU tensor.
-    """
-    obs, _ = observations(adapter, obs)
-    acts = layer_activations(
-        adapter, obs, layer, batch_size=batch_size, pool="flatten", stop_early=True
-    )
-    return acts[layer]
+from rlviz.statemap.dataset import layer_features
 
 
 @dataclass
@@ -81,7 +65,8 @@ def nearest_neighbours(
 
     Args:
         exclude: dataset indices to skip (the query itself, or its neighbours in time).
-        features: precomputed :func:`layer_features` of ``obs``, to reuse across queries.
+        features: precomputed :func:`rlviz.statemap.layer_features` of ``obs`` [N, D] (numpy or
+            torch), to reuse across queries.
 
     Returns:
         :class:`Neighbours` (indices and distances, nearest first).
@@ -89,12 +74,16 @@ def nearest_neighbours(
     obs, _ = observations(adapter, obs)
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}")
-    bank = features if features is not None else layer_features(adapter, obs, layer, batch_size)
+    if features is None:
+        features = layer_features(adapter, obs, layer, batch_size=batch_size)
+    bank = torch.as_tensor(features)
     if len(bank) != len(obs):
         raise ValueError(
             f"features has {len(bank)} rows for {len(obs)} frames; compute them from obs"
         )
-    q = layer_features(adapter, observations(adapter, query, "query")[0], layer)
+    q = torch.as_tensor(
+        layer_features(adapter, observations(adapter, query, "query")[0], layer, batch_size=BATCH)
+    )
     if len(q) != 1:
         raise ValueError(f"query must be one frame [H, W, C], got {len(q)} frames")
     return _nearest(bank, q[0], k, exclude, layer)

@@ -70,7 +70,7 @@ def _units(acts, layer: str, asked: list[int] | None) -> list[int]:
 
 def _neighbours(adapter, obs, masks, rollouts, layer: str, args: argparse.Namespace):
     """The neighbours figure of ``--query``: nearest states in feature and in pixel space."""
-    from rlviz.features import layer_features, nearest_neighbours, pixel_neighbours, plot_neighbours
+    from rlviz.features import nearest_neighbours, pixel_neighbours, plot_neighbours
 
     query = showcase_index(masks) if args.query is None else args.query
     if not 0 <= query < len(obs):
@@ -81,11 +81,8 @@ def _neighbours(adapter, obs, masks, rollouts, layer: str, args: argparse.Namesp
     near = np.flatnonzero(episode_of == episode_of[query])
     if len(near) == len(obs):
         raise CliError("--neighbours needs states from at least 2 episodes; raise --episodes")
-    features = layer_features(adapter, obs, layer)
     rows = [
-        nearest_neighbours(
-            adapter, obs, obs[query], layer, k=args.k, exclude=near, features=features
-        ),
+        nearest_neighbours(adapter, obs, obs[query], layer, k=args.k, exclude=near),
         pixel_neighbours(obs, obs[query], k=args.k, exclude=near),
     ]
     names = adapter.action_names or [
