@@ -1,7 +1,9 @@
 """The PPO trainer: collect rollouts, update in the background, log, checkpoint, resume.
 
-The algorithm is in :mod:`agents.ppo`; this module feeds it. What differs from CleanRL's single
-loop, and why:
+The algorithm is in :mod:`agents.ppo`; this module feeds it. Read :meth:`Trainer.run` first: it
+builds everything a run holds, in order, then loops. :class:`RunState` is all that collection
+changes from rollout to rollout; :class:`LearnerThread` takes full rollouts to the PPO update and
+brings the results back. What differs from CleanRL's single loop, and why:
 
 * **The learner hides behind the simulator.** MiniWorld renders in software, a full core per env
   step. Env workers (:class:`agents.vecenv.EnvPool`) render in subprocesses, two groups of envs per
@@ -26,12 +28,12 @@ from __future__ import annotations
 
 import math
 import queue
-import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
-from dataclasses import asdict
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -56,6 +58,132 @@ from rlviz.agents.ppo import Learner, RolloutBuffer
 from rlviz.agents.vecenv import TRAIN_SEED_RANGE, EnvPool
 
 Callback = Callable[[dict], "bool | None"]
+
+
+@dataclass
+class RunState:
+    """What collection changes from one rollout to the next (main thread only).
+
+    A checkpoint keeps the counters, the recent episodes and the action RNG (with the weights and
+    the learner's state), so ``--resume`` continues from them bit for bit.
+    """
+
+    action_rng: torch.Generator
+    """Draws the actions the actor takes."""
+    steps: int = 0
+    """Env steps so far, earlier parts of a resumed run included."""
+    episodes: int = 0
+    """Episodes finished so far."""
+    start_steps: int = 0
+    """``steps`` when this part of the run started (steps per second count from here)."""
+    time_before: float = 0.0
+    """Training seconds of the parts of the run before a ``--resume``."""
+    clock_start: float = field(default_factory=time.perf_counter)
+    """When this part's training clock started (``time.perf_counter``)."""
+    recent: deque = field(default_factory=lambda: deque(maxlen=100))
+    """``(return, length, success)`` of the last 100 episodes."""
+    rollout_episodes: list = field(default_factory=list)
+    """``(return, length, success, stuck_steps)`` of the episodes ended in this rollout."""
+    rollout_start: float = 0.0
+    """When this rollout's collection started (``time.perf_counter``)."""
+    env_wait_s: float = 0.0
+    """Seconds this rollout has waited for the env workers."""
+    next_action_rng: torch.Tensor | None = None
+    """``action_rng``'s state where the next rollout's first actions are drawn: a checkpoint of
+    this rollout keeps it, so a resume draws them as this run does."""
+    actor_version: int = 0
+    """The update whose weights the actor has."""
+    last_row: dict = field(default_factory=dict)
+    """The newest ``progress.csv`` row."""
+    stop_requested: bool = False
+    """The callback asked to end training."""
+
+    @classmethod
+    def start(cls, seed: int, resumed: dict | None) -> RunState:
+        """A new run's state, or where the resumed run's training state ``resumed`` stopped."""
+        action_rng = torch.Generator().manual_seed(seed * 104729 + 3)
+        if resumed is None:
+            return cls(action_rng)
+        action_rng.set_state(resumed["action_rng"])
+        steps = int(resumed["steps"])
+        return cls(
+            action_rng,
+            steps=steps,
+            episodes=int(resumed["episodes"]),
+            start_steps=steps,
+            time_before=float(resumed["time_s"]),
+            recent=deque((tuple(r) for r in resumed.get("recent", [])), maxlen=100),
+        )
+
+    def elapsed(self) -> float:
+        """Training seconds of the whole run, resumed parts included."""
+        return self.time_before + time.perf_counter() - self.clock_start
+
+
+class LearnerThread:
+    """Takes full rollout buffers to ``learn`` and brings back what it returns.
+
+    With ``threaded`` (``async_learner``), ``learn`` runs in a background thread while the envs
+    keep collecting; without, in the caller's thread at :meth:`submit`. Either way the main thread
+    reads the results with :meth:`finished`, and an error in the thread is raised in the main
+    thread (by :meth:`check`, which :meth:`submit` and :meth:`finish` call).
+    """
+
+    def __init__(self, learn: Callable[[RolloutBuffer], tuple], threaded: bool) -> None:
+        self._learn = learn
+        self._jobs: queue.Queue = queue.Queue()  # full buffers; None ends the thread
+        self._results: queue.Queue = queue.Queue()  # what learn returned, oldest first
+        self._error: BaseException | None = None
+        self._thread: threading.Thread | None = None
+        if threaded:
+            self._thread = threading.Thread(target=self._loop, name="rlviz-learner", daemon=True)
+            self._thread.start()
+
+    @property
+    def threaded(self) -> bool:
+        return self._thread is not None
+
+    def submit(self, buf: RolloutBuffer) -> None:
+        """Learn from ``buf``: queue it for the thread, or learn from it now."""
+        if self._thread is None:
+            self._results.put(self._learn(buf))
+            return
+        self.check()
+        self._jobs.put(buf)
+
+    def finished(self) -> Iterator[tuple]:
+        """What ``learn`` returned for each rollout done since the last call; never blocks."""
+        while True:
+            try:
+                yield self._results.get_nowait()
+            except queue.Empty:
+                return
+
+    def check(self) -> None:
+        """Raise the learner thread's error, if it failed."""
+        if self._error is not None:
+            raise RuntimeError("the learner thread failed") from self._error
+
+    def finish(self) -> None:
+        """Let the thread learn from the queued buffers, then end it."""
+        if self._thread is None:
+            return
+        self._jobs.put(None)
+        while self._thread.is_alive():
+            self._thread.join(timeout=0.5)
+        self.check()
+
+    def close(self) -> None:
+        """Tell the thread to end after its current buffer, without waiting (on errors)."""
+        if self._thread is not None and self._thread.is_alive():
+            self._jobs.put(None)
+
+    def _loop(self) -> None:
+        try:
+            while (buf := self._jobs.get()) is not None:
+                self._results.put(self._learn(buf))
+        except BaseException as exc:  # raised in the main thread by check()
+            self._error = exc
 
 
 class Trainer:
@@ -84,10 +212,7 @@ class Trainer:
                 approx_kl=cfg.warn_kl,
             ),
         )
-        self.recent = deque(maxlen=100)  # (return, length, success) of the last 100 episodes
-        self.bar = None
 
-    # ---------------------------------------------------------------------- run
     def run(self, callback: Callback | None = None) -> dict:
         """Train until ``cfg.total_steps``.
 
@@ -99,36 +224,37 @@ class Trainer:
         Returns:
             summary dict: checkpoint path, steps, updates, time_s, sps, last row of statistics.
         """
-        torch.set_num_threads(self.cfg.torch_threads)
+        cfg, resumed = self.cfg, self.resume_state
+        torch.set_num_threads(cfg.torch_threads)
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        self._callback = callback
-        self._restore_counters()
-        self.pool = self._open_env_pool()
-        self._build_policy()
-        self._prepare_rollouts()
-        self._start_learner()
-        self._open_progress_bar()
-        try:
+        self.callback = callback
+        with ExitStack() as cleanup:
+            self.pool = cleanup.enter_context(self._open_env_pool())
+            self.model, self.actor = self._build_policy()
+            self.learner = Learner(self.model, cfg, self.device)
+            if resumed:
+                self.learner.load_state(resumed["learner"])
+            self.state = RunState.start(cfg.seed, resumed)
+            self.log = CsvLog(
+                self.run_dir / "progress.csv", keep_until_step=self.state.steps if resumed else None
+            )
+            shape = self.pool.obs_shape
+            self.buffers = (
+                RolloutBuffer(cfg.num_steps, cfg.num_envs, shape),
+                RolloutBuffer(cfg.num_steps, cfg.num_envs, shape),
+            )
+            self.published: tuple[int, dict] | None = None  # (update, weights) for the actor
+            self.learner_thread = LearnerThread(self._learn, threaded=cfg.async_learner)
+            cleanup.callback(self.learner_thread.close)
+            self.bar = cleanup.enter_context(self._progress_bar())
             self._train_loop()
-            self._stop_learner()
+            self.learner_thread.finish()
             self._drain()
-        finally:
-            self._close()
         return self._summary()
 
     # -------------------------------------------------------------------- setup
-    def _restore_counters(self) -> None:
-        """Steps, episodes and time so far: zero, or where the resumed run stopped."""
-        rs = self.resume_state
-        self.steps = int(rs["steps"]) if rs else 0
-        self.start_steps = self.steps
-        self.episodes = int(rs["episodes"]) if rs else 0
-        self.time_before = float(rs["time_s"]) if rs else 0.0
-        self.last_row: dict = {}
-        self._stop_requested = False
-
     def _open_env_pool(self) -> EnvPool:
-        cfg, rs = self.cfg, self.resume_state
+        cfg, resumed = self.cfg, self.resume_state
         return EnvPool(
             cfg.env_id,
             cfg.env_kwargs,
@@ -136,7 +262,7 @@ class Trainer:
             num_workers=cfg.num_workers,
             groups=2,
             seed=cfg.seed,
-            episode_counts=rs["episode_counts"] if rs else None,
+            episode_counts=resumed["episode_counts"] if resumed else None,
             stuck_penalty=cfg.stuck_penalty,
             progress_reward=cfg.progress_reward,
             progress_turns=cfg.progress_turns,
@@ -160,45 +286,25 @@ class Trainer:
             action_names=names,
         )
 
-    def _build_policy(self) -> None:
-        """The trained model, the actor copy that collects, the learner and the action RNG."""
-        cfg, rs = self.cfg, self.resume_state
-        arch = self._architecture()
+    def _build_policy(self) -> tuple[ActorCritic, ActorCritic]:
+        """The trained model and the actor copy that collects, with the same weights."""
+        arch, resumed = self._architecture(), self.resume_state
         # Both constructors draw initial weights from torch's global RNG (seeded in __init__).
-        self.model = ActorCritic(arch).to(self.device)
-        self.actor = ActorCritic(arch).to(self.device).eval()
-        if rs:
-            self.model.load_state_dict({k: v.to(self.device) for k, v in rs["model"].items()})
-        elif cfg.init_from:
-            self.model.load_state_dict(init_weights(cfg.init_from, arch))
-        self.actor.load_state_dict(self.model.state_dict())
-        self.learner = Learner(self.model, cfg, self.device)
-        self.act_gen = torch.Generator().manual_seed(cfg.seed * 104729 + 3)
-        if rs:
-            self.learner.load_state(rs["learner"])
-            self.act_gen.set_state(rs["action_rng"])
-            self.recent.extend(tuple(r) for r in rs.get("recent", []))
+        model = ActorCritic(arch).to(self.device)
+        actor = ActorCritic(arch).to(self.device).eval()
+        if resumed:
+            model.load_state_dict({k: v.to(self.device) for k, v in resumed["model"].items()})
+        elif self.cfg.init_from:
+            model.load_state_dict(init_weights(self.cfg.init_from, arch))
+        actor.load_state_dict(model.state_dict())
+        return model, actor
 
-    def _prepare_rollouts(self) -> None:
-        """The CSV log (cut back to the checkpoint on resume) and the two rollout buffers."""
-        cfg = self.cfg
-        resumed = self.resume_state is not None
-        self.log = CsvLog(
-            self.run_dir / "progress.csv", keep_until_step=self.steps if resumed else None
-        )
-        shape = self.pool.obs_shape
-        self.buffers = (
-            RolloutBuffer(cfg.num_steps, cfg.num_envs, shape),
-            RolloutBuffer(cfg.num_steps, cfg.num_envs, shape),
-        )
-        self._rollout_eps: list[tuple] = []  # (return, length, success, stuck) this rollout
-
-    def _open_progress_bar(self) -> None:
+    def _progress_bar(self):
         from tqdm import tqdm
 
-        self.bar = tqdm(
+        return tqdm(
             total=self.cfg.total_steps,
-            initial=min(self.steps, self.cfg.total_steps),
+            initial=min(self.state.steps, self.cfg.total_steps),
             unit="step",
             dynamic_ncols=True,
             disable=not self.cfg.progress,
@@ -210,14 +316,14 @@ class Trainer:
         """Collect rollouts into the two buffers in turn, handing each full one to the learner."""
         buf, nxt = self.buffers
         buf.free.clear()
-        self._first_actions(buf)
-        self._waited, self._rollout_t0 = 0.0, time.perf_counter()
-        done = self.steps >= self.cfg.total_steps
+        self._reset_envs(buf)
+        self.state.rollout_start = time.perf_counter()
+        done = self.state.steps >= self.cfg.total_steps
         while not done:
             self._collect_rollout(buf, nxt)
             done = self._hand_over(buf)
             buf, nxt = nxt, buf
-            if self._thread is None and not done:
+            if not self.learner_thread.threaded and not done:
                 # Synchronous: the next rollout's first actions come from the updated weights, as
                 # after a --resume, so a resumed run continues bit for bit.
                 for s in range(len(self.pool.slots)):
@@ -225,7 +331,7 @@ class Trainer:
             self._drain()
             self._show_progress()
 
-    def _first_actions(self, buf: RolloutBuffer) -> None:
+    def _reset_envs(self, buf: RolloutBuffer) -> None:
         """Reset the envs, check the inputs once, and act on the first frames."""
         obs = self.pool.reset()
         first = preprocess(torch.from_numpy(obs[: min(self.cfg.num_envs, 8)].copy()))
@@ -248,11 +354,9 @@ class Trainer:
                 else:
                     if s == 0:
                         self._claim(nxt)
-                        # What a checkpoint of this rollout keeps: a resume draws the next
-                        # rollout's first actions from here, as this run does.
-                        self._next_rng = self.act_gen.get_state()
+                        self.state.next_action_rng = self.state.action_rng.get_state()
                     nxt.obs[0, lo:hi] = obs
-                    if self._thread is None:  # acts on them after the update (_train_loop)
+                    if not self.learner_thread.threaded:  # acts on them after the update
                         buf.last_values[lo:hi] = self._value(obs)
                     else:
                         self._act(s, nxt, 0)
@@ -272,7 +376,7 @@ class Trainer:
         with torch.no_grad():
             logits, value = self.actor(x)
         logp_all = torch.log_softmax(logits.float(), dim=-1).cpu()
-        a = torch.multinomial(logp_all.exp(), 1, generator=self.act_gen).squeeze(1)
+        a = torch.multinomial(logp_all.exp(), 1, generator=self.state.action_rng).squeeze(1)
         buf.actions[t, lo:hi] = a.numpy()
         buf.logprobs[t, lo:hi] = logp_all.gather(1, a.unsqueeze(1)).squeeze(1).numpy()
         buf.values[t, lo:hi] = value.float().cpu().numpy()
@@ -280,100 +384,75 @@ class Trainer:
 
     def _record_step(self, slot: int, buf: RolloutBuffer, t: int) -> np.ndarray:
         """Wait for ``slot``'s step, store its rewards and ends at ``t``; return the new frames."""
+        state = self.state
         lo, hi = self.pool.slots[slot]
         t_wait = time.perf_counter()
         obs, rew, term, trunc, finished = self.pool.step_wait(slot)
-        self._waited += time.perf_counter() - t_wait
+        state.env_wait_s += time.perf_counter() - t_wait
         buf.rewards[t, lo:hi] = rew
         buf.ends[t, lo:hi] = term | trunc
         for ep in finished:
-            self.recent.append((ep.ret, ep.length, ep.success))
-            self._rollout_eps.append((ep.ret, ep.length, ep.success, ep.stuck))
-        self.episodes += len(finished)
+            state.recent.append((ep.ret, ep.length, ep.success))
+            state.rollout_episodes.append((ep.ret, ep.length, ep.success, ep.stuck))
+        state.episodes += len(finished)
         return obs
 
     def _claim(self, buf: RolloutBuffer) -> None:
         """Wait until the learner is done with ``buf``, then take it for collection."""
         while not buf.free.wait(timeout=0.5):
-            self._check_learner()
+            self.learner_thread.check()
         buf.free.clear()
 
     def _pick_up_weights(self) -> None:
         """Load the learner's newest published weights into the actor, if it has not yet."""
-        published = self._published
-        if published is not None and published[0] != self._version:
-            self._version, weights = published
+        published = self.published
+        if published is not None and published[0] != self.state.actor_version:
+            self.state.actor_version, weights = published
             self.actor.load_state_dict(weights)
 
     def _hand_over(self, buf: RolloutBuffer) -> bool:
         """Give the full ``buf`` to the learner; return whether training is done."""
-        cfg = self.cfg
-        before = self.steps
-        self.steps += cfg.num_steps * cfg.num_envs
-        done = self.steps >= cfg.total_steps or self._stop_requested
+        cfg, state = self.cfg, self.state
+        before = state.steps
+        state.steps += cfg.num_steps * cfg.num_envs
+        done = state.steps >= cfg.total_steps or state.stop_requested
         buf.meta = self._rollout_meta(before, done)
-        if self._thread is not None:
-            self._check_learner()
-            self._jobs.put(buf)
-        else:
-            self._learn(buf)
+        self.learner_thread.submit(buf)
+        if not self.learner_thread.threaded:
             self._pick_up_weights()  # always new: the update just published its weights
         return done
 
     def _rollout_meta(self, before: int, done: bool) -> dict:
         """What the learner thread needs about the rollout just collected: a snapshot of the
         counters and RNG (for the checkpoint), what to save, and the episode statistics."""
-        cfg = self.cfg
-        recent = list(self.recent)
-        eps, self._rollout_eps = self._rollout_eps, []
+        cfg, state = self.cfg, self.state
+        recent = list(state.recent)
+        eps, state.rollout_episodes = state.rollout_episodes, []
         now = time.perf_counter()
-        env_wait = self._waited / max(now - self._rollout_t0, 1e-9)
-        self._waited, self._rollout_t0 = 0.0, now
+        env_wait = state.env_wait_s / max(now - state.rollout_start, 1e-9)
+        state.env_wait_s, state.rollout_start = 0.0, now
         return {
-            "steps": self.steps,
-            "start_steps": self.start_steps,
-            "episodes": self.episodes,
+            "steps": state.steps,
+            "start_steps": state.start_steps,
+            "episodes": state.episodes,
             "episode_counts": list(self.pool.episode_counts),
-            "action_rng": self._next_rng,
+            "action_rng": state.next_action_rng,
             "recent": recent,
-            "checkpoint": done or _crossed(before, self.steps, cfg.checkpoint_every),
-            "snapshot": _crossed(before, self.steps, cfg.snapshot_every)
+            "checkpoint": done or _crossed(before, state.steps, cfg.checkpoint_every),
+            "snapshot": _crossed(before, state.steps, cfg.snapshot_every)
             or (done and cfg.snapshot_every > 0),
             "episode_stats": episode_stats(eps, recent, env_wait),
         }
 
     # ------------------------------------------------------------------- update
-    def _start_learner(self) -> None:
-        """The learner's hand-over state, and its thread when ``async_learner``."""
-        self._jobs: queue.Queue = queue.Queue()  # full buffers; None stops the thread
-        self._results: queue.Queue = queue.Queue()  # (meta, stats, saved checkpoint or None)
-        self._published: tuple[int, dict] | None = None  # (update, state_dict) for the actor
-        self._version = 0  # the update whose weights the actor has
-        self._learner_error: BaseException | None = None
-        self._clock0 = time.perf_counter()
-        self._thread = None
-        if self.cfg.async_learner:
-            self._thread = threading.Thread(
-                target=self._learner_loop, name="rlviz-learner", daemon=True
-            )
-            self._thread.start()
-
-    def _learner_loop(self) -> None:
-        try:
-            while (buf := self._jobs.get()) is not None:
-                self._learn(buf)
-        except BaseException as exc:  # surfaced in the main thread by _check_learner
-            self._learner_error = exc
-
-    def _check_learner(self) -> None:
-        if self._learner_error is not None:
-            raise RuntimeError("the learner thread failed") from self._learner_error
-
-    def _learn(self, buf: RolloutBuffer) -> None:
-        """Update on ``buf``, free it, publish the weights, save; queue the results for logging.
+    def _learn(self, buf: RolloutBuffer) -> tuple[dict, dict, Path | None]:
+        """Update on ``buf``, free it, publish the weights, save; return what to log.
 
         Runs in the learner thread when ``async_learner``: it reads ``buf.meta``, never the
-        collector's live counters.
+        collector's live counters in :class:`RunState` (only its clock).
+
+        Returns:
+            ``(meta, stats, saved checkpoint path or None)`` for :meth:`_log_update`.
         """
         meta = buf.meta
         t0 = time.perf_counter()
@@ -381,19 +460,10 @@ class Trainer:
         stats["update_s"] = time.perf_counter() - t0
         buf.free.set()
         weights = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
-        self._published = (self.learner.updates, weights)
-        stats.update(time_s=self._elapsed())
+        self.published = (self.learner.updates, weights)
+        stats.update(time_s=self.state.elapsed())
         saved = self._save(meta, stats["time_s"])
-        self._results.put((meta, stats, saved))
-
-    def _stop_learner(self) -> None:
-        """Let the learner thread finish the queued updates, then end it."""
-        if self._thread is None:
-            return
-        self._jobs.put(None)
-        while self._thread.is_alive():
-            self._thread.join(timeout=0.5)
-        self._check_learner()
+        return meta, stats, saved
 
     # ---------------------------------------------------------------- save, log
     def _save(self, meta: dict, time_s: float) -> Path | None:
@@ -430,7 +500,7 @@ class Trainer:
         return data
 
     def _ckpt_config(self, meta: dict, updates: int, elapsed: float) -> dict:
-        # Runs in the learner thread: read the main thread's snapshot in meta, never self.recent.
+        # Runs in the learner thread: read the main thread's snapshot in meta, never self.state.
         cfg = self.cfg
         recent = meta["recent"]
         return {
@@ -450,11 +520,7 @@ class Trainer:
 
     def _drain(self) -> None:
         """Log every update the learner has finished so far (main thread, never blocks)."""
-        while True:
-            try:
-                meta, stats, saved = self._results.get_nowait()
-            except queue.Empty:
-                return
+        for meta, stats, saved in self.learner_thread.finished():
             self._log_update(meta, stats, saved)
 
     def _log_update(self, meta: dict, stats: dict, saved: Path | None) -> None:
@@ -464,7 +530,7 @@ class Trainer:
             stats,
             step=meta["steps"],
             sps=(meta["steps"] - meta["start_steps"])
-            / max(stats["time_s"] - self.time_before, 1e-9),
+            / max(stats["time_s"] - self.state.time_before, 1e-9),
         )
         self.log.write(row)
         for warning in self.health.check(row):
@@ -476,44 +542,31 @@ class Trainer:
                 )
             except Exception as exc:  # a plot must never stop training
                 self._log(f"warning: could not draw the learning curve ({exc})")
-        self.last_row = row
-        if self._callback is not None and self._callback(row) is False:
-            self._stop_requested = True
+        self.state.last_row = row
+        if self.callback is not None and self.callback(row) is False:
+            self.state.stop_requested = True
 
     def _show_progress(self) -> None:
-        cfg, row = self.cfg, self.last_row
-        self.bar.update(min(self.steps, cfg.total_steps) - self.bar.n)
+        cfg, row = self.cfg, self.state.last_row
+        self.bar.update(min(self.state.steps, cfg.total_steps) - self.bar.n)
         if row:
             self.bar.set_postfix(_bar_fields(row), refresh=False)
 
     def _log(self, msg: str) -> None:
-        if self.bar is not None:
-            self.bar.write(msg)
-        else:
-            print(msg, file=sys.stderr)
-
-    # -------------------------------------------------------------------- close
-    def _elapsed(self) -> float:
-        """Training seconds of the whole run, resumed parts included."""
-        return self.time_before + time.perf_counter() - self._clock0
-
-    def _close(self) -> None:
-        if self._thread is not None and self._thread.is_alive():
-            self._jobs.put(None)
-        self.pool.close()
-        self.bar.close()
+        self.bar.write(msg)  # above the bar, which stays at the bottom
 
     def _summary(self) -> dict:
-        total_time = self._elapsed()
+        state = self.state
+        total_time = state.elapsed()
         return {
             "checkpoint": str(self.ckpt_path),
             "run_dir": str(self.run_dir),
-            "steps": self.steps,
+            "steps": state.steps,
             "updates": self.learner.updates,
-            "episodes": self.episodes,
+            "episodes": state.episodes,
             "time_s": total_time,
-            "sps": (self.steps - self.start_steps) / max(total_time - self.time_before, 1e-9),
-            "last": self.last_row,
+            "sps": (state.steps - state.start_steps) / max(total_time - state.time_before, 1e-9),
+            "last": state.last_row,
         }
 
 
