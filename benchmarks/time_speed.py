@@ -43,10 +43,10 @@ from rlviz import (  # noqa: E402
 from rlviz.envs.wrappers import StackFrames  # noqa: E402
 from rlviz.memory import memory_reliance  # noqa: E402
 from rlviz.methods import get_method  # noqa: E402
+from rlviz.ops import torch_threads  # noqa: E402
 from rlviz.rollout import episode_outputs  # noqa: E402
 from rlviz.targets import TakenAction  # noqa: E402
 from rlviz.video import render_video  # noqa: E402
-from rlviz.video.resources import torch_threads  # noqa: E402
 
 warnings.filterwarnings("ignore")
 H, W = 60, 80

@@ -42,8 +42,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from rlviz import agents  # noqa: E402
+from rlviz.ops import torch_threads  # noqa: E402
 from rlviz.video import fit_state_embedding, render_video  # noqa: E402
-from rlviz.video.resources import torch_threads  # noqa: E402
 
 warnings.filterwarnings("ignore")
 ENV_ID = "rlviz/BoxReach-v0"

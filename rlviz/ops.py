@@ -1,4 +1,5 @@
-"""Image operations shared by methods, maps and optvis: resize, blur, fill values, layout guess.
+"""Image operations shared by methods, maps and optvis: resize, blur, fill values, layout guess;
+and torch's thread count for a block (:func:`torch_threads`).
 
 A leaf: torch and numpy only, so that display code (``maps``) and feature tools (optvis) can use
 them without depending on the attribution-method contract.
@@ -6,7 +7,8 @@ them without depending on the attribution-method contract.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from functools import lru_cache
 
 import numpy as np
@@ -150,3 +152,20 @@ def resolve_device(name: str | torch.device) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda was asked for but torch sees no CUDA GPU; use --device cpu")
     return device
+
+
+@contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Run the block with ``n`` torch intra-op threads, then restore the caller's setting.
+
+    A rollout makes one batch-1 forward pass per step: too little work to share, and on a busy
+    machine OpenMP threads spin-waiting between such passes cost ~10x the pass itself.
+    """
+    before = torch.get_num_threads()
+    if before != n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        if before != n:
+            torch.set_num_threads(before)

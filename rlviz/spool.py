@@ -9,11 +9,15 @@ next spool opened on the machine (its pid is gone).
 Chunks are written with plain file writes and read back with ``np.load`` one at a time, not
 memory-mapped: a mapped page that was touched counts in the process's resident memory until it is
 unmapped, so a memmap of a whole episode grows RSS as much as a list would.
+
+:func:`map_large_blocks` and :func:`release_freed_memory` keep the heap flat too: what a chunk
+freed goes back to the OS instead of staying in glibc's heap.
 """
 
 from __future__ import annotations
 
 import atexit
+import ctypes
 import os
 import shutil
 import signal
@@ -391,3 +395,49 @@ def blocks(array, size: int, start: int = 0, stop: int | None = None):
     stop = len(array) if stop is None else min(stop, len(array))
     for t in range(start, stop, size):
         yield t, np.asarray(array[t : min(t + size, stop)])
+
+
+_LIBC = None
+
+
+#: glibc mallopt's M_MMAP_THRESHOLD; blocks at least this big are mapped and unmapped on free.
+_M_MMAP_THRESHOLD = -3
+#: 1 MB: a chunk's maps and activations (MBs each) are mapped, small objects stay in the heap.
+MMAP_THRESHOLD = 1 << 20
+
+
+def _libc():
+    global _LIBC
+    if _LIBC is None:
+        try:
+            _LIBC = ctypes.CDLL("libc.so.6")
+            _LIBC.malloc_trim  # noqa: B018  (raises AttributeError off glibc)
+        except (OSError, AttributeError):
+            _LIBC = False
+    return _LIBC
+
+
+def map_large_blocks() -> None:
+    """Make glibc map every block of :data:`MMAP_THRESHOLD` or more and unmap it when freed.
+
+    By default glibc raises its mapping threshold each time a mapped block is freed (up to
+    32 MB), so a long episode's chunk-sized arrays end up carved out of the heap, which then
+    fragments and grows with the number of chunks: peak memory would creep up with episode
+    length although each chunk is freed. A fixed threshold keeps it flat. Process-wide; a
+    no-op off glibc.
+    """
+    libc = _libc()
+    if libc:
+        libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)
+
+
+def release_freed_memory() -> None:
+    """Hand freed heap memory back to the OS (glibc ``malloc_trim``; a no-op elsewhere).
+
+    glibc keeps freed blocks of a few MB (an episode's temporary maps) in the heap, so resident
+    memory would creep up with episode length although the data is gone; trimming between the
+    stages of an episode keeps the process's footprint at what it really holds.
+    """
+    libc = _libc()
+    if libc:
+        libc.malloc_trim(0)

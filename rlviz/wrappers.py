@@ -25,7 +25,10 @@ import numpy as np
 import torch
 
 from rlviz.explain import explain
+from rlviz.maps import normalize_maps
 from rlviz.memory import MemoryReliance, has_memory, memory_reliance
+from rlviz.methods import is_signed
+from rlviz.ops import torch_threads
 from rlviz.policy import PolicyAdapter, as_adapter
 from rlviz.policy.output import policy_action
 from rlviz.rollout import (
@@ -37,19 +40,13 @@ from rlviz.rollout import (
     rollout_layout,
     with_layout,
 )
+from rlviz.statemap.policy_states import place_states
 from rlviz.targets import MostLikelyAction
 from rlviz.video.episode import EpisodeExplanation
 from rlviz.video.events import INFO_KEYS
-from rlviz.video.explain import (
-    DEFAULT_METHODS,
-    check_methods,
-    is_signed,
-    normalize_maps,
-    place_states,
-)
+from rlviz.video.explain import DEFAULT_METHODS, check_methods
 from rlviz.video.grid import Composer
 from rlviz.video.pipeline import VideoJob, panel_factory, top_down_capture
-from rlviz.video.resources import torch_threads
 from rlviz.video.timeline import TimeMaps
 from rlviz.video.writer import check_writable
 

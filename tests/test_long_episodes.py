@@ -17,11 +17,12 @@ import torch
 from helpers import SquareEnv, tiny_policy
 
 from rlviz.explain import attribute_episode, check_window
+from rlviz.maps import EpisodeScale, normalize_maps, normalize_stack
+from rlviz.methods import is_signed
 from rlviz.rollout import run_episode
 from rlviz.spool import Spool, StepArray, remove_stale
 from rlviz.targets import TakenAction
 from rlviz.video.explain import explain_episode
-from rlviz.video.scale import EpisodeScale, is_signed, normalize_maps, normalize_stack
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -7,8 +7,9 @@ import pytest
 
 from rlviz.rollout import CompressedFrames, Rollout
 from rlviz.video import draw as compose
-from rlviz.video.draw import ACCENT, put_text, text_mask
+from rlviz.video.draw import ACCENT, display_frame, put_text, text_mask
 from rlviz.video.episode import EpisodeExplanation
+from rlviz.video.events import episode_events
 from rlviz.video.grid import Composer, grid_shape
 from rlviz.video.panels import (
     ActionPanel,
@@ -20,8 +21,6 @@ from rlviz.video.panels import (
     TopDownPanel,
     ValuePanel,
     default_panels,
-    display_frame,
-    episode_events,
 )
 
 T, H, W = 10, 30, 40

@@ -384,7 +384,7 @@ def test_render_video_on_real_boxreach_with_all_panels(tmp_path):
 
 def test_chunked_normalisation_equals_normalize_on_the_whole_episode():
     from rlviz.maps import normalize
-    from rlviz.video.explain import normalize_maps as _normalize_maps
+    from rlviz.maps import normalize_maps as _normalize_maps
 
     raw = np.random.default_rng(0).gamma(1.0, 1e-4, (300, 6, 8)).astype(np.float32)
     raw[5] *= 40  # one bright frame sets the episode's scale

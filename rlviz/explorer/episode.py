@@ -105,7 +105,8 @@ def map_size(frame: tuple[int, int], factor: int) -> tuple[int, int]:
 
 def scaled_maps(raw: np.ndarray, method: str, size: tuple[int, int]) -> tuple[np.ndarray, bool]:
     """Raw maps [T, ..., H, W] on one episode scale, at ``size``, quantised to uint8."""
-    from rlviz.video.explain import is_signed, normalize_maps
+    from rlviz.maps import normalize_maps
+    from rlviz.methods import is_signed
 
     sign = is_signed(method)
     # one scale over the whole episode, so extra axes (actions, frames) can fold into H
@@ -143,8 +144,9 @@ def streamed_maps(
         (row -> uint8 maps, per-frame row -> frame shares float32 [T, K]).
     """
     from rlviz.explain import MapJob, episode_chunk, explain_rollout, frame_share
+    from rlviz.maps import EpisodeScale, scale_block
+    from rlviz.methods import is_signed
     from rlviz.spool import Spool
-    from rlviz.video.scale import EpisodeScale, is_signed, scale_block
 
     n = len(rollout)
     jobs = {
@@ -218,7 +220,7 @@ def episode_maps(
     Returns:
         (maps ``"method|target"`` -> uint8 [T, H, W], signed flags).
     """
-    from rlviz.video.explain import is_signed
+    from rlviz.methods import is_signed
 
     rows: dict[str, MapRow] = {}
     if "taken" in targets:

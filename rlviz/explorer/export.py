@@ -170,8 +170,9 @@ def explore(
     """
     from rlviz.explain import check_window, on_device
     from rlviz.gym_env import as_gym_env
+    from rlviz.ops import torch_threads
+    from rlviz.spool import map_large_blocks, release_freed_memory
     from rlviz.video.pipeline import make_env
-    from rlviz.video.resources import map_large_blocks, release_freed_memory, torch_threads
 
     map_large_blocks()  # chunk-sized arrays unmapped when freed: a flat heap
     methods = list(methods)
@@ -536,7 +537,6 @@ def _url(maps: np.ndarray, cols: int = DEFAULT_COLS) -> str:
 
 
 def _method_info(name: str) -> dict:
-    from rlviz.video.explain import is_signed
-    from rlviz.video.panel import method_title
+    from rlviz.methods import is_signed, method_title
 
     return {"name": name, "title": method_title(name), "signed": is_signed(name)}

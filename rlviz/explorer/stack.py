@@ -37,7 +37,7 @@ def stack_maps(
         frame shares [T][K] (attribution mass per frame, summing to 1), whether signed).
     """
     from rlviz.explorer.episode import MapRow, streamed_maps
-    from rlviz.video.explain import is_signed
+    from rlviz.methods import is_signed
 
     rows = {}
     if "taken" in targets:

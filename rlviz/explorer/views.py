@@ -43,8 +43,7 @@ def state_map(
         ``{"xy": [N, 2] in [0, 1] (y up), "layer", "method"}``, or None with fewer than 5 states.
     """
     from rlviz.statemap.embedding import StateEmbedding
-    from rlviz.video.explain import place_states
-    from rlviz.video.state_map import default_embedding_layer
+    from rlviz.statemap.policy_states import default_embedding_layer, place_states
 
     if embedding is not None:
         xy = place_states(adapter, obs, embedding, layer)

@@ -12,6 +12,7 @@ from rlviz.methods.base import AttributionMethod, reduce_channels
 from rlviz.methods.registry import (
     available_methods,
     get_method,
+    is_signed,
     method_options,
     method_title,
     register,
@@ -40,6 +41,7 @@ __all__ = [
     "SmoothGrad",
     "available_methods",
     "get_method",
+    "is_signed",
     "method_options",
     "method_title",
     "reduce_channels",

@@ -82,3 +82,8 @@ def method_title(name: str) -> str:
     pass through unchanged, so panels can label any string."""
     cls = _REGISTRY.get(_ALIASES.get(name, name))
     return cls.title if cls is not None else name
+
+
+def is_signed(method: str) -> bool:
+    """Whether ``method``'s maps are signed (diverging colours, [-1, 1])."""
+    return bool(getattr(get_method(method), "signed", False))

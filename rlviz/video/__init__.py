@@ -1,16 +1,17 @@
 """Explanation videos: episode data, drawing, panels, events (from the env's info), panel layout,
 the streaming writer and the pipeline that ties them together (:func:`render_video`).
 
-Modules, in the order they build on each other: :mod:`~rlviz.video.resources` (memory, threads),
-:mod:`~rlviz.video.draw` (text, colours, images), :mod:`~rlviz.video.episode` (what panels read),
-:mod:`~rlviz.video.events` (captions from ground truth), :mod:`~rlviz.video.panel` /
-:mod:`~rlviz.video.panels` / :mod:`~rlviz.video.context` (tiles), :mod:`~rlviz.video.grid`
-(layout), :mod:`~rlviz.video.writer` (ffmpeg, atomic), :mod:`~rlviz.video.explain` (maps of an
-episode), :mod:`~rlviz.video.state_map` (fitting the state-map panel's map) and
-:mod:`~rlviz.video.pipeline` (:func:`render_video`).
+Modules, in the order they build on each other: :mod:`~rlviz.video.draw` (text, colours,
+images), :mod:`~rlviz.video.episode` (what panels read), :mod:`~rlviz.video.events` (captions from
+ground truth), :mod:`~rlviz.video.panels` (tiles, one module per thing drawn),
+:mod:`~rlviz.video.grid` (layout), :mod:`~rlviz.video.writer` (ffmpeg, atomic),
+:mod:`~rlviz.video.explain` (maps of an episode) and :mod:`~rlviz.video.pipeline`
+(:func:`render_video`). The state-map panel's map is fitted by
+:func:`rlviz.statemap.policy_states.fit_state_embedding`, re-exported here.
 """
 
 from rlviz.rollout import CompressedFrames
+from rlviz.statemap.policy_states import fit_state_embedding
 from rlviz.video.episode import EpisodeExplanation
 from rlviz.video.events import INFO_KEYS, episode_events
 from rlviz.video.explain import DEFAULT_METHODS, explain_episode
@@ -24,7 +25,6 @@ from rlviz.video.pipeline import (
     render_video,
     select_panels,
 )
-from rlviz.video.state_map import fit_state_embedding
 from rlviz.video.writer import VideoWriter, check_writable
 
 __all__ = [

@@ -42,10 +42,10 @@ class EpisodeExplanation:
         layout: how an observation holds its frames (default: the rollout's); a stack is shown
             by its newest frame, its frames one by one in the stack panel.
         frame_maps: method -> [T, K, H, W], one map per stack frame (oldest first), on the scale
-            of that method's ``maps`` (for :class:`rlviz.video.time_panels.StackPanel`).
+            of that method's ``maps`` (for :class:`rlviz.video.panels.StackPanel`).
         frame_shares: float32 [T, K], attribution mass per stack frame of ``frame_maps``.
         memory: per-step :class:`rlviz.memory.MemoryReliance` (``kl``, ``share``) for a policy
-            with memory, else None (for :class:`rlviz.video.time_panels.MemoryPanel`).
+            with memory, else None (for :class:`rlviz.video.panels.MemoryPanel`).
         newest_maps: the methods whose ``maps`` of a stacked episode are the newest frame's own
             map (the others are collapsed over the frames).
     """

@@ -15,24 +15,16 @@ import numpy as np
 import torch
 
 from rlviz.explain import EXPLAIN_BATCH, MapJob, episode_chunk, explain_rollout, frame_share
+from rlviz.maps import EpisodeScale, scale_block
 from rlviz.memory import MemoryReliance, has_memory, memory_reliance
-from rlviz.methods import available_methods, get_method
+from rlviz.methods import available_methods, get_method, is_signed
 from rlviz.policy import PolicyAdapter, as_adapter
 from rlviz.rollout import Rollout
 from rlviz.spool import Spool, blocks
-from rlviz.statemap.dataset import layer_features
+from rlviz.statemap.policy_states import place_states
 from rlviz.targets import ActionLogit, TakenAction
 from rlviz.video.episode import EpisodeExplanation
-from rlviz.video.scale import (  # noqa: F401  (MAP_DTYPE, NORMALIZE_MODES: part of this API)
-    MAP_DTYPE,
-    NORMALIZE_MODES,
-    EpisodeScale,
-    is_signed,
-    normalize_maps,
-    scale_block,
-)
 from rlviz.video.timeline import (
-    State,
     TimeMaps,
     episode_layout,
     episode_states,
@@ -43,8 +35,6 @@ from rlviz.video.timeline import (
 #: share of attribution on the goal box and points at it in 80% of frames, the best of the input
 #: methods; Grad-CAM is the layer view. Incremental occlusion makes it affordable in videos.
 DEFAULT_METHODS = ("occlusion", "gradcam")
-#: States placed on the state map per pass (their features are never all held).
-EMBED_BATCH = 256
 
 
 def check_methods(methods: Sequence[str]) -> None:
@@ -56,40 +46,6 @@ def check_methods(methods: Sequence[str]) -> None:
             raise ValueError(
                 f"unknown attribution method {name!r}; valid: {', '.join(available_methods())}"
             ) from None
-
-
-def embedding_layer_of(embedding) -> tuple[str | None, str]:
-    """(layer, pool) an embedding was fitted on, from its metadata (``layer``, ``pool``)."""
-    meta = getattr(embedding, "meta", {}) or {}
-    return meta.get("layer"), meta.get("pool", "flatten")
-
-
-def place_states(
-    adapter: PolicyAdapter,
-    obs: np.ndarray,
-    embedding,
-    layer: str | None = None,
-    states: State | None = None,
-) -> np.ndarray:
-    """float32 [T, 2]: where each observation lands on a fitted state ``embedding`` (fast path).
-
-    ``layer`` defaults to the one the map was fitted on (``embedding.meta["layer"]``); a recurrent
-    policy reads each step with its entering ``states`` [T, ...] held.
-    """
-    fitted, pool = embedding_layer_of(embedding)
-    layer = layer or fitted
-    if layer is None:
-        raise ValueError(
-            "the state embedding does not say which layer it was fitted on (meta['layer']); "
-            "pass embedding_layer=..."
-        )
-    placed = []
-    for s in range(0, len(obs), EMBED_BATCH):  # in chunks: a long episode's features never held
-        held = None if states is None else tuple(part[s : s + EMBED_BATCH] for part in states)
-        with adapter.holding_state(held) if held is not None else nullcontext():
-            feats = layer_features(adapter, obs[s : s + EMBED_BATCH], layer, pool, EMBED_BATCH)
-        placed.append(embedding.transform(feats, fast=True))
-    return np.concatenate(placed)
 
 
 def explain_episode(
@@ -126,7 +82,7 @@ def explain_episode(
 
     Two passes over the episode, chunk by chunk (:func:`rlviz.explain.explain_rollout`): the
     first explains every step once, keeps the raw maps on disk and gathers each colour scale
-    exactly (:class:`rlviz.video.scale.EpisodeScale`); the second scales them. Only one chunk's
+    exactly (:class:`rlviz.maps.EpisodeScale`); the second scales them. Only one chunk's
     maps are ever in memory.
 
     A policy with memory gets more: a recurrent one is explained step by step with the state

@@ -12,7 +12,7 @@ from rlviz.video.draw import BACKGROUND, blank, paste, put_text
 
 if TYPE_CHECKING:
     from rlviz.video.episode import EpisodeExplanation
-    from rlviz.video.panel import Panel
+    from rlviz.video.panels import Panel
 
 
 def grid_shape(count: int, cell: tuple[int, int], aspect: float = 16 / 9) -> tuple[int, int]:

@@ -22,6 +22,7 @@ from rlviz.parallel.episodes import env_factory, play_parallel
 from rlviz.parallel.executor import Executor
 from rlviz.policy import PolicyAdapter, as_adapter
 from rlviz.rollout import Rollout
+from rlviz.spool import release_freed_memory
 from rlviz.video.explain import DEFAULT_METHODS, check_methods
 from rlviz.video.pipeline import (
     PanelsArg,
@@ -31,7 +32,6 @@ from rlviz.video.pipeline import (
     panel_factory,
     top_down_capture,
 )
-from rlviz.video.resources import release_freed_memory
 from rlviz.video.writer import check_writable
 
 __all__ = ["render_video_parallel"]

@@ -24,15 +24,15 @@ import torch
 
 from rlviz.explain import check_window, device_batch, on_device
 from rlviz.gym_env import as_gym_env
+from rlviz.ops import torch_threads
 from rlviz.policy import PolicyAdapter, as_adapter
 from rlviz.rollout import Rollout, collect
-from rlviz.spool import Spool
+from rlviz.spool import Spool, map_large_blocks, release_freed_memory
 from rlviz.video.episode import EpisodeExplanation
 from rlviz.video.events import INFO_KEYS
 from rlviz.video.explain import DEFAULT_METHODS, check_methods, explain_episode
 from rlviz.video.grid import Composer
 from rlviz.video.panels import TopDownPanel, default_panels
-from rlviz.video.resources import map_large_blocks, release_freed_memory, torch_threads
 from rlviz.video.writer import FORMATS, VideoWriter, check_writable
 
 PanelsArg = Sequence | Callable[[], Sequence] | None

@@ -2,7 +2,7 @@
 
 A policy has memory when it sees a stack of frames (its layout has K > 1) or carries a recurrent
 state. Such an episode gets a memory-reliance trace; a stack also gets one map per stack frame of
-one input-space method, for the stack panel (:mod:`rlviz.video.time_panels`).
+one input-space method, for the stack panel (:mod:`rlviz.video.panels.frame_stack`).
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ import torch
 
 from rlviz.explain import frame_share
 from rlviz.layout import ObservationLayout
+from rlviz.maps import normalize_stack
 from rlviz.memory import per_frame_mode, stack_method
 from rlviz.policy import PolicyAdapter
 from rlviz.rollout import Rollout, with_layout
-from rlviz.video.scale import normalize_stack
 
 State = tuple[torch.Tensor, ...]
 

@@ -10,22 +10,17 @@ the :class:`rlviz.video.episode.EpisodeExplanation`.
 
 from __future__ import annotations
 
-from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from rlviz.methods import available_methods, method_title
-from rlviz.video.draw import ACCENT, PANEL_BG, blank, put_text
+from rlviz.video.draw import PANEL_BG, blank, put_text
 
 if TYPE_CHECKING:
     from rlviz.video.episode import EpisodeExplanation
 
 HEADER = 22
 TILE = (240, 320)
-
-#: Method name -> display title, read from the methods registry (the one place titles live).
-METHOD_TITLES = MappingProxyType({name: method_title(name) for name in available_methods()})
 
 
 class Panel:
@@ -69,24 +64,3 @@ class Panel:
                 f"{type(self).__name__}.prepare(episode) must be called before render"
             )
         return self._base
-
-
-def dimmed(bright: np.ndarray, plot: tuple[int, int, int, int]) -> np.ndarray:
-    """A time plot's tile with the plot area ``(x0, x1, y0, y1)`` faded: how the future looks."""
-    x0, x1, y0, y1 = plot
-    dim = bright.copy()
-    inner = dim[y0 + 1 : y1, x0 + 1 : x1].astype(np.float32)
-    dim[y0 + 1 : y1, x0 + 1 : x1] = (0.35 * inner + 0.65 * np.asarray(PANEL_BG)).astype(np.uint8)
-    return dim
-
-
-def reveal(
-    bright: np.ndarray, dim: np.ndarray, plot: tuple[int, int, int, int], t: int, horizon: int
-) -> np.ndarray:
-    """A time plot at step ``t`` of ``horizon``: the past in full colour, a cursor, the future dim."""
-    x0, x1, y0, y1 = plot
-    cursor = int(round(x0 + (x1 - x0) * t / (horizon - 1)))
-    tile = dim.copy()
-    tile[:, : cursor + 1] = bright[:, : cursor + 1]
-    tile[y0:y1, max(cursor - 1, 0) : cursor + 1] = ACCENT
-    return tile
