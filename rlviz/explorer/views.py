@@ -42,15 +42,16 @@ def state_map(
     Returns:
         ``{"xy": [N, 2] in [0, 1] (y up), "layer", "method"}``, or None with fewer than 5 states.
     """
+    from rlviz.hooks import default_layer
     from rlviz.statemap.embedding import StateEmbedding
-    from rlviz.statemap.policy_states import default_embedding_layer, place_states
+    from rlviz.statemap.policy_states import place_states
 
     if embedding is not None:
         xy = place_states(adapter, obs, embedding, layer)
         return {"xy": np.round(embedding.to_unit(xy), 4).tolist(), "layer": layer, "method": "fit"}
     if len(obs) < 5:
         return None
-    layer = layer or default_embedding_layer(adapter.model)
+    layer = layer or default_layer(adapter.model)
     feats = layer_activations(adapter, obs, layer, pool="flatten")[layer].numpy()
     # as fit_state_embedding: perplexity 30, lowered for small maps
     perplexity = min(30.0, max(2.0, (len(feats) - 1) / 3 - 1))

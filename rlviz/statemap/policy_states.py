@@ -23,12 +23,6 @@ from rlviz.statemap.embedding import StateEmbedding
 EMBED_BATCH = 256
 
 
-def default_embedding_layer(model: torch.nn.Module) -> str:
-    """The layer a state map is fitted on by default: :func:`rlviz.hooks.default_layer` (the
-    model's CAM layer, what ``rlviz tsne`` maps by default, else the last ``nn.Conv2d``)."""
-    return default_layer(model)
-
-
 def fit_state_embedding(
     env,
     policy: PolicyAdapter | torch.nn.Module,
@@ -51,7 +45,8 @@ def fit_state_embedding(
         A fitted :class:`rlviz.statemap.StateEmbedding` (``embedding_`` [N, 2]).
     """
     adapter = as_adapter(policy)
-    layer = layer or default_embedding_layer(adapter.model)
+    # the model's CAM layer (what `rlviz tsne` maps by default), else the last nn.Conv2d
+    layer = layer or default_layer(adapter.model)
     features, values = [], []
     rollouts = collect(
         env,

@@ -61,7 +61,32 @@ def scale_bar(
     put_text(tile, bottom, (bar_x + 13, y0 + height), size=10, color=MUTED, anchor="lb")
 
 
-class MapPanel(Panel):
+class OverlayPanel(Panel):
+    """A panel of one method's maps over the frame: the colour maps, opacity and dimming it uses."""
+
+    def __init__(
+        self,
+        size: tuple[int, int],
+        title: str,
+        method: str,
+        cmap: str | np.ndarray,
+        signed_cmap: str | np.ndarray,
+        alpha: float,
+        dim: float,
+    ) -> None:
+        super().__init__(size, title)
+        self.method = method
+        self.cmap = cmap
+        self.signed_cmap = signed_cmap
+        self.alpha = float(alpha)
+        self.dim = float(dim)
+        self._scale = 1
+
+    def _cmap(self, signed: bool) -> str | np.ndarray:
+        return self.signed_cmap if signed else self.cmap
+
+
+class MapPanel(OverlayPanel):
     """The observation upscaled (nearest) with one attribution map over it, and a colour bar.
 
     Args:
@@ -87,22 +112,14 @@ class MapPanel(Panel):
         size: tuple[int, int] = TILE,
         title: str | None = None,
     ) -> None:
-        super().__init__(size, method_title(method) if title is None else title)
+        title = method_title(method) if title is None else title
+        super().__init__(size, title, method, cmap, signed_cmap, alpha, dim)
         self.base_title = self.title
-        self.method = method
-        self.cmap = cmap
-        self.signed_cmap = signed_cmap
-        self.alpha = float(alpha)
-        self.dim = float(dim)
         self.outline = outline
-        self._scale = 1
         self._origin = (0, 0)
 
     def available(self, episode: EpisodeExplanation) -> bool:
         return self.method in episode.maps
-
-    def _cmap(self, signed: bool) -> str | np.ndarray:
-        return self.signed_cmap if signed else self.cmap
 
     def prepare(self, episode: EpisodeExplanation) -> None:
         if self.method not in episode.maps:
@@ -190,7 +207,7 @@ class ObservationPanel(Panel):
         return tile
 
 
-class PerActionPanel(Panel):
+class PerActionPanel(OverlayPanel):
     """Side by side, one map per action: what in the frame raises log pi(k | s) for each action k.
 
     Reads ``episode.action_maps[method]`` [T, A, H, W] (the pipeline computes it when this panel
@@ -216,14 +233,13 @@ class PerActionPanel(Panel):
         super().__init__(
             (HEADER + 18 + height + 6, 640),
             f"Per action: {method_title(method)} of each action's logit",
+            method,
+            cmap,
+            signed_cmap,
+            alpha,
+            dim,
         )
-        self.method = method
-        self.cmap = cmap
-        self.signed_cmap = signed_cmap
-        self.alpha = float(alpha)
-        self.dim = float(dim)
         self.height = int(height)
-        self._scale = 1
         self._xs: list[int] = []
 
     def available(self, episode: EpisodeExplanation) -> bool:
@@ -245,9 +261,6 @@ class PerActionPanel(Panel):
         corner = (HEADER + 18, 8 + len(names) * cell_w)
         scale_bar(tile, episode, "action:", self._cmap(signed), signed, corner, img_h)
         self._base = tile
-
-    def _cmap(self, signed: bool) -> str | np.ndarray:
-        return self.signed_cmap if signed else self.cmap
 
     def render(self, t: int, episode: EpisodeExplanation) -> np.ndarray:
         tile = self._require_prepared().copy()

@@ -37,9 +37,10 @@ class TimePlot(Panel):
     def _keep(self, bright: np.ndarray) -> None:
         """Keep the drawn tile and a copy with the plot area faded: how the future looks."""
         x0, x1, y0, y1 = self._plot
+        area = (slice(y0 + 1, y1), slice(x0 + 1, x1))
         dim = bright.copy()
-        inner = dim[y0 + 1 : y1, x0 + 1 : x1].astype(np.float32)
-        dim[y0 + 1 : y1, x0 + 1 : x1] = (0.35 * inner + 0.65 * np.asarray(PANEL_BG)).astype(np.uint8)
+        inner = dim[area].astype(np.float32)
+        dim[area] = (0.35 * inner + 0.65 * np.asarray(PANEL_BG)).astype(np.uint8)
         self._base, self._dim = bright, dim
 
     def caption(self, t: int, episode: EpisodeExplanation) -> str:
