@@ -210,11 +210,12 @@ def _check(args) -> None:
     ):
         if value < low:
             raise CliError(f"{flag} {value}; expected >= {low}")
-    from rlviz.methods.registry import available_methods
+    from rlviz.methods.registry import check_methods
 
-    unknown = [m for m in args.methods if m not in available_methods()]
-    if unknown:
-        raise CliError(f"unknown --methods {unknown}; available: {', '.join(available_methods())}")
+    try:
+        check_methods(args.methods, "--methods")
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
 
 
 def _fmt(value) -> str:

@@ -112,21 +112,17 @@ def _split(text: str) -> list[str]:
 
 
 def _methods(text: str | None) -> list[str] | None:
-    from rlviz.methods import available_methods, get_method
+    from rlviz.methods.registry import check_methods
 
     if text is None:
         return None
     names = _split(text)
     if not names:
         raise CliError("--methods is empty; name at least one, e.g. --methods occlusion,gradcam")
-    for name in names:
-        try:
-            get_method(name)
-        except ValueError:
-            raise CliError(
-                f"unknown method {name!r} in --methods; valid: {', '.join(available_methods())}"
-            ) from None
-    return names
+    try:
+        return check_methods(names, "--methods")
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
 
 
 def _targets(text: str) -> list[str]:

@@ -11,6 +11,7 @@ with ``@register("name", "Title", aliases=(...))``.
 from rlviz.methods.base import AttributionMethod, reduce_channels
 from rlviz.methods.registry import (
     available_methods,
+    check_methods,
     get_method,
     is_signed,
     method_options,
@@ -40,6 +41,7 @@ __all__ = [
     "PerturbationSaliency",
     "SmoothGrad",
     "available_methods",
+    "check_methods",
     "get_method",
     "is_signed",
     "method_options",

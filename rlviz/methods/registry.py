@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from rlviz.methods.base import AttributionMethod
 
@@ -69,6 +69,24 @@ def _lookup(name: str) -> type[AttributionMethod]:
     if key not in _REGISTRY:
         raise ValueError(f"unknown attribution method {name!r}; available: {', '.join(_REGISTRY)}")
     return _REGISTRY[key]
+
+
+def check_methods(
+    names: Iterable[str | AttributionMethod], flag: str | None = None
+) -> list[str | AttributionMethod]:
+    """``names`` as a list once each is a registered method, alias or built method: the one check
+    of method names for the API, the wrappers and the CLI.
+
+    Raises ``ValueError`` at the first unknown name, listing the valid ones; ``flag`` is the CLI
+    flag the names came from (``"--methods"``), said in the message.
+    """
+    names = list(names)
+    for name in names:
+        if isinstance(name, AttributionMethod) or _ALIASES.get(name, name) in _REGISTRY:
+            continue
+        what = f"method {name!r} in {flag}" if flag else f"attribution method {name!r}"
+        raise ValueError(f"unknown {what}; valid: {', '.join(_REGISTRY)}")
+    return names
 
 
 def method_options(name: str) -> list[str]:

@@ -17,7 +17,7 @@ import torch
 from rlviz.explain import EXPLAIN_BATCH, MapJob, episode_chunk, explain_rollout, frame_share
 from rlviz.maps import EpisodeScale, scale_block
 from rlviz.memory import MemoryReliance, has_memory, memory_reliance
-from rlviz.methods import available_methods, get_method, is_signed
+from rlviz.methods import check_methods, is_signed  # noqa: F401  (check_methods: re-exported)
 from rlviz.policy import PolicyAdapter, as_adapter
 from rlviz.rollout import Rollout
 from rlviz.spool import Spool, blocks
@@ -35,17 +35,6 @@ from rlviz.video.timeline import (
 #: share of attribution on the goal box and points at it in 80% of frames, the best of the input
 #: methods; Grad-CAM is the layer view. Incremental occlusion makes it affordable in videos.
 DEFAULT_METHODS = ("occlusion", "gradcam")
-
-
-def check_methods(methods: Sequence[str]) -> None:
-    """Raise ``ValueError`` naming the valid methods when one of ``methods`` is unknown."""
-    for name in methods:
-        try:
-            get_method(name)
-        except ValueError:
-            raise ValueError(
-                f"unknown attribution method {name!r}; valid: {', '.join(available_methods())}"
-            ) from None
 
 
 def explain_episode(
