@@ -3,18 +3,26 @@
 Training draws episode seeds from ``[0, 1e6)`` (see :mod:`agents.vecenv`), so held-out seeds start
 at 1e6 (:data:`HELD_OUT_START`). ``rlviz evaluate --train-gap`` also replays seeds the run actually
 trained on and reports the gap; the command itself is :mod:`rlviz.cli.evaluate`.
+
+The agent plays through :func:`rlviz.rollout.collect` (each episode samples from a generator
+seeded by its reset seed), so an evaluation spread over an executor's workers in blocks of
+episodes gives the serial run's numbers.
 """
 
 from __future__ import annotations
 
+import copy
+import math
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 import torch
 
-from rlviz.agents.policy import ActorCritic, preprocess
+from rlviz.agents.policy import ActorCritic, make_adapter
 from rlviz.agents.vecenv import TRAIN_SEED_RANGE, episode_seed, make_env
+from rlviz.parallel import Executor, blocks_of, env_factory, play_parallel
+from rlviz.rollout import Rollout, collect
 
 HELD_OUT_START = TRAIN_SEED_RANGE
 
@@ -60,27 +68,34 @@ def _env_action_names(env) -> tuple[str, ...] | None:
     return tuple(names) if names is not None else None
 
 
-def _play(env, act: Callable, seed: int, max_steps: int | None = None):
-    """One episode from ``env.reset(seed=seed)`` with ``act(obs, info) -> action`` (``info``:
-    what the reset or the previous step returned).
+def _play_scripted(env, act: Callable, seed: int) -> tuple[bool, int, float]:
+    """One episode of a scripted policy from ``env.reset(seed=seed)`` with
+    ``act(info) -> action`` (``info``: what the reset or the previous step returned); it reads
+    the env, not the observations, so :mod:`rlviz.rollout` (which plays a policy network) cannot
+    play it.
 
     Returns:
-        ``(last info, terminated, last reward, return, steps)``.
+        ``(success, steps, return)``.
     """
-    obs, info = env.reset(seed=seed)
+    _, info = env.reset(seed=seed)
     total, n = 0.0, 0
     while True:
-        obs, reward, term, trunc, info = env.step(act(obs, info))
+        _, reward, term, trunc, info = env.step(act(info))
         total += float(reward)
         n += 1
-        if term or trunc or (max_steps is not None and n >= max_steps):
-            return info, term, reward, total, n
+        if term or trunc:
+            return bool(info.get("success", term)), n, total
 
 
-def summarise_episodes(
-    seeds: list[int], successes: list, steps: list, returns: list, **extra
-) -> dict:
-    """The keys :func:`evaluate` documents, from per-episode lists."""
+def episode_numbers(rollout: Rollout) -> tuple[bool, int, float]:
+    """What evaluation reports of an episode: success, steps and return (the env's rewards
+    summed in double precision)."""
+    return rollout.success, len(rollout), rollout.reward_sum
+
+
+def summarise_episodes(seeds: list[int], episodes: Sequence[tuple], **extra) -> dict:
+    """The keys :func:`evaluate` documents, from per-episode ``(success, steps, return)``."""
+    successes, steps, returns = ([e[i] for e in episodes] for i in range(3))
     ok = [s for s, good in zip(steps, successes, strict=True) if good]
     return {
         "episodes": len(seeds),
@@ -96,20 +111,6 @@ def summarise_episodes(
     }
 
 
-def _actor(model: ActorCritic, deterministic: bool, generator: torch.Generator) -> Callable:
-    """``obs -> action`` of ``model``: greedy, or sampled from ``generator``."""
-    device = next(model.parameters()).device
-
-    def act(obs, _info=None) -> int:
-        logits, _ = model(preprocess(obs, device))
-        if deterministic:
-            return int(logits[0].argmax())
-        probs = torch.softmax(logits[0].float().cpu(), -1)
-        return int(torch.multinomial(probs, 1, generator=generator))
-
-    return act
-
-
 @torch.no_grad()
 def evaluate(
     model: ActorCritic,
@@ -119,11 +120,13 @@ def evaluate(
     env_kwargs: dict | None = None,
     max_steps: int | None = None,
     progress: bool = False,
+    executor: Executor | None = None,
 ) -> dict:
     """Play one episode per seed and summarise (``progress``: a tqdm bar on stderr).
 
     A stochastic policy samples actions from a generator seeded by the episode seed, so results are
-    reproducible. Runs in this process, one env, batch-1 inference.
+    reproducible. Runs in this process, one env, batch-1 inference; or with ``executor``, in
+    blocks of episodes as its tasks (:func:`rlviz.parallel.play_parallel`), with the same numbers.
 
     Returns:
         dict with ``success_rate``, ``mean_steps`` (all episodes; a failure counts its full length),
@@ -138,28 +141,42 @@ def evaluate(
     # A policy with memory reads K stacked frames: play it in the same stack it trained in.
     frames = int(getattr(getattr(model, "arch", None), "frames", 1))
     env = make_env(env_id, env_kwargs, frame_stack=frames)
-    successes, steps, returns = [], [], []
+    options = dict(seeds=seeds, deterministic=deterministic, info_keys=("success",))
     try:
         check_env_fits(model, env)
-        for seed in _bar(seeds, progress, "held-out episodes"):
-            act = _actor(model, deterministic, torch.Generator().manual_seed(seed))
-            info, term, reward, total, n = _play(env, act, seed, max_steps)
-            successes.append(bool(info.get("success", term and reward > 0)))
-            steps.append(n)
-            returns.append(total)
+        if executor is None:
+            played = collect(env, make_adapter(model), len(seeds), max_steps=max_steps, **options)
+            episodes = [episode_numbers(r) for r in _bar(played, progress, "held-out", len(seeds))]
+        else:
+            # A task gets no GPU: the workers play a CPU copy.
+            on_cpu = model if _device(model).type == "cpu" else copy.deepcopy(model).cpu()
+            episodes = play_parallel(
+                env_factory(env),
+                make_adapter(on_cpu),
+                executor,
+                len(seeds),
+                max_steps=max_steps,
+                keep=episode_numbers,
+                **options,
+            )
     finally:
         env.close()
         model.train(was_training)
-    return summarise_episodes(seeds, successes, steps, returns, deterministic=bool(deterministic))
+    return summarise_episodes(seeds, episodes, deterministic=bool(deterministic))
 
 
-def _bar(seeds: list[int], progress: bool, desc: str):
-    """``seeds``, through a tqdm bar (stderr, closed at the end) when ``progress``."""
+def _device(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def _bar(items: Iterable, progress: bool, desc: str, total: int) -> Iterable:
+    """``items`` (``total`` episodes), through a tqdm bar (stderr, closed at the end) when
+    ``progress``."""
     if not progress:
-        return seeds
+        return items
     from tqdm.auto import tqdm
 
-    return tqdm(seeds, desc=desc, unit="ep", leave=False)
+    return tqdm(items, total=total, desc=f"{desc} episodes", unit="ep", leave=False)
 
 
 #: Scripted policies :func:`evaluate_oracle` plays: the oracle (knows the room) and the camera
@@ -173,29 +190,41 @@ def evaluate_oracle(
     env_kwargs: dict | None = None,
     progress: bool = False,
     policy: str = "oracle",
+    executor: Executor | None = None,
 ) -> dict:
     """A scripted policy of :data:`SCRIPTED` (``envs.oracle``) on the same seeds; same keys as
-    :func:`evaluate`."""
-    from rlviz.envs.oracle import CameraLimitedOracle, oracle_action
-
+    :func:`evaluate`. With ``executor``: in blocks of seeds as its tasks, the same numbers."""
     if policy not in SCRIPTED:
         raise ValueError(f"policy={policy!r}; expected one of {', '.join(SCRIPTED)}")
     seeds = [int(s) for s in seeds]
+    if executor is None:
+        return summarise_episodes(
+            seeds, _scripted_episodes(env_id, seeds, env_kwargs, policy, progress)
+        )
+    size = max(1, math.ceil(len(seeds) / (2 * max(1, executor.workers))))
+    calls = {block[0]: (env_id, block, env_kwargs, policy) for block in blocks_of(seeds, size)}
+    blocks = executor.map(_scripted_episodes, calls, desc=f"{policy} blocks")
+    return summarise_episodes(seeds, [episode for key in calls for episode in blocks[key]])
+
+
+def _scripted_episodes(
+    env_id: str, seeds: Sequence[int], env_kwargs: dict | None, policy: str, progress: bool = False
+) -> list[tuple[bool, int, float]]:
+    """``(success, steps, return)`` of the scripted ``policy`` on each seed."""
+    from rlviz.envs.oracle import CameraLimitedOracle, oracle_action
+
     if policy != "oracle":  # the camera limit reads the box's visibility from the ground truth
         env_kwargs = {**(env_kwargs or {}), "ground_truth": True}
     env = make_env(env_id, env_kwargs)
-    successes, steps, returns = [], [], []
+    episodes = []
     try:
-        for seed in _bar(seeds, progress, f"{policy} episodes"):
+        for seed in _bar(seeds, progress, policy, len(seeds)):
             if policy == "oracle":
-                act = lambda _obs, _info: oracle_action(env)  # noqa: E731
+                act = lambda _info: oracle_action(env)  # noqa: E731
             else:
                 camera = CameraLimitedOracle(turn=policy.removeprefix("camera-"))
-                act = lambda _obs, info, camera=camera: camera.act(env, info)  # noqa: E731
-            info, term, _, total, n = _play(env, act, seed)
-            successes.append(bool(info.get("success", term)))
-            steps.append(n)
-            returns.append(total)
+                act = lambda info, camera=camera: camera.act(env, info)  # noqa: E731
+            episodes.append(_play_scripted(env, act, seed))
     finally:
         env.close()
-    return summarise_episodes(seeds, successes, steps, returns)
+    return episodes

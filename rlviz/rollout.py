@@ -101,10 +101,14 @@ class Rollout:
         views: T per-state images captured while playing (e.g. the env's top-down map), or None.
         states: for a recurrent policy, the state entering each step (reset at the episode's
             start): a tuple of CPU tensors [T, ...], as ``states=`` of the methods takes it.
-        layout: the :class:`rlviz.ObservationLayout` of ``obs`` (the policy's, else the env's),
-            or None when neither says (a single frame read off its shape).
+        layout: the :class:`rlviz.ObservationLayout` of ``obs``, decided once as the episode
+            is recorded (:func:`rollout_layout`: the policy's, else the env's, else the one the
+            shape implies) and read by whatever shows or explains it; None when none fits.
         action_mean / action_std: a continuous policy's mean action and standard deviation per
             dimension, float32 [T, D] (std None when deterministic); None for a discrete one.
+        reward_sum: the rewards as the env gave them, summed in step order in double precision
+            (``rewards`` rounds them to float32): the return evaluation reports. None for a
+            window, or when the rewards were given afterwards.
     """
 
     obs: np.ndarray
@@ -121,6 +125,7 @@ class Rollout:
     layout: ObservationLayout | None = None
     action_mean: np.ndarray | None = None
     action_std: np.ndarray | None = None
+    reward_sum: float | None = None
 
     def __len__(self) -> int:
         return len(self.actions)
@@ -375,6 +380,7 @@ class EpisodeRecorder:
         self.infos: list[dict] = []
         self.actions: list[int] = []
         self.rewards: list[float] = []
+        self.reward_sum = 0.0
         self.terminated = self.truncated = False
         if self.spool is None:
             self.obs: list[np.ndarray] | StepArray = []
@@ -450,6 +456,7 @@ class EpisodeRecorder:
         # a Box action is kept whole (float32 [D]); a discrete one as its index
         self.actions.append(flat.astype(np.float32) if flat.dtype.kind == "f" else int(flat[0]))
         self.rewards.append(float(reward))
+        self.reward_sum += float(reward)
         if "success" in info and "success" in self.infos[-1]:
             # success is an event of the step a_t led to: credit it to t.
             self.infos[-1] = {**self.infos[-1], "success": info["success"]}
@@ -498,6 +505,7 @@ class EpisodeRecorder:
             layout=layout,
             action_mean=None if not continuous else np.asarray(action_mean, np.float32),
             action_std=None if action_std is None else np.asarray(action_std, np.float32),
+            reward_sum=self.reward_sum if rewards is None else None,
         )
 
 
@@ -568,9 +576,8 @@ def run_episode(
 
 def episode_generator(seed: int | None, episode: int) -> torch.Generator:
     """The action sampler of episode ``episode`` of :func:`collect`: a torch generator seeded with
-    the episode's reset seed, ``seed + episode`` (``episode`` when ``seed`` is None), as
-    ``agents.evaluate`` seeds each episode; so an episode is the same played first, later or
-    alone, in any process."""
+    the episode's reset seed, ``seed + episode`` (``episode`` when ``seed`` is None); so an
+    episode is the same played first, later or alone, in any process."""
     return torch.Generator().manual_seed(episode if seed is None else seed + episode)
 
 
@@ -586,21 +593,28 @@ def collect(
     capture: Callable[[], np.ndarray] | None = None,
     first_episode: int = 0,
     spool: Spool | None = None,
+    seeds: Sequence[int] | None = None,
 ) -> Iterator[Rollout]:
     """Yield episodes ``first_episode .. first_episode + episodes - 1``; episode i is reset with
-    ``seed + i`` (when ``seed`` is given) and samples its actions from its own generator
+    ``seed + i`` (when ``seed`` is given), or with ``seeds[i]`` (any reset seeds, e.g. the ones a
+    run trained on), and samples its actions from its own generator seeded with that reset seed
     (:func:`episode_generator`), so the same call gives the same episodes, and episodes [a, b)
     played alone (``first_episode=a, episodes=b - a``, e.g. in a worker) equal those of a call
     that plays them all."""
     for i in range(first_episode, first_episode + episodes):
+        if seeds is None:
+            reset_seed, generator = None if seed is None else seed + i, episode_generator(seed, i)
+        else:
+            reset_seed = int(seeds[i])
+            generator = episode_generator(reset_seed, 0)
         yield run_episode(
             env,
             policy,
-            seed=None if seed is None else seed + i,
+            seed=reset_seed,
             deterministic=deterministic,
             info_keys=info_keys,
             max_steps=max_steps,
-            generator=episode_generator(seed, i),
+            generator=generator,
             capture=capture,
             spool=spool,
         )

@@ -219,15 +219,12 @@ def test_killed_worker_loses_and_duplicates_nothing(run_dir, serial_report, ray_
 def test_evaluate_workers_equal_serial(run_dir, ray_executor):
     from rlviz.agents.checkpoint import load_checkpoint
     from rlviz.agents.evaluate import evaluate
-    from rlviz.cli.sweep_tasks import evaluate_parallel
 
     checkpoint = str(run_dir / "snapshots" / "step_000001000.safetensors")
     seeds = list(range(10**6, 10**6 + 5))
     model, _ = load_checkpoint(checkpoint)
     serial = evaluate(model, ENV_ID, seeds, max_steps=MAX_STEPS)
-    parallel = evaluate_parallel(
-        checkpoint, ENV_ID, seeds, max_steps=MAX_STEPS, workers=2, block_size=2, progress=False
-    )
+    parallel = evaluate(model, ENV_ID, seeds, max_steps=MAX_STEPS, executor=ray_executor)
     assert json.dumps(parallel) == json.dumps(serial)
 
 

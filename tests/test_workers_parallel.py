@@ -47,6 +47,44 @@ def test_collect_plays_an_episode_alone_as_in_a_full_run():
     _assert_same_rollouts(blocks, full)
 
 
+def _numbers(rollout) -> tuple:
+    return rollout.seed, len(rollout), rollout.reward_sum
+
+
+def test_collect_with_any_reset_seeds_samples_each_episode_from_its_own_seed():
+    import torch
+
+    from rlviz.rollout import run_episode
+
+    policy = tiny_policy()
+    seeds = (40, 7, 123)  # not consecutive: e.g. the seeds a run trained on
+    options = dict(max_steps=15, info_keys=())
+    played = list(collect(SquareEnv(goal=False), policy, 3, seeds=seeds, **options))
+    alone = [
+        run_episode(
+            SquareEnv(goal=False),
+            policy,
+            seed=s,
+            generator=torch.Generator().manual_seed(s),
+            **options,
+        )
+        for s in seeds
+    ]
+    _assert_same_rollouts(played, alone)
+    assert [r.reward_sum for r in played] == pytest.approx([r.episode_return for r in played])
+    kept = play_parallel(
+        functools.partial(SquareEnv, goal=False),
+        policy,
+        SerialExecutor(progress=False),
+        3,
+        seeds=seeds,
+        keep=_numbers,
+        block_size=2,
+        **options,
+    )
+    assert kept == [_numbers(r) for r in played]
+
+
 def test_env_factory_remakes_the_env_or_says_why_not():
     import gymnasium as gym
 

@@ -84,23 +84,13 @@ def _play(model, env_id: str, seeds: list[int], args, env_kwargs, executor) -> d
     """``evaluate`` here, or as tasks on ``executor`` (``--workers``), with identical results."""
     from rlviz.agents.evaluate import evaluate
 
-    if executor is None:
-        return evaluate(
-            model,
-            env_id,
-            seeds,
-            deterministic=args.deterministic,
-            env_kwargs=env_kwargs,
-            progress=progress_on(args),
-        )
-    from rlviz.cli.sweep_tasks import evaluate_parallel
-
-    return evaluate_parallel(
-        str(args.checkpoint),
+    return evaluate(
+        model,
         env_id,
         seeds,
         deterministic=args.deterministic,
         env_kwargs=env_kwargs,
+        progress=progress_on(args),
         executor=executor,
     )
 
@@ -206,18 +196,11 @@ def _oracle(
     """The scripted oracle and the camera limit on the same seeds; print them and the agent's
     steps relative to each. Returns the oracle's dict with the camera limits under ``camera``."""
     from rlviz.agents.evaluate import SCRIPTED, evaluate_oracle
-    from rlviz.cli.sweep_tasks import evaluate_parallel
 
-    results = {}
-    for policy in SCRIPTED:
-        if executor is None:
-            results[policy] = evaluate_oracle(
-                env_id, seeds, env_kwargs, progress=progress, policy=policy
-            )
-        else:
-            results[policy] = evaluate_parallel(
-                "", env_id, seeds, env_kwargs=env_kwargs, executor=executor, oracle=policy
-            )
+    results = {
+        policy: evaluate_oracle(env_id, seeds, env_kwargs, progress, policy, executor)
+        for policy in SCRIPTED
+    }
     orc = results["oracle"]
     print(_summary("oracle (same seeds)", orc))
     for policy in SCRIPTED[1:]:

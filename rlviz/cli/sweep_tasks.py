@@ -1,5 +1,5 @@
 """The env- and agent-side pieces the sweep engine is handed: picklable functions that load a
-checkpoint, play held-out seeds and make the probe frames, and ``--workers`` evaluation.
+checkpoint, play held-out seeds and make the probe frames.
 
 Module-level functions (bound with :func:`functools.partial`) so Ray ships them by reference;
 each imports ``envs`` / ``agents`` inside, after the worker set-up (:data:`WORKER_SETUP`) has made
@@ -14,7 +14,6 @@ from collections.abc import Sequence
 import numpy as np
 
 from rlviz.cli.workers import WORKER_SETUP
-from rlviz.parallel import Executor, blocks_of, make_executor
 from rlviz.sweep import ProbeSet, Snapshot, SweepSpec
 
 
@@ -154,75 +153,3 @@ def build_spec(
         iou_threshold=iou_threshold,
         setup=WORKER_SETUP,
     )
-
-
-def _evaluate_block(checkpoint: str, seeds: Sequence[int], **kwargs) -> dict:
-    from rlviz.agents.checkpoint import load_checkpoint
-    from rlviz.agents.evaluate import evaluate
-
-    model, _ = load_checkpoint(checkpoint)
-    return evaluate(model, seeds=seeds, **kwargs)
-
-
-def _oracle_block(
-    env_id: str, seeds: Sequence[int], env_kwargs: dict | None, policy: str = "oracle"
-) -> dict:
-    from rlviz.agents.evaluate import evaluate_oracle
-
-    return evaluate_oracle(env_id, seeds, env_kwargs, policy=policy)
-
-
-def _joined(parts: Sequence[dict], extra: dict) -> dict:
-    """Episode blocks' results as one ``agents.evaluate.evaluate`` dict (same keys, same means)."""
-    from rlviz.agents.evaluate import summarise_episodes
-
-    lists = {
-        k: [v for p in parts for v in p[k]] for k in ("seeds", "successes", "steps", "returns")
-    }
-    return summarise_episodes(**lists, **extra)
-
-
-def evaluate_parallel(
-    checkpoint: str,
-    env_id: str,
-    seeds: Sequence[int],
-    *,
-    deterministic: bool = False,
-    env_kwargs: dict | None = None,
-    max_steps: int | None = None,
-    executor: Executor | None = None,
-    workers: int | None = 2,
-    address: str | None = None,
-    block_size: int | None = None,
-    oracle: bool | str = False,
-    progress: bool = True,
-) -> dict:
-    """``agents.evaluate.evaluate`` (or ``evaluate_oracle`` with ``oracle``: True or a scripted
-    policy's name of ``agents.evaluate.SCRIPTED``) with the seeds split
-    into blocks, one task each, on ``executor`` (default: ``make_executor(workers, address)``,
-    closed after); the same dict, the same numbers as the serial call (every episode's sampling
-    is seeded by its own seed)."""
-    seeds = [int(s) for s in seeds]
-    if not seeds:
-        raise ValueError("evaluate needs at least one seed")
-    owned = executor is None
-    if owned:
-        executor = make_executor(workers, address, setup=WORKER_SETUP, progress=progress)
-    size = block_size or max(1, -(-len(seeds) // (4 * max(1, executor.workers))))
-    chunks = blocks_of(seeds, size)
-    if oracle:
-        policy = "oracle" if oracle is True else str(oracle)
-        fn, extra = functools.partial(_oracle_block, policy=policy), {}
-        calls = {(env_id, policy, b): (env_id, c, env_kwargs) for b, c in enumerate(chunks)}
-    else:
-        kwargs = dict(
-            env_id=env_id, deterministic=deterministic, env_kwargs=env_kwargs, max_steps=max_steps
-        )
-        fn, extra = functools.partial(_evaluate_block, **kwargs), {"deterministic": deterministic}
-        calls = {(str(checkpoint), b): (str(checkpoint), c) for b, c in enumerate(chunks)}
-    try:
-        parts = executor.map(fn, calls, desc="episode blocks")
-    finally:
-        if owned:
-            executor.close()
-    return _joined([parts[key] for key in calls], extra)

@@ -63,14 +63,16 @@ def play_block(
     first: int,
     count: int,
     capture: CaptureFactory | None = None,
+    keep: Callable[[Rollout], Any] | None = None,
     **options,
-) -> list[Rollout]:
+) -> list:
     """One task: episodes ``first .. first + count - 1`` of ``collect(**options)`` in a fresh env
-    from ``make_env`` (closed after)."""
+    from ``make_env`` (closed after); each as ``keep(rollout)`` when given."""
     env = make_env()
     try:
         recorder = None if capture is None else capture(env)
-        return list(collect(env, adapter, count, first_episode=first, capture=recorder, **options))
+        played = collect(env, adapter, count, first_episode=first, capture=recorder, **options)
+        return [rollout if keep is None else keep(rollout) for rollout in played]
     finally:
         env.close()
 
@@ -82,22 +84,27 @@ def play_parallel(
     episodes: int,
     *,
     seed: int | None = None,
+    seeds: Sequence[int] | None = None,
     deterministic: bool = False,
     info_keys: Sequence[str] | None = None,
     max_steps: int | None = None,
     capture: CaptureFactory | None = None,
+    keep: Callable[[Rollout], Any] | None = None,
     block_size: int | None = None,
     desc: str = "episode blocks",
-) -> list[Rollout]:
-    """The ``episodes`` rollouts of ``collect(env, policy, episodes, seed=seed, ...)``, played in
-    blocks of ``block_size`` episodes (default: two blocks per worker), one task each.
+) -> list:
+    """The ``episodes`` rollouts of ``collect(env, policy, episodes, seed=seed, ...)`` (or with
+    ``seeds=seeds``), played in blocks of ``block_size`` episodes (default: two blocks per
+    worker), one task each.
 
     Args:
         make_env: picklable, makes the env in each task (:func:`env_factory`).
         capture: called with a task's env for its per-state capture (``Rollout.views``).
+        keep: picklable, what a task sends back of each rollout (``keep(rollout)``), e.g. only
+            the numbers evaluation reports, not the observations.
 
     Returns:
-        The rollouts, episode 0 first.
+        The rollouts (or what ``keep`` made of them), episode 0 first.
     """
     if episodes < 1:
         raise ValueError(f"episodes must be >= 1, got {episodes}")
@@ -106,7 +113,9 @@ def play_parallel(
     task = functools.partial(
         play_block,
         capture=capture,
+        keep=keep,
         seed=seed,
+        seeds=None if seeds is None else tuple(int(s) for s in seeds),
         deterministic=deterministic,
         info_keys=info_keys,
         max_steps=max_steps,
