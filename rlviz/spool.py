@@ -155,7 +155,64 @@ def _close_all() -> None:
         spool.close()
 
 
-class StepArray:
+class _StepReads:
+    """Reading shared by :class:`StepArray` and :class:`StepWindow`: a key on the first axis (an
+    int, a slice, an integer or bool array, ``...``) is resolved here, then numpy indexing runs on
+    the rest. Subclasses read one step, a run of steps and a list of steps."""
+
+    def _step(self, t: int) -> np.ndarray:
+        raise NotImplementedError
+
+    def _run(self, start: int, stop: int) -> np.ndarray:
+        raise NotImplementedError
+
+    def _gather(self, index: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def __getitem__(self, key):
+        rest = ()
+        if isinstance(key, tuple):
+            key, rest = key[0], key[1:]
+        n = len(self)
+        if isinstance(key, (int, np.integer)):
+            t = int(key) + n if key < 0 else int(key)
+            if not 0 <= t < n:
+                raise IndexError(f"step {key} out of range for {n} steps")
+            return _rest(self._step(t), rest, True)
+        if isinstance(key, slice):
+            start, stop, step = key.indices(n)
+            if step == 1:
+                out = self._run(start, max(start, stop))
+            else:
+                out = self._gather(np.arange(start, stop, step))
+        elif key is Ellipsis:
+            out = self._run(0, n)
+        else:
+            index = np.asarray(key)
+            if index.dtype == bool:
+                index = np.flatnonzero(index)
+            index = np.where(index < 0, index + n, index)
+            outside = (index < 0) | (index >= n)
+            if outside.any():
+                bad = np.asarray(key).ravel()[np.flatnonzero(outside.ravel())[0]]
+                raise IndexError(f"step {bad} out of range for {n} steps")
+            out = self._gather(index)
+        return _rest(out, rest, False)
+
+    def __array__(self, dtype=None, copy=None):
+        whole = self._run(0, len(self))
+        return whole if dtype is None else whole.astype(dtype, copy=False)
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        for _, block in self.chunks():
+            yield from block
+
+    def window(self, start: int, stop: int) -> StepWindow:
+        """Steps [start, stop) as a read-only view (no copy)."""
+        return StepWindow(self, start, stop)
+
+
+class StepArray(_StepReads):
     """An array [T, ...] appended one step (or block) at a time and kept in chunk files.
 
     Reads take ints, slices and integer arrays on the first axis (then numpy indexing on the
@@ -271,52 +328,24 @@ class StepArray:
             yield t, block[t - c * self.chunk : end - c * self.chunk]
             t = end
 
-    def _rows(self, start: int, stop: int) -> np.ndarray:
+    def _step(self, t: int) -> np.ndarray:
+        c = t // self.chunk
+        return self._chunk(c)[t - c * self.chunk]
+
+    def _run(self, start: int, stop: int) -> np.ndarray:
         parts = [block for _, block in self.chunks(start, stop)]
         if not parts:
             return self._empty(0)
         return parts[0].copy() if len(parts) == 1 else np.concatenate(parts)
 
-    def __getitem__(self, key):
-        rest = ()
-        if isinstance(key, tuple):
-            key, rest = key[0], key[1:]
-        n = len(self)
-        if isinstance(key, (int, np.integer)):
-            t = int(key) + n if key < 0 else int(key)
-            if not 0 <= t < n:
-                raise IndexError(f"step {key} out of range for {n} steps")
-            c = t // self.chunk
-            out = self._chunk(c)[t - c * self.chunk]
-        elif isinstance(key, slice):
-            start, stop, step = key.indices(n)
-            out = self._rows(start, max(start, stop)) if step == 1 else np.asarray(self)[key]
-        elif key is Ellipsis:
-            out = np.asarray(self)
-        else:
-            index = np.asarray(key)
-            if index.dtype == bool:
-                index = np.flatnonzero(index)
-            index = np.where(index < 0, index + n, index)
-            out = self._empty(len(index))
-            for i, t in enumerate(index.tolist()):
-                out[i] = self[t]
-        return _rest(out, rest, isinstance(key, (int, np.integer)))
-
-    def __array__(self, dtype=None, copy=None):
-        whole = self._rows(0, len(self))
-        return whole if dtype is None else whole.astype(dtype, copy=False)
-
-    def __iter__(self) -> Iterator[np.ndarray]:
-        for _, block in self.chunks():
-            yield from block
-
-    def window(self, start: int, stop: int) -> StepWindow:
-        """Steps [start, stop) as a read-only view (no copy)."""
-        return StepWindow(self, start, stop)
+    def _gather(self, index: np.ndarray) -> np.ndarray:
+        out = self._empty(len(index))
+        for i, t in enumerate(index.tolist()):
+            out[i] = self._step(t)
+        return out
 
 
-class StepWindow:
+class StepWindow(_StepReads):
     """Steps [start, stop) of a :class:`StepArray` (or another window), read like one."""
 
     def __init__(self, base, start: int, stop: int) -> None:
@@ -344,36 +373,14 @@ class StepWindow:
         for t, block in self.base.chunks(self.start + start, self.start + stop):
             yield t - self.start, block
 
-    def __getitem__(self, key):
-        rest = ()
-        if isinstance(key, tuple):
-            key, rest = key[0], key[1:]
-        n = len(self)
-        if isinstance(key, (int, np.integer)):
-            t = int(key) + n if key < 0 else int(key)
-            if not 0 <= t < n:
-                raise IndexError(f"step {key} out of range for {n} steps")
-            out = self.base[self.start + t]
-        elif isinstance(key, slice):
-            start, stop, step = key.indices(n)
-            out = self.base[self.start + start : self.start + max(start, stop) : step]
-        else:
-            index = np.asarray(key)
-            if index.dtype == bool:
-                index = np.flatnonzero(index)
-            out = self.base[np.where(index < 0, index + n, index) + self.start]
-        return _rest(out, rest, isinstance(key, (int, np.integer)))
+    def _step(self, t: int) -> np.ndarray:
+        return self.base[self.start + t]
 
-    def __array__(self, dtype=None, copy=None):
-        whole = self.base[self.start : self.stop]
-        return whole if dtype is None else whole.astype(dtype, copy=False)
+    def _run(self, start: int, stop: int) -> np.ndarray:
+        return self.base[self.start + start : self.start + stop]
 
-    def __iter__(self) -> Iterator[np.ndarray]:
-        for _, block in self.chunks():
-            yield from block
-
-    def window(self, start: int, stop: int) -> StepWindow:
-        return StepWindow(self, start, stop)
+    def _gather(self, index: np.ndarray) -> np.ndarray:
+        return self.base[index + self.start]
 
 
 def _rest(out: np.ndarray, rest: tuple, single: bool) -> np.ndarray:
