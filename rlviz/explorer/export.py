@@ -27,7 +27,7 @@ from rlviz.explorer.page import write_page, write_script
 from rlviz.explorer.sprites import DEFAULT_COLS, png_bytes, sheet
 from rlviz.explorer.tasks import EpisodeJob, explain_episode
 from rlviz.io import atomic_write_bytes
-from rlviz.layout import LayoutError, ObservationLayout
+from rlviz.layout import ObservationLayout
 from rlviz.memory import stack_method
 from rlviz.policy import PolicyAdapter, as_adapter
 from rlviz.rollout import collect
@@ -69,15 +69,13 @@ class ExploreSummary:
         )
 
 
-def _layout(env, adapter: PolicyAdapter, obs: np.ndarray) -> ObservationLayout:
-    declared = getattr(adapter, "layout", None)
-    if declared is not None:
-        # a policy taking several layouts (SB3: channels first or last) names the one seen
-        return adapter.layout_for(obs) if getattr(adapter, "accepts", ()) else declared
-    try:
-        return ObservationLayout.from_env(env)
-    except (LayoutError, AttributeError):
-        return ObservationLayout.from_shape(obs.shape[1:], batched=False)
+def _layout(rollout) -> ObservationLayout:
+    """The layout decided when the episode was recorded (:func:`rlviz.rollout.rollout_layout`);
+    None there means no layout fits its observations' shape: ``from_shape`` raises, asking for
+    one."""
+    if rollout.layout is not None:
+        return rollout.layout
+    return ObservationLayout.from_shape(rollout.obs.shape[1:], batched=False)
 
 
 def _check(methods: Sequence[str], targets: Sequence[str], episodes: int) -> None:
@@ -282,7 +280,7 @@ class _Job:
 
             rollouts = tqdm(rollouts, total=episodes, unit="ep", desc="playing")
         self.rollouts = list(rollouts)
-        self.layout = _layout(self.env, self.adapter, self.rollouts[0].obs)
+        self.layout = _layout(self.rollouts[0])
         n_actions = self.rollouts[0].action_count  # a Box policy: its dimensions
         self.names = self.adapter.action_names_for(n_actions, self.env)
         self._timed("rollout", t0)

@@ -24,14 +24,11 @@ State = tuple[torch.Tensor, ...]
 __all__ = ["TimeMaps", "episode_layout", "episode_states", "with_layout"]
 
 def episode_layout(adapter: PolicyAdapter, rollout: Rollout) -> ObservationLayout | None:
-    """The layout of an episode's observations: the adapter's, else the rollout's (its env's).
-
-    An adapter taking several layouts (SB3: channels first or last) defers to the rollout's,
-    the one its observations were read in."""
+    """The layout of an episode's observations: the one decided when it was recorded
+    (:func:`rlviz.rollout.rollout_layout`: the adapter's, else its env's), else, for a rollout
+    built by hand, the adapter's."""
     played = getattr(rollout, "layout", None)
-    if getattr(adapter, "accepts", ()) and played is not None:
-        return played
-    return adapter.layout or played
+    return played if played is not None else adapter.layout
 
 
 def episode_states(adapter: PolicyAdapter, rollout: Rollout) -> State | None:
