@@ -189,6 +189,26 @@ def check_inputs(x: torch.Tensor) -> list[str]:
     return out
 
 
+def episode_stats(eps: list[tuple], recent: list[tuple], env_wait: float) -> dict:
+    """Episode statistics of one rollout for ``progress.csv`` (NaN where no episode ended).
+
+    Args:
+        eps: ``(return, length, success, stuck_steps)`` of the episodes that ended in the rollout.
+        recent: ``(return, length, success)`` of the last 100 episodes of the run.
+        env_wait: fraction of the rollout's wall time spent waiting for the env workers.
+    """
+    nan = float("nan")
+    return {
+        "episodes": len(eps),
+        "return": float(np.mean([e[0] for e in eps])) if eps else nan,
+        "episode_length": float(np.mean([e[1] for e in eps])) if eps else nan,
+        "success_rate": float(np.mean([e[2] for e in eps])) if eps else nan,
+        "success_rate_100": float(np.mean([r[2] for r in recent])) if recent else nan,
+        "env_wait": env_wait,
+        "stuck_frac": sum(e[3] for e in eps) / max(sum(e[1] for e in eps), 1) if eps else nan,
+    }
+
+
 class CsvLog:
     """Appends rows of :data:`COLUMNS` to a CSV file (flushed after every row)."""
 

@@ -51,6 +51,7 @@ from rlviz.agents.diagnostics import (
     HealthCheck,
     Thresholds,
     check_inputs,
+    episode_stats,
     plot_learning_curve,
 )
 from rlviz.agents.policy import ACTION_NAMES, ActorCritic, Architecture, preprocess
@@ -62,7 +63,8 @@ Callback = Callable[[dict], "bool | None"]
 
 @dataclass
 class RunState:
-    """What collection changes from one rollout to the next (main thread only).
+    """What collection changes from one rollout to the next. The main thread's alone, except the
+    clock (:meth:`elapsed`), which the learner thread reads.
 
     A checkpoint keeps the counters, the recent episodes and the action RNG (with the weights and
     the learner's state), so ``--resume`` continues from them bit for bit.
@@ -568,26 +570,6 @@ class Trainer:
             "sps": (state.steps - state.start_steps) / max(total_time - state.time_before, 1e-9),
             "last": state.last_row,
         }
-
-
-def episode_stats(eps: list[tuple], recent: list[tuple], env_wait: float) -> dict:
-    """Episode statistics of one rollout for ``progress.csv`` (NaN where no episode ended).
-
-    Args:
-        eps: ``(return, length, success, stuck_steps)`` of the episodes that ended in the rollout.
-        recent: ``(return, length, success)`` of the last 100 episodes of the run.
-        env_wait: fraction of the rollout's wall time spent waiting for the env workers.
-    """
-    nan = float("nan")
-    return {
-        "episodes": len(eps),
-        "return": float(np.mean([e[0] for e in eps])) if eps else nan,
-        "episode_length": float(np.mean([e[1] for e in eps])) if eps else nan,
-        "success_rate": float(np.mean([e[2] for e in eps])) if eps else nan,
-        "success_rate_100": float(np.mean([r[2] for r in recent])) if recent else nan,
-        "env_wait": env_wait,
-        "stuck_frac": sum(e[3] for e in eps) / max(sum(e[1] for e in eps), 1) if eps else nan,
-    }
 
 
 def _bar_fields(row: dict) -> dict[str, str]:
