@@ -476,3 +476,44 @@ def test_red_box_colour_test_matches_the_goal_mask_on_boxreach_frames():
         env.close()
     assert any(visible) and not all(visible)  # both kinds of frame were seen
     assert red_box_in_view(np.stack(frames)).tolist() == visible
+
+
+@pytest.mark.parametrize("threaded", [False, True])
+def test_learner_thread_returns_results_in_order_and_raises_the_threads_error(threaded):
+    from rlviz.agents.trainer import LearnerThread
+
+    def learn(buf):
+        if buf == "bad":
+            raise ValueError("non-finite weights")
+        return buf * 2
+
+    learner = LearnerThread(learn, threaded=threaded)
+    assert learner.threaded is threaded
+    learner.submit(1)
+    learner.submit(2)
+    if threaded:
+        learner.submit("bad")
+        with pytest.raises(RuntimeError, match="learner thread failed") as failed:
+            learner.finish()
+        assert isinstance(failed.value.__cause__, ValueError)
+    else:
+        assert list(learner.finished()) == [2, 4]  # learned at submit, in the caller's thread
+        learner.finish()
+    assert list(learner.finished()) == ([2, 4] if threaded else [])
+
+
+def test_run_state_starts_where_the_resumed_run_stopped():
+    from rlviz.agents.trainer import RunState
+
+    new = RunState.start(seed=3, resumed=None)
+    rng = torch.Generator().manual_seed(3 * 104729 + 3)
+    assert new.steps == new.episodes == 0 and not new.recent
+    assert torch.equal(new.action_rng.get_state(), rng.get_state())
+    torch.randint(10, (5,), generator=rng)  # the state a checkpoint kept, some draws later
+    resumed = {"action_rng": rng.get_state(), "steps": 512, "episodes": 7, "time_s": 3.5}
+    resumed["recent"] = [[1.0, 20, True]] * 120
+    state = RunState.start(seed=3, resumed=resumed)
+    assert (state.steps, state.start_steps, state.episodes, state.time_before) == (512, 512, 7, 3.5)
+    assert len(state.recent) == 100 and state.recent[0] == (1.0, 20, True)
+    assert torch.equal(state.action_rng.get_state(), rng.get_state())
+    assert state.elapsed() >= 3.5
