@@ -230,7 +230,7 @@ class Trainer:
         torch.set_num_threads(cfg.torch_threads)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.callback = callback
-        with ExitStack() as cleanup:
+        with ExitStack() as cleanup:  # closes what it was given in reverse, errors included
             self.pool = cleanup.enter_context(self._open_env_pool())
             self.model, self.actor = self._build_policy()
             self.learner = Learner(self.model, cfg, self.device)
