@@ -1,19 +1,17 @@
 """The training config: one dataclass, one field per ``rlviz train`` flag (CleanRL's ``Args``).
 
-Each field carries a one-line docstring under it; :func:`add_dataclass_arguments` turns the fields
-into ``--flags`` and those docstrings into ``--help`` text, so the config is documented once.
+Each field carries a one-line docstring under it; :func:`rlviz.options.add_dataclass_arguments`
+turns the fields into ``--flags`` and those docstrings into ``--help`` text, so the config is
+documented once.
 """
 
 from __future__ import annotations
 
-import argparse
-import ast
 import dataclasses
-import inspect
-import json
-import types
 import typing
 from dataclasses import dataclass, field
+
+from rlviz.options import add_dataclass_arguments  # noqa: F401  (this config's CLI; re-exported)
 
 if typing.TYPE_CHECKING:
     import torch
@@ -145,80 +143,6 @@ class Config:
                 problems.append(f"{name}={getattr(self, name)}; expected >= 1")
         if problems:
             raise ValueError("invalid training config: " + "; ".join(problems))
-
-
-def _field_docs(cls: type) -> dict[str, str]:
-    """The docstring under each dataclass field (CleanRL/tyro style), for --help."""
-    docs: dict[str, str] = {}
-    try:
-        tree = ast.parse(inspect.getsource(cls))
-    except (OSError, TypeError):
-        return docs
-    body = tree.body[0].body
-    for node, nxt in zip(body, body[1:], strict=False):
-        if (
-            isinstance(node, ast.AnnAssign)
-            and isinstance(node.target, ast.Name)
-            and isinstance(nxt, ast.Expr)
-            and isinstance(nxt.value, ast.Constant)
-            and isinstance(nxt.value.value, str)
-        ):
-            docs[node.target.id] = " ".join(nxt.value.value.split())
-    return docs
-
-
-def _parse_none(inner: type):
-    """A parser for ``inner | None`` flags: ``none``/``null``/empty text is None."""
-
-    def parse(text: str):
-        return None if text.lower() in ("none", "null", "") else inner(text)
-
-    parse.__name__ = inner.__name__
-    return parse
-
-
-def _parse_json_dict(text: str) -> dict:
-    """A ``dict`` flag's value, written as a JSON object."""
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise argparse.ArgumentTypeError(
-            f"expected a JSON object like '{{\"size\": 8}}', got {text!r} ({exc})"
-        ) from None
-    if not isinstance(value, dict):
-        raise argparse.ArgumentTypeError(f"expected a JSON object, got {text!r}")
-    return value
-
-
-def add_dataclass_arguments(
-    parser: argparse.ArgumentParser,
-    cls: type,
-    suppress_defaults: bool = False,
-    aliases: dict[str, list[str]] | None = None,
-) -> None:
-    """Add one ``--flag`` per field of dataclass ``cls`` (bools get ``--no-flag`` too);
-    ``aliases`` maps a field name to extra flags (``{"env_id": ["--env"]}``)."""
-    hints = typing.get_type_hints(cls)
-    docs = _field_docs(cls)
-    for f in dataclasses.fields(cls):
-        flag = "--" + f.name.replace("_", "-")
-        tp = hints[f.name]
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
-        kwargs: dict = {"dest": f.name, "help": f"{docs.get(f.name, '')} (default: {default})"}
-        kwargs["default"] = argparse.SUPPRESS if suppress_defaults else default
-        args = typing.get_args(tp)
-        optional = (typing.get_origin(tp) in (typing.Union, types.UnionType)) and type(None) in args
-        if optional:
-            tp = next(a for a in args if a is not type(None))
-        if tp is bool:
-            kwargs["action"] = argparse.BooleanOptionalAction
-        elif typing.get_origin(tp) is tuple:
-            kwargs.update(nargs="+", type=typing.get_args(tp)[0])
-        elif tp is dict or typing.get_origin(tp) is dict:
-            kwargs.update(type=_parse_json_dict, metavar="JSON")
-        else:
-            kwargs["type"] = _parse_none(tp) if optional else tp
-        parser.add_argument(flag, *(aliases or {}).get(f.name, []), **kwargs)
 
 
 def config_from_dict(data: dict) -> Config:

@@ -44,6 +44,7 @@ except ImportError as exc:  # pragma: no cover - only without the optional depen
 
 from rlviz.gym_env import as_gym_env
 from rlviz.layout import LayoutError, ObservationLayout
+from rlviz.options import VideoOptions, merge_options
 from rlviz.policy import PolicyAdapter
 
 #: Logger formats that cannot show a video (SB3 skips a Video in them anyway).
@@ -76,11 +77,13 @@ class ExplanationVideoCallback(BaseCallback):
         log_key: the logger key of the video.
         max_log_frames: at most this many frames go to TensorBoard (evenly subsampled).
         at_start: also record before the first step.
-        render_options: further :func:`rlviz.render_video` arguments (``layer``, ``panels``,
-            ``normalize``, ``per_action``, ...).
+        render_options: further :class:`rlviz.options.VideoOptions` fields (``layer``,
+            ``panels``, ``normalize``, ``per_action``, ...), as a dict or a ``VideoOptions``
+            (whose fields above are then replaced by this callback's arguments).
         verbose: 1 prints each video written.
 
     Attributes:
+        options: the :class:`~rlviz.options.VideoOptions` every recording uses.
         paths: every video written so far.
     """
 
@@ -99,7 +102,7 @@ class ExplanationVideoCallback(BaseCallback):
         log_key: str = "rlviz/explanation",
         max_log_frames: int = 300,
         at_start: bool = False,
-        render_options: dict[str, Any] | None = None,
+        render_options: dict[str, Any] | VideoOptions | None = None,
         verbose: int = 0,
     ) -> None:
         super().__init__(verbose)
@@ -110,17 +113,18 @@ class ExplanationVideoCallback(BaseCallback):
             )
         self.env_spec = env
         self.every_n_steps = int(every_n_steps)
-        self.episodes = int(episodes)
-        self.methods = tuple(methods)
         self.out_dir = Path(out_dir)
-        self.max_steps = max_steps
-        self.seed = int(seed)
-        self.deterministic = bool(deterministic)
-        self.fps = float(fps)
         self.log_key = log_key
         self.max_log_frames = int(max_log_frames)
         self.at_start = bool(at_start)
-        self.render_options = dict(render_options or {})
+        base = render_options if isinstance(render_options, VideoOptions) else None
+        given = {} if base is not None else dict(render_options or {})
+        own = dict(methods=tuple(methods), episodes=int(episodes), seed=int(seed))
+        own.update(max_steps=max_steps, deterministic=bool(deterministic), fps=float(fps))
+        twice = sorted(set(given) & set(own))
+        if twice:
+            raise TypeError(f"give {', '.join(twice)} as arguments, not in render_options")
+        self.options = merge_options(VideoOptions, base, {**given, **own}, type(self).__name__)
         self.paths: list[Path] = []
         self._env = None
         self._owned = False
@@ -176,14 +180,8 @@ class ExplanationVideoCallback(BaseCallback):
                 self._env,
                 self.adapter(),
                 out=self.out_dir,
-                methods=self.methods,
-                episodes=self.episodes,
-                seed=self.seed,
-                fps=self.fps,
-                deterministic=self.deterministic,
-                max_steps=self.max_steps,
+                options=self.options,
                 name_prefix=f"step-{step:09d}",
-                **self.render_options,
             )
         finally:
             policy.set_training_mode(was_training)
@@ -206,7 +204,9 @@ class ExplanationVideoCallback(BaseCallback):
         # SB3's Video: uint8 [N, T, C, H, W] (one video), as SummaryWriter.add_video reads it
         video = torch.from_numpy(np.ascontiguousarray(frames.transpose(0, 3, 1, 2)))[None]
         self.logger.record(
-            self.log_key, Video(video, fps=self.fps), exclude=("stdout", "log", "json", "csv")
+            self.log_key,
+            Video(video, fps=self.options.fps),
+            exclude=("stdout", "log", "json", "csv"),
         )
         self.logger.record("rlviz/video_step", step, exclude=("stdout",))
 

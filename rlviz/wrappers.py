@@ -16,7 +16,7 @@ Importing this module imports gymnasium (``import rlviz`` alone does not).
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ from rlviz.maps import normalize_maps
 from rlviz.memory import MemoryReliance, has_memory, memory_reliance
 from rlviz.methods import is_signed
 from rlviz.ops import torch_threads
+from rlviz.options import VideoOptions, episode_meta, merge_options
 from rlviz.policy import PolicyAdapter, as_adapter
 from rlviz.policy.output import policy_action
 from rlviz.rollout import (
@@ -44,13 +45,21 @@ from rlviz.statemap.policy_states import place_states
 from rlviz.targets import MostLikelyAction
 from rlviz.video.episode import EpisodeExplanation
 from rlviz.video.events import INFO_KEYS
-from rlviz.video.explain import DEFAULT_METHODS, check_methods
+from rlviz.video.explain import check_methods
 from rlviz.video.grid import Composer
 from rlviz.video.pipeline import VideoJob, panel_factory, top_down_capture
 from rlviz.video.timeline import TimeMaps
 from rlviz.video.writer import check_writable
 
 __all__ = ["ExplanationRender", "RecordExplanationVideo", "capped_cubic_video_schedule"]
+
+#: The :class:`~rlviz.options.VideoOptions` fields a recording uses (the caller plays episodes).
+RECORD_FIELDS = (
+    "methods", "layer", "panels", "fps", "embedding", "normalize", "per_action", "gif",
+    "agent_name", "name_prefix",
+)  # fmt: skip
+#: Those online rendering uses (maps explain the most likely action, scaled over the episode).
+RENDER_FIELDS = ("methods", "layer", "panels", "embedding", "agent_name")
 
 
 def capped_cubic_video_schedule(episode_id: int) -> bool:
@@ -75,9 +84,8 @@ class RecordExplanationVideo(gym.Wrapper):
         name_prefix: files are ``{name_prefix}-episode-{episode_id}.mp4``.
         episode_trigger: ``episode_id -> bool``; default Gymnasium's ``capped_cubic_video_schedule``
             (episodes 0, 1, 8, 27, ..., 1000, 2000, ...).
-        methods, layer, panels, fps, embedding, normalize, per_action: as in
-            :func:`rlviz.render_video`; ``panels`` may be a factory returning fresh panels.
-        gif: write ``.gif`` instead of ``.mp4``.
+        options: a :class:`rlviz.options.VideoOptions`; of its fields, a recording uses
+            :data:`RECORD_FIELDS`, which may also be given as keywords (``methods=...``).
 
     Attributes:
         episode_id: index of the current episode (-1 before the first reset).
@@ -89,47 +97,28 @@ class RecordExplanationVideo(gym.Wrapper):
         env: gym.Env,
         policy: PolicyAdapter | torch.nn.Module,
         video_folder: str | os.PathLike,
-        name_prefix: str = "rl-explain",
+        name_prefix: str | None = None,
         episode_trigger: Callable[[int], bool] | None = None,
-        methods: Sequence[str] = DEFAULT_METHODS,
         *,
-        layer: str | None = None,
-        panels: Sequence | Callable[[], Sequence] | None = None,
-        fps: float | None = None,
-        embedding=None,
-        normalize: str = "episode",
-        per_action: str | None = None,
-        gif: bool = False,
-        agent_name: str | None = None,
+        options: VideoOptions | None = None,
+        **fields: Any,
     ) -> None:
         super().__init__(env)
         self.policy = as_adapter(policy)
-        self.methods = list(methods)
-        check_methods(self.methods + ([per_action] if per_action else []))
+        if name_prefix is not None:
+            fields["name_prefix"] = name_prefix
+        # fps: the options' 15, not the env's render_fps: annotated frames need time to read
+        o = merge_options(VideoOptions, options, fields, "RecordExplanationVideo", RECORD_FIELDS)
+        self.options = o
+        check_methods(o.methods + ([o.per_action] if o.per_action else []))
         self.video_folder = Path(video_folder)
-        self.name_prefix = name_prefix
         self.episode_trigger = episode_trigger or capped_cubic_video_schedule
-        self.layer = layer
-        self._fresh_panels = panel_factory(panels, self.methods, per_action)
-        self.fps = 15 if fps is None else fps  # not render_fps: annotated frames need time to read
-        self.embedding = embedding
-        self.normalize = normalize
-        self.per_action = per_action
-        self.suffix = ".gif" if gif else ".mp4"
-        self.agent_name = agent_name
+        self.suffix = ".gif" if o.gif else ".mp4"
         self.episode_id = -1
         self.video_paths: list[Path] = []
-        check_writable(self.video_folder / f"{name_prefix}-episode-0{self.suffix}")
-        self._job = VideoJob(  # explains and writes like render_video
-            methods=self.methods,
-            layer=layer,
-            panels=self._fresh_panels,
-            fps=self.fps,
-            embedding=embedding,
-            normalize=normalize,
-            per_action=per_action,
-        )
-        self._record = EpisodeRecorder(INFO_KEYS, top_down_capture(env, self._fresh_panels()))
+        check_writable(self.video_folder / f"{o.name_prefix}-episode-0{self.suffix}")
+        self._job = VideoJob(o)  # explains and writes like render_video
+        self._record = EpisodeRecorder(INFO_KEYS, top_down_capture(env, self._job.panels()))
         self._recording = False
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
@@ -177,14 +166,11 @@ class RecordExplanationVideo(gym.Wrapper):
             rollout.actions = policy_action(
                 rollout.actions, self.policy.output, self.env.action_space
             )
-        meta = {
-            "agent": self.agent_name,
-            "env": getattr(getattr(self.env, "spec", None), "id", None),
-            "seed": record.seed,
-            "episode": self.episode_id,
-        }
+        env_id = getattr(getattr(self.env, "spec", None), "id", None)
+        meta = episode_meta(self.options.agent_name, env_id, record.seed, self.episode_id)
         episode = self._job.explain(self.env, self.policy, rollout, meta)
-        path = self.video_folder / f"{self.name_prefix}-episode-{self.episode_id}{self.suffix}"
+        name = f"{self.options.name_prefix}-episode-{self.episode_id}{self.suffix}"
+        path = self.video_folder / name
         self._job.write(episode, path)
         self.video_paths.append(path)
 
@@ -208,28 +194,26 @@ class ExplanationRender(gym.Wrapper):
     Args:
         env: an env with image observations.
         policy: :class:`PolicyAdapter` or ``nn.Module``.
-        methods, layer, panels, embedding: as in :func:`rlviz.render_video`.
+        options: a :class:`rlviz.options.VideoOptions`; of its fields, rendering uses
+            :data:`RENDER_FIELDS`, which may also be given as keywords (``methods=...``).
     """
 
     def __init__(
         self,
         env: gym.Env,
         policy: PolicyAdapter | torch.nn.Module,
-        methods: Sequence[str] = DEFAULT_METHODS,
         *,
-        layer: str | None = None,
-        panels: Sequence | Callable[[], Sequence] | None = None,
-        embedding=None,
-        agent_name: str | None = None,
+        options: VideoOptions | None = None,
+        **fields: Any,
     ) -> None:
         super().__init__(env)
         self.policy = as_adapter(policy)
-        self.methods = list(methods)
+        self.options = merge_options(
+            VideoOptions, options, fields, "ExplanationRender", RENDER_FIELDS
+        )
+        self.methods = self.options.methods  # shown (time panels may compute another)
         check_methods(self.methods)
-        self.layer = layer
-        self.embedding = embedding
-        self.agent_name = agent_name
-        self._panels = panel_factory(panels, self.methods)()
+        self._panels = panel_factory(self.options.panels, self.methods)()
         self._record = EpisodeRecorder(INFO_KEYS, top_down_capture(env, self._panels))
         self.metadata = {**getattr(env, "metadata", {}), "render_modes": ["rgb_array"]}
         self.metadata.setdefault("render_fps", 15)
@@ -284,14 +268,15 @@ class ExplanationRender(gym.Wrapper):
                 self._reader,
                 new,
                 methods=[name],
-                layer=self.layer,
+                layer=self.options.layer,
                 target=MostLikelyAction(),
                 per_frame=self._time.per_frame(name) or name not in self.methods,
                 states=held,
             )
             self._raw[name] += list(np.asarray(maps[name], dtype=np.float32))
-        if self.embedding is not None:
-            self._xy += list(place_states(self._reader, new, self.embedding, states=held))
+        embedding = self.options.embedding
+        if embedding is not None:
+            self._xy += list(place_states(self._reader, new, embedding, states=held))
         if self._memory:
             memory = memory_reliance(
                 self._reader, new, MostLikelyAction(), states=held, layout=self._layout
@@ -352,15 +337,15 @@ class ExplanationRender(gym.Wrapper):
             action_names=self.policy.action_names_for(probs.shape[1], self.env),
             normalize="running",
             target_name="log \u03c0(a* | s_t), a* most likely",
-            embedding=self.embedding if self._xy else None,
+            embedding=self.options.embedding if self._xy else None,
             embedding_xy=np.stack(self._xy) if self._xy else None,
             top_down=rollout.views if rollout.views is not None and len(rollout.views) else None,
-            meta={
-                "agent": self.agent_name,
-                "env": getattr(getattr(self.env, "spec", None), "id", None),
-                "seed": record.seed,
-                "action_label": "most likely",
-            },
+            meta=episode_meta(
+                self.options.agent_name,
+                getattr(getattr(self.env, "spec", None), "id", None),
+                record.seed,
+                action_label="most likely",
+            ),
             horizon=_horizon(self.env, n),
             layout=self._layout,
             frame_maps=time_maps.frame_maps,

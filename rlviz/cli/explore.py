@@ -35,7 +35,13 @@ from rlviz.cli.common import (
 from rlviz.cli.steps import add_window_flags, window_args
 from rlviz.cli.trust import add_methods_from, methods_from_option
 from rlviz.cli.workers import add_worker_flags, parallel_executor
-from rlviz.video.explain import DEFAULT_METHODS
+from rlviz.options import ExploreOptions, add_option_flags, comma_separated
+
+#: The ExploreOptions fields that are ``rlviz explore`` flags as they are (default, help there).
+OPTION_FLAGS = (
+    "episodes", "seed", "targets", "layer", "gamma", "lam", "nmf_layer", "nmf_target",
+    "optvis_steps", "deterministic", "max_steps",
+)  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,56 +51,40 @@ def build_parser() -> argparse.ArgumentParser:
         p,
         "checkpoint",
         "env",
-        "episodes",
         "out",
-        "seed",
         checkpoint=dict(required=True, default=None, help="agent checkpoint (.safetensors)"),
-        episodes=dict(default=2, help="episodes to explore (default 2)"),
         out=dict(
             type=str,
             default=None,
             help="report folder (default explorer/NAME/, NAME from the checkpoint)",
         ),
     )
-    p.add_argument(
-        "--methods",
-        default=",".join(DEFAULT_METHODS),
-        help="comma-separated attribution methods (default %(default)s: the most faithful input method and Grad-CAM)",
+    add_option_flags(
+        p, ExploreOptions, "methods", methods=dict(type=comma_separated, metavar="A,B")
     )
-    p.add_argument(
-        "--targets",
-        default="taken,value,actions",
-        help="what maps explain: taken, value, actions (per action, first method only); "
-        "default all three",
-    )
-    p.add_argument("--layer", default=None, help="layer for CAM methods (default: the last conv)")
     add_methods_from(p)
-    p.add_argument(
-        "--gamma", type=in_range(0, 1), default=0.99, help="discount for GAE (default 0.99)"
-    )
-    p.add_argument("--lam", type=in_range(0, 1), default=0.95, help="GAE lambda (default 0.95)")
-    p.add_argument(
-        "--nmf-features", type=int, default=4, help="NMF layer features (0: none; default 4)"
-    )
-    p.add_argument("--nmf-layer", default=None, help="layer for NMF attribution (default: CAM's)")
-    p.add_argument(
-        "--nmf-target",
-        default="value",
-        help="NMF attribution target: value or taken (default value)",
-    )
-    p.add_argument(
-        "--units", type=int, default=4, help="network tab: units per layer (0: no tab; default 4)"
-    )
-    p.add_argument(
-        "--optvis-steps",
-        type=at_least(0),
-        default=64,
-        help="feature visualisation steps (default 64)",
+    add_option_flags(
+        p,
+        ExploreOptions,
+        *OPTION_FLAGS,
+        "nmf_features",
+        "units_per_layer",
+        episodes=dict(type=at_least(1)),
+        seed=dict(type=at_least(0)),
+        targets=dict(type=comma_separated, metavar="A,B"),
+        gamma=dict(type=in_range(0, 1)),
+        lam=dict(type=in_range(0, 1)),
+        nmf_features=dict(note="0: no NMF."),
+        units_per_layer=dict(flag="--units", metavar="N", note="0: no network tab."),
+        nmf_target=dict(note="Here: value or taken."),
+        optvis_steps=dict(type=at_least(0)),
+        deterministic=dict(action="store_true"),
+        max_steps=dict(type=at_least(1)),
     )
     p.add_argument(
         "--map", choices=("tsne", "pca", "none"), default="tsne", help="state map (default tsne)"
     )
-    add_shared(p, "deterministic", "max_steps", "no_progress")
+    add_shared(p, "no_progress")
     add_shared(p, "device")
     add_window_flags(p)
     add_worker_flags(p, "blocks of episodes and each episode's attribution")
@@ -122,10 +112,6 @@ def _report_folder(args: argparse.Namespace) -> Path:
     return new
 
 
-def _split(text: str) -> list[str]:
-    return [part.strip() for part in text.split(",") if part.strip()]
-
-
 @command("explore")
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command; returns the exit status (0 ok, 2 bad input)."""
@@ -135,11 +121,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     from rlviz.video.explain import check_methods
 
     args = build_parser().parse_args(argv)
-    methods = methods_from_option(args) or _split(args.methods)
-    targets = _split(args.targets)
+    methods = methods_from_option(args) or args.methods
+    targets = args.targets
     require_at_least("--episodes", args.episodes, 1)
     require_at_least("--nmf-features", args.nmf_features, 0)
-    require_at_least("--units", args.units, 0)
+    require_at_least("--units", args.units_per_layer, 0)
     if not methods:
         raise CliError("--methods is empty; name at least one, e.g. --methods gradient")
     unknown = sorted(set(targets) - set(TARGETS))
@@ -163,33 +149,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     executor = parallel_executor(args, progress=progress_on(args))
     try:
         with allow_overwrite():  # the folder was chosen above; its files refer to each other
-            summary = explore(
-                env,
-                policy.adapter,
-                out=args.out,
-                episodes=args.episodes,
+            options = ExploreOptions(
+                **{name: getattr(args, name) for name in OPTION_FLAGS},
                 methods=methods,
-                targets=targets,
-                seed=args.seed,
-                layer=args.layer,
-                gamma=args.gamma,
-                lam=args.lam,
-                deterministic=args.deterministic,
-                max_steps=args.max_steps,
                 **window,
                 statemap=args.map != "none",
                 map_method="tsne" if args.map == "none" else args.map,
                 nmf=args.nmf_features > 0,
-                nmf_layer=args.nmf_layer,
-                nmf_target=args.nmf_target,
                 nmf_features=max(1, args.nmf_features),
-                network=args.units > 0,
-                units_per_layer=max(1, args.units),
-                optvis_steps=args.optvis_steps,
+                network=args.units_per_layer > 0,
+                units_per_layer=max(1, args.units_per_layer),
                 title=f"rlviz explorer \u00b7 {args.checkpoint.name} \u00b7 {policy.env_id}",
                 progress=progress_on(args),
-                executor=executor,
             )
+            summary = explore(env, policy.adapter, out=args.out, options=options, executor=executor)
     finally:
         env.close()
         if executor is not None:

@@ -34,7 +34,7 @@ from rlviz.cli.common import (
 from rlviz.cli.steps import add_window_flags, window_args
 from rlviz.cli.trust import add_methods_from, methods_from_option
 from rlviz.cli.workers import add_worker_flags, parallel_executor
-from rlviz.video.explain import DEFAULT_METHODS
+from rlviz.options import VideoOptions, add_option_flags, comma_separated
 
 X264_PRESETS = (
     "ultrafast",
@@ -49,6 +49,13 @@ X264_PRESETS = (
 )
 
 
+#: The VideoOptions fields that are ``rlviz video`` flags as they are (default and help there).
+OPTION_FLAGS = (
+    "episodes", "seed", "fps", "gif", "layer", "deterministic", "normalize", "per_action",
+    "max_steps", "crf", "preset", "name_prefix",
+)  # fmt: skip
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command's argument parser."""
     p = new_parser("video", "Render annotated explanation videos of a checkpoint.")
@@ -56,45 +63,29 @@ def build_parser() -> argparse.ArgumentParser:
         p,
         "checkpoint",
         "env",
-        "episodes",
-        checkpoint=dict(required=True, default=None, help="agent checkpoint (.safetensors)"),
-        episodes=dict(help="episodes to render (default 1)"),
-    )
-    p.add_argument(
-        "--methods",
-        default=",".join(DEFAULT_METHODS),
-        help="comma-separated attribution methods, one map panel each (default %(default)s: the most faithful input method and Grad-CAM)",
-    )
-    add_methods_from(p)
-    add_shared(
-        p,
         "out",
-        "seed",
+        checkpoint=dict(required=True, default=None, help="agent checkpoint (.safetensors)"),
         out=dict(
             type=str,
             default=None,
             help="a folder, or a .mp4/.gif file (default videos/NAME/, NAME from the checkpoint)",
         ),
     )
-    p.add_argument("--fps", type=float, default=15, help="frames per second (default 15)")
-    p.add_argument(
-        "--gif", action="store_true", help="write GIFs instead of MP4s (with a folder --out)"
-    )
-    p.add_argument(
-        "--layer", default=None, help="layer for CAM methods (default: the last conv block)"
-    )
-    add_shared(p, "deterministic")
-    p.add_argument(
-        "--normalize",
-        choices=("episode", "frame"),
-        default="episode",
-        help="colour scale over the whole episode (default) or per frame",
-    )
-    p.add_argument(
-        "--per-action",
-        default=None,
-        metavar="METHOD",
-        help="add a row of per-action maps of METHOD (what makes it turn left vs right)",
+    add_option_flags(p, VideoOptions, "methods", methods=dict(type=comma_separated, metavar="A,B"))
+    add_methods_from(p)
+    add_option_flags(
+        p,
+        VideoOptions,
+        *OPTION_FLAGS,
+        episodes=dict(type=at_least(1)),
+        seed=dict(type=at_least(0)),
+        gif=dict(action="store_true"),
+        deterministic=dict(action="store_true"),
+        normalize=dict(choices=("episode", "frame")),
+        per_action=dict(metavar="METHOD"),
+        max_steps=dict(type=at_least(1)),
+        crf=dict(choices=range(52), metavar="0..51"),
+        preset=dict(choices=X264_PRESETS),
     )
     p.add_argument(
         "--embedding",
@@ -109,24 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=5,
         help="episodes played to fit the state map with --embedding fit (default 5)",
     )
-    add_shared(p, "max_steps")
     add_shared(p, "device")
     add_window_flags(p)
-    p.add_argument(
-        "--crf",
-        type=int,
-        choices=range(52),
-        metavar="0..51",
-        default=23,
-        help="x264 quality, lower is better and larger (default 23)",
-    )
-    p.add_argument(
-        "--preset",
-        default="veryfast",
-        choices=X264_PRESETS,
-        help="x264 speed preset: ultrafast .. veryslow (default veryfast)",
-    )
-    p.add_argument("--name-prefix", default="rl-explain", help="file name prefix in a folder --out")
     add_shared(p, "no_progress", no_progress=dict(help="no progress bar"))
     add_worker_flags(p, "episodes (explained and encoded)")
     return p
@@ -198,14 +173,14 @@ def _render(executor):
         return render_video
     from rlviz.video.parallel import render_video_parallel
 
-    return lambda env, adapter, **kwargs: render_video_parallel(env, adapter, executor, **kwargs)
+    return lambda env, adapter, **options: render_video_parallel(env, adapter, executor, **options)
 
 
 @command("video")
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command; returns the exit status (0 ok, 2 bad input)."""
     args = build_parser().parse_args(argv)
-    methods = methods_from_option(args) or [m.strip() for m in args.methods.split(",") if m.strip()]
+    methods = methods_from_option(args) or args.methods
     require_at_least("--episodes", args.episodes, 1)
     if args.fps <= 0:
         raise CliError(f"--fps must be > 0, got {args.fps}")
@@ -221,28 +196,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     env = policy_env(policy)
     executor = parallel_executor(args, progress=not args.no_progress)
     try:
-        summary = _render(executor)(
-            env,
-            policy.adapter,
-            out=args.out,
+        options = VideoOptions(
+            **{name: getattr(args, name) for name in OPTION_FLAGS},
             methods=methods,
-            episodes=args.episodes,
-            seed=args.seed,
-            layer=args.layer,
-            fps=args.fps,
             embedding=_state_map(env, policy.adapter, args),
-            deterministic=args.deterministic,
-            normalize=args.normalize,
-            per_action=args.per_action,
-            max_steps=args.max_steps,
             **window,
-            gif=args.gif,
             agent_name=args.checkpoint.name,
             progress=not args.no_progress,
-            name_prefix=args.name_prefix,
-            crf=args.crf,
-            preset=args.preset,
         )
+        summary = _render(executor)(env, policy.adapter, out=args.out, options=options)
     finally:
         env.close()
         if executor is not None:

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -29,11 +29,11 @@ from rlviz.explorer.tasks import EpisodeJob, explain_episode
 from rlviz.io import atomic_write_bytes
 from rlviz.layout import ObservationLayout
 from rlviz.memory import stack_method
+from rlviz.options import ExploreOptions, merge_options
 from rlviz.policy import PolicyAdapter, as_adapter
 from rlviz.rollout import collect
 from rlviz.spool import Spool
 from rlviz.targets import TakenAction
-from rlviz.video.explain import DEFAULT_METHODS  # the one default: the explorer shows the video's
 
 if TYPE_CHECKING:
     from rlviz.parallel.executor import Executor
@@ -99,69 +99,24 @@ def explore(
     env,
     policy: PolicyAdapter | torch.nn.Module,
     out: str | os.PathLike = "explorer",
-    episodes: int = 2,
-    methods: Sequence[str] = DEFAULT_METHODS,
     *,
-    targets: Sequence[str] = ("taken", "value", "actions"),
-    per_action: str | None = None,
-    seed: int | None = 0,
-    layer: str | None = None,
-    gamma: float = 0.99,
-    lam: float = 0.95,
-    deterministic: bool = False,
-    max_steps: int | None = None,
-    from_step: int = 0,
-    to_step: int | None = None,
-    device: str | torch.device | None = None,
-    statemap: bool = True,
-    map_method: str = "tsne",
-    embedding=None,
-    nmf: bool = True,
-    nmf_layer: str | None = None,
-    nmf_target: str | int = "value",
-    nmf_features: int = 4,
-    network: bool = True,
-    units_per_layer: int = 4,
-    optvis_steps: int = 64,
-    map_scale: int = 2,
-    batch_size: int = 128,
-    threads: int | None = 1,
-    title: str | None = None,
-    progress: bool = False,
+    options: ExploreOptions | None = None,
     executor: Executor | None = None,
-    obs_key: str | None = None,
+    **fields: Any,
 ) -> ExploreSummary:
     """Play ``episodes`` episodes of ``policy`` in ``env`` and write an interactive report.
 
     Args:
-        env: a Gymnasium env with image observations, or a registered id.
+        env: a Gymnasium env with image observations, or a registered id (``obs_key`` picks a
+            ``Dict`` observation's image; a one-env SB3 ``VecEnv`` works too).
         policy: a :class:`PolicyAdapter` or an ``nn.Module`` returning ``(logits, value)``.
         out: the report's folder (``out/index.html`` opens in a browser from disk).
-        methods: attribution methods (``rlviz.available_methods()``).
-        targets: what the maps explain: ``"taken"`` (log pi(a_t|s_t)), ``"value"`` (V(s_t)),
-            ``"actions"`` (log pi(k|s_t) for every k, with the ``per_action`` method only).
-        per_action: the method for ``"actions"`` maps (default: the first of ``methods``).
-        seed: episode i is reset with ``seed + i``.
-        layer: layer for CAM-type methods.
-        gamma, lam: discount and GAE lambda for the advantages.
-        max_steps: cut episodes at this many steps.
-        from_step, to_step: play whole episodes but explain and show only steps
-            [from_step, to_step) of each (``to_step`` None: to the end).
-        device: move the policy to this device first (``"cuda"``, ``"cpu"``, ``"auto"``).
-        statemap: place every step on a state map (fitted on these steps with ``map_method``,
-            "tsne" or "pca", or placed on a fitted ``embedding``).
-        nmf: add URV's layer attribution reduced by NMF (``nmf_features`` features of
-            ``nmf_layer``, default the CAM layer, for ``nmf_target``: "value", "taken" or k).
-        network: add the network tab (``units_per_layer`` units per conv layer).
-        optvis_steps: steps of each feature visualisation (0: none).
-        map_scale: maps are stored at 1/``map_scale`` of the frame size per side (the page
-            draws them smoothed); 2 keeps a report 4x smaller with little visible change.
-        threads: torch threads while playing and explaining (restored after).
+        options: a :class:`rlviz.options.ExploreOptions` (default: its defaults).
         executor: play the episodes in blocks and explain each episode as tasks on it
-            (:mod:`rlviz.sweep`; ``env`` must be remakable, see
+            (:mod:`rlviz.parallel`; ``env`` must be remakable, see
             :func:`rlviz.parallel.episodes.env_factory`); the same report. None: all here.
-        obs_key: for an env with ``Dict`` observations, the key of the image. ``env`` may also
-            be a one-env SB3 ``VecEnv``.
+        **fields: fields of :class:`~rlviz.options.ExploreOptions` (``episodes``, ``methods``,
+            ``targets``, ...; each documented there), set on ``options``.
 
     Returns:
         :class:`ExploreSummary` (path of ``index.html``, counts, size, time per stage).
@@ -172,42 +127,42 @@ def explore(
     from rlviz.spool import map_large_blocks, release_freed_memory
     from rlviz.video.pipeline import make_env
 
+    o = merge_options(ExploreOptions, options, fields, "explore")
     map_large_blocks()  # chunk-sized arrays unmapped when freed: a flat heap
-    methods = list(methods)
-    _check(methods, targets, episodes)
-    check_window(from_step, to_step, max_steps)
-    if device is not None:
-        policy = on_device(policy, device)
+    _check(o.methods, o.targets, o.episodes)
+    check_window(o.from_step, o.to_step, o.max_steps)
+    if o.device is not None:
+        policy = on_device(policy, o.device)
     made = isinstance(env, str)
     # a one-env SB3 VecEnv, or a Dict observation's image
-    env = as_gym_env(make_env(env) if made else env, obs_key, "explore")
+    env = as_gym_env(make_env(env) if made else env, o.obs_key, "explore")
     try:
         adapter = as_adapter(policy)
-        job = _Job(adapter, env, Path(out), methods, list(targets), per_action or methods[0])
-        job.map_scale = max(1, int(map_scale))
+        job = _Job(adapter, env, Path(out), o.methods, o.targets, o.per_action or o.methods[0])
+        job.map_scale = max(1, int(o.map_scale))
         start = time.perf_counter()
-        stages = 2 + bool(statemap) + bool(nmf) + bool(network)
+        stages = 2 + bool(o.statemap) + bool(o.nmf) + bool(o.network)
         with (
-            torch_threads(threads) if threads else nullcontext(),
-            _stage_bar(progress, stages) as stage,
+            torch_threads(o.threads) if o.threads else nullcontext(),
+            _stage_bar(o.progress, stages) as stage,
             Spool() as job.spool,  # observations and masks on disk while the report is made
         ):
-            job.play(episodes, seed, deterministic, max_steps, progress, executor)
-            job.window(from_step, to_step)
+            job.play(o.episodes, o.seed, o.deterministic, o.max_steps, o.progress, executor)
+            job.window(o.from_step, o.to_step)
             stage("explaining every step")
-            job.explain(layer, gamma, lam, batch_size, executor)
+            job.explain(o.layer, o.gamma, o.lam, o.batch_size, executor)
             release_freed_memory()  # the chunks' raw maps and activations are gone
-            if statemap:
+            if o.statemap:
                 stage("state map")
-                job.state_map(embedding, map_method, seed or 0)
-            if nmf:
+                job.state_map(o.embedding, o.map_method, o.seed or 0)
+            if o.nmf:
                 stage("NMF features")
-                job.nmf(nmf_layer, nmf_target, nmf_features, optvis_steps, seed or 0)
-            if network:
+                job.nmf(o.nmf_layer, o.nmf_target, o.nmf_features, o.optvis_steps, o.seed or 0)
+            if o.network:
                 stage("network tab")
-                job.network(units_per_layer, optvis_steps, seed or 0)
+                job.network(o.units_per_layer, o.optvis_steps, o.seed or 0)
             stage("writing the report")
-            path = job.write(title, gamma, lam)
+            path = job.write(o.title, o.gamma, o.lam)
     finally:
         if made:
             env.close()  # we made it, we close it

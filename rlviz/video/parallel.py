@@ -11,6 +11,7 @@ no shared output folder. Same rollouts, same maps, same frames: the files equal 
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import tempfile
 import time
@@ -18,21 +19,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from rlviz.io import atomic_write_bytes
+from rlviz.options import VideoOptions, merge_options, video_episode_meta
 from rlviz.parallel.episodes import env_factory, play_parallel
 from rlviz.parallel.executor import Executor
-from rlviz.policy import PolicyAdapter, as_adapter
+from rlviz.policy import PolicyAdapter
 from rlviz.rollout import Rollout
 from rlviz.spool import release_freed_memory
-from rlviz.video.explain import DEFAULT_METHODS, check_methods
-from rlviz.video.pipeline import (
-    PanelsArg,
-    VideoJob,
-    VideoSummary,
-    output_paths,
-    panel_factory,
-    top_down_capture,
-)
-from rlviz.video.writer import check_writable
+from rlviz.video.pipeline import VideoJob, VideoSummary, prepare_job, top_down_capture
 
 __all__ = ["render_video_parallel"]
 
@@ -74,16 +67,11 @@ def render_video_parallel(
     policy: PolicyAdapter,
     executor: Executor,
     out="videos/run.mp4",
-    methods: Sequence[str] = DEFAULT_METHODS,
-    episodes: int = 1,
     *,
-    panels: PanelsArg = None,
-    per_action: str | None = None,
-    gif: bool = False,
-    name_prefix: str = "rl-explain",
-    **options,
+    options: VideoOptions | None = None,
+    **fields,
 ) -> VideoSummary:
-    """:func:`rlviz.video.render_video` (same arguments, an env object, not an id) with the
+    """:func:`rlviz.video.render_video` (same options, an env object, not an id) with the
     episodes played in blocks and every episode explained and encoded as one task on
     ``executor``; the same files. ``env`` must be remakable in a worker
     (:func:`rlviz.parallel.episodes.env_factory`).
@@ -91,31 +79,21 @@ def render_video_parallel(
     Returns:
         The :class:`~rlviz.video.VideoSummary`; its timings add up the workers' stage times.
     """
-    if episodes < 1:
-        raise ValueError(f"episodes must be >= 1, got {episodes}")
-    adapter = as_adapter(policy)
-    methods = list(methods)
-    paths = output_paths(out, episodes, gif=gif, name_prefix=name_prefix)
-    for path in paths:
-        check_writable(path)
-    check_methods(methods + ([per_action] if per_action else []))
-    options["progress"] = False  # a worker's bar would interleave; the executor shows one
-    job = VideoJob(
-        methods=methods,
-        panels=panel_factory(panels, methods, per_action),
-        per_action=per_action,
-        **options,
-    )
+    options = merge_options(VideoOptions, options, fields, "render_video_parallel")
+    if options.obs_key is not None:
+        raise ValueError("render_video_parallel takes no obs_key: give an env of images")
+    # a worker's bar would interleave; the executor shows one
+    job, adapter, paths = prepare_job(policy, out, dataclasses.replace(options, progress=False))
     start = time.perf_counter()
     rollouts = play_parallel(
         env_factory(env),
         adapter,
         executor,
-        episodes,
-        seed=job.seed,
-        deterministic=job.deterministic,
-        max_steps=job.max_steps,
-        info_keys=job.info_keys,
+        options.episodes,
+        seed=options.seed,
+        deterministic=options.deterministic,
+        max_steps=options.max_steps,
+        info_keys=options.info_keys,
         capture=functools.partial(_capture, job),
     )
     played = time.perf_counter() - start
@@ -123,13 +101,9 @@ def render_video_parallel(
     names = _ActionNames(adapter.action_names_for(rollouts[0].probs.shape[1], env))
     calls = {}
     for i, rollout in enumerate(rollouts):
-        meta = {
-            "agent": job.agent_name,
-            "env": env_name,
-            "seed": None if job.seed is None else job.seed + i,
-            "episode": f"{i + 1}/{episodes}",
-        }
-        calls[i] = (job.window(rollout), meta, paths[i].suffix)  # --from-step/--to-step
+        shown = job.window(rollout)  # --from-step/--to-step
+        meta = video_episode_meta(options, env_name, i, len(rollout), len(shown))
+        calls[i] = (shown, meta, paths[i].suffix)
     results = executor.map(render_task, calls, (job, adapter, names), desc="videos")
     summary = VideoSummary(timings={"rollout": played, "explain": 0.0, "compose_encode": 0.0})
     for i, path in enumerate(paths):

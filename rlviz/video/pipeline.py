@@ -25,12 +25,12 @@ import torch
 from rlviz.explain import check_window, device_batch, on_device
 from rlviz.gym_env import as_gym_env
 from rlviz.ops import torch_threads
+from rlviz.options import VideoOptions, merge_options, video_episode_meta
 from rlviz.policy import PolicyAdapter, as_adapter
 from rlviz.rollout import Rollout, collect
 from rlviz.spool import Spool, map_large_blocks, release_freed_memory
 from rlviz.video.episode import EpisodeExplanation
-from rlviz.video.events import INFO_KEYS
-from rlviz.video.explain import DEFAULT_METHODS, check_methods, explain_episode
+from rlviz.video.explain import check_methods, explain_episode
 from rlviz.video.grid import Composer
 from rlviz.video.panels import TopDownPanel, default_panels
 from rlviz.video.writer import FORMATS, VideoWriter, check_writable
@@ -234,35 +234,24 @@ def _progress(enabled: bool):
 
 @dataclass
 class VideoJob:
-    """One :func:`render_video` call's settings (see there), and the loop that runs it."""
+    """One :func:`render_video` call's settings (a :class:`VideoOptions`) and the loop that runs
+    it; ``panels()`` returns fresh panels of ``options.panels``."""
 
-    methods: list[str]
-    seed: int | None = 0
-    layer: str | None = None
-    panels: Callable[[], list] = list
-    fps: float = 15
-    embedding: Any = None
-    deterministic: bool = False
-    normalize: str = "episode"
-    per_action: str | None = None
-    max_steps: int | None = None
-    batch_size: int | None = None
-    agent_name: str | None = None
-    crf: int = 23
-    preset: str = "veryfast"
-    info_keys: Sequence[str] | None = INFO_KEYS
-    threads: int | None = 1
-    progress: bool = False
-    from_step: int = 0
-    to_step: int | None = None
+    options: VideoOptions
+    panels: Callable[[], list] = field(init=False)
+
+    def __post_init__(self) -> None:
+        o = self.options
+        self.panels = panel_factory(o.panels, o.methods, o.per_action)
 
     def run(self, env, adapter: PolicyAdapter, paths: list[Path], env_name: str | None):
         """Play, explain and write one episode per path; returns the :class:`VideoSummary`."""
         summary = VideoSummary(timings={"rollout": 0.0, "explain": 0.0, "compose_encode": 0.0})
         start = time.perf_counter()
+        threads = self.options.threads
         with (
-            _progress(self.progress) as bar,
-            torch_threads(self.threads) if self.threads else nullcontext(),
+            _progress(self.options.progress) as bar,
+            torch_threads(threads) if threads else nullcontext(),
         ):
             map_large_blocks()  # chunk-sized arrays unmapped when freed: a flat heap
             capture = top_down_capture(env, self.panels())
@@ -274,15 +263,7 @@ class VideoJob:
                     played = self.play(env, adapter, i, capture, spool)
                     rollout = self.window(played)
                     t1 = time.perf_counter()
-                    meta = {
-                        "agent": self.agent_name,
-                        "env": env_name,
-                        "seed": None if self.seed is None else self.seed + i,
-                        "episode": f"{i + 1}/{len(paths)}",
-                    }
-                    if len(rollout) < len(played):
-                        first = self.from_step
-                        meta["steps"] = f"{first}-{first + len(rollout) - 1} of {len(played)}"
+                    meta = video_episode_meta(self.options, env_name, i, len(played), len(rollout))
                     episode = self.explain(env, adapter, rollout, meta, spool)
                     release_freed_memory()  # raw maps and attribution buffers are gone
                     t2 = time.perf_counter()
@@ -296,14 +277,15 @@ class VideoJob:
 
     def play(self, env, adapter: PolicyAdapter, i: int, capture, spool=None) -> Rollout:
         """Episode ``i`` (reset with ``seed + i``, as :func:`rlviz.rollout.collect` plays it)."""
+        o = self.options
         episodes = collect(
             env,
             adapter,
             1,
-            seed=self.seed,
-            deterministic=self.deterministic,
-            max_steps=self.max_steps,
-            info_keys=self.info_keys,
+            seed=o.seed,
+            deterministic=o.deterministic,
+            max_steps=o.max_steps,
+            info_keys=o.info_keys,
             capture=capture,
             first_episode=i,
             spool=spool,
@@ -312,28 +294,30 @@ class VideoJob:
 
     def window(self, rollout: Rollout) -> Rollout:
         """The steps to explain and draw: ``from_step`` .. ``to_step`` (all by default)."""
-        if self.from_step == 0 and (self.to_step is None or self.to_step >= len(rollout)):
+        first, stop = self.options.from_step, self.options.to_step
+        if first == 0 and (stop is None or stop >= len(rollout)):
             return rollout
-        if self.from_step >= len(rollout):
+        if first >= len(rollout):
             raise ValueError(
-                f"from_step={self.from_step} is past the episode's end ({len(rollout)} steps); "
+                f"from_step={first} is past the episode's end ({len(rollout)} steps); "
                 f"give a from_step below {len(rollout)}"
             )
-        return rollout.window(self.from_step, self.to_step)
+        return rollout.window(first, stop)
 
     def explain(self, env, adapter: PolicyAdapter, rollout: Rollout, meta: dict, spool=None):
         """The :class:`EpisodeExplanation` of one played episode."""
+        o = self.options
         return explain_episode(
             adapter,
             rollout,
-            self.methods,
-            layer=self.layer,
-            normalize=self.normalize,
-            per_action=self.per_action,
-            embedding=self.embedding,
+            o.methods,
+            layer=o.layer,
+            normalize=o.normalize,
+            per_action=o.per_action,
+            embedding=o.embedding,
             top_down=rollout.views,
             action_names=adapter.action_names_for(rollout.action_count, env),
-            batch_size=self.batch_size or device_batch(adapter.device),
+            batch_size=o.batch_size or device_batch(adapter.device),
             meta=meta,
             spool=spool,
         )
@@ -348,42 +332,38 @@ class VideoJob:
             episode,
             path,
             self.panels(),
-            fps=self.fps,
-            crf=self.crf,
-            preset=self.preset,
+            fps=self.options.fps,
+            crf=self.options.crf,
+            preset=self.options.preset,
             on_frame=(lambda _t: bar.update(1)) if bar is not None else None,
         )
+
+
+def prepare_job(
+    policy: PolicyAdapter | torch.nn.Module, out: str | os.PathLike, options: VideoOptions
+) -> tuple[VideoJob, PolicyAdapter, list[Path]]:
+    """What a :func:`render_video` call needs before it plays: the job, the policy's adapter (on
+    ``options.device``) and the output paths, each checked (writable, known methods)."""
+    if options.episodes < 1:
+        raise ValueError(f"episodes must be >= 1, got {options.episodes}")
+    check_window(options.from_step, options.to_step, options.max_steps)
+    adapter = as_adapter(policy)
+    if options.device is not None:
+        adapter = on_device(adapter, options.device)
+    paths = output_paths(out, options.episodes, gif=options.gif, name_prefix=options.name_prefix)
+    for path in paths:
+        check_writable(path)
+    check_methods(options.methods + ([options.per_action] if options.per_action else []))
+    return VideoJob(options), adapter, paths
 
 
 def render_video(
     env,
     policy: PolicyAdapter | torch.nn.Module,
     out: str | os.PathLike = "videos/run.mp4",
-    methods: Sequence[str] = DEFAULT_METHODS,
-    episodes: int = 1,
-    seed: int | None = 0,
-    layer: str | None = None,
-    panels: PanelsArg = None,
-    fps: float = 15,
-    embedding=None,
     *,
-    deterministic: bool = False,
-    normalize: str = "episode",
-    per_action: str | None = None,
-    max_steps: int | None = None,
-    from_step: int = 0,
-    to_step: int | None = None,
-    batch_size: int | None = None,
-    device: str | torch.device | None = None,
-    gif: bool = False,
-    agent_name: str | None = None,
-    name_prefix: str = "rl-explain",
-    crf: int = 23,
-    preset: str = "veryfast",
-    info_keys: Sequence[str] | None = INFO_KEYS,
-    threads: int | None = 1,
-    progress: bool = False,
-    obs_key: str | None = None,
+    options: VideoOptions | None = None,
+    **fields: Any,
 ) -> VideoSummary:
     """Play ``episodes`` episodes of ``policy`` in ``env`` and write one explanation video each.
 
@@ -392,74 +372,20 @@ def render_video(
 
     Args:
         env: a Gymnasium env, or a registered id (made with ``gymnasium.make`` and closed after).
+            ``obs_key`` picks a ``Dict`` observation's image; a one-env SB3 ``VecEnv`` works too.
         policy: a :class:`PolicyAdapter` or an ``nn.Module`` mapping [B, C, H, W] floats to
             ``(logits, value)``.
         out: a ``.mp4``/``.gif`` file, or a folder for ``rl-explain-episode-{i}.mp4`` files.
-        methods: attribution methods shown (one map panel each).
-        episodes: how many episodes; episode i is reset with ``seed + i``.
-        layer: layer for CAM-type methods.
-        panels: panel instances, or a factory returning fresh ones (default
-            :func:`rlviz.video.panels.default_panels`).
-        embedding: a fitted ``StateEmbedding`` to place states on (t-SNE panel), or None.
-        deterministic: act greedily instead of sampling.
-        normalize: colour scale per ``"episode"`` (default) or per ``"frame"``.
-        per_action: also show per-action maps of this method.
-        max_steps: cut episodes at this many steps.
-        from_step, to_step: play whole episodes but explain and draw only steps
-            [from_step, to_step) (``to_step`` None: to the end).
-        batch_size: frames per attribution pass (None: chosen for the policy's device, see
-            :func:`rlviz.explain.device_batch`).
-        device: move the policy to this device first (``"cuda"``, ``"cpu"``, ``"auto"``);
-            None: leave it where it is.
-        gif: with a folder ``out``, write GIFs instead of MP4s.
-        name_prefix: file name prefix when ``out`` is a folder.
-        crf, preset: x264 quality and speed (see :class:`rlviz.video.writer.VideoWriter`).
-        info_keys: per-step infos kept for panels (names or glob patterns; None: all).
-        threads: torch intra-op threads while rendering (restored after; None: leave as set).
-            One is fastest for policy-sized CNNs on CPU: rollouts are batch-1 passes, and the
-            other cores encode video meanwhile; spin-waiting OpenMP threads cost ~8x on a busy
-            machine (BENCHMARKS.md, "## Video").
-        agent_name: shown in the title bar.
-        progress: show a tqdm progress bar of frames.
-        obs_key: for an env with ``Dict`` observations, the key of the image (the rest goes to
-            ``info["obs"]``). ``env`` may also be a one-env SB3 ``VecEnv``.
+        options: a :class:`rlviz.options.VideoOptions` (default: its defaults).
+        **fields: fields of :class:`~rlviz.options.VideoOptions` (``methods``, ``episodes``,
+            ``seed``, ...; each documented there), set on ``options``.
 
     Returns:
         A :class:`VideoSummary` (paths, episodes, successes, frames, seconds).
     """
-    if episodes < 1:
-        raise ValueError(f"episodes must be >= 1, got {episodes}")
-    check_window(from_step, to_step, max_steps)
-    adapter = as_adapter(policy)
-    if device is not None:
-        adapter = on_device(adapter, device)
-    methods = list(methods)
-    paths = output_paths(out, episodes, gif=gif, name_prefix=name_prefix)
-    for path in paths:
-        check_writable(path)
-    check_methods(methods + ([per_action] if per_action else []))
-    job = VideoJob(
-        methods=methods,
-        seed=seed,
-        layer=layer,
-        panels=panel_factory(panels, methods, per_action),
-        fps=fps,
-        embedding=embedding,
-        deterministic=deterministic,
-        normalize=normalize,
-        per_action=per_action,
-        max_steps=max_steps,
-        batch_size=batch_size,
-        agent_name=agent_name,
-        crf=crf,
-        preset=preset,
-        info_keys=info_keys,
-        threads=threads,
-        progress=progress,
-        from_step=from_step,
-        to_step=to_step,
-    )
+    options = merge_options(VideoOptions, options, fields, "render_video")
+    job, adapter, paths = prepare_job(policy, out, options)
     with _opened(env) as (env, env_name):
-        env = as_gym_env(env, obs_key, "render_video")  # a one-env VecEnv, a Dict's image
+        env = as_gym_env(env, options.obs_key, "render_video")  # a one-env VecEnv, a Dict's image
         _check_image_env(env)
         return job.run(env, adapter, paths, env_name)
