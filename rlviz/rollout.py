@@ -332,7 +332,7 @@ def rollout_layout(policy: PolicyAdapter, env, obs) -> ObservationLayout | None:
     except (LayoutError, AttributeError, TypeError, IndexError, KeyError):
         pass  # not a Gymnasium image env: read the observation's shape
     try:
-        return policy.layout_for(obs)
+        return policy.layout_for([obs])  # in a list: one observation, a 4-D one never a batch
     except (LayoutError, ValueError):
         return None
 

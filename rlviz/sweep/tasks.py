@@ -107,7 +107,7 @@ def probe_obs(adapter: PolicyAdapter, probe: ProbeSet) -> np.ndarray:
     (``probe.history``), oldest first, the episode's first frame repeated for steps before it
     began, as ``StackFrames`` pads at reset. The newest frame of each stack is the probe frame.
     """
-    layout = getattr(adapter, "layout", None)
+    layout = adapter.layout
     if layout is None or not layout.stacked or probe.obs.shape[-1] != layout.channels:
         return probe.obs
     if not probe.history or probe.origin is None:
@@ -147,7 +147,7 @@ def probe_memory(snapshot: Snapshot, probe: ProbeSet) -> dict | None:
     from rlviz.memory import memory_reliance
 
     adapter = snapshot.adapter
-    layout = getattr(adapter, "layout", None)
+    layout = adapter.layout
     if getattr(adapter, "recurrent", False):
         states = _probe_states(adapter, probe)
         if states is None:
