@@ -427,3 +427,34 @@ class AttributionMethod:
                 f"the target has {actions.shape[0]} actions for {count} observations; pass one "
                 "action per frame (e.g. TakenAction(rollout.actions))"
             )
+
+
+class ReplacementMethod(AttributionMethod):
+    """Base of the methods that replace parts of each frame (an occluder's fill, a blur) and score
+    how the target changes.
+
+    Subclasses write ``_replacement(x)``: what replaces parts of the frames [b, C, H, W], [1 or b,
+    C, H, W]; and ``_changes(adapter, x, replacement, target, clean, request)``: maps [b, h, w] of
+    how the target moves from its ``clean`` values. One clean pass fixes the greedy action and
+    those values; per frame, one stack frame is replaced at a time
+    (:meth:`MapRequest.replaced_maps`).
+    """
+
+    perturbs_input = True
+    per_frame_mode = "when"
+
+    @staticmethod
+    def _values(values: torch.Tensor, batch: int) -> torch.Tensor:
+        """The target's values on a batch, checked: one scalar per sample."""
+        return scalar_per_sample(values, batch)
+
+    def _maps(self, adapter, x, target, request):
+        with torch.no_grad():
+            clean_out = adapter.outputs(x, request.states)
+            target = freeze_greedy(target, clean_out)
+            clean = self._values(target(clean_out), x.shape[0])
+            return request.replaced_maps(
+                x,
+                self._replacement(x),
+                lambda replaced: self._changes(adapter, x, replaced, target, clean, request),
+            )

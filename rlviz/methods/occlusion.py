@@ -14,12 +14,7 @@ from functools import lru_cache
 
 import torch
 
-from rlviz.methods.base import (
-    DEFAULT_PASS_ELEMENTS,
-    AttributionMethod,
-    freeze_greedy,
-    scalar_per_sample,
-)
+from rlviz.methods.base import DEFAULT_PASS_ELEMENTS, ReplacementMethod, scalar_per_sample
 from rlviz.methods.incremental.occlusion import MODES, occlusion_drops, window_starts
 from rlviz.methods.registry import register
 from rlviz.ops import fill_values
@@ -56,7 +51,7 @@ def _window_weights(size, window, stride, device, dtype) -> torch.Tensor:
 
 
 @register("occlusion", "Occlusion")
-class Occlusion(AttributionMethod):
+class Occlusion(ReplacementMethod):
     """Occlusion sensitivity: signed, > 0 where hiding the pixels lowers the target.
 
     Args:
@@ -71,7 +66,6 @@ class Occlusion(AttributionMethod):
             model it cannot handle); ``False`` runs the whole network on every occluded image.
     """
 
-    perturbs_input = True
     pass_elements = 2 * DEFAULT_PASS_ELEMENTS  # forward only: no graph to keep
     signed = True
 
@@ -98,19 +92,10 @@ class Occlusion(AttributionMethod):
             for n, w, s in zip(size, self.window, self.stride, strict=True)
         )
 
-    per_frame_mode = "when"
+    def _replacement(self, x):
+        return fill_values(x, self.fill, self.blur_sigma)
 
-    def _maps(self, adapter, x, target, request):
-        with torch.no_grad():
-            clean_out = adapter.outputs(x, request.states)
-            target = freeze_greedy(target, clean_out)
-            clean = scalar_per_sample(target(clean_out), x.shape[0])
-            fill = fill_values(x, self.fill, self.blur_sigma)
-            return request.replaced_maps(
-                x, fill, lambda f: self._drop_maps(adapter, x, f, target, clean, request)
-            )
-
-    def _drop_maps(self, adapter, x, fill, target, clean, request) -> torch.Tensor:
+    def _changes(self, adapter, x, fill, target, clean, request) -> torch.Tensor:
         """Mean target drop per pixel [b, H, W] with each window of ``x`` replaced by ``fill``."""
         b, _, h, w = x.shape
         masks = window_masks((h, w), self.window, self.stride, x.device)

@@ -16,7 +16,7 @@ from functools import lru_cache
 
 import torch
 
-from rlviz.methods.base import AttributionMethod, freeze_greedy, scalar_per_sample
+from rlviz.methods.base import ReplacementMethod, scalar_per_sample
 from rlviz.methods.registry import register
 from rlviz.ops import gaussian_blur
 from rlviz.policy import PolicyOutput
@@ -72,7 +72,7 @@ def _interp_matrix(centres: torch.Tensor, size: int) -> torch.Tensor:
 
 
 @register("perturbation", "Perturbation saliency", aliases=("greydanus",))
-class PerturbationSaliency(AttributionMethod):
+class PerturbationSaliency(ReplacementMethod):
     """Greydanus et al. 2018 blurred-mask saliency; >= 0, large where blurring moves the output.
 
     Args:
@@ -84,7 +84,6 @@ class PerturbationSaliency(AttributionMethod):
     ``target="value"`` gives the critic saliency, other targets the squared change of that scalar.
     """
 
-    perturbs_input = True
     # pass_elements stays the default although passes are forward only (occlusion doubles it):
     # each pass first writes its blended images, and passes of 2^23 elements (582 frames of
     # 60x80x3, 33 MB) left the buffer out of cache by the time conv1 read it; at 2^22 the method
@@ -115,19 +114,19 @@ class PerturbationSaliency(AttributionMethod):
             dtype,
         )
 
-    per_frame_mode = "when"
-
-    def _maps(self, adapter, x, target, request):
-        with torch.no_grad():
-            clean_out = adapter.outputs(x, request.states)
-            target = freeze_greedy(target, clean_out)
-            clean = _per_sample(target(clean_out), x.shape[0])
-            blurred = gaussian_blur(x, self.blur_sigma)
-            return request.replaced_maps(
-                x, blurred, lambda b: self._scores(adapter, x, b, target, clean, request)
+    @staticmethod
+    def _values(values: torch.Tensor, batch: int) -> torch.Tensor:
+        """A target's output, one scalar [B] or one vector [B, K] per sample."""
+        if values.ndim not in (1, 2):
+            raise ValueError(
+                f"a target must return [B] or [B, K] values; got shape {tuple(values.shape)}"
             )
+        return scalar_per_sample(values, batch)
 
-    def _scores(self, adapter, x, blurred, target, clean, request) -> torch.Tensor:
+    def _replacement(self, x):
+        return gaussian_blur(x, self.blur_sigma)
+
+    def _changes(self, adapter, x, blurred, target, clean, request) -> torch.Tensor:
         """Saliency per blur centre [b, rows, cols]: half the squared change of the target."""
         b, _, h, w = x.shape
         masks = self.masks((h, w), x.device, x.dtype)
@@ -144,7 +143,7 @@ class PerturbationSaliency(AttributionMethod):
                     out=block.images,
                 ).flatten(0, 1)
                 out = adapter.outputs(perturbed, request.states, block.rows)
-                values = _per_sample(block.target(target)(out), len(perturbed))
+                values = self._values(block.target(target)(out), len(perturbed))
                 change = clean[block.frames, None] - values.view(-1, n_c, *values.shape[1:])
                 scores[block.frames, block.jobs] = 0.5 * change.reshape(
                     -1, n_c, change[0, 0].numel()
@@ -155,12 +154,3 @@ class PerturbationSaliency(AttributionMethod):
         ry = _interp_matrix(grid_centres(size[0], self.stride), size[0]).to(maps)
         rx = _interp_matrix(grid_centres(size[1], self.stride), size[1]).to(maps)
         return ry @ maps @ rx.T
-
-
-def _per_sample(values: torch.Tensor, batch: int) -> torch.Tensor:
-    """A target's output, one scalar [B] or one vector [B, K] per sample."""
-    if values.ndim not in (1, 2):
-        raise ValueError(
-            f"a target must return [B] or [B, K] values; got shape {tuple(values.shape)}"
-        )
-    return scalar_per_sample(values, batch)
