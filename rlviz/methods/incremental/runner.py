@@ -86,7 +86,7 @@ class _Structure:
         self.prestage = None
         self.chain = Chain()
         if getattr(adapter, "recurrent", False):
-            # The held state enters every forward: the hooks would see one step, not the chain.
+            # The state enters every forward: the hooks would see one step, not the chain.
             self.problem = "recurrent policies are not traced (their state enters the forward)"
             return
         xa, xb = _probe_inputs(like)
