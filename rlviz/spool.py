@@ -158,16 +158,8 @@ def _close_all() -> None:
 class _StepReads:
     """Reading shared by :class:`StepArray` and :class:`StepWindow`: a key on the first axis (an
     int, a slice, an integer or bool array, ``...``) is resolved here, then numpy indexing runs on
-    the rest. Subclasses read one step, a run of steps and a list of steps."""
-
-    def _step(self, t: int) -> np.ndarray:
-        raise NotImplementedError
-
-    def _run(self, start: int, stop: int) -> np.ndarray:
-        raise NotImplementedError
-
-    def _gather(self, index: np.ndarray) -> np.ndarray:
-        raise NotImplementedError
+    the rest. Subclasses read one step ``_step(t)``, a run of steps ``_run(start, stop)`` and a
+    list of steps ``_gather(index)``, each index already in range."""
 
     def __getitem__(self, key):
         rest = ()
