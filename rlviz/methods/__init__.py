@@ -4,8 +4,9 @@
 >>> from rlviz.methods import available_methods, get_method
 >>> maps = get_method("gradcam").attribute(adapter, frames, TakenAction(actions))  # [B, H, W]
 
-Add a method by subclassing :class:`AttributionMethod`, writing ``_maps`` and decorating the class
-with ``@register("name", "Title", aliases=(...))``.
+Add a method by subclassing :class:`AttributionMethod`, writing ``_maps(adapter, x, target,
+request)`` (``request``: a :class:`rlviz.methods.base.MapRequest`) and decorating the class with
+``@register("name", "Title", aliases=(...))``.
 """
 
 from rlviz.methods.base import AttributionMethod, reduce_channels
