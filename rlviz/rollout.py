@@ -575,10 +575,16 @@ def run_episode(
 
 
 def episode_generator(seed: int | None, episode: int) -> torch.Generator:
-    """The action sampler of episode ``episode`` of :func:`collect`: a torch generator seeded with
-    the episode's reset seed, ``seed + episode`` (``episode`` when ``seed`` is None); so an
-    episode is the same played first, later or alone, in any process."""
-    return torch.Generator().manual_seed(episode if seed is None else seed + episode)
+    """The action sampler of episode ``episode`` of ``collect(..., seed=seed)``, whose reset seed
+    is ``seed + episode`` (see :func:`sampler_of`)."""
+    return sampler_of(None if seed is None else seed + episode, episode)
+
+
+def sampler_of(reset_seed: int | None, episode: int) -> torch.Generator:
+    """The one per-episode rule: an episode samples its actions from a torch generator seeded
+    with its reset seed (its index ``episode`` when it has none), so it is the same played first,
+    later or alone, in any process."""
+    return torch.Generator().manual_seed(episode if reset_seed is None else reset_seed)
 
 
 def collect(
@@ -598,15 +604,11 @@ def collect(
     """Yield episodes ``first_episode .. first_episode + episodes - 1``; episode i is reset with
     ``seed + i`` (when ``seed`` is given), or with ``seeds[i]`` (any reset seeds, e.g. the ones a
     run trained on), and samples its actions from its own generator seeded with that reset seed
-    (:func:`episode_generator`), so the same call gives the same episodes, and episodes [a, b)
+    (:func:`sampler_of`), so the same call gives the same episodes, and episodes [a, b)
     played alone (``first_episode=a, episodes=b - a``, e.g. in a worker) equal those of a call
     that plays them all."""
     for i in range(first_episode, first_episode + episodes):
-        if seeds is None:
-            reset_seed, generator = None if seed is None else seed + i, episode_generator(seed, i)
-        else:
-            reset_seed = int(seeds[i])
-            generator = episode_generator(reset_seed, 0)
+        reset_seed = (None if seed is None else seed + i) if seeds is None else int(seeds[i])
         yield run_episode(
             env,
             policy,
@@ -614,7 +616,7 @@ def collect(
             deterministic=deterministic,
             info_keys=info_keys,
             max_steps=max_steps,
-            generator=generator,
+            generator=sampler_of(reset_seed, i),
             capture=capture,
             spool=spool,
         )

@@ -2,7 +2,7 @@
 worker's own env, gathered in order; the same rollouts as one serial ``collect``.
 
 Every episode samples its actions from a generator of its own (seeded by its reset seed, see
-:func:`rlviz.rollout.episode_generator`), so a block of episodes [a, b) played alone equals
+:func:`rlviz.rollout.sampler_of`), so a block of episodes [a, b) played alone equals
 those episodes of the serial run. A live env (MiniWorld holds a GL context) cannot travel to a
 worker; a picklable factory does (:func:`env_factory`: ``gymnasium.make`` of the env's spec).
 """
