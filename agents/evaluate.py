@@ -141,21 +141,22 @@ def evaluate(
     # A policy with memory reads K stacked frames: play it in the same stack it trained in.
     frames = int(getattr(getattr(model, "arch", None), "frames", 1))
     env = make_env(env_id, env_kwargs, frame_stack=frames)
-    options = dict(seeds=seeds, deterministic=deterministic, info_keys=("success",))
+    options = dict(
+        seeds=seeds, deterministic=deterministic, info_keys=("success",), max_steps=max_steps
+    )
     try:
         check_env_fits(model, env)
         if executor is None:
-            played = collect(env, make_adapter(model), len(seeds), max_steps=max_steps, **options)
+            played = collect(env, make_adapter(model), len(seeds), **options)
             episodes = [episode_numbers(r) for r in _bar(played, progress, "held-out", len(seeds))]
         else:
             # A task gets no GPU: the workers play a CPU copy.
-            on_cpu = model if _device(model).type == "cpu" else copy.deepcopy(model).cpu()
+            on_cpu = copy.deepcopy(model).cpu() if _on_gpu(model) else model
             episodes = play_parallel(
                 env_factory(env),
                 make_adapter(on_cpu),
                 executor,
                 len(seeds),
-                max_steps=max_steps,
                 keep=episode_numbers,
                 **options,
             )
@@ -165,8 +166,8 @@ def evaluate(
     return summarise_episodes(seeds, episodes, deterministic=bool(deterministic))
 
 
-def _device(model: torch.nn.Module) -> torch.device:
-    return next(model.parameters()).device
+def _on_gpu(model: torch.nn.Module) -> bool:
+    return next(model.parameters()).device.type != "cpu"
 
 
 def _bar(items: Iterable, progress: bool, desc: str, total: int) -> Iterable:
