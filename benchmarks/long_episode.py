@@ -114,6 +114,54 @@ def row(kind: str, steps: int) -> dict:
     }
 
 
+def codec_error(steps: int) -> dict:
+    """The lossy map sheets of a long episode (``map_codec="auto"``: WebP) against the lossless
+    ones (``"png"``) of the same report: bytes and the error of every map pixel, as the page
+    reads it (the red channel)."""
+    import base64
+    import io
+    import re
+
+    import numpy as np
+    from PIL import Image
+
+    from rlviz import explore
+
+    warnings.filterwarnings("ignore")
+    env = pong(steps)
+    adapter = agent(env)
+    sheets, sizes = {}, {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for codec in ("png", "auto"):
+            out = Path(tmp) / codec
+            explore(env, adapter, out, episodes=1, methods=METHODS, seed=0, max_steps=steps,
+                    network=False, map_codec=codec)  # fmt: skip
+            sizes[codec] = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
+            found = []
+            for part in sorted((out / "data" / "ep0").glob("chunk_*.js")):
+                for url in re.findall(
+                    r"data:image/[a-z]+;base64,[A-Za-z0-9+/=]+", part.read_text()
+                ):
+                    image = Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1])))
+                    pixels = np.asarray(image)
+                    found.append(pixels[..., 0] if pixels.ndim == 3 else pixels)
+            sheets[codec] = found
+    err = np.concatenate(
+        [
+            np.abs(a.astype(int) - b.astype(int)).ravel()
+            for a, b in zip(*sheets.values(), strict=True)
+        ]
+    )
+    return {
+        "steps": steps,
+        "png_kb_per_step": round(sizes["png"] / steps / 1e3, 1),
+        "webp_kb_per_step": round(sizes["auto"] / steps / 1e3, 1),
+        "mean_abs_error_255": round(float(err.mean()), 2),
+        "p99_abs_error_255": int(np.percentile(err, 99)),
+        "max_abs_error_255": int(err.max()),
+    }
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--steps", default="200,2000,10000")
@@ -125,8 +173,19 @@ def main() -> None:
         help="measure the rlviz package of this source tree instead (e.g. a git worktree of an "
         "older commit), for a before/after on the same machine",
     )
+    p.add_argument(
+        "--codec-error",
+        type=int,
+        default=0,
+        metavar="STEPS",
+        help="only: explore STEPS steps with lossless and with lossy (auto) map sheets and print "
+        "the bytes per step and the lossy maps' error",
+    )
     p.add_argument("--row", default=None, help=argparse.SUPPRESS)  # kind:steps, in a child
     args = p.parse_args()
+    if args.codec_error:
+        print(json.dumps(codec_error(args.codec_error)))
+        return
     if args.row:
         kind, steps = args.row.split(":")
         print(json.dumps(row(kind, int(steps))))

@@ -142,6 +142,9 @@ class ExploreOptions(EpisodeOptions):
     map_scale: int = 2
     """Maps are stored at 1/map_scale of the frame size per side (the page draws them smoothed);
     2 keeps a report 4x smaller with little visible change."""
+    map_codec: str = "auto"
+    """How map sheets are stored: png (lossless), webp (lossy, ~3x smaller on noisy maps, mean
+    error ~3/255), auto (png for episodes up to 256 steps, webp for longer ones)."""
     title: str | None = None
     """The report's title (default: rlviz explorer and the env id)."""
 

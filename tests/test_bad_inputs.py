@@ -155,8 +155,13 @@ case("train-resume-corrupt", "train --resume {bad:bad_json}", 2, "not valid JSON
 case("train-resume-no-state", "train --resume {ckpt}", 2, "no training state")
 case("train-abbreviation", "train --total 10", 2, "unrecognized")
 case("train-mirror", "train --mirror-augment yes --runs-dir {out}", 2, "mirror_augment='yes'")
-case("video-window-empty", "video --checkpoint {ckpt} --from-step 5 --to-step 3", 2, "must be above")
+case(
+    "video-window-empty", "video --checkpoint {ckpt} --from-step 5 --to-step 3", 2, "must be above"
+)
 case("explore-from-step", "explore --checkpoint {ckpt} --from-step -2", 2, ">= 0, got -2")
+case(
+    "explore-map-codec", "explore --checkpoint {ckpt} --map-codec jpeg", 2, "invalid choice: 'jpeg'"
+)
 case(
     "video-window-past-cap",
     "video --checkpoint {ckpt} --from-step 50 --max-steps 20",

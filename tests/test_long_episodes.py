@@ -309,3 +309,102 @@ def test_explorer_maps_of_a_long_episode_equal_the_whole_episode_ones():
     )
     np.testing.assert_array_equal(per_frame["taken"], scaled_maps(raw, "gradient", (15, 20))[0])
     assert shares["taken"] == np.round(frame_share(raw).astype(np.float64), 4).tolist()
+
+
+def test_nmf_of_a_long_episode_is_fitted_on_a_sample_and_projects_every_frame():
+    from rlviz.explorer.nmf import nmf_attribution, nmf_attribution_streamed
+    from rlviz.targets import TakenAction
+
+    adapter = tiny_policy()
+    rollout = run_episode(SquareEnv(max_steps=120, goal=False), adapter, seed=3)
+    target = TakenAction(rollout.actions)
+    whole = nmf_attribution(adapter, np.asarray(rollout.obs), "conv2.0", target, n_features=3)
+    # every frame in the fit: the same directions, and projecting the fitted frames recovers
+    # the fit's maps (coordinate descent on W alone converges to the same optimum)
+    every = nmf_attribution_streamed(
+        adapter, rollout.obs, "conv2.0", target, 3, fit_frames=10_000, batch_size=32
+    )
+    np.testing.assert_array_equal(every.directions, whole.directions)
+    assert every.maps.shape == whole.maps.shape
+    np.testing.assert_allclose(every.maps, whole.maps, atol=0.05 * whole.maps.max())
+    # a sample of 30 frames: directions close to the whole fit's, every frame still mapped
+    sample = nmf_attribution_streamed(
+        adapter, rollout.obs, "conv2.0", target, 3, fit_frames=30, batch_size=32
+    )
+    assert sample.maps.shape == whole.maps.shape and (sample.maps >= 0).all()
+    cos = np.abs(sample.directions @ whole.directions.T).max(1)
+    assert cos.min() > 0.9, cos
+    assert sample.scale.shape == (3,) and (sample.scale > 0).all()
+
+
+def test_a_long_explorer_report_keeps_its_maps_on_disk_not_in_memory(tmp_path, monkeypatch):
+    import rlviz.explorer.views as views
+    from rlviz.explorer import explore
+    from rlviz.spool import StepArray
+
+    # the streamed NMF and the sampled state map on a short fixture
+    monkeypatch.setattr(views, "NMF_FIT_FRAMES", 40)
+    monkeypatch.setattr(views, "STATEMAP_FIT_STATES", 60)
+    seen = {}
+    real = views.nmf_view
+
+    def spy(*args, **kwargs):
+        result = real(*args, **kwargs)
+        seen["nmf"] = result[1]
+        return result
+
+    monkeypatch.setattr(views, "nmf_view", spy)
+    summary = explore(
+        SquareEnv(max_steps=300, goal=False), tiny_policy(), out=tmp_path / "r", episodes=1,
+        methods=["gradient"], nmf_features=2, network=False, optvis_steps=0,
+    )  # fmt: skip
+    assert summary.steps == 300
+    assert isinstance(seen["nmf"], StepArray) and seen["nmf"].shape[:2] == (300, 2)
+    parts = sorted((tmp_path / "r" / "data" / "ep0").glob("chunk_*.js"))
+    assert len(parts) == 2 and all('"nmf"' in p.read_text() for p in parts)
+    from test_explorer import read_script
+
+    xy = read_script(tmp_path / "r" / "data" / "manifest.js")["statemap"]["xy"]
+    assert len(xy) == 300 and np.isfinite(xy).all()
+    assert np.ptp(np.asarray(xy), axis=0).min() > 0.5  # placed over the map, not in one spot
+
+
+def test_long_episode_map_sheets_are_lossy_webp_close_to_the_lossless_ones(tmp_path):
+    import base64
+    import io
+    import json
+
+    from PIL import Image
+    from test_explorer import read_script
+
+    from rlviz.explorer import explore
+
+    def decode(url):  # the page reads the red channel (a WebP gray image decodes as RGB)
+        image = np.asarray(Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))))
+        return image[..., 0] if image.ndim == 3 else image
+
+    def read_part(path):  # (function(R){...;R.parts["0:c"]=<json>;})(...)
+        text = path.read_text()
+        return json.loads(text[text.index('"]=') + 3 : text.rindex(";})")])
+
+    def report(codec, steps):
+        out = tmp_path / f"{codec}{steps}"
+        explore(
+            SquareEnv(max_steps=steps, goal=False), tiny_policy(), out=out, episodes=1,
+            methods=["gradient"], targets=("taken",), statemap=False, nmf=False, network=False,
+            map_codec=codec,
+        )  # fmt: skip
+        return out
+
+    lossless, auto = report("png", 300), report("auto", 300)
+    for c in range(2):
+        exact = read_part(lossless / "data" / "ep0" / f"chunk_{c}.js")["maps"]["gradient|taken"]
+        lossy = read_part(auto / "data" / "ep0" / f"chunk_{c}.js")["maps"]["gradient|taken"]
+        assert exact.startswith("data:image/png;") and lossy.startswith("data:image/webp;")
+        a, b = decode(exact).astype(int), decode(lossy).astype(int)
+        assert a.shape == b.shape and np.abs(a - b).mean() < 6, np.abs(a - b).mean()
+    # a short episode (written whole) keeps lossless maps under auto
+    short = read_script(report("auto", 40) / "data" / "episode_0.js")
+    assert short["maps"]["gradient|taken"].startswith("data:image/png;")
+    with pytest.raises(ValueError, match="map_codec='jpeg'; expected one of auto, png, webp"):
+        report("jpeg", 40)

@@ -35,12 +35,13 @@ from rlviz.cli.common import (
 from rlviz.cli.steps import add_window_flags, window_args
 from rlviz.cli.trust import add_methods_from, methods_from_option
 from rlviz.cli.workers import add_worker_flags, parallel_executor
+from rlviz.explorer.sprites import MAP_CODECS
 from rlviz.options import ExploreOptions, add_option_flags, comma_separated
 
 #: The ExploreOptions fields that are ``rlviz explore`` flags as they are (default, help there).
 OPTION_FLAGS = (
     "episodes", "seed", "targets", "layer", "gamma", "lam", "nmf_layer", "nmf_target",
-    "optvis_steps", "deterministic", "max_steps",
+    "optvis_steps", "deterministic", "max_steps", "map_codec",
 )  # fmt: skip
 
 
@@ -80,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
         optvis_steps=dict(type=at_least(0)),
         deterministic=dict(action="store_true"),
         max_steps=dict(type=at_least(1)),
+        map_codec=dict(choices=MAP_CODECS),
     )
     p.add_argument(
         "--map", choices=("tsne", "pca", "none"), default="tsne", help="state map (default tsne)"
@@ -118,7 +120,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from rlviz.explorer import explore
     from rlviz.explorer.episode import TARGETS
     from rlviz.io import allow_overwrite
-    from rlviz.video.explain import check_methods
+    from rlviz.methods.registry import check_methods
 
     args = build_parser().parse_args(argv)
     methods = methods_from_option(args) or args.methods
@@ -134,7 +136,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.nmf_target not in ("value", "taken"):
         raise CliError(f"--nmf-target must be value or taken, got {args.nmf_target!r}")
     try:
-        check_methods(methods)
+        check_methods(methods, "--methods")
     except ValueError as exc:
         raise CliError(str(exc)) from None
     require_checkpoint(args.checkpoint)

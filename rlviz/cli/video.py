@@ -108,15 +108,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _check_methods(names: Sequence[str]) -> None:
-    from rlviz.methods import available_methods, get_method
+    from rlviz.methods.registry import check_methods
 
-    for name in names:
-        try:
-            get_method(name)
-        except ValueError:
-            raise CliError(
-                f"unknown method {name!r}; valid: {', '.join(available_methods())}"
-            ) from None
+    try:
+        check_methods(names, "--methods")
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
 
 
 def _check_outputs(args: argparse.Namespace) -> None:

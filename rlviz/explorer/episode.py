@@ -16,9 +16,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from rlviz.explorer import scalars
-from rlviz.explorer.sprites import data_url, png_bytes, quantize, sheet
+from rlviz.explorer.sprites import quantize
 from rlviz.policy import PolicyAdapter
 from rlviz.rollout import Rollout
+from rlviz.spool import Spool
 from rlviz.targets import ActionMean, TakenAction, Value
 
 #: Targets the explorer can explain: the action taken, V(s), and every action (``actions``).
@@ -47,10 +48,6 @@ class EpisodeData:
     maps: dict[str, np.ndarray] = field(default_factory=dict)
     signed: dict[str, bool] = field(default_factory=dict)
     stack_maps: dict[str, np.ndarray] = field(default_factory=dict)
-
-    def map_urls(self, cols: int) -> dict[str, str]:
-        """Each map's sprite sheet as a PNG data URL."""
-        return {key: data_url(png_bytes(sheet(m, cols))) for key, m in self.maps.items()}
 
 
 class ShownFrames:
@@ -133,12 +130,15 @@ def streamed_maps(
     *,
     layer: str | None,
     batch_size: int,
+    keep: Spool | None = None,
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Each row's maps on one episode scale, at ``size``, quantised to uint8 ([T, h, w]; [T, N,
     h, w] for several targets or per frame), chunk by chunk: the episode is explained once
     (:func:`rlviz.explain.explain_rollout`), raw maps kept on disk while each scale is gathered
     exactly, then scaled, fitted and quantised a chunk at a time (the numbers of
-    :func:`scaled_maps` on the whole episode, without its raw maps in memory).
+    :func:`scaled_maps` on the whole episode, without its raw maps in memory). With ``keep``
+    the quantised maps go to arrays on disk there too (:class:`rlviz.spool.StepArray`), so a
+    long episode's maps are never all in memory.
 
     Returns:
         (row -> uint8 maps, per-frame row -> frame shares float32 [T, K]).
@@ -146,7 +146,6 @@ def streamed_maps(
     from rlviz.explain import MapJob, episode_chunk, explain_rollout, frame_share
     from rlviz.maps import EpisodeScale, scale_block
     from rlviz.methods import is_signed
-    from rlviz.spool import Spool
 
     n = len(rollout)
     jobs = {
@@ -190,6 +189,9 @@ def streamed_maps(
                 )
                 fitted = fit_maps(scaled.reshape(-1, *block.shape[-2:]), size)
                 quantised = quantize(fitted.reshape(*block.shape[:-2], *size), signed[row])
+                if keep is not None:  # blocks come in step order
+                    out.setdefault(row, keep.array(keep.unique("maps"))).extend(quantised)
+                    continue
                 if row not in out:
                     out[row] = np.empty((n, *quantised.shape[1:]), np.uint8)
                 first = parts[0][0]
@@ -209,13 +211,15 @@ def episode_maps(
     layer: str | None,
     batch_size: int,
     size: tuple[int, int],
+    keep: Spool | None = None,
 ) -> tuple[dict[str, np.ndarray], dict[str, bool]]:
     """Quantised maps of one episode: ``"method|taken"``, ``"method|value"`` for each method and
     ``"per_action|a{k}"`` for each action k (log pi(k|s_t), all actions on one scale).
 
     ``size`` is the stored map size (H, W) (see :func:`map_size`); each map is normalised over
     the episode (one colour scale), the page can rescale per frame. A recurrent policy is
-    explained with the state it had at each step (``rollout.states``).
+    explained with the state it had at each step (``rollout.states``). With ``keep`` the maps
+    are arrays on disk there (see :func:`streamed_maps`).
 
     Returns:
         (maps ``"method|target"`` -> uint8 [T, H, W], signed flags).
@@ -236,12 +240,23 @@ def episode_maps(
         per_target = ActionMean if rollout.continuous else (lambda k: TakenAction(np.full(n, k)))
         # [T, A, H, W]: one scale over every action
         rows[_ACTIONS] = MapRow(per_action, tuple(per_target(k) for k in range(n_actions)))
-    quantised, _ = streamed_maps(adapter, rollout, rows, size, layer=layer, batch_size=batch_size)
+    quantised, _ = streamed_maps(
+        adapter, rollout, rows, size, layer=layer, batch_size=batch_size, keep=keep
+    )
     maps = {key: m for key, m in quantised.items() if key != _ACTIONS}
     signed = {key: is_signed(rows[key].method) for key in maps}
     if _ACTIONS in quantised:
+        every = quantised[_ACTIONS]  # [T, A, h, w]
+        if keep is None:
+            one = [every[:, k] for k in range(n_actions)]
+        else:  # one array on disk per action, split a chunk at a time
+            one = [keep.array(keep.unique("maps")) for _ in range(n_actions)]
+            for _, block in every.chunks():
+                for k, array in enumerate(one):
+                    array.extend(block[:, k])
+            every.discard()
         for k in range(n_actions):
-            maps[f"{per_action}|a{k}"] = quantised[_ACTIONS][:, k]
+            maps[f"{per_action}|a{k}"] = one[k]
             signed[f"{per_action}|a{k}"] = is_signed(per_action)
     return maps, signed
 

@@ -24,7 +24,7 @@ import torch
 
 from rlviz.explorer.episode import TARGETS, EpisodeData, map_size
 from rlviz.explorer.page import write_page, write_script
-from rlviz.explorer.sprites import DEFAULT_COLS, png_bytes, sheet
+from rlviz.explorer.sprites import DEFAULT_COLS, MAP_CODECS, map_url, png_bytes, sheet
 from rlviz.explorer.tasks import EpisodeJob, explain_episode
 from rlviz.io import atomic_write_bytes
 from rlviz.layout import ObservationLayout
@@ -32,7 +32,7 @@ from rlviz.memory import stack_method
 from rlviz.options import ExploreOptions, merge_options
 from rlviz.policy import PolicyAdapter, as_adapter
 from rlviz.rollout import collect
-from rlviz.spool import Spool
+from rlviz.spool import Spool, window
 from rlviz.targets import TakenAction
 
 if TYPE_CHECKING:
@@ -41,8 +41,9 @@ if TYPE_CHECKING:
 #: Steps per part of a long episode's sheets (16 x 16 tiles a sheet): an episode longer than
 #: this is written in parts that the page loads as its cursor reaches them.
 PART_STEPS = 256
-#: Ground truth kept per step (events, dissection masks); other infos are dropped as they arrive.
-INFO_KEYS = ("success", "goal_mask", "box_visible", "agent_pos")
+#: The infos an explorer report keeps per step (events, dissection masks, blocked moves); the
+#: video keeps its own (rlviz.video.events.INFO_KEYS: what its panels draw). Others are dropped.
+EXPLORER_INFO_KEYS = ("success", "goal_mask", "box_visible", "agent_pos")
 
 
 @dataclass
@@ -130,6 +131,11 @@ def explore(
     o = merge_options(ExploreOptions, options, fields, "explore")
     map_large_blocks()  # chunk-sized arrays unmapped when freed: a flat heap
     _check(o.methods, o.targets, o.episodes)
+    if o.map_codec not in MAP_CODECS:
+        raise ValueError(
+            f"map_codec={o.map_codec!r}; expected one of {', '.join(MAP_CODECS)} "
+            "(png lossless, webp lossy and ~3x smaller, auto: webp for episodes over 256 steps)"
+        )
     check_window(o.from_step, o.to_step, o.max_steps)
     if o.device is not None:
         policy = on_device(policy, o.device)
@@ -140,6 +146,7 @@ def explore(
         adapter = as_adapter(policy)
         job = _Job(adapter, env, Path(out), o.methods, o.targets, o.per_action or o.methods[0])
         job.map_scale = max(1, int(o.map_scale))
+        job.map_codec = o.map_codec
         start = time.perf_counter()
         stages = 2 + bool(o.statemap) + bool(o.nmf) + bool(o.network)
         with (
@@ -210,6 +217,7 @@ class _Job:
         self.vis_images: list[np.ndarray] = []
         self.layout = None
         self.map_scale = 2
+        self.map_codec = "auto"
         self.map_hw = (1, 1)
         self.names: tuple[str, ...] = ()
 
@@ -224,11 +232,16 @@ class _Job:
 
             factory = env_factory(self.env)
             rollouts = play_parallel(
-                factory, self.adapter, executor, episodes, info_keys=INFO_KEYS, **options
+                factory, self.adapter, executor, episodes, info_keys=EXPLORER_INFO_KEYS, **options
             )
         else:
             rollouts = collect(
-                self.env, self.adapter, episodes, info_keys=INFO_KEYS, spool=self.spool, **options
+                self.env,
+                self.adapter,
+                episodes,
+                info_keys=EXPLORER_INFO_KEYS,
+                spool=self.spool,
+                **options,
             )
         if progress and executor is None:
             from tqdm.auto import tqdm
@@ -278,7 +291,8 @@ class _Job:
         )
         calls = {i: (i, rollout) for i, rollout in enumerate(self.rollouts)}
         if executor is None:
-            self.data = [explain_episode(job, *args) for args in calls.values()]
+            # maps on disk in the report's spool until written: flat memory in episode length
+            self.data = [explain_episode(job, *args, self.spool) for args in calls.values()]
         else:
             done = executor.map(explain_episode, calls, (job,), desc="explaining")
             self.data = [done[i] for i in calls]
@@ -323,6 +337,7 @@ class _Job:
                 seed=seed,
                 map_size=self.map_hw,
                 layout=self.layout,
+                keep=self.spool,
             )
         if target == "taken":
             legend["target"] = "taken action"
@@ -371,16 +386,21 @@ class _Job:
         for d in self.data:
             n = d.record["T"]
             if n > PART_STEPS:  # a long episode: its sheets in parts the page loads as needed
-                feats = None if self.nmf_maps is None else self.nmf_maps[offset : offset + n]
-                episodes.append(self._write_parts(d, data_dir, feats))
+                feats = None if self.nmf_maps is None else window(self.nmf_maps, offset, offset + n)
+                lossy = self.map_codec != "png"
+                episodes.append(self._write_parts(d, data_dir, feats, lossy))
                 offset += n
                 continue
-            record = dict(d.record, maps=d.map_urls(DEFAULT_COLS), signed=d.signed)
+            lossy = self.map_codec == "webp"
+            maps = {key: map_url(np.asarray(m), DEFAULT_COLS, lossy) for key, m in d.maps.items()}
+            record = dict(d.record, maps=maps, signed=d.signed)
             if self.nmf_maps is not None:
-                feats = self.nmf_maps[offset : offset + n]
-                record["nmf"] = [_url(feats[:, f]) for f in range(feats.shape[1])]
+                feats = np.asarray(self.nmf_maps[offset : offset + n])
+                record["nmf"] = [
+                    map_url(feats[:, f], DEFAULT_COLS, lossy) for f in range(feats.shape[1])
+                ]
             if d.stack is not None:
-                record["stack"] = self._write_stack(d, data_dir)
+                record["stack"] = self._write_stack(d, data_dir, lossy)
             offset += n
             atomic_write_bytes(data_dir / f"frames_{d.index}.png", png_bytes(sheet(d.frames)))
             write_script(data_dir / f"episode_{d.index}.js", f"episodes[{d.index}]", record)
@@ -420,7 +440,7 @@ class _Job:
         return write_page(self.out, self.manifest["title"])
 
     @staticmethod
-    def _write_parts(d: EpisodeData, data_dir: Path, feats: np.ndarray | None) -> dict:
+    def _write_parts(d: EpisodeData, data_dir: Path, feats: np.ndarray | None, lossy: bool) -> dict:
         """Write a long episode as parts of :data:`PART_STEPS` steps: ``data/ep{i}/`` holds
         ``frames_{c}.png``, ``stack_{c}.png`` and ``chunk_{c}.js`` (that part's map sheets as
         data URLs); ``episode_{i}.js`` keeps the scalars. Returns its manifest entry."""
@@ -434,14 +454,19 @@ class _Job:
             rows = slice(start, min(start + PART_STEPS, n))
             frames = png_bytes(sheet(d.frames[rows]))
             atomic_write_bytes(folder / f"frames_{c}.png", frames)
-            part: dict = {"maps": {key: _url(m[rows]) for key, m in d.maps.items()}}
+            part: dict = {
+                "maps": {key: map_url(m[rows], DEFAULT_COLS, lossy) for key, m in d.maps.items()}
+            }
             if feats is not None:
-                part["nmf"] = [_url(feats[rows, f]) for f in range(feats.shape[1])]
+                block = np.asarray(feats[rows])
+                part["nmf"] = [
+                    map_url(block[:, f], DEFAULT_COLS, lossy) for f in range(block.shape[1])
+                ]
             if d.stack is not None:
                 stack = d.stack[rows].reshape(-1, *d.stack.shape[2:])
                 atomic_write_bytes(folder / f"stack_{c}.png", png_bytes(sheet(stack, k * 4)))
                 part["stack"] = {
-                    key: _url(m[rows].reshape(-1, *m.shape[2:]), k * 4)
+                    key: map_url(m[rows].reshape(-1, *m.shape[2:]), k * 4, lossy)
                     for key, m in d.stack_maps.items()
                 }
             write_part(folder / f"chunk_{c}.js", f"{d.index}:{c}", part)
@@ -463,30 +488,22 @@ class _Job:
         }
 
     @staticmethod
-    def _write_stack(d: EpisodeData, data_dir: Path) -> dict:
+    def _write_stack(d: EpisodeData, data_dir: Path, lossy: bool) -> dict:
         """Write a stacked episode's frames sheet; its per-frame maps go inline as data URLs.
 
         Tile ``t * K + j`` of each sheet is frame j (oldest first) of step t; ``K * 4`` columns
         keep four steps per sheet row.
         """
-        from rlviz.explorer.sprites import data_url
-
         k = d.stack.shape[1]
         cols = k * 4
         frames = np.asarray(d.stack).reshape(-1, *d.stack.shape[2:])
         atomic_write_bytes(data_dir / f"stack_{d.index}.png", png_bytes(sheet(frames, cols)))
         info = dict(d.record.get("stack", {}), file=f"data/stack_{d.index}.png", k=k, cols=cols)
         info["maps"] = {
-            key: data_url(png_bytes(sheet(m.reshape(-1, *m.shape[2:]), cols)))
+            key: map_url(np.asarray(m).reshape(-1, *m.shape[2:]), cols, lossy)
             for key, m in d.stack_maps.items()
         }
         return info
-
-
-def _url(maps: np.ndarray, cols: int = DEFAULT_COLS) -> str:
-    from rlviz.explorer.sprites import data_url
-
-    return data_url(png_bytes(sheet(maps, cols)))
 
 
 def _method_info(name: str) -> dict:

@@ -186,21 +186,100 @@ def nmf_attribution(
     maps, directions, error = factorize(raw, n_features, sign, seed)
     flat = maps.transpose(1, 0, 2, 3).reshape(maps.shape[1], -1)
     scale = np.percentile(flat, percentile, axis=1).astype(np.float32) if flat.size else flat[:, 0]
-    name = (
-        target
-        if isinstance(target, str)
-        else (
-            f"action {target}" if isinstance(target, (int, np.integer)) else type(target).__name__
-        )
-    )
     return NMFAttribution(
         layer=layer,
-        target=str(name),
+        target=_target_name(target),
         maps=maps,
         directions=directions,
         reconstruction_error=error,
         scale=np.maximum(scale, 1e-12),
         raw=raw if keep_raw else None,
+    )
+
+
+def _target_name(target: object) -> str:
+    if isinstance(target, str):
+        return target
+    return f"action {target}" if isinstance(target, (int, np.integer)) else type(target).__name__
+
+
+#: Above this many frames the NMF is fitted on this many of them, evenly spaced, and every frame
+#: is then projected onto the fitted directions a batch at a time (see
+#: :func:`nmf_attribution_streamed`): a long episode's layer attribution is never all in memory.
+NMF_FIT_FRAMES = 2048
+
+
+def project(attribution: np.ndarray, directions: np.ndarray, total: float, sign: str) -> np.ndarray:
+    """Non-negative weights of each position of ``attribution`` [n, C, h, w] on fixed unit
+    ``directions`` [F, C] (NMF with H held, scikit-learn's coordinate descent): maps [n, F, h, w]
+    in the attribution's units. ``total`` scales the data as :func:`factorize` did (its
+    tolerance is absolute)."""
+    from sklearn.decomposition import non_negative_factorization
+    from sklearn.exceptions import ConvergenceWarning
+
+    a = np.asarray(attribution, dtype=np.float32)
+    if a.ndim == 2:
+        a = a[:, :, None, None]
+    n, c, h, w = a.shape
+    f = len(directions)
+    x = _signed_part(a, sign).transpose(0, 2, 3, 1).reshape(-1, c)
+    if total == 0.0:
+        return np.zeros((n, f, h, w), np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        weights, _, _ = non_negative_factorization(
+            x / total,
+            H=np.asarray(directions, np.float32),
+            n_components=f,
+            init="custom",
+            update_H=False,
+            max_iter=400,
+        )
+    return (weights * total).reshape(n, h, w, f).transpose(0, 3, 1, 2).astype(np.float32)
+
+
+def nmf_attribution_streamed(
+    adapter: PolicyAdapter,
+    obs,
+    layer: str,
+    target: object,
+    n_features: int,
+    *,
+    sign: str = "positive",
+    seed: int = 0,
+    batch_size: int = 128,
+    fit_frames: int = NMF_FIT_FRAMES,
+    percentile: float = 99.5,
+) -> NMFAttribution:
+    """:func:`nmf_attribution` for many frames at flat memory: the directions are fitted on
+    ``fit_frames`` frames spread evenly over ``obs`` (a disk-backed episode is read a batch at a
+    time), then every frame's layer attribution is computed a batch at a time and projected onto
+    them (:func:`project`). Only the maps at layer resolution are kept ([N, F, h, w], e.g. 4 x 7
+    x 7 floats a frame)."""
+    n = len(obs)
+    fn = as_target(target)
+    picked = np.unique(np.linspace(0, n - 1, min(fit_frames, n)).round().astype(np.int64))
+    fit_raw = layer_attribution(adapter, obs[picked], layer, subset_target(fn, picked), batch_size)
+    _, directions, error = factorize(fit_raw, n_features, sign, seed)
+    total = float(np.linalg.norm(_signed_part(fit_raw, sign)))
+    del fit_raw
+    maps = []
+    for start in range(0, n, batch_size):
+        stop = min(start + batch_size, n)
+        raw = layer_attribution(
+            adapter, obs[start:stop], layer, subset_target(fn, slice(start, stop)), batch_size
+        )
+        maps.append(project(raw, directions, total, sign))
+    maps = np.concatenate(maps)
+    flat = maps.transpose(1, 0, 2, 3).reshape(maps.shape[1], -1)
+    scale = np.percentile(flat, percentile, axis=1).astype(np.float32)
+    return NMFAttribution(
+        layer=layer,
+        target=_target_name(target),
+        maps=maps,
+        directions=directions,
+        reconstruction_error=error,
+        scale=np.maximum(scale, 1e-12),
     )
 
 

@@ -18,6 +18,7 @@ from rlviz.layout import ObservationLayout
 from rlviz.memory import has_memory
 from rlviz.policy import PolicyAdapter
 from rlviz.rollout import Rollout
+from rlviz.spool import Spool
 from rlviz.targets import TakenAction, Value
 
 
@@ -29,8 +30,10 @@ def stack_maps(
     *,
     size: tuple[int, int],
     batch_size: int,
+    keep: Spool | None = None,
 ) -> tuple[dict[str, np.ndarray], dict[str, list], bool]:
-    """Per-frame maps of a stacked episode for each scalar target in ``targets``.
+    """Per-frame maps of a stacked episode for each scalar target in ``targets`` (with ``keep``:
+    arrays on disk there, see :func:`rlviz.explorer.episode.streamed_maps`).
 
     Returns:
         (target -> uint8 [T, K, h, w] at ``size`` on one episode scale, target -> JSON-able
@@ -45,7 +48,7 @@ def stack_maps(
     if "value" in targets and rollout.values is not None:
         rows["value"] = MapRow(method, (Value(),), per_frame=True)
     maps, frame_shares = streamed_maps(
-        adapter, rollout, rows, size, layer=None, batch_size=batch_size
+        adapter, rollout, rows, size, layer=None, batch_size=batch_size, keep=keep
     )  # [T, K, h, w] each
     shares = {key: np.round(frame_shares[key].astype(np.float64), 4).tolist() for key in maps}
     sign = is_signed(method) if rows else False

@@ -19,6 +19,7 @@ from rlviz.explorer.episode import (
 from rlviz.layout import LayoutError, ObservationLayout
 from rlviz.policy import PolicyAdapter
 from rlviz.rollout import Rollout
+from rlviz.spool import Spool
 
 
 @dataclass(frozen=True)
@@ -47,9 +48,12 @@ class EpisodeJob:
     batch_size: int
 
 
-def explain_episode(job: EpisodeJob, index: int, rollout: Rollout) -> EpisodeData:
+def explain_episode(
+    job: EpisodeJob, index: int, rollout: Rollout, keep: Spool | None = None
+) -> EpisodeData:
     """Episode ``index``'s :class:`EpisodeData`: its frames, maps per method and target, scalars
-    and events, and for a frame stack the frames and per-frame maps."""
+    and events, and for a frame stack the frames and per-frame maps. With ``keep`` (in this
+    process) the maps are arrays on disk there, not in memory."""
     from rlviz.explorer.stack import memory_record
 
     shown = ShownFrames(rollout.obs, job.layout)  # [T, K, H, W, 3], drawn when read
@@ -63,16 +67,17 @@ def explain_episode(job: EpisodeJob, index: int, rollout: Rollout) -> EpisodeDat
         layer=job.layer,
         batch_size=job.batch_size,
         size=size,
+        keep=keep,
     )
     memory = memory_record(job.adapter, rollout, job.layout)
     record = episode_record(rollout, job.names, gamma=job.gamma, lam=job.lam, memory=memory)
     data = EpisodeData(index, record, shown.newest(), None, maps, signed)
     if shown.shape[1] > 1:
-        _stack(job, data, shown, rollout, size)
+        _stack(job, data, shown, rollout, size, keep)
     return data
 
 
-def _stack(job: EpisodeJob, data: EpisodeData, shown, rollout: Rollout, size) -> None:
+def _stack(job: EpisodeJob, data: EpisodeData, shown, rollout: Rollout, size, keep) -> None:
     """A stacked episode's frames, per-frame maps and frame shares (when the methods read the
     stack the way the frames were cut)."""
     from rlviz.explorer.stack import stack_maps
@@ -88,6 +93,7 @@ def _stack(job: EpisodeJob, data: EpisodeData, shown, rollout: Rollout, size) ->
         list(job.targets),
         size=size,
         batch_size=job.batch_size,
+        keep=keep,
     )
     data.stack_maps = maps
     data.record["stack"].update(

@@ -7,9 +7,23 @@ import warnings
 
 import numpy as np
 
-from rlviz.explorer.nmf import NMFAttribution, nmf_attribution, visualize_directions
+from rlviz.explorer.nmf import (
+    NMF_FIT_FRAMES,
+    NMFAttribution,
+    nmf_attribution,
+    nmf_attribution_streamed,
+    visualize_directions,
+)
 from rlviz.hooks import layer_activations
 from rlviz.policy import PolicyAdapter
+from rlviz.spool import Spool
+
+#: Above this many states the state map is fitted on this many, evenly spaced, and every state is
+#: placed on it (:func:`rlviz.statemap.policy_states.place_states`).
+STATEMAP_FIT_STATES = 2048
+
+#: Steps whose NMF maps are upsampled at once (float32 at map size: ~28 KB a step for 4 features).
+SHEET_BLOCK = 256
 
 #: Legend colours of NMF features (colour-blind-safe Okabe-Ito order), as RGB.
 FEATURE_COLORS = (
@@ -52,14 +66,23 @@ def state_map(
     if len(obs) < 5:
         return None
     layer = layer or default_layer(adapter.model)
-    feats = layer_activations(adapter, obs, layer, pool="flatten")[layer].numpy()
+    # a long episode: the map is fitted on states spread evenly over it, and every state is then
+    # placed on it a batch at a time (its features, ~12 KB a step for a conv layer, never all held)
+    fit = np.unique(np.linspace(0, len(obs) - 1, min(len(obs), STATEMAP_FIT_STATES)).round())
+    fit = fit.astype(np.int64)
+    sampled = len(fit) < len(obs)
+    fit_obs = obs[fit] if sampled else obs
+    feats = layer_activations(adapter, fit_obs, layer, pool="flatten")[layer].numpy()
     # as fit_state_embedding: perplexity 30, lowered for small maps
     perplexity = min(30.0, max(2.0, (len(feats) - 1) / 3 - 1))
     emb = StateEmbedding(method=method, perplexity=perplexity, seed=seed)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # a small report's perplexity warning is expected
-        emb.fit(feats, point_data={"value": values}, meta={"layer": layer, "pool": "flatten"})
-    xy = emb.to_unit(emb.embedding_)
+        meta = {"layer": layer, "pool": "flatten"}
+        emb.fit(feats, point_data={"value": np.asarray(values)[fit]}, meta=meta)
+    del feats
+    placed = place_states(adapter, obs, emb, layer).astype(np.float64) if sampled else None
+    xy = emb.to_unit(emb.embedding_ if placed is None else placed)
     return {"xy": np.round(xy, 4).tolist(), "layer": layer, "method": method}
 
 
@@ -74,6 +97,7 @@ def nmf_view(
     seed: int = 0,
     map_size: tuple[int, int] | None = None,
     layout=None,
+    keep: Spool | None = None,
 ) -> tuple[NMFAttribution, np.ndarray, list[np.ndarray], dict]:
     """NMF layer attribution over all explored steps, for the page.
 
@@ -82,6 +106,7 @@ def nmf_view(
         frame size) on one scale per feature, feature visualisations uint8 [H, W, 3] per
         feature (a stack's newest frame), the legend's JSON). ``layout`` (an
         :class:`rlviz.ObservationLayout`, default read off ``obs``) gives the frame size.
+        With ``keep`` the uint8 maps are an array on disk there.
     """
     from rlviz.hooks import default_layer
 
@@ -89,11 +114,21 @@ def nmf_view(
     size = tuple(int(s) for s in layout.image_size(obs.shape[1:]))
     layer = layer or default_layer(adapter.model)
     probe = layer_activations(adapter, obs[:1], layer, stop_early=True)[layer]
-    result = nmf_attribution(
-        adapter, obs, layer, target, n_features=min(n_features, probe.shape[1]), seed=seed
-    )
-    up = result.upsampled(map_size or size) / result.scale[None, :, None, None]
-    maps = np.clip(np.round(up * 255.0), 0, 255).astype(np.uint8)
+    n_features = min(n_features, probe.shape[1])
+    if len(obs) > NMF_FIT_FRAMES:  # a long episode: fitted on a sample, projected a batch at a time
+        result = nmf_attribution_streamed(adapter, obs, layer, target, n_features, seed=seed)
+    else:
+        result = nmf_attribution(adapter, obs, layer, target, n_features=n_features, seed=seed)
+    maps = keep.array(keep.unique("nmf")) if keep is not None else []
+    for start in range(0, len(obs), SHEET_BLOCK):  # upsampled a block at a time: 4 floats a pixel
+        block = result.maps[start : start + SHEET_BLOCK]
+        part = NMFAttribution(result.layer, result.target, block, result.directions, 0.0)
+        up = part.upsampled(map_size or size) / result.scale[None, :, None, None]
+        (maps.extend if keep is not None else maps.append)(
+            np.clip(np.round(up * 255.0), 0, 255).astype(np.uint8)
+        )
+    if keep is None:
+        maps = np.concatenate(maps)
     images = (
         visualize_directions(
             adapter, result, size, steps=vis_steps, seed=seed, frames=layout.frames

@@ -1,0 +1,139 @@
+"""Fingerprints of what rlviz writes on fixed seeds: a refactor must leave every one unchanged.
+
+Runs, each in a fresh process through the CLI (the way a user meets them):
+  video     `rlviz video` of the shipped agent, one episode, gradient + gradcam  -> the MP4's bytes
+  explore   `rlviz explore` of the same episode                                   -> every file's bytes
+  evaluate  `rlviz evaluate`, 6 held-out episodes                                 -> the JSON summary
+  train     `rlviz train`, 2 synchronous updates on 4 envs, 2 snapshots           -> weights, logs
+  sweep     `rlviz sweep` over that run's snapshots, serial, small               -> the table files
+
+Prints one sha256 per output file; `--save F` writes them as JSON, `--compare F` fails (exit 1)
+on any difference and names the files that changed.
+
+    .venv/bin/python benchmarks/behaviour_fingerprint.py --save /tmp/before.json
+    .venv/bin/python benchmarks/behaviour_fingerprint.py --compare /tmp/before.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RLVIZ = [sys.executable, "-m", "rlviz"]
+AGENT = str(ROOT / "agents/checkpoints/boxreach.safetensors")
+
+# What legitimately differs run to run: wall-clock fields, the temp folder's name, the state
+# file's digest (it holds the wall time). These are dropped before hashing; all else is hashed.
+TIMED_KEYS = {"time_s", "sps", "update_s", "env_wait", "time_probe_s", "time_tasks_s",
+              "state_sha256", "command"}
+
+
+def commands(out: Path) -> dict[str, list[str]]:
+    return {
+        "train": RLVIZ + ["train", "--total-steps", "512", "--num-envs", "4", "--num-steps", "64",
+                          "--num-minibatches", "2", "--update-epochs", "1",
+                          "--no-async-learner", "--checkpoint-every", "256", "--snapshot-every", "256", "--seed", "3",
+                          "--runs-dir", str(out / "runs"), "--run-name", "fp", "--no-progress"],
+        "video": RLVIZ + ["video", "--checkpoint", AGENT, "--episodes", "1", "--seed", "0",
+                          "--methods", "gradient,gradcam", "--out", str(out / "video"),
+                          "--no-progress"],
+        "explore": RLVIZ + ["explore", "--checkpoint", AGENT, "--episodes", "1", "--seed", "0",
+                            "--out", str(out / "explore"), "--no-progress"],
+        "evaluate": RLVIZ + ["evaluate", "--checkpoint", AGENT, "--episodes", "6",
+                             "--oracle", "--json", str(out / "evaluate/summary.json"),
+                             "--no-progress"],
+        # the snapshots of the training run above
+        "sweep": RLVIZ + ["sweep", "--run", str(out / "runs/fp"), "--episodes", "2",
+                          "--block-size", "1", "--probe-frames", "8", "--probe-episodes", "1",
+                          "--methods", "gradient", "--top-k", "1", "--no-init",
+                          "--out", str(out / "sweep"), "--no-progress"],
+    }
+
+
+def _untimed(value):
+    if isinstance(value, dict):
+        return {k: _untimed(v) for k, v in value.items() if k not in TIMED_KEYS}
+    if isinstance(value, list):
+        return [_untimed(v) for v in value]
+    return value
+
+
+def digest(path: Path, out: Path) -> str:
+    """sha256 of the file's content with run-to-run noise (see TIMED_KEYS) taken out."""
+    if path.suffix == ".safetensors":  # tensors only: the header's metadata may hold times
+        from safetensors.numpy import load_file
+
+        tensors = load_file(str(path))
+        data = b"".join(k.encode() + tensors[k].tobytes() for k in sorted(tensors)
+                        if "time" not in k)
+    elif path.suffix == ".json" and not path.name.startswith("manifest"):
+        text = path.read_text().replace(str(out), "<OUT>")
+        data = json.dumps(_untimed(json.loads(text)), sort_keys=True).encode()
+    elif path.suffix == ".csv":
+        rows = [line.split(",") for line in path.read_text().replace(str(out), "<OUT>").splitlines()]
+        keep = [i for i, name in enumerate(rows[0]) if name not in TIMED_KEYS]
+        data = "\n".join(",".join(r[i] for i in keep if i < len(r)) for r in rows).encode()
+    elif path.suffix == ".png" and path.parts[-2] in ("fp", "sweep"):
+        return "plot (drawn from the hashed data)"
+    else:
+        data = path.read_bytes()
+    return hashlib.sha256(data).hexdigest()
+
+
+def fingerprint(only: list[str] | None, keep: Path | None) -> dict[str, str]:
+    found: dict[str, str] = {}
+    with tempfile.TemporaryDirectory(prefix="rlviz-fp-") as tmp:
+        if keep:
+            keep.mkdir(parents=True, exist_ok=True)
+            tmp = str(keep)
+        out = Path(tmp)
+        for name, cmd in commands(out).items():
+            if only and name not in only:
+                continue
+            run = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True,
+                                 env={**os.environ, "OMP_NUM_THREADS": "1"})
+            if run.returncode != 0:
+                raise SystemExit(f"{name} failed (rc {run.returncode}):\n{run.stderr[-3000:]}")
+            for f in sorted(out.rglob("*")):
+                rel = str(f.relative_to(out))
+                if not f.is_file() or rel in found or not rel.startswith(name if name != "train"
+                                                                         else "runs"):
+                    continue
+                found[rel] = digest(f, out)
+            print(f"{name}: {sum(k.startswith(name) or (name == 'train' and k.startswith('runs')) for k in found)} files", file=sys.stderr)
+    return found
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--save", type=Path)
+    ap.add_argument("--compare", type=Path)
+    ap.add_argument("--keep", type=Path, help="write the outputs here and keep them")
+    ap.add_argument("--only", nargs="+", choices=["video", "explore", "evaluate", "sweep", "train"])
+    args = ap.parse_args()
+    now = fingerprint(args.only, args.keep)
+    for rel, h in now.items():
+        print(f"{h[:16]}  {rel}")
+    if args.save:
+        args.save.write_text(json.dumps(now, indent=1, sort_keys=True))
+    if args.compare:
+        before = json.loads(args.compare.read_text())
+        if args.only:
+            before = {k: v for k, v in before.items()
+                      if any(k.startswith(n if n != "train" else "runs") for n in args.only)}
+        changed = sorted(k for k in before.keys() | now.keys() if before.get(k) != now.get(k))
+        if changed:
+            print(f"{len(changed)} of {len(before)} outputs differ:", *changed, sep="\n  ")
+            raise SystemExit(1)
+        print(f"all {len(now)} outputs identical to {args.compare}")
+
+
+if __name__ == "__main__":
+    main()
