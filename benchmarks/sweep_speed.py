@@ -31,10 +31,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from rlviz.cli.sweep_tasks import WORKER_SETUP, build_spec  # noqa: E402
+from rlviz.io import json_ready as _plain  # noqa: E402
 from rlviz.parallel import RayExecutor, SerialExecutor  # noqa: E402
 from rlviz.parallel.executor import run_task  # noqa: E402
 from rlviz.sweep import plan, run_sweep  # noqa: E402
-from rlviz.sweep.table import _plain  # noqa: E402
 
 
 def interpolated_snapshots(out: Path, n: int) -> list[Path]:

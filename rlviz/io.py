@@ -12,12 +12,15 @@ and waits to be killed; it first touches ``RLVIZ_FAULT_SIGNAL`` (a path) when th
 
 from __future__ import annotations
 
+import csv
 import fnmatch
+import io
 import json
+import math
 import os
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from contextvars import ContextVar
 from pathlib import Path
@@ -108,7 +111,8 @@ def _fault_point(path: Path) -> None:
         time.sleep(1)
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` still runs (someone else's counts)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -124,7 +128,7 @@ def remove_stale_temps(path: str | os.PathLike) -> list[Path]:
     removed = []
     for tmp in path.parent.glob(f".{glob_escape(path.name)}.*{TEMP_SUFFIX}"):
         pid = tmp.name[len(path.name) + 2 :].split(".", 1)[0]
-        if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+        if pid.isdigit() and int(pid) != os.getpid() and not pid_alive(int(pid)):
             tmp.unlink(missing_ok=True)
             removed.append(tmp)
     return removed
@@ -200,6 +204,30 @@ def save_json(data: object, path: str | os.PathLike) -> Path:
     """Write ``data`` as indented JSON at ``path`` atomically; returns the path."""
     text = json.dumps(data, indent=2) + "\n"  # fails before touching the disk if not JSON-able
     return atomic_write_bytes(path, text.encode())
+
+
+def json_ready(value):
+    """``value`` as strict JSON can hold it: NaN / inf become None, numpy scalars plain numbers,
+    mappings (keys as strings), lists and tuples recursively."""
+    if isinstance(value, Mapping):
+        return {str(k): json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_ready(v) for v in value]
+    if isinstance(value, (np.floating, float)):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
+
+
+def save_csv(rows: Iterable[Mapping], columns: Sequence[str], path: str | os.PathLike) -> Path:
+    """Write ``rows`` under the header ``columns`` as CSV (``\\n`` line ends) atomically; returns
+    the path."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return atomic_write_bytes(path, buffer.getvalue().encode())
 
 
 def atomic_savez(path: str | os.PathLike, arrays: Mapping[str, np.ndarray]) -> Path:

@@ -117,9 +117,9 @@ def _spec(**changes):
 
 def _rows(report: dict) -> list[dict]:
     """Rows as the JSON file has them (NaN -> null), to compare a report with a file."""
-    from rlviz.sweep.table import _plain
+    from rlviz.io import json_ready
 
-    return _plain(report["rows"])
+    return json_ready(report["rows"])
 
 
 @pytest.fixture(scope="module")

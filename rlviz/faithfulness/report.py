@@ -4,13 +4,10 @@ videos and the explorer."""
 
 from __future__ import annotations
 
-import csv
-import io
 import json
-import math
 from pathlib import Path
 
-from rlviz.io import atomic_write_bytes, save_figure, save_json
+from rlviz.io import json_ready, save_csv, save_figure, save_json
 
 CSV_COLUMNS = (
     "row", "method", "target", "ms_per_frame", "rho_output", "rho_full", "emprt",
@@ -23,53 +20,15 @@ CSV_COLUMNS = (
 
 def flat_row(row: dict) -> dict:
     """One report row as the flat record of ``trust.csv``."""
-    r, d, i, gt = row["randomisation"], row["deletion"], row["insertion"], row["ground_truth"]
-    gt = gt or {}
-    flat = {
-        "row": row["row"],
-        "method": row["method"],
-        "target": row["target"],
-        "ms_per_frame": row["ms_per_frame"],
-        "rho_output": r["rho_output"],
-        "rho_full": r["rho_full"],
-        "emprt": r["emprt"],
-        "random_logit_rho": row["random_logit_rho"],
-        "deletion_auc": d["auc"],
-        "deletion_random_auc": d["random_auc"],
-        "deletion_gain": d["gain"],
-        "insertion_auc": i["auc"],
-        "insertion_random_auc": i["random_auc"],
-        "insertion_gain": i["gain"],
-        "pointing": gt.get("pointing"),
-        "mass_ratio": gt.get("mass_ratio"),
-        "gt_frames": gt.get("frames"),
-        "faithful": row["faithful"],
-        "verdict": row["verdict"],
-    }
-    flat.update({k: row["checks"][k] for k in row["checks"]})
+    flat = {k: row[k] for k in ("row", "method", "target", "ms_per_frame", "random_logit_rho")}
+    flat.update({k: row["randomisation"][k] for k in ("rho_output", "rho_full", "emprt")})
+    for part in ("deletion", "insertion"):
+        flat.update({f"{part}_{k}": row[part][k] for k in ("auc", "random_auc", "gain")})
+    gt = row["ground_truth"] or {}
+    flat.update(pointing=gt.get("pointing"), mass_ratio=gt.get("mass_ratio"))
+    flat.update(gt_frames=gt.get("frames"), faithful=row["faithful"], verdict=row["verdict"])
+    flat.update(row["checks"])
     return flat
-
-
-def _csv_text(rows: list[dict]) -> str:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow(
-            {k: f"{v:.6g}" if isinstance(v, float) else v for k, v in flat_row(row).items()}
-        )
-    return buffer.getvalue()
-
-
-def _clean(value):
-    """NaN / inf as None, so trust.json is strict JSON."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    return value
 
 
 def figure(report):
@@ -114,9 +73,13 @@ def write(report, out: str | Path) -> list[Path]:
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    cells = [
+        {k: f"{v:.6g}" if isinstance(v, float) else v for k, v in flat_row(row).items()}
+        for row in report.rows
+    ]
     paths = [
-        save_json(_clean(report.to_dict()), out / "trust.json"),
-        atomic_write_bytes(out / "trust.csv", _csv_text(report.rows).encode()),
+        save_json(json_ready(report.to_dict()), out / "trust.json"),
+        save_csv(cells, CSV_COLUMNS, out / "trust.csv"),
     ]
     fig = figure(report)
     try:

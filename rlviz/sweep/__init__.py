@@ -17,8 +17,9 @@ correlation of each method's maps between consecutive snapshots)::
 The engine imports no env or agent code: :class:`SweepSpec` carries the caller's functions.
 """
 
+from rlviz.faithfulness.checks import spearman
 from rlviz.sweep.run import SweepResult, plan, run_sweep
-from rlviz.sweep.table import spearman, unit_comparison
+from rlviz.sweep.table import unit_comparison
 from rlviz.sweep.tasks import ANALYSIS, ProbeSet, Snapshot, SweepSpec
 
 __all__ = [

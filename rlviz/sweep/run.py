@@ -13,9 +13,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rlviz.io import json_ready, save_json
 from rlviz.parallel import Executor, SerialExecutor, blocks_of
-from rlviz.sweep.table import build_rows, plot_sweep, unit_comparison, write_csv, write_json
-from rlviz.sweep.tasks import ANALYSIS, ProbeSet, SweepSpec, make_probe, sweep_task
+from rlviz.sweep.table import build_rows, plot_sweep, unit_comparison, write_csv
+from rlviz.sweep.tasks import ANALYSIS, ProbeSet, SweepSpec, sweep_task
 
 Key = tuple[str, int]
 
@@ -75,7 +76,7 @@ class SweepResult:
         out = Path(out)
         return [
             write_csv(self.rows, out / "sweep.csv"),
-            write_json(self.report(), out / "sweep.json"),
+            save_json(json_ready(self.report()), out / "sweep.json"),
             plot_sweep(self.rows, self.methods, out / "sweep.png", title),
         ]
 
@@ -122,7 +123,7 @@ def run_sweep(
         )
     calls = plan(checkpoints, seeds, block_size)
     t0 = time.perf_counter()
-    probe = executor.map(make_probe, {("probe", 0): ()}, (spec,), desc="probe frames")[("probe", 0)]
+    probe = executor.map(spec.make_probe, {"probe": ()}, desc="probe frames")["probe"]
     t1 = time.perf_counter()
     results = executor.map(sweep_task, calls, (spec, probe), desc="sweep tasks")
     t2 = time.perf_counter()

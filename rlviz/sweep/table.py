@@ -3,44 +3,14 @@ the outputs (CSV, JSON, figure), each written atomically through :mod:`rlviz.io`
 
 from __future__ import annotations
 
-import csv
-import io
-import math
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
-from rlviz.io import atomic_write_bytes, save_figure, save_json
-
-
-def _average_ranks(values: np.ndarray) -> np.ndarray:
-    """Ranks (0-based, ties share their mean rank) of each row of ``values`` [N, P]: float64."""
-    order = np.argsort(values, axis=1, kind="stable")
-    ranks = np.empty(values.shape, dtype=np.float64)
-    for i, row in enumerate(np.take_along_axis(values, order, axis=1)):
-        starts = np.r_[0, np.flatnonzero(row[1:] != row[:-1]) + 1]
-        ends = np.r_[starts[1:], len(row)]
-        ranks[i, order[i]] = np.repeat((starts + ends - 1) / 2.0, ends - starts)
-    return ranks
-
-
-def spearman(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Spearman rank correlation of maps ``a`` and ``b`` [N, H, W], frame by frame.
-
-    Returns:
-        float64 [N]; NaN for a frame where either map is constant (no ranking to compare).
-    """
-    a, b = np.asarray(a), np.asarray(b)
-    if a.shape != b.shape:
-        raise ValueError(f"maps to compare must have one shape; got {a.shape} and {b.shape}")
-    ra, rb = (_average_ranks(x.reshape(len(x), -1)) for x in (a, b))
-    ra -= ra.mean(1, keepdims=True)
-    rb -= rb.mean(1, keepdims=True)
-    denom = np.sqrt((ra * ra).sum(1) * (rb * rb).sum(1))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(denom > 0, (ra * rb).sum(1) / denom, np.nan)
+from rlviz.faithfulness.checks import spearman
+from rlviz.io import json_ready, save_csv, save_figure
 
 
 def _mean(values: Sequence[float]) -> float:
@@ -126,36 +96,13 @@ def unit_comparison(before: Mapping, after: Mapping) -> dict:
     return out
 
 
-def _plain(value):
-    """JSON-safe: NaN becomes null, numpy scalars plain numbers, containers recursively."""
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, (np.floating, float)):
-        return None if math.isnan(value) else float(value)
-    if isinstance(value, np.integer):
-        return int(value)
-    return value
-
-
 def write_csv(rows: Sequence[Mapping], path: str | os.PathLike) -> Path:
     """The rows as CSV (columns: the union of the rows' keys, first seen first; NaN left empty)."""
     columns: list[str] = []
     for row in rows:
         columns += [k for k in row if k not in columns]
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        plain = _plain(dict(row))
-        writer.writerow({k: "" if v is None else v for k, v in plain.items()})
-    return atomic_write_bytes(path, buffer.getvalue().encode())
-
-
-def write_json(report: Mapping, path: str | os.PathLike) -> Path:
-    """``report`` as JSON (NaN as null)."""
-    return save_json(_plain(report), path)
+    cells = [{k: "" if v is None else v for k, v in json_ready(dict(row)).items()} for row in rows]
+    return save_csv(cells, columns, path)
 
 
 def _lines(ax, steps, rows, columns: Mapping[str, str], ylabel: str, title: str = "") -> None:

@@ -194,11 +194,6 @@ class SweepSpec:
     setup: str | None = None
 
 
-def make_probe(spec: SweepSpec) -> ProbeSet:
-    """The probe-set task."""
-    return spec.make_probe()
-
-
 def _dissect(spec: SweepSpec, snap: Snapshot, obs: np.ndarray, probe: ProbeSet) -> Dissection:
     """Box-detector units on the probe frames as the policy reads them (``obs``, from
     :func:`probe_obs`). A stacked policy's units are scored on the activations of its K-frame
