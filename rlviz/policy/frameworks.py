@@ -30,15 +30,16 @@ def _layout(layout, what: str) -> ObservationLayout:
     return resolve_layout(layout, None)
 
 
-class _Owner(nn.Module):
-    """Holds an actor and a critic that are separate modules, so hooks and names reach both
-    (``actor.*``, ``critic.*``)."""
+def _owner(**parts: nn.Module) -> nn.Module:
+    """One module holding an actor and a critic that are separate modules, so hooks and names
+    reach both (``actor.*``, ``critic.*``)."""
+    return nn.ModuleDict(parts)
 
-    def __init__(self, **parts: nn.Module) -> None:
-        super().__init__()
-        for name, module in parts.items():
-            if module is not None:
-                self.add_module(name, module)
+
+def _result(*parts: torch.Tensor | None):
+    """A forward's result: its policy part(s) and value, leaving out those it has not."""
+    given = tuple(p for p in parts if p is not None)
+    return given if len(given) > 1 else given[0]
 
 
 # -- Tianshou ------------------------------------------------------------------------------
@@ -68,7 +69,7 @@ def tianshou_parts(actor, critic=None, *, layout=None, output=None) -> PolicyPar
     """
     actor, found_critic = _tianshou_modules(actor)
     critic = critic if critic is not None else found_critic
-    owner = _Owner(actor=actor, critic=critic) if critic is not None else actor
+    owner = _owner(actor=actor, critic=critic) if critic is not None else actor
     prefix = "actor." if critic is not None else ""
     layout = _layout(layout, "from_tianshou")
     split = hasattr(actor, "preprocess") and hasattr(actor, "last")
@@ -93,10 +94,7 @@ def tianshou_parts(actor, critic=None, *, layout=None, output=None) -> PolicyPar
             head, features = actor(obs)[0], None
         if critic is None:
             return head
-        if shared:
-            value = critic.last(features)
-        else:
-            value = critic(obs)
+        value = critic.last(features) if shared else critic(obs)
         return head, value.reshape(-1)
 
     convs = [n for n, m in actor.named_modules() if isinstance(m, nn.Conv2d)]
@@ -140,27 +138,22 @@ def skrl_parts(policy, value=None, *, layout=None, role: str = "policy", value_r
     kind = _skrl_kind(policy, role)
     if value is not None and _skrl_kind(value, value_role) != "deterministic":
         raise TypeError("from_skrl's value model must be a DeterministicMixin model")
-    owner = policy if value is None or value is policy else _Owner(policy=policy, value=value)
+    owner = policy if value is None or value is policy else _owner(policy=policy, value=value)
     clip_log_std = getattr(policy, "_g_clip_log_std", False)
     log_std_range = (getattr(policy, "_g_min_log_std", -20), getattr(policy, "_g_max_log_std", 2))
 
     def call(model, obs, model_role):
-        inputs = {"observations": obs, "states": None}
-        return model.compute(inputs, model_role)  # positional, as skrl's mixins call it
+        # positional, as skrl's mixins call it
+        return model.compute({"observations": obs, "states": None}, model_role)
 
     def forward(x: torch.Tensor):
         obs = layout.from_network(x).reshape(x.shape[0], -1)
         out, extra = call(policy, obs, role)
-        if kind == "gaussian":
-            log_std = extra["log_std"]
-            if clip_log_std:  # as GaussianMixin.act
-                log_std = log_std.clamp(*log_std_range)
-            parts = [out, log_std]
-        else:
-            parts = [out]
-        if value is not None:
-            parts.append(call(value, obs, value_role)[0].reshape(-1))
-        return tuple(parts) if len(parts) > 1 else parts[0]
+        log_std = extra["log_std"] if kind == "gaussian" else None
+        if log_std is not None and clip_log_std:  # as GaussianMixin.act
+            log_std = log_std.clamp(*log_std_range)
+        v = None if value is None else call(value, obs, value_role)[0].reshape(-1)
+        return _result(out, log_std, v)
 
     return PolicyParts(owner, forward=forward, layout=layout, scale=1.0, output=kind)
 
@@ -207,7 +200,7 @@ def torchrl_parts(actor, value=None, *, layout=None, in_key=None, env=None) -> P
         owner = actor
     else:
         policy = actor
-        owner = actor if value is None else _Owner(actor=actor, value=value)
+        owner = actor if value is None else _owner(actor=actor, value=value)
     first = common if common is not None else policy
     key = in_key if in_key is not None else first.in_keys[0]
     if layout is None and env is not None:
@@ -223,12 +216,9 @@ def torchrl_parts(actor, value=None, *, layout=None, in_key=None, env=None) -> P
             td = common(td)
         for module in det:
             td = module(td)
-        parts = [td.get(out_key)]
-        if kind == "gaussian":
-            parts.append(td.get(keys[1]).log())
-        if value is not None:
-            parts.append(value(td).get(value.out_keys[0]).reshape(-1))
-        return tuple(parts) if len(parts) > 1 else parts[0]
+        log_std = td.get(keys[1]).log() if kind == "gaussian" else None
+        v = None if value is None else value(td).get(value.out_keys[0]).reshape(-1)
+        return _result(td.get(out_key), log_std, v)
 
     # scale=None: uint8 frames / 255, as TorchRL's ToTensorImage; float frames as given.
     return PolicyParts(owner, forward=forward, layout=layout, scale=None, output=kind)
@@ -280,10 +270,8 @@ def rllib_parts(module, *, layout=None) -> PolicyParts:
         batch = {"obs": layout.from_network(x)}
         out = module.forward_train(batch)
         inputs = out["action_dist_inputs"]
-        parts = list(inputs.chunk(2, dim=-1)) if kind == "gaussian" else [inputs]
-        if has_values:
-            parts.append(module.compute_values(batch, embeddings=out.get("embeddings")))
-        return tuple(parts) if len(parts) > 1 else parts[0]
+        parts = inputs.chunk(2, dim=-1) if kind == "gaussian" else (inputs,)
+        v = module.compute_values(batch, embeddings=out.get("embeddings")) if has_values else None
+        return _result(*parts, v)
 
     return PolicyParts(module, forward=forward, layout=layout, scale=1.0, output=kind)
-

@@ -86,7 +86,7 @@ class PolicyOutput:
     def tensors(self) -> dict[str, torch.Tensor | None]:
         """The output's tensors by name (``logits``, ``mean``, ``log_std``, ``value``; None where
         this kind has none), e.g. to compare two runs of one policy."""
-        return {"logits": self._logits, "mean": self.mean, "log_std": self.log_std, "value": self.value}
+        return dict(logits=self._logits, mean=self.mean, log_std=self.log_std, value=self.value)
 
     # -- kinds -----------------------------------------------------------------------------
     @classmethod
@@ -227,12 +227,10 @@ def env_action(action: torch.Tensor | np.ndarray, kind: str, space) -> np.ndarra
     if kind in DISCRETE_KINDS:
         return int(np.asarray(action).reshape(-1)[0])
     values = np.asarray(action, dtype=np.float32).reshape(-1)
-    low = getattr(space, "low", None)
-    high = getattr(space, "high", None)
-    if low is None or high is None:
+    low, high, finite = _bounds(space)
+    if low is None:
         return values
-    low, high = np.asarray(low, np.float32).reshape(-1), np.asarray(high, np.float32).reshape(-1)
-    if kind == "gaussian" or not (np.isfinite(low).all() and np.isfinite(high).all()):
+    if kind == "gaussian" or not finite:
         return np.clip(values, low, high)
     return (low + 0.5 * (np.clip(values, -1.0, 1.0) + 1.0) * (high - low)).astype(np.float32)
 
@@ -242,13 +240,20 @@ def policy_action(actions: np.ndarray, kind: str, space) -> np.ndarray:
     [-1, 1] for ``squashed_gaussian`` / ``deterministic`` policies on a bounded Box; as given
     otherwise (a Gaussian's clipped draw is the closest to what it sampled)."""
     actions = np.asarray(actions, np.float32)
-    low, high = getattr(space, "low", None), getattr(space, "high", None)
-    if kind not in ("squashed_gaussian", "deterministic") or low is None or high is None:
-        return actions
-    low, high = np.asarray(low, np.float32).reshape(-1), np.asarray(high, np.float32).reshape(-1)
-    if not (np.isfinite(low).all() and np.isfinite(high).all()):
+    low, high, finite = _bounds(space)
+    if kind not in ("squashed_gaussian", "deterministic") or not finite:
         return actions
     return (2.0 * (actions - low) / (high - low) - 1.0).astype(np.float32)
+
+
+def _bounds(space) -> tuple[np.ndarray | None, np.ndarray | None, bool]:
+    """A Box's (low, high) as float32 [D] and whether both are finite; (None, None, False)
+    for a space without bounds."""
+    low, high = getattr(space, "low", None), getattr(space, "high", None)
+    if low is None or high is None:
+        return None, None, False
+    low, high = np.asarray(low, np.float32).reshape(-1), np.asarray(high, np.float32).reshape(-1)
+    return low, high, bool(np.isfinite(low).all() and np.isfinite(high).all())
 
 
 def _normal_log_prob(x: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor) -> torch.Tensor:
@@ -310,7 +315,8 @@ def read_output(raw: object, kind: str | None = None) -> PolicyOutput:
         )
     batch = first.shape[0]
     if kind is None:
-        if len(parts) > 2 or (len(parts) == 2 and parts[1] is not None and parts[1].shape not in ((batch,), (batch, 1))):
+        second = parts[1] if len(parts) == 2 else None
+        if len(parts) > 2 or (second is not None and second.shape not in ((batch,), (batch, 1))):
             raise ValueError(
                 f"the policy's forward returned {_describe(raw)}, which could be (logits, value), "
                 f"a Gaussian's (mean, log_std) or (output, state); {_DECLARE}"
@@ -323,36 +329,28 @@ def read_output(raw: object, kind: str | None = None) -> PolicyOutput:
                 "logits)"
             )
         kind = "logits"
-    if kind in DISCRETE_KINDS:
-        _arity(parts, 1, 2, kind, raw)
-        value = _as_value(parts[1] if len(parts) == 2 else None, batch, raw)
-        if kind == "probs":
-            return PolicyOutput.from_probs(first, value)
-        return PolicyOutput(first, value, kind=kind)
-    if kind == "deterministic":
-        _arity(parts, 1, 2, kind, raw)
-        return PolicyOutput.deterministic(first, _as_value(parts[1] if len(parts) == 2 else None, batch, raw))
-    _arity(parts, 2, 3, kind, raw)
-    log_std = parts[1]
-    if log_std is None or log_std.shape[-1] != first.shape[-1]:
+    gaussian = kind in ("gaussian", "squashed_gaussian")
+    policy_parts = 2 if gaussian else 1  # the tensors before the optional value
+    if not policy_parts <= len(parts) <= policy_parts + 1:
+        shapes = "(mean, log_std) or (mean, log_std, value)"
+        if not gaussian:
+            shapes = f"{kind} [B, A] or ({kind}, value)"
+        raise ValueError(f"a {kind!r} forward returns {shapes}; got {_describe(raw)}")
+    if gaussian and (parts[1] is None or parts[1].shape[-1] != first.shape[-1]):
         raise ValueError(
             f"a {kind!r} output is (mean [B, D], log_std [B, D] or [D]); got {_describe(raw)}"
         )
-    value = _as_value(parts[2] if len(parts) == 3 else None, batch, raw)
-    return PolicyOutput.gaussian(first, log_std, value, squashed=kind == "squashed_gaussian")
-
-
-def _arity(parts: tuple, low: int, high: int, kind: str, raw: object) -> None:
-    if not low <= len(parts) <= high:
-        shapes = {
-            "gaussian": "(mean, log_std) or (mean, log_std, value)",
-            "squashed_gaussian": "(mean, log_std) or (mean, log_std, value)",
-        }.get(kind, f"{kind} [B, A] or ({kind}, value)")
-        raise ValueError(f"a {kind!r} forward returns {shapes}; got {_describe(raw)}")
+    value = _as_value(parts[policy_parts] if len(parts) > policy_parts else None, batch, raw)
+    if gaussian:
+        return PolicyOutput.gaussian(first, parts[1], value, squashed=kind == "squashed_gaussian")
+    if kind == "deterministic":
+        return PolicyOutput.deterministic(first, value)
+    if kind == "probs":
+        return PolicyOutput.from_probs(first, value)
+    return PolicyOutput(first, value, kind=kind)
 
 
 def _read_mapping(raw: Mapping, kind: str | None) -> PolicyOutput:
-    keys = [k for k in OUTPUT_KINDS + ("mean",) if k in raw]
     if kind is None:
         found = [k for k in ("logits", "probs", "q_values") if k in raw]
         if len(found) != 1 or "mean" in raw:
@@ -365,10 +363,10 @@ def _read_mapping(raw: Mapping, kind: str | None) -> PolicyOutput:
     if kind in DISCRETE_KINDS:
         tensor = raw.get(kind, raw.get("logits"))
         if tensor is None:
+            keys = [k for k in OUTPUT_KINDS + ("mean",) if k in raw]
             raise ValueError(f"a {kind!r} output dict needs the key {kind!r}; got keys {keys}")
         return read_output((tensor, value), kind)
     if "mean" not in raw:
         raise ValueError(f"a {kind!r} output dict needs the key 'mean'; got {_describe(raw)}")
-    if kind == "deterministic":
-        return read_output((raw["mean"], value), kind)
-    return read_output((raw["mean"], raw.get("log_std"), value), kind)
+    log_std = () if kind == "deterministic" else (raw.get("log_std"),)
+    return read_output((raw["mean"], *log_std, value), kind)

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from rlviz.layout import LayoutError, ObservationLayout
+from rlviz.layout import LayoutError, ObservationLayout, resolve_layout
 from rlviz.policy.parts import PolicyParts
 
 State = tuple[torch.Tensor, ...]
@@ -40,15 +40,12 @@ def _sb3_policy(obj) -> nn.Module:
     return policy
 
 
-def _image_space(space) -> bool:
-    shape = getattr(space, "shape", None)
-    return shape is not None and len(shape) == 3 and str(space.dtype) == "uint8"
-
-
 def _sb3_scale(policy: nn.Module) -> float:
     """SB3 scales uint8 image spaces by 1/255 (``normalize_images``); everything else not at all."""
-    normalize = bool(getattr(policy, "normalize_images", True))
-    return 255.0 if normalize and _image_space(policy.observation_space) else 1.0
+    space = policy.observation_space
+    shape = getattr(space, "shape", None)
+    image = shape is not None and len(shape) == 3 and str(space.dtype) == "uint8"
+    return 255.0 if bool(getattr(policy, "normalize_images", True)) and image else 1.0
 
 
 def _env_frames(obj) -> int | None:
@@ -82,10 +79,7 @@ def _sb3_layouts(obj, policy: nn.Module, layout) -> tuple[ObservationLayout, tup
     total = shape[0] if channels_first else shape[-1]
     order, twin = ("CHW", "HWC") if channels_first else ("HWC", "CHW")
     if layout is not None:
-        from rlviz.layout import resolve_layout
-
-        given = resolve_layout(layout, None)
-        frames = given.frames
+        frames = resolve_layout(layout, None).frames
     else:
         frames = _env_frames(obj)
         if frames is None or (frames == 1 and total not in (1, 3)):
@@ -153,13 +147,17 @@ def _critic_features(policy: nn.Module, actor_features: torch.Tensor, x: torch.T
     return critic.features_extractor(x)
 
 
-def _sac_forward(policy: nn.Module) -> Callable:
+def _actor_q_forward(policy: nn.Module, sac: bool) -> Callable:
+    """SAC's (pre-tanh mean, log-std, Q1(s, tanh(mean))) or TD3's (action, Q1(s, action))."""
     actor = policy.actor
-    if getattr(actor, "use_sde", False):
+    if sac and getattr(actor, "use_sde", False):
         raise ValueError("from_sb3 does not read SAC with gSDE (use_sde=True)")
 
     def forward(x: torch.Tensor):
         features = actor.features_extractor(x)
+        if not sac:
+            action = actor.mu(features)
+            return action, _q1(policy.critic, _critic_features(policy, features, x), action)
         latent = actor.latent_pi(features)
         mean = actor.mu(latent)
         log_std = actor.log_std(latent).clamp(*_SAC_LOG_STD)
@@ -169,33 +167,16 @@ def _sac_forward(policy: nn.Module) -> Callable:
     return forward
 
 
-def _td3_forward(policy: nn.Module) -> Callable:
-    actor = policy.actor
+def _q_forward(policy: nn.Module, quantiles: bool) -> Callable:
+    """DQN's Q-values, or QR-DQN's quantiles' mean per action; value max_a Q."""
+    net = policy.quantile_net if quantiles else policy.q_net
 
     def forward(x: torch.Tensor):
-        features = actor.features_extractor(x)
-        action = actor.mu(features)
-        return action, _q1(policy.critic, _critic_features(policy, features, x), action)
-
-    return forward
-
-
-def _dqn_forward(policy: nn.Module) -> Callable:
-    q_net = policy.q_net
-
-    def forward(x: torch.Tensor):
-        q_values = q_net.q_net(q_net.features_extractor(x))
-        return q_values, q_values.max(dim=-1).values
-
-    return forward
-
-
-def _qrdqn_forward(policy: nn.Module) -> Callable:
-    net = policy.quantile_net
-
-    def forward(x: torch.Tensor):
-        quantiles = net.quantile_net(net.features_extractor(x))
-        q_values = quantiles.view(x.shape[0], net.n_quantiles, -1).mean(dim=1)
+        if quantiles:
+            q_values = net.quantile_net(net.features_extractor(x))
+            q_values = q_values.view(x.shape[0], net.n_quantiles, -1).mean(dim=1)
+        else:
+            q_values = net.q_net(net.features_extractor(x))
         return q_values, q_values.max(dim=-1).values
 
     return forward
@@ -268,13 +249,13 @@ def sb3_parts(model, layout=None) -> PolicyParts:
     elif hasattr(policy, "actor") and hasattr(policy, "critic") and hasattr(policy.actor, "mu"):
         sac = hasattr(policy.actor, "latent_pi")
         parts.output = "squashed_gaussian" if sac else "deterministic"
-        parts.forward = _sac_forward(policy) if sac else _td3_forward(policy)
+        parts.forward = _actor_q_forward(policy, sac)
         parts.cam_layer = _actor_cam_layer(policy, "actor.")
     elif hasattr(policy, "quantile_net") and hasattr(policy.quantile_net, "features_extractor"):
-        parts.output, parts.forward = "q_values", _qrdqn_forward(policy)
+        parts.output, parts.forward = "q_values", _q_forward(policy, quantiles=True)
         parts.cam_layer = _actor_cam_layer(policy, "quantile_net.")
     elif hasattr(policy, "q_net") and hasattr(policy.q_net, "features_extractor"):
-        parts.output, parts.forward = "q_values", _dqn_forward(policy)
+        parts.output, parts.forward = "q_values", _q_forward(policy, quantiles=False)
         parts.cam_layer = _actor_cam_layer(policy, "q_net.")
     else:
         raise TypeError(
