@@ -29,6 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
+from rlviz.io import pid_alive
+
 #: Steps per chunk file: a chunk of 84x84x4 observations is ~7 MB, of float32 maps ~7-30 MB.
 CHUNK_STEPS = 256
 _PREFIX = "rlviz-spool-"
@@ -40,16 +42,6 @@ def spool_root() -> Path:
     return Path(os.environ.get("RLVIZ_TMPDIR") or tempfile.gettempdir())
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # someone else's process
-    return True
-
-
 def remove_stale(root: Path | None = None) -> list[Path]:
     """Remove spool folders of processes that no longer run (killed before they could clean up)."""
     removed = []
@@ -59,7 +51,7 @@ def remove_stale(root: Path | None = None) -> list[Path]:
             pid = int(path.name[len(_PREFIX) :].split("-", 1)[0])
         except ValueError:
             continue
-        if pid != os.getpid() and not _alive(pid):
+        if pid != os.getpid() and not pid_alive(pid):
             shutil.rmtree(path, ignore_errors=True)
             removed.append(path)
     return removed
@@ -222,16 +214,20 @@ class StepArray(_StepReads):
         self._cache: tuple[int, np.ndarray] | None = None
 
     # ---------------------------------------------------------------------------- writing
+    def _check_item(self, shape: tuple[int, ...], dtype: np.dtype) -> None:
+        """Fix the step shape and dtype on the first write; refuse a step of another later."""
+        if self._item is None:
+            self._item = (shape, dtype)
+        elif (shape, dtype) != self._item:
+            raise ValueError(
+                f"step of shape {shape} {dtype} added to a StepArray of {self._item[0]} "
+                f"{self._item[1]}; every step must have the same shape and dtype"
+            )
+
     def append(self, step) -> None:
         """Add one step."""
         step = np.asarray(step)
-        if self._item is None:
-            self._item = (step.shape, step.dtype)
-        elif (step.shape, step.dtype) != self._item:
-            raise ValueError(
-                f"step of shape {step.shape} {step.dtype} appended to a StepArray of "
-                f"{self._item[0]} {self._item[1]}; every step must have the same shape and dtype"
-            )
+        self._check_item(step.shape, step.dtype)
         self._pending.append(np.array(step, copy=True))
         if len(self._pending) == self.chunk:
             self._flush()
@@ -241,13 +237,7 @@ class StepArray(_StepReads):
         steps = np.asarray(steps)
         if len(steps) == 0:
             return
-        if self._item is None:
-            self._item = (steps.shape[1:], steps.dtype)
-        elif (steps.shape[1:], steps.dtype) != self._item:
-            raise ValueError(
-                f"steps of shape {steps.shape[1:]} {steps.dtype} added to a StepArray of "
-                f"{self._item[0]} {self._item[1]}; every step must have the same shape and dtype"
-            )
+        self._check_item(steps.shape[1:], steps.dtype)
         i = 0
         while i < len(steps) and self._pending:  # top up the chunk being filled
             self.append(steps[i])
