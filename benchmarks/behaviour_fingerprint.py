@@ -20,6 +20,7 @@ import argparse
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -31,29 +32,109 @@ AGENT = str(ROOT / "agents/checkpoints/boxreach.safetensors")
 
 # What legitimately differs run to run: wall-clock fields, the temp folder's name, the state
 # file's digest (it holds the wall time). These are dropped before hashing; all else is hashed.
-TIMED_KEYS = {"time_s", "sps", "update_s", "env_wait", "time_probe_s", "time_tasks_s",
-              "state_sha256", "command"}
+TIMED_KEYS = {
+    "time_s",
+    "sps",
+    "update_s",
+    "env_wait",
+    "time_probe_s",
+    "time_tasks_s",
+    "state_sha256",
+    "command",
+}
 
 
 def commands(out: Path) -> dict[str, list[str]]:
     return {
-        "train": RLVIZ + ["train", "--total-steps", "512", "--num-envs", "4", "--num-steps", "64",
-                          "--num-minibatches", "2", "--update-epochs", "1",
-                          "--no-async-learner", "--checkpoint-every", "256", "--snapshot-every", "256", "--seed", "3",
-                          "--runs-dir", str(out / "runs"), "--run-name", "fp", "--no-progress"],
-        "video": RLVIZ + ["video", "--checkpoint", AGENT, "--episodes", "1", "--seed", "0",
-                          "--methods", "gradient,gradcam", "--out", str(out / "video"),
-                          "--no-progress"],
-        "explore": RLVIZ + ["explore", "--checkpoint", AGENT, "--episodes", "1", "--seed", "0",
-                            "--out", str(out / "explore"), "--no-progress"],
-        "evaluate": RLVIZ + ["evaluate", "--checkpoint", AGENT, "--episodes", "6",
-                             "--oracle", "--json", str(out / "evaluate/summary.json"),
-                             "--no-progress"],
+        "train": RLVIZ
+        + [
+            "train",
+            "--total-steps",
+            "512",
+            "--num-envs",
+            "4",
+            "--num-steps",
+            "64",
+            "--num-minibatches",
+            "2",
+            "--update-epochs",
+            "1",
+            "--no-async-learner",
+            "--checkpoint-every",
+            "256",
+            "--snapshot-every",
+            "256",
+            "--seed",
+            "3",
+            "--runs-dir",
+            str(out / "runs"),
+            "--run-name",
+            "fp",
+            "--no-progress",
+        ],
+        "video": RLVIZ
+        + [
+            "video",
+            "--checkpoint",
+            AGENT,
+            "--episodes",
+            "1",
+            "--seed",
+            "0",
+            "--methods",
+            "gradient,gradcam",
+            "--out",
+            str(out / "video"),
+            "--no-progress",
+        ],
+        "explore": RLVIZ
+        + [
+            "explore",
+            "--checkpoint",
+            AGENT,
+            "--episodes",
+            "1",
+            "--seed",
+            "0",
+            "--out",
+            str(out / "explore"),
+            "--no-progress",
+        ],
+        "evaluate": RLVIZ
+        + [
+            "evaluate",
+            "--checkpoint",
+            AGENT,
+            "--episodes",
+            "6",
+            "--oracle",
+            "--json",
+            str(out / "evaluate/summary.json"),
+            "--no-progress",
+        ],
         # the snapshots of the training run above
-        "sweep": RLVIZ + ["sweep", "--run", str(out / "runs/fp"), "--episodes", "2",
-                          "--block-size", "1", "--probe-frames", "8", "--probe-episodes", "1",
-                          "--methods", "gradient", "--top-k", "1", "--no-init",
-                          "--out", str(out / "sweep"), "--no-progress"],
+        "sweep": RLVIZ
+        + [
+            "sweep",
+            "--run",
+            str(out / "runs/fp"),
+            "--episodes",
+            "2",
+            "--block-size",
+            "1",
+            "--probe-frames",
+            "8",
+            "--probe-episodes",
+            "1",
+            "--methods",
+            "gradient",
+            "--top-k",
+            "1",
+            "--no-init",
+            "--out",
+            str(out / "sweep"),
+            "--no-progress",
+        ],
     }
 
 
@@ -71,13 +152,18 @@ def digest(path: Path, out: Path) -> str:
         from safetensors.numpy import load_file
 
         tensors = load_file(str(path))
-        data = b"".join(k.encode() + tensors[k].tobytes() for k in sorted(tensors)
-                        if "time" not in k)
-    elif path.suffix == ".json" and not path.name.startswith("manifest"):
-        text = path.read_text().replace(str(out), "<OUT>")
+        data = b"".join(
+            k.encode() + tensors[k].tobytes() for k in sorted(tensors) if "time" not in k
+        )
+    elif path.suffix == ".json":
+        text = path.read_text().replace(str(out), "<OUT>").replace(str(ROOT), "<ROOT>")
         data = json.dumps(_untimed(json.loads(text)), sort_keys=True).encode()
+    elif path.name == "manifest.js":  # the explorer's: its stage timings are wall times
+        data = re.sub(r'"timings":\{[^}]*\}', "", path.read_text()).encode()
     elif path.suffix == ".csv":
-        rows = [line.split(",") for line in path.read_text().replace(str(out), "<OUT>").splitlines()]
+        rows = [
+            line.split(",") for line in path.read_text().replace(str(out), "<OUT>").splitlines()
+        ]
         keep = [i for i, name in enumerate(rows[0]) if name not in TIMED_KEYS]
         data = "\n".join(",".join(r[i] for i in keep if i < len(r)) for r in rows).encode()
     elif path.suffix == ".png" and path.parts[-2] in ("fp", "sweep"):
@@ -97,17 +183,28 @@ def fingerprint(only: list[str] | None, keep: Path | None) -> dict[str, str]:
         for name, cmd in commands(out).items():
             if only and name not in only:
                 continue
-            run = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True,
-                                 env={**os.environ, "OMP_NUM_THREADS": "1"})
+            run = subprocess.run(
+                cmd,
+                cwd=tmp,
+                capture_output=True,
+                text=True,
+                env={**os.environ, "OMP_NUM_THREADS": "1"},
+            )
             if run.returncode != 0:
                 raise SystemExit(f"{name} failed (rc {run.returncode}):\n{run.stderr[-3000:]}")
             for f in sorted(out.rglob("*")):
                 rel = str(f.relative_to(out))
-                if not f.is_file() or rel in found or not rel.startswith(name if name != "train"
-                                                                         else "runs"):
+                if (
+                    not f.is_file()
+                    or rel in found
+                    or not rel.startswith(name if name != "train" else "runs")
+                ):
                     continue
                 found[rel] = digest(f, out)
-            print(f"{name}: {sum(k.startswith(name) or (name == 'train' and k.startswith('runs')) for k in found)} files", file=sys.stderr)
+            print(
+                f"{name}: {sum(k.startswith(name) or (name == 'train' and k.startswith('runs')) for k in found)} files",
+                file=sys.stderr,
+            )
     return found
 
 
@@ -126,8 +223,11 @@ def main() -> None:
     if args.compare:
         before = json.loads(args.compare.read_text())
         if args.only:
-            before = {k: v for k, v in before.items()
-                      if any(k.startswith(n if n != "train" else "runs") for n in args.only)}
+            before = {
+                k: v
+                for k, v in before.items()
+                if any(k.startswith(n if n != "train" else "runs") for n in args.only)
+            }
         changed = sorted(k for k in before.keys() | now.keys() if before.get(k) != now.get(k))
         if changed:
             print(f"{len(changed)} of {len(before)} outputs differ:", *changed, sep="\n  ")
