@@ -16,7 +16,7 @@ import torch
 from rlviz import metrics
 from rlviz.faithfulness import checks
 from rlviz.faithfulness.verdict import THRESHOLDS, judge, verdict
-from rlviz.methods import available_methods, get_method
+from rlviz.methods import AttributionMethod, available_methods, get_method
 from rlviz.methods.perturbation import AllLogits
 from rlviz.policy import PolicyAdapter, as_adapter
 from rlviz.targets import TakenAction
@@ -194,25 +194,14 @@ def _policy_moved(adapter, x: torch.Tensor, clean: torch.Tensor) -> bool:
         return not torch.equal(adapter.outputs(x, rows=torch.arange(len(x))).logits, clean)
 
 
+def _label(name: str, target_name: str) -> str:
+    return name if target_name == "taken" else f"{name}[{target_name}]"
+
+
 def score_row(
     adapter: PolicyAdapter,
     frames: Frames,
-    name: str,
-    target_name: str,
-    baselines: _Baselines,
-    **options,
-) -> dict:
-    """Every check for one method and target on ``frames``: a dict (one row of the report).
-    ``options``: ``options`` (the method's), ``steps``, ``seed``, ``batch_size``, ``mask_key``."""
-    # A recurrent policy: every pass reads the state that entered each frame.
-    with adapter.holding_state(frames.states):
-        return _score_row(adapter, frames, name, target_name, baselines, **options)
-
-
-def _score_row(
-    adapter: PolicyAdapter,
-    frames: Frames,
-    name: str,
+    name: str | AttributionMethod,
     target_name: str,
     baselines: _Baselines,
     *,
@@ -222,64 +211,64 @@ def _score_row(
     batch_size: int = 256,
     mask_key: str | None = None,
 ) -> dict:
+    """Every check for one method (``options``: its constructor's) and target on ``frames``: a
+    dict (one row of the report)."""
     method = get_method(name, **(options or {}))
-    name = method.name
     target = TakenAction(frames.actions) if target_name == "taken" else AllLogits()
 
     def explain(tgt=target) -> np.ndarray:
         return method.attribute(adapter, frames.obs, tgt, states=frames.states).numpy()
 
-    start = time.perf_counter()
-    try:
-        maps = explain()
-    except ValueError as exc:  # e.g. CAM on a network whose head is not GAP + linear
-        raise NotApplicable(str(exc)) from exc
-    ms = 1000 * (time.perf_counter() - start) / len(maps)
+    # A recurrent policy: every pass reads the state that entered each frame.
+    with adapter.holding_state(frames.states):
+        start = time.perf_counter()
+        try:
+            maps = explain()
+        except ValueError as exc:  # e.g. CAM on a network whose head is not GAP + linear
+            raise NotApplicable(str(exc)) from exc
+        ms = 1000 * (time.perf_counter() - start) / len(maps)
 
-    # Cascading randomisation, output layer first; note which reset first moves pi (the output
-    # layer for the policy: resetting a value head leaves pi and its maps unchanged). Maps are
-    # compared as |map| (Quantus's MPRT default): a randomised head that flips the sign of a
-    # signed map has not changed where it looks.
-    x = adapter.preprocess(frames.obs[: min(len(maps), 16)])
-    with torch.no_grad():
-        clean = adapter.outputs(x, rows=torch.arange(len(x))).logits
-    layers, output_layer, last = {}, None, None
-    for layer in checks.cascade(adapter.model, "top_down", seed):
-        last = explain()
-        layers[layer] = checks.spearman(np.abs(maps), np.abs(last))
-        if output_layer is None and _policy_moved(adapter, x, clean):
-            output_layer = layer
+        # Cascading randomisation, output layer first; note which reset first moves pi (the
+        # output layer for the policy: resetting a value head leaves pi and its maps unchanged).
+        x = adapter.preprocess(frames.obs[: min(len(maps), 16)])
+        with torch.no_grad():
+            clean = adapter.outputs(x, rows=torch.arange(len(x))).logits
+        moved = []
+
+        def randomised() -> np.ndarray:
+            moved.append(_policy_moved(adapter, x, clean))
+            return explain()
+
+        # Maps are compared as |map| (Quantus's MPRT default): a randomised head that flips the
+        # sign of a signed map has not changed where it looks.
+        layers, last = checks.mprt(adapter.model, randomised, maps, seed=seed, keep_last=True)
+        output_layer = next((layer for layer, m in zip(layers, moved, strict=True) if m), None)
+        random_logit = None
+        if target_name == "taken":
+            other = checks.other_actions(frames.actions, int(clean.shape[-1]), seed)
+            # Signed here (Quantus's RandomLogit has abs=False): evidence for another action that
+            # is evidence against this one is a different map.
+            random_logit = _nan_as(checks.spearman(maps, explain(TakenAction(other))), 1.0)
+        fill, sigma = method_fill(method)
+        d, i = checks.log_prob_curves(
+            adapter, frames.obs, maps, frames.actions, fill, steps, sigma, batch_size
+        )
+        d_rand, i_rand = baselines(fill, sigma)
     emprt = checks.efficient_mprt(maps, last)
-    rho_output = _nan_as(layers[output_layer or next(iter(layers))], 1.0)
-    rho_full = _nan_as(layers[layer], 1.0)
-    random_logit = None
-    if target_name == "taken":
-        n_actions = int(clean.shape[-1])
-        other = checks.other_actions(frames.actions, n_actions, seed)
-        other_maps = explain(TakenAction(other))
-        # Signed here (Quantus's RandomLogit has abs=False): evidence for another action that is
-        # evidence against this one is a different map.
-        random_logit = _nan_as(checks.spearman(maps, other_maps), 1.0)
-
-    fill, sigma = method_fill(method)
-    d, i = checks.log_prob_curves(
-        adapter, frames.obs, maps, frames.actions, fill, steps, sigma, batch_size
-    )
-    d_rand, i_rand = baselines(fill, sigma)
     d_auc, i_auc = metrics.auc(d), metrics.auc(i)
     del_gain, del_se = _mean_se(d_rand - d_auc)
     ins_gain, ins_se = _mean_se(i_auc - i_rand)
     row = {
-        "method": name,
+        "method": method.name,
         "target": target_name,
-        "row": name if target_name == "taken" else f"{name}[{target_name}]",
+        "row": _label(method.name, target_name),
         "ms_per_frame": ms,
         "randomisation": {
             "order": "top_down",
             "layers": {k: _nan_as(v, 1.0) for k, v in layers.items()},
             "output_layer": output_layer,
-            "rho_output": rho_output,
-            "rho_full": rho_full,
+            "rho_output": _nan_as(layers[output_layer or next(iter(layers))], 1.0),
+            "rho_full": _nan_as(list(layers.values())[-1], 1.0),
             "emprt": float(np.mean(emprt)),
             "blank_frames": int(np.isnan(emprt).sum()),
         },
@@ -343,8 +332,9 @@ def trust(
         a :class:`TrustReport`; ``report.verdicts()`` is one line per method and target.
     """
     names = list(methods) if methods is not None else available_methods()
-    for name in names:
-        get_method(name, **(options or {}).get(name, {}))  # unknown names fail before playing
+    options = options or {}
+    # Built here: unknown names and options fail before playing.
+    built = [(name, get_method(name, **options.get(name, {}))) for name in names]
     bad = sorted(set(targets) - set(TARGETS))
     if bad or not targets:
         raise ValueError(f"unknown targets {bad or list(targets)}; use some of {list(TARGETS)}")
@@ -359,25 +349,21 @@ def trust(
     say(f"recorded {recorded.steps} steps in {recorded.episodes} episodes; scoring "
         f"{len(recorded.actions)} frames")  # fmt: skip
     baselines = _Baselines(adapter, recorded, steps, batch_size, seed)
-    with adapter.holding_state(recorded.states):
-        rows, skipped = [], {}
-        for name in names:
-            for target_name in targets:
-                if target_name == "logits" and get_method(name).name != "perturbation":
-                    continue
-                t = time.perf_counter()
-                kw = dict(options=(options or {}).get(name), steps=steps, batch_size=batch_size)
-                try:
-                    row = score_row(
-                        adapter, recorded, name, target_name, baselines, mask_key=mask_key, **kw
-                    )
-                except NotApplicable as exc:
-                    label = name if target_name == "taken" else f"{name}[{target_name}]"
-                    skipped[label] = str(exc)
-                    say(f"{label}: not applicable here ({exc})")
-                    continue
-                rows.append(row)
-                say(f"{row['verdict']}  [{time.perf_counter() - t:.1f} s]")
+    rows, skipped = [], {}
+    for name, method in built:
+        for target_name in targets:
+            if target_name == "logits" and method.name != "perturbation":
+                continue
+            t = time.perf_counter()
+            kw = dict(steps=steps, batch_size=batch_size, mask_key=mask_key)
+            try:
+                row = score_row(adapter, recorded, method, target_name, baselines, **kw)
+            except NotApplicable as exc:
+                skipped[_label(name, target_name)] = str(exc)
+                say(f"{_label(name, target_name)}: not applicable here ({exc})")
+                continue
+            rows.append(row)
+            say(f"{row['verdict']}  [{time.perf_counter() - t:.1f} s]")
     settings = {
         "episodes": recorded.episodes,
         "steps_recorded": recorded.steps,
