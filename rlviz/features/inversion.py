@@ -14,12 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from rlviz.features._common import check_frames, display_rgb, forward_to_layers, new_figure
+from rlviz.features._common import check_frames, display_rgb, new_figure
 from rlviz.features.optvis.objectives import feature_distance, l2, total_variation
-from rlviz.features.optvis.optimize import evaluate, optimize
-from rlviz.features.optvis.param import fourier, pixels
+from rlviz.features.optvis.optimize import optimize_and_measure
+from rlviz.features.optvis.param import ImageParam, noise_image
+from rlviz.features.optvis.texture import layer_targets
 from rlviz.features.optvis.transforms import Transform
 from rlviz.io import save_figure
 from rlviz.policy import PolicyAdapter
@@ -53,7 +53,7 @@ def invert(
     tv_weight: float = 0.5,
     tv_beta: float = 1.0,
     l2_weight: float = 0.0,
-    param: str = "pixels",
+    param: str | ImageParam = "pixels",
     lr: float = 0.05,
     transforms: Sequence[Transform] = (),
     seed: int = 0,
@@ -64,7 +64,8 @@ def invert(
     Args:
         tv_weight / tv_beta: weight and exponent of the TV^beta prior.
         l2_weight: weight of a pull towards mid-grey.
-        param: ``"pixels"`` or ``"fourier"`` parameterisation of the reconstruction.
+        param: ``"pixels"`` or ``"fourier"`` parameterisation of the reconstruction, from noise
+            (or any :class:`~rlviz.features.optvis.ImageParam`).
 
     Returns:
         :class:`Inversion` (uint8 image [H, W, C], trace, feature distance before and after).
@@ -73,34 +74,14 @@ def invert(
     if len(frame) != 1:
         raise ValueError(f"invert takes one frame [H, W, C], got {len(frame)} frames")
     x0 = adapter.preprocess(frame).detach()
-    size, channels = tuple(x0.shape[-2:]), x0.shape[1]
-    with torch.no_grad():
-        target = forward_to_layers(adapter, x0, layer)[layer].detach()
-    distance = feature_distance(layer, target)
+    distance = feature_distance(layer, layer_targets(adapter, x0, layer)[layer])
     objective = -distance - tv_weight * total_variation(tv_beta)
     if l2_weight:
         objective = objective - l2_weight * l2()
-    if param == "pixels":
-        image = pixels(size, channels=channels, sd=0.5, seed=seed)
-    elif param == "fourier":
-        image = fourier(size, channels=channels, decorrelate=channels == 3, seed=seed)
-    else:
-        raise ValueError(f"param must be 'pixels' or 'fourier', got {param!r}")
-    with torch.no_grad():
-        start = float(evaluate(adapter, distance, image().to(adapter.device)).mean())
-    result = optimize(
-        adapter,
-        objective,
-        param=image,
-        transforms=list(transforms),
-        steps=steps,
-        lr=lr,
-        seed=seed,
-        progress=progress,
-    )
-    with torch.no_grad():
-        end = float(evaluate(adapter, distance, result.tensor.to(adapter.device)).mean())
-    return Inversion(layer, result.image, result.trace, start, end)
+    run = dict(steps=steps, lr=lr, transforms=transforms, seed=seed, progress=progress)
+    image = noise_image(param, x0, seed)
+    result, (start,), (end,) = optimize_and_measure(adapter, objective, image, [distance], **run)
+    return Inversion(layer, result.image, result.trace, float(start.mean()), float(end.mean()))
 
 
 def plot_inversions(

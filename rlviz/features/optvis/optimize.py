@@ -191,6 +191,27 @@ def optimize(
     )
 
 
+def optimize_and_measure(
+    adapter: PolicyAdapter,
+    objective: Objective,
+    param: ImageParam,
+    measures: Sequence[Objective],
+    **options,
+) -> tuple[Visualisation, list[np.ndarray], list[np.ndarray]]:
+    """:func:`optimize` ``param`` (``options`` as there) and evaluate ``measures`` (float32 [B]
+    each, no transforms) on the start images and on the result: (visualisation, starts, ends)."""
+
+    def measure(image: torch.Tensor) -> list[np.ndarray]:
+        x = image.to(adapter.device)
+        return [evaluate(adapter, m, x).float().cpu().numpy() for m in measures]
+
+    with torch.no_grad():
+        start = measure(param())
+    vis = optimize(adapter, objective, param, **options)
+    with torch.no_grad():
+        return vis, start, measure(vis.tensor)
+
+
 def plot_visualisations(
     results: Sequence[Visualisation],
     path: str | os.PathLike,

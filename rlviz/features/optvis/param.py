@@ -64,38 +64,41 @@ def _generator(seed: int | torch.Generator | None) -> torch.Generator:
 
 
 class ImageParam:
-    """Base: ``params`` (tensors the optimiser changes) and ``__call__() -> [B, C, H, W]`` in [0, 1]."""
+    """Base: ``params`` (tensors the optimiser changes) and ``__call__() -> [B, C, H, W]`` in [0, 1].
+
+    Holds ``batch`` images of ``size`` (H, W) with ``channels`` channels, and the colour matrix
+    that ``decorrelate`` asks for (None without decorrelation).
+    """
 
     params: list[torch.Tensor]
-    size: tuple[int, int]
-    batch: int
-    channels: int
     name: str = "image"
 
-    def __init__(self, color: torch.Tensor | None) -> None:
-        self.color = color
+    def __init__(
+        self,
+        size: tuple[int, int],
+        batch: int,
+        channels: int,
+        decorrelate: bool | np.ndarray | None = False,
+    ) -> None:
+        self.color = _color_matrix(decorrelate, channels)
+        if len(size) != 2 or min(size) < 2:
+            raise ValueError(f"size must be (height, width) of at least 2x2, got {size}")
+        if batch < 1 or channels < 1:
+            raise ValueError(
+                f"batch and channels must be positive, got batch={batch}, channels={channels}"
+            )
+        self.size, self.batch, self.channels = (int(size[0]), int(size[1])), batch, channels
 
     def _to_rgb(self, raw: torch.Tensor) -> torch.Tensor:
         if self.color is not None:
             raw = torch.einsum("ij,bjhw->bihw", self.color.to(raw), raw)
         return torch.sigmoid(raw)
 
-    def __call__(self) -> torch.Tensor:
-        raise NotImplementedError
-
-
-def _check_size(size: tuple[int, int], batch: int, channels: int) -> tuple[int, int]:
-    if len(size) != 2 or min(size) < 2:
-        raise ValueError(f"size must be (height, width) of at least 2x2, got {size}")
-    if batch < 1 or channels < 1:
-        raise ValueError(
-            f"batch and channels must be positive, got batch={batch}, channels={channels}"
-        )
-    return (int(size[0]), int(size[1]))
-
 
 class PixelImage(ImageParam):
-    """One free value per pixel and channel (through colour decorrelation and a sigmoid)."""
+    """Pixel parameterisation of ``batch`` images of ``size`` (H, W): one free value per pixel
+    and channel (through colour decorrelation and a sigmoid). ``init`` starts from a frame
+    (uint8 [H, W, C] or float [C, H, W] in [0, 1]) instead of grey noise of std ``sd``."""
 
     name = "pixels"
 
@@ -103,14 +106,14 @@ class PixelImage(ImageParam):
         self,
         size: tuple[int, int],
         batch: int = 1,
+        *,
         channels: int = 3,
         sd: float = 0.01,
         decorrelate: bool | np.ndarray = False,
         init: np.ndarray | torch.Tensor | None = None,
         seed: int = 0,
     ) -> None:
-        super().__init__(_color_matrix(decorrelate, channels))
-        self.size, self.batch, self.channels = _check_size(size, batch, channels), batch, channels
+        super().__init__(size, batch, channels, decorrelate)
         h, w = self.size
         if init is not None:
             raw = self._inverse(init)
@@ -145,8 +148,10 @@ class PixelImage(ImageParam):
 
 
 class FourierImage(ImageParam):
-    """The image's 2-D spectrum, each frequency scaled by 1/f^decay_power, then inverse FFT
-    (through colour decorrelation and a sigmoid)."""
+    """Fourier parameterisation: the image's 2-D spectrum, each frequency scaled by
+    1/f^decay_power, then inverse FFT (through colour decorrelation and a sigmoid).
+    ``decorrelate``: True for the ImageNet matrix, or a [3, 3] matrix from
+    :func:`color_correlation` of your frames."""
 
     name = "fourier"
 
@@ -154,14 +159,14 @@ class FourierImage(ImageParam):
         self,
         size: tuple[int, int],
         batch: int = 1,
+        *,
         channels: int = 3,
         sd: float = 0.01,
         decay_power: float = 1.0,
         decorrelate: bool | np.ndarray = True,
         seed: int = 0,
     ) -> None:
-        super().__init__(_color_matrix(decorrelate, channels))
-        self.size, self.batch, self.channels = _check_size(size, batch, channels), batch, channels
+        super().__init__(size, batch, channels, decorrelate)
         h, w = self.size
         fy = torch.fft.fftfreq(h)[:, None]
         fx = torch.fft.rfftfreq(w)[None, :]
@@ -180,31 +185,21 @@ class FourierImage(ImageParam):
         return self._to_rgb(raw / 4.0)
 
 
-def pixels(
-    size: tuple[int, int],
-    batch: int = 1,
-    *,
-    channels: int = 3,
-    sd: float = 0.01,
-    decorrelate: bool | np.ndarray = False,
-    init: np.ndarray | torch.Tensor | None = None,
-    seed: int = 0,
-) -> PixelImage:
-    """Pixel parameterisation of ``batch`` images of ``size`` (H, W); ``init`` starts from a frame
-    (uint8 [H, W, C] or float [C, H, W] in [0, 1]) instead of grey noise of std ``sd``."""
-    return PixelImage(size, batch, channels, sd, decorrelate, init, seed)
+#: The parameterisations by the lowercase names the other optvis pieces have
+#: (``optvis.pixels((60, 80), init=frame)``, ``optvis.fourier((60, 80))``).
+pixels = PixelImage
+fourier = FourierImage
 
 
-def fourier(
-    size: tuple[int, int],
-    batch: int = 1,
-    *,
-    channels: int = 3,
-    sd: float = 0.01,
-    decay_power: float = 1.0,
-    decorrelate: bool | np.ndarray = True,
-    seed: int = 0,
-) -> FourierImage:
-    """Fourier parameterisation with decorrelated colour (``decorrelate``: True for the ImageNet
-    matrix, or a [3, 3] matrix from :func:`color_correlation` of your frames)."""
-    return FourierImage(size, batch, channels, sd, decay_power, decorrelate, seed)
+def noise_image(param: str | ImageParam, like: torch.Tensor, seed: int = 0) -> ImageParam:
+    """A start from noise the shape of the network input ``like`` [B, C, H, W]: ``"pixels"``
+    (std 0.5 before the sigmoid) or ``"fourier"`` (colour decorrelated for RGB); an
+    :class:`ImageParam` is used as it is."""
+    if isinstance(param, ImageParam):
+        return param
+    size, batch, channels = tuple(like.shape[-2:]), len(like), like.shape[1]
+    if param == "pixels":
+        return pixels(size, batch, channels=channels, sd=0.5, seed=seed)
+    if param == "fourier":
+        return fourier(size, batch, channels=channels, decorrelate=channels == 3, seed=seed)
+    raise ValueError(f"param must be 'pixels', 'fourier' or an ImageParam, got {param!r}")

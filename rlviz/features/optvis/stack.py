@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from rlviz.features.optvis.param import ImageParam, _check_size, fourier, pixels
+from rlviz.features.optvis.param import ImageParam, fourier, pixels
 from rlviz.layout import ObservationLayout, resolve_layout
 
 #: What a StackImage optimises: every stack frame, or only the newest.
@@ -48,7 +48,6 @@ class StackImage(ImageParam):
         seed: int = 0,
         **options,
     ) -> None:
-        super().__init__(None)
         self.layout = resolve_layout(layout, None)
         k, c = self.layout.frames, self.layout.channels
         if frames not in FRAMES:
@@ -58,7 +57,7 @@ class StackImage(ImageParam):
             )
         if base not in ("fourier", "pixels"):
             raise ValueError(f"base must be 'fourier' or 'pixels', got {base!r}")
-        self.size, self.batch, self.channels = _check_size(size, batch, k * c), batch, k * c
+        super().__init__(size, batch, k * c)
         self.frames = frames
         self._free = k if frames == "all" else 1
         if base == "fourier":
@@ -90,21 +89,8 @@ class StackImage(ImageParam):
         return torch.cat([self.past.to(free), free], dim=1)
 
 
-def stack(
-    layout: ObservationLayout | str,
-    size: tuple[int, int],
-    batch: int = 1,
-    *,
-    frames: str = "all",
-    base: str = "fourier",
-    context: np.ndarray | torch.Tensor | None = None,
-    seed: int = 0,
-    **options,
-) -> StackImage:
-    """A :class:`StackImage`: optimise all K frames of ``layout`` or only the newest."""
-    return StackImage(
-        layout, size, batch, frames=frames, base=base, context=context, seed=seed, **options
-    )
+#: :class:`StackImage` by the lowercase name the other parameterisations have.
+stack = StackImage
 
 
 def network_layout(layout: ObservationLayout) -> ObservationLayout:

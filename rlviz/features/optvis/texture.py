@@ -23,8 +23,8 @@ import torch
 
 from rlviz.features._common import forward_to_layers
 from rlviz.features.optvis.objectives import Objective, feature_distance, total_variation
-from rlviz.features.optvis.optimize import evaluate, optimize
-from rlviz.features.optvis.param import ImageParam, fourier, pixels
+from rlviz.features.optvis.optimize import optimize_and_measure
+from rlviz.features.optvis.param import ImageParam, noise_image, pixels
 from rlviz.features.optvis.transforms import Transform
 from rlviz.policy import PolicyAdapter
 
@@ -160,50 +160,6 @@ def style_loss(targets: Mapping[str, torch.Tensor]) -> Objective:
     return sum(style(layer, act) for layer, act in targets.items())
 
 
-def _run(
-    adapter: PolicyAdapter,
-    image: ImageParam,
-    style_obj: Objective,
-    content_obj: Objective | None,
-    *,
-    content_weight: float,
-    tv_weight: float,
-    steps: int,
-    lr: float,
-    transforms: Sequence[Transform],
-    seed: int,
-    progress: bool,
-) -> tuple[np.ndarray, ...]:
-    loss = style_obj if content_obj is None else style_obj + content_weight * content_obj
-    if tv_weight:
-        loss = loss + tv_weight * total_variation()
-
-    def measure(x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-        s = evaluate(adapter, style_obj, x).float().cpu().numpy()
-        c = (
-            np.zeros_like(s)
-            if content_obj is None
-            else evaluate(adapter, content_obj, x).float().cpu().numpy()
-        )
-        return s, c
-
-    with torch.no_grad():
-        s0, c0 = measure(image().to(adapter.device))
-    vis = optimize(
-        adapter,
-        -loss,
-        param=image,
-        transforms=list(transforms),
-        steps=steps,
-        lr=lr,
-        seed=seed,
-        progress=progress,
-    )
-    with torch.no_grad():
-        s1, c1 = measure(vis.tensor.to(adapter.device))
-    return vis, s0, s1, c0, c1
-
-
 def synthesize_texture(
     adapter: PolicyAdapter,
     target,
@@ -232,30 +188,13 @@ def synthesize_texture(
     """
     layers = [layers] if isinstance(layers, str) else list(layers)
     x = _network_input(adapter, target).detach()
-    targets = layer_targets(adapter, x, layers)
-    if isinstance(param, ImageParam):
-        image = param
-    elif param == "pixels":
-        image = pixels(tuple(x.shape[-2:]), len(x), channels=x.shape[1], sd=0.5, seed=seed)
-    elif param == "fourier":
-        c = x.shape[1]
-        image = fourier(tuple(x.shape[-2:]), len(x), channels=c, decorrelate=c == 3, seed=seed)
-    else:
-        raise ValueError(f"param must be 'pixels', 'fourier' or an ImageParam, got {param!r}")
-    vis, s0, s1, c0, c1 = _run(
-        adapter,
-        image,
-        style_loss(targets),
-        None,
-        content_weight=0.0,
-        tv_weight=tv_weight,
-        steps=steps,
-        lr=lr,
-        transforms=transforms,
-        seed=seed,
-        progress=progress,
-    )
-    return TextureResult(vis.images, vis.tensor, vis.trace, s0, s1, c0, c1, tuple(layers))
+    style_obj = style_loss(layer_targets(adapter, x, layers))
+    loss = style_obj + tv_weight * total_variation() if tv_weight else style_obj
+    run = dict(steps=steps, lr=lr, transforms=transforms, seed=seed, progress=progress)
+    image = noise_image(param, x, seed)
+    vis, (s0,), (s1,) = optimize_and_measure(adapter, -loss, image, [style_obj], **run)
+    no_content = np.zeros_like(s0), np.zeros_like(s1)
+    return TextureResult(vis.images, vis.tensor, vis.trace, s0, s1, *no_content, tuple(layers))
 
 
 def style_transfer(
@@ -298,29 +237,15 @@ def style_transfer(
         raise ValueError(f"got {n_style} style images for {n} content frames; pass 1 or {n}")
     if start not in ("content", "noise"):
         raise ValueError(f"start must be 'content' or 'noise', got {start!r}")
-    size = tuple(x0.shape[-2:])
-    image = pixels(
-        size,
-        n,
-        channels=x0.shape[1],
-        sd=0.5,
-        init=x0.cpu() if start == "content" else None,
-        seed=seed,
-    )
-    content_obj = content(content_layer, c_target)
-    vis, s0, s1, c0, c1 = _run(
-        adapter,
-        image,
-        style_weight * style_loss(s_targets),
-        content_obj,
-        content_weight=1.0,
-        tv_weight=tv_weight,
-        steps=steps,
-        lr=lr,
-        transforms=transforms,
-        seed=seed,
-        progress=progress,
-    )
+    init = x0.cpu() if start == "content" else None
+    image = pixels(tuple(x0.shape[-2:]), n, channels=x0.shape[1], sd=0.5, init=init, seed=seed)
+    style_obj, content_obj = style_weight * style_loss(s_targets), content(content_layer, c_target)
+    loss = style_obj + content_obj
+    if tv_weight:
+        loss = loss + tv_weight * total_variation()
+    run = dict(steps=steps, lr=lr, transforms=transforms, seed=seed, progress=progress)
+    measures = [style_obj, content_obj]
+    vis, (s0, c0), (s1, c1) = optimize_and_measure(adapter, -loss, image, measures, **run)
     # report the unweighted style distance (the weight only sets the trade-off)
     s0, s1 = s0 / style_weight, s1 / style_weight
     return TextureResult(
