@@ -64,10 +64,9 @@ def _floating(obs: object) -> bool:
     return dtype is not None and np.issubdtype(dtype, np.floating)
 
 
-def as_policy_output(raw: object, kind: str | None = None) -> PolicyOutput:
-    """A forward's raw result as a :class:`PolicyOutput`, read as the declared ``kind`` (see
-    :func:`rlviz.policy.output.read_output`; undeclared, only unambiguous results are read)."""
-    return read_output(raw, kind)
+#: A forward's raw result as a :class:`PolicyOutput` (the public name of
+#: :func:`rlviz.policy.output.read_output`).
+as_policy_output = read_output
 
 
 class PolicyAdapter:
@@ -323,7 +322,7 @@ class PolicyAdapter:
         dtype = getattr(first, "dtype", None)
         if dtype not in (np.uint8, torch.uint8):
             return
-        raw_max = float(np.max(np.asarray(first))) if not isinstance(first, torch.Tensor) else float(first.max())
+        raw_max = float(first.max()) if isinstance(first, torch.Tensor) else float(np.max(first))
         if raw_max < 2:  # a (nearly) black frame says nothing about scaling
             return
         self._scale_checked = True
@@ -340,9 +339,8 @@ class PolicyAdapter:
                     seen.append((names.get(module, "?"), float(args[0].detach().abs().max())))
 
         layers = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
-        handles = [
-            m.register_forward_pre_hook(record) for m in self.model.modules() if isinstance(m, layers)
-        ]
+        hooked = [m for m in self.model.modules() if isinstance(m, layers)]
+        handles = [m.register_forward_pre_hook(record) for m in hooked]
         try:
             with torch.no_grad():
                 row = x[:1]
@@ -378,7 +376,7 @@ class PolicyAdapter:
         batch with its initial state, as at an episode's start: exact for the layers before its
         memory (a CNN encoder's), an episode-start reading for what comes after. For views that
         have no state per observation (the explorer's NMF and network tabs)."""
-        previous, self._from_start = getattr(self, "_from_start", False), True
+        previous, self._from_start = self._from_start, True
         try:
             yield
         finally:
@@ -423,7 +421,7 @@ class PolicyAdapter:
         the held one), input i reading state row ``rows[i]`` when ``rows`` is given."""
         if self._state_forward is None:
             raise ValueError("this policy is not recurrent: use outputs(x)")
-        if state is None and self._held_state is None and getattr(self, "_from_start", False):
+        if state is None and self._held_state is None and self._from_start:
             state, rows = self.initial_state(x.shape[0]), None  # every row starts alike
         if state is None:
             if self._held_state is None:
