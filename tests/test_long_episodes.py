@@ -278,6 +278,47 @@ def test_an_interrupted_long_render_leaves_no_temp_files(tmp_path, how):
     assert not (tmp_path / "v.mp4").exists()
 
 
+_LONG_REPORT = textwrap.dedent(
+    """
+    import sys, time
+    sys.path.insert(0, {tests!r})
+    from helpers import SquareEnv, tiny_policy
+    import rlviz.explorer.views as views
+    from rlviz import explore
+
+    def stalled_state_map(*args, **kwargs):  # reached once every map of the episode is on disk
+        print("explained", flush=True)
+        time.sleep(120)
+
+    views.state_map = stalled_state_map
+    explore(SquareEnv(max_steps=600, goal=False), tiny_policy(), {out!r}, episodes=1,
+            methods=["gradient"], nmf=False, network=False)
+    """
+)
+
+
+@pytest.mark.parametrize("how", [signal.SIGINT, signal.SIGTERM])
+def test_an_interrupted_long_report_leaves_no_temp_files_and_no_report(tmp_path, how):
+    spools = tmp_path / "tmp"
+    spools.mkdir()
+    script = _LONG_REPORT.format(tests=str(ROOT / "tests"), out=str(tmp_path / "report"))
+    env = dict(os.environ, RLVIZ_TMPDIR=str(spools), OMP_NUM_THREADS="1")
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout.readline().strip() == "explained", proc.stderr.read()
+        assert len(list(spools.rglob("*.npy"))) > 4  # observations and maps are on disk
+        proc.send_signal(how)
+        proc.wait(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode != 0
+    assert list(spools.iterdir()) == []
+    assert not (tmp_path / "report" / "index.html").exists()
+
+
 def test_explorer_maps_of_a_long_episode_equal_the_whole_episode_ones():
     from explorer_helpers import TwoFrames, stacked_policy
 
