@@ -109,7 +109,8 @@ class PickKey:
 
     def step(self, action):
         obs, reward, terminated, truncated, info = self.env.step(action)
-        return (*self._split(obs, info)[:1], reward, terminated, truncated, self._split(obs, info)[1])
+        obs, info = self._split(obs, info)
+        return obs, reward, terminated, truncated, info
 
     def render(self):
         return self.env.render()
@@ -132,9 +133,11 @@ def as_gym_env(env, obs_key: str | None = None, what: str = "rlviz", owns: bool 
                 "(e.g. make_atari_env(id, n_envs=1)) or a Gymnasium env"
             )
         env = OneEnv(env, owns=owns)
-    missing = [n for n in ("reset", "step", "observation_space", "action_space") if not hasattr(env, n)]
-    if missing:
-        raise TypeError(f"{what} cannot play a {type(env).__name__} (it has no {missing[0]}); {_HOW}")
+    needed = ("reset", "step", "observation_space", "action_space")
+    missing = next((n for n in needed if not hasattr(env, n)), None)
+    if missing is not None:
+        kind = type(env).__name__
+        raise TypeError(f"{what} cannot play a {kind} (it has no {missing}); {_HOW}")
     space = env.observation_space
     if type(space).__name__ == "Dict":
         images = _image_keys(space)
@@ -145,8 +148,7 @@ def as_gym_env(env, obs_key: str | None = None, what: str = "rlviz", owns: bool 
             )
         if obs_key not in space.spaces:
             raise ValueError(
-                f"{what}: obs_key={obs_key!r} is not a key of the observations "
-                f"{list(space.spaces)}"
+                f"{what}: obs_key={obs_key!r} is not a key of the observations {list(space.spaces)}"
             )
         return PickKey(env, obs_key)
     if obs_key is not None:

@@ -130,13 +130,8 @@ class ObservationLayout:
         return f"{self.frames}x{self.channels}:{self.order}"
 
     def _axis_names(self) -> list[str]:
-        names = []
-        for axis in self.order:
-            if axis == "C" and self.frames > 1 and "K" not in self.order:
-                names.append("K*C")
-            else:
-                names.append(axis)
-        return names
+        on_channels = self.frames > 1 and "K" not in self.order  # frames stacked on C
+        return ["K*C" if axis == "C" and on_channels else axis for axis in self.order]
 
     # -- converting ------------------------------------------------------------------------
     def batch(self, obs: Any, device: torch.device | str | None = None) -> torch.Tensor:
@@ -225,10 +220,6 @@ class ObservationLayout:
     def newest_frame(self, obs: Any) -> np.ndarray:
         """The newest frame of each observation as uint8 RGB [B, H, W, 3]."""
         return self.display_frames(obs)[:, -1]
-
-    def with_frames(self, frames: int, source: str | None = None) -> ObservationLayout:
-        """This layout with ``frames`` frames per observation."""
-        return replace(self, frames=int(frames), source=source or self.source)
 
     # -- inferring -------------------------------------------------------------------------
     @classmethod
@@ -342,22 +333,24 @@ class ObservationLayout:
         return cls(frames=k, channels=int(c), order=order, source="sb3")
 
 
+def _wrappers(env):
+    """A Gymnasium env and the envs it wraps, outermost first."""
+    while env is not None:
+        yield env
+        env = getattr(env, "env", None)
+
+
 def _find_wrapper(env, class_name: str):
     """The first wrapper named ``class_name`` in a Gymnasium wrapper chain, or None."""
-    while env is not None:
-        if type(env).__name__ == class_name:
-            return env
-        env = getattr(env, "env", None)
-    return None
+    return next((e for e in _wrappers(env) if type(e).__name__ == class_name), None)
 
 
 def _declared_layout(env) -> ObservationLayout | None:
-    while env is not None:
-        layout = vars(env).get("observation_layout") if hasattr(env, "__dict__") else None
-        layout = layout or getattr(type(env), "observation_layout", None)
+    for inner in _wrappers(env):
+        layout = vars(inner).get("observation_layout") if hasattr(inner, "__dict__") else None
+        layout = layout or getattr(type(inner), "observation_layout", None)
         if isinstance(layout, ObservationLayout):
             return layout
-        env = getattr(env, "env", None)
     return None
 
 

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from rlviz.layout import ObservationLayout
-from rlviz.policy.output import PolicyOutput, kl_divergence
+from rlviz.policy.output import kl_divergence
 from rlviz.rollout import Rollout, with_layout
 from rlviz.targets import MostLikelyAction, TakenAction, as_target, subset_target
 
@@ -59,11 +59,6 @@ class MemoryReliance:
         return len(self.kl)
 
 
-def _kl(out: PolicyOutput, reference: PolicyOutput) -> torch.Tensor:
-    """KL(pi || pi without memory) per row: over actions, or between a Box policy's Gaussians."""
-    return kl_divergence(out, reference)
-
-
 def without_past_frames(x: torch.Tensor, layout: ObservationLayout) -> torch.Tensor:
     """A network input [B, K*C, H, W] with every past frame replaced by the newest one."""
     frames = layout.split_input(x)
@@ -76,7 +71,7 @@ def _stack_reliance(adapter, x, target, layout) -> tuple[torch.Tensor, torch.Ten
     target = target if not isinstance(target, MostLikelyAction) else _greedy(out)
     (grad,) = torch.autograd.grad(target(out).sum(), x)
     with torch.no_grad():
-        kl = _kl(out, adapter.outputs(without_past_frames(x, layout)))
+        kl = kl_divergence(out, adapter.outputs(without_past_frames(x, layout)))
         per_frame = layout.split_input(grad * x).abs().sum(dim=(2, 3, 4))  # [B, K]
         share = per_frame[:, :-1].sum(1) / per_frame.sum(1).clamp_min(1e-12)
     return kl, share
@@ -90,7 +85,7 @@ def _recurrent_reliance(adapter, x, state, target) -> tuple[torch.Tensor, torch.
     grads = torch.autograd.grad(target(out).sum(), (x, *state), allow_unused=True)
     with torch.no_grad():
         reset = adapter.initial_state(x.shape[0])
-        kl = _kl(out, adapter.outputs(x, state=reset))
+        kl = kl_divergence(out, adapter.outputs(x, state=reset))
         frame_part = _abs_sum(grads[0], x)
         memory_part = sum(_abs_sum(g, s) for g, s in zip(grads[1:], state, strict=True))
         share = memory_part / (memory_part + frame_part).clamp_min(1e-12)
@@ -160,9 +155,7 @@ def memory_reliance(
     for start in range(0, len(obs), batch_size):
         rows = slice(start, start + batch_size)
         part = subset_target(target, rows)
-        x = adapter.preprocess(
-            obs[rows]
-        )  # a pass at a time: a long episode's inputs never all held
+        x = adapter.preprocess(obs[rows])  # a pass at a time: never all of a long episode
         with torch.enable_grad():
             if recurrent:
                 kl, share = _recurrent_reliance(adapter, x, tuple(s[rows] for s in states), part)
