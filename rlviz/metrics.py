@@ -103,7 +103,7 @@ def _curves(
             f"{tuple(maps.shape)}"
         )
     score = _probability_target(target)
-    if isinstance(score, _GreedyProb):
+    if score is None:  # pi(a*|s) of the clean frame's greedy action
         with torch.no_grad():
             score = ActionProb(adapter.outputs(x).logits.argmax(dim=-1).cpu())
     canvas = fill_values(x, fill, blur_sigma).expand_as(x)
@@ -134,22 +134,19 @@ def _curves(
 
 
 def _probability_target(target):
-    """Deletion/insertion track a probability: an action target becomes pi(a|s)."""
+    """Deletion/insertion track a probability: an action target becomes pi(a|s); None for the
+    greedy action, which the clean frames decide."""
     if target is None:
-        target = MostLikelyAction()
+        return None
     if isinstance(target, (list, tuple, np.ndarray, torch.Tensor)):
         return ActionProb(target)  # one action per frame
     target = as_target(target)
     if isinstance(target, MostLikelyAction):
-        return _GreedyProb()
+        return None
     actions = getattr(target, "actions", None)
     if actions is not None:
         return ActionProb(actions)
     return target
-
-
-class _GreedyProb:
-    """Placeholder for pi(a*|s) of the clean frame's greedy action (resolved per batch)."""
 
 
 def deletion_curve(

@@ -28,21 +28,17 @@ from torch import nn
 from rlviz import metrics
 
 
-def average_ranks(values: np.ndarray) -> np.ndarray:
-    """Ranks of each row of ``values`` [B, N], ties sharing their mean rank: float64 [B, N]."""
-    from scipy.stats import rankdata
-
-    return rankdata(np.asarray(values, dtype=np.float64), axis=1)
-
-
 def spearman(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Spearman rank correlation of each pair of maps a[i], b[i] (any shape past the batch axis):
     float64 [B]; NaN where a map is constant (no ranking), as ``scipy.stats.spearmanr``."""
+    from scipy.stats import rankdata
+
     a = np.asarray(a).reshape(len(a), -1)
     b = np.asarray(b).reshape(len(b), -1)
     if a.shape != b.shape:
         raise ValueError(f"maps to correlate must have the same shape; got {a.shape}, {b.shape}")
-    ra, rb = average_ranks(a), average_ranks(b)
+    # Ties share their mean rank.
+    ra, rb = (rankdata(np.asarray(v, dtype=np.float64), axis=1) for v in (a, b))
     ra -= ra.mean(1, keepdims=True)
     rb -= rb.mean(1, keepdims=True)
     norm = np.sqrt((ra * ra).sum(1) * (rb * rb).sum(1))
@@ -179,11 +175,6 @@ class TakenLogProb:
 
     def subset(self, index):
         return TakenLogProb(self.index[index])
-
-
-def random_order_maps(shape: Sequence[int], seed: int = 0) -> np.ndarray:
-    """Uniform noise maps: a random pixel order for the deletion / insertion baseline."""
-    return np.random.default_rng(seed).random(tuple(shape)).astype(np.float32)
 
 
 def log_prob_curves(

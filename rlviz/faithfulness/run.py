@@ -155,7 +155,8 @@ class _Baselines:
         if key not in self._cache:
             x = self.adapter.preprocess(self.frames.obs[:1])
             shape = (len(self.frames.actions), x.shape[-2], x.shape[-1])
-            noise = checks.random_order_maps(shape, self.seed)
+            # Uniform noise maps: a random pixel order.
+            noise = np.random.default_rng(self.seed).random(shape).astype(np.float32)
             d, i = checks.log_prob_curves(
                 self.adapter, self.frames.obs, noise, self.frames.actions, fill, self.steps,
                 sigma, self.batch_size,

@@ -36,21 +36,24 @@ DEFAULT_PASS_ELEMENTS = 1 << 22
 Obs = np.ndarray | torch.Tensor | Sequence
 
 
+#: Channel reductions (:func:`reduce_channels`), each (attribution, channel axis) -> map.
+_REDUCE = {
+    "abs_max": lambda attr, dim: attr.abs().amax(dim=dim),
+    "sum": lambda attr, dim: attr.sum(dim=dim),
+    "abs_sum": lambda attr, dim: attr.abs().sum(dim=dim),
+    "l2": lambda attr, dim: attr.square().sum(dim=dim).sqrt(),
+}
+REDUCTIONS = tuple(_REDUCE)
+SIGNED_REDUCTIONS = ("sum",)
+
+
 def reduce_channels(attr: torch.Tensor, how: str, dim: int = 1) -> torch.Tensor:
     """Collapse the channel axis ``dim`` of a per-input attribution [B, C, H, W] -> [B, H, W].
 
     ``abs_max``: max over channels of |a| (Simonyan et al. 2013); ``sum``: signed sum (keeps
     completeness for Integrated Gradients); ``abs_sum``: sum of |a|; ``l2``: Euclidean norm.
     """
-    if how == "abs_max":
-        return attr.abs().amax(dim=dim)
-    if how == "sum":
-        return attr.sum(dim=dim)
-    if how == "abs_sum":
-        return attr.abs().sum(dim=dim)
-    if how == "l2":
-        return attr.square().sum(dim=dim).sqrt()
-    raise ValueError(f"unknown channel reduction {how!r}; use one of {REDUCTIONS}")
+    return _REDUCE[check_reduction(how)](attr, dim)
 
 
 def only_frame(layout: ObservationLayout, x: torch.Tensor) -> list[torch.Tensor]:
@@ -61,10 +64,6 @@ def only_frame(layout: ObservationLayout, x: torch.Tensor) -> list[torch.Tensor]
         mask[:, k * layout.channels : (k + 1) * layout.channels] = True
         masks.append(mask)
     return masks
-
-
-REDUCTIONS = ("abs_max", "sum", "abs_sum", "l2")
-SIGNED_REDUCTIONS = ("sum",)
 
 
 def check_reduction(how: str) -> str:

@@ -56,10 +56,9 @@ def get_method(name: str | AttributionMethod, **options: object) -> AttributionM
     try:
         inspect.signature(cls).bind(**options)
     except TypeError:
-        accepted = [p for p in inspect.signature(cls).parameters if p != "self"]
         raise TypeError(
             f"method {key!r} got options {sorted(options)}; it accepts: "
-            f"{', '.join(accepted) or '(no options)'}"
+            f"{', '.join(method_options(key)) or '(no options)'}"
         ) from None
     return cls(**options)
 
