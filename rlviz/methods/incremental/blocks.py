@@ -58,17 +58,9 @@ class Residual(Op):
     kind = "residual"
 
     def __init__(self, name: str, module: nn.Module, main: Sequence, shortcut: Sequence, post: Op):
-        self.name, self.module, self.main, self.shortcut, self.post = (
-            name,
-            module,
-            main,
-            shortcut,
-            post,
-        )
+        self.name, self.module = name, module
+        self.main, self.shortcut, self.post = main, shortcut, post
         self.macs = main.macs + shortcut.macs
-
-    def full(self, h):
-        return self.module(h)
 
     def clean(self, h):
         main, short = self.main.clean(h), self.shortcut.clean(h)

@@ -44,9 +44,6 @@ class GlobalAvgPool(Terminal):
             raise Unsupported(f"AdaptiveAvgPool2d(output_size={module.output_size})")
         self.name, self.module = name, module
 
-    def full(self, h):
-        return self.module(h)
-
     def step(self, values, box_in, box_out, frames):
         change = self.delta(values, box_in, frames).sum(dim=(2, 3), keepdim=True)
         area = box_in.map_size[0] * box_in.map_size[1]
@@ -63,9 +60,6 @@ class Flatten(Op):
         if module.start_dim != 1 or module.end_dim != -1:
             raise Unsupported(f"Flatten(start_dim={module.start_dim}, end_dim={module.end_dim})")
         self.name, self.module = name, module
-
-    def full(self, h):
-        return self.module(h)
 
     def grow(self, box):
         return Box(box.rows, box.cols, box.map_size, box.map_size)  # covers the map: run full

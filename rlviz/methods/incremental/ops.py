@@ -123,9 +123,11 @@ class Op:
     kind: str = ""
     macs: int = 0
     terminal: bool = False  # a linear head: step returns its full output
+    module: nn.Module | None = None  # the layer, for ops that are one
 
     def full(self, h: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        """The whole map through the op (the layer's own forward)."""
+        return self.module(h)
 
     def clean(self, h: torch.Tensor) -> torch.Tensor:
         """``full`` on the clean maps, keeping what ``step`` needs."""
@@ -169,9 +171,6 @@ class Pointwise(Op):
         if isinstance(module, nn.modules.batchnorm._BatchNorm) and not module.track_running_stats:
             raise Unsupported("batch norm without running statistics uses the batch's statistics")
         self.name, self.module = name, module
-
-    def full(self, h):
-        return self.module(h)
 
     def step(self, values, box_in, box_out, frames):
         return self.module(values)
@@ -288,9 +287,6 @@ class Conv(Windowed):
             * module.out_channels
         )
 
-    def full(self, h):
-        return self.module(h)
-
     def _apply(self, window):
         m = self.module
         return F.conv2d(window, m.weight, m.bias, m.stride, 0, m.dilation, m.groups)
@@ -314,9 +310,6 @@ class Pool(Windowed):
         stride = module.stride if module.stride is not None else module.kernel_size
         self._geometry(module.kernel_size, stride, dilation, module.padding)
         self.macs = math.prod(self.k)
-
-    def full(self, h):
-        return self.module(h)
 
     def _apply(self, window):
         if isinstance(self.module, nn.MaxPool2d):
