@@ -88,16 +88,6 @@ def observations(
     return batch.numpy() if isinstance(batch, torch.Tensor) else np.asarray(batch), layout
 
 
-def frame_size(layout: ObservationLayout, obs: np.ndarray) -> tuple[int, int]:
-    """(H, W) of the frames of a batch ``obs`` [N, *obs_shape]."""
-    return layout.image_size(tuple(obs.shape[1:]))
-
-
-def newest_rgb(layout: ObservationLayout, obs: np.ndarray) -> np.ndarray:
-    """The newest frame of each observation, uint8 RGB [N, H, W, 3], for drawing."""
-    return layout.newest_frame(obs)
-
-
 def frames_strip(frames: np.ndarray, gap: int = 2) -> np.ndarray:
     """Frames [K, H, W, 3] side by side (oldest left) with ``gap`` white columns between."""
     k, h, w = frames.shape[:3]
@@ -146,17 +136,12 @@ def grid_shape(n: int, max_cols: int = 8) -> tuple[int, int]:
     return int(np.ceil(n / cols)), cols
 
 
-def channel_count(act: torch.Tensor, layer: str) -> int:
-    """Channels (units) of an activation [B, C, ...]; a clear error for scalars."""
+def check_unit(act: torch.Tensor, layer: str, channel: int) -> None:
+    """Raise if ``channel`` is not a valid unit index of ``layer``'s activation [B, C, ...]."""
     if act.ndim < 2:
         raise ValueError(
             f"layer {layer!r} gives a {act.ndim}-d output; a unit needs a channel axis"
         )
-    return act.shape[1]
-
-
-def check_unit(act: torch.Tensor, layer: str, channel: int) -> None:
-    """Raise if ``channel`` is not a valid unit index of layer ``layer``."""
-    n = channel_count(act, layer)
+    n = act.shape[1]
     if not 0 <= channel < n:
         raise ValueError(f"layer {layer!r} has {n} channels (0..{n - 1}); got channel {channel}")

@@ -123,13 +123,12 @@ def action_change(
     intact, ablated = [], []
     for start in range(0, len(obs), batch_size):
         x = adapter.preprocess(obs[start : start + batch_size])
-        out = adapter.outputs(x)
-        if not out.discrete:
-            return _box_action_change(adapter, obs, units, value, batch_size)
-        intact.append(out.probs.float().cpu())
+        intact.append(adapter.outputs(x))
         with ablate(adapter.model, units, value):
-            ablated.append(adapter.outputs(x).probs.float().cpu())
-    p, q = torch.cat(intact), torch.cat(ablated)
+            ablated.append(adapter.outputs(x))
+    if not intact[0].discrete:
+        return _box_action_change(intact, ablated)
+    p, q = _gather(intact, "probs"), _gather(ablated, "probs")
     eps = 1e-12
     kl = (p * (torch.log(p + eps) - torch.log(q + eps))).sum(-1)
     return ActionChange(
@@ -141,28 +140,20 @@ def action_change(
     )
 
 
-def _box_action_change(adapter, obs, units, value: float, batch_size: int) -> ActionChange:
+def _gather(outputs: list, field: str) -> torch.Tensor:
+    """One field of per-batch policy outputs, concatenated as float32 on the CPU."""
+    return torch.cat([getattr(out, field).float().cpu() for out in outputs])
+
+
+def _box_action_change(intact: list, ablated: list) -> ActionChange:
     """A Box policy: KL between the diagonal Gaussians (a deterministic one: half the squared
     distance of its actions), TV left as NaN, a "flip" when any dimension's mean changes sign.
     ``probs`` hold the mean actions [N, D]."""
-    means, stds = [], []
-    for ablating in (False, True):
-        parts_m, parts_s = [], []
-        for start in range(0, len(obs), batch_size):
-            x = adapter.preprocess(obs[start : start + batch_size])
-            if ablating:
-                with ablate(adapter.model, units, value):
-                    out = adapter.outputs(x)
-            else:
-                out = adapter.outputs(x)
-            parts_m.append(out.action_mean.float().cpu())
-            parts_s.append(None if out.std is None else out.std.float().cpu())
-        means.append(torch.cat(parts_m))
-        stds.append(None if parts_s[0] is None else torch.cat(parts_s))
-    (m1, m2), (s1, s2) = means, stds
-    if s1 is None:
+    m1, m2 = _gather(intact, "action_mean"), _gather(ablated, "action_mean")
+    if intact[0].std is None:
         kl = 0.5 * (m1 - m2).pow(2).sum(-1)
     else:
+        s1, s2 = _gather(intact, "std"), _gather(ablated, "std")
         kl = (torch.log(s2 / s1) + (s1.pow(2) + (m1 - m2).pow(2)) / (2 * s2.pow(2)) - 0.5).sum(-1)
     return ActionChange(
         probs=m1.numpy(),
@@ -324,19 +315,11 @@ def ablation_study(
     rng = np.random.default_rng(seed)
     draws = [random_units_like(grouped, adapter.model, channels, rng) for _ in range(random_draws)]
     conditions: list[dict[str, list[int]] | None] = [None, grouped, *draws]
-    results = []
-    for condition in tqdm(conditions, desc="ablation conditions", disable=not progress):
-        results.append(
-            success_rate(
-                env,
-                adapter,
-                episodes,
-                units=condition,
-                seed=seed,
-                deterministic=deterministic,
-                max_steps=max_steps,
-            )
-        )
+    play = dict(seed=seed, deterministic=deterministic, max_steps=max_steps)
+    results = [
+        success_rate(env, adapter, episodes, units=condition, **play)
+        for condition in tqdm(conditions, desc="ablation conditions", disable=not progress)
+    ]
     study = AblationStudy(grouped, results[0], results[1], results[2:], draws)
     if obs is not None:
         study.action_targeted = action_change(adapter, obs, grouped)

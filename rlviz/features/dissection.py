@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rlviz.features._common import BATCH, frame_size, new_figure, newest_rgb, observations
+from rlviz.features._common import BATCH, new_figure, observations
 from rlviz.features.topk import ReceptiveField, receptive_field_or_none, top_k_examples
 from rlviz.hooks import layer_activations, list_layers
 from rlviz.io import save_figure
@@ -268,7 +268,7 @@ def unit_segmentation(
     a = acts[layer][:, unit : unit + 1]
     field = receptive_field_or_none(adapter.model, layer) if upsample == "field" else None
     input_size = tuple(adapter.preprocess(obs[:1]).shape[-2:])
-    size = frame_size(layout, obs)
+    size = layout.image_size(tuple(obs.shape[1:]))
     return (upsample_maps(a, size, field, input_size)[:, 0] > threshold).numpy()
 
 
@@ -351,7 +351,7 @@ def plot_dissection(
                 ax = frame_axes[r - 1, j]
                 # NetDissect style: the frame dimmed except where the unit is on (no overlay
                 # colour to confuse with the boxes' own colours)
-                shown = newest_rgb(layout, obs[index : index + 1])[0].astype(np.float32) / 255.0
+                shown = layout.newest_frame(obs[index : index + 1])[0].astype(np.float32) / 255.0
                 shown = np.where(seg[j][..., None], shown, 0.3 * shown)
                 ax.imshow(shown)
                 if masks[index].any():

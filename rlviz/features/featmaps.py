@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rlviz.features._common import BATCH, grid_shape, new_figure, newest_rgb, observations
+from rlviz.features._common import BATCH, grid_shape, new_figure, observations
 from rlviz.hooks import layer_activations
 from rlviz.io import save_figure
 from rlviz.policy import PolicyAdapter
@@ -65,7 +65,7 @@ def plot_feature_maps(
     for ax in axes:
         ax.set_axis_off()
     frame, layout = observations(adapter, frame, "frame")
-    axes[0].imshow(newest_rgb(layout, frame)[0])
+    axes[0].imshow(layout.newest_frame(frame)[0])
     axes[0].set_title("observation" + (" (newest frame)" if layout.stacked else ""), fontsize=8)
     vmin, vmax = (float(maps.min()), float(maps.max())) if shared_scale else (None, None)
     for ax, c in zip(axes[1:], channels, strict=False):

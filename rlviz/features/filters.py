@@ -22,7 +22,6 @@ from rlviz.features._common import (
     frames_strip,
     grid_shape,
     new_figure,
-    newest_rgb,
     observations,
 )
 from rlviz.features.featmaps import feature_maps
@@ -291,7 +290,7 @@ def plot_kernel_comparison(
     """
     layer = layer or first_conv_layer(adapter.model)
     obs, layout = observations(adapter, frame, "frame")
-    frame = newest_rgb(layout, obs[:1])[0]  # hand kernels read the frame the agent acts on
+    frame = layout.newest_frame(obs[:1])[0]  # hand kernels read the frame the agent acts on
     hand = apply_kernels(frame, kernels)
     learned = feature_maps(adapter, obs[:1], layer)
     strongest = np.argsort(-np.abs(learned).reshape(len(learned), -1).mean(1), kind="stable")[

@@ -19,7 +19,6 @@ from torch import nn
 from rlviz.features._common import (
     check_unit,
     forward_to_layers,
-    frame_size,
     frames_strip,
     new_figure,
     observations,
@@ -317,7 +316,7 @@ def top_k_examples(
             layer, (0, 0), (1, 1), (0, 0), True
         )
     in_h, in_w = int(input_hw[0]), int(input_hw[1])
-    frame_h, frame_w = frame_size(layout, obs)
+    frame_h, frame_w = layout.image_size(tuple(obs.shape[1:]))
     boxes = []
     for row, col in positions[chosen_arr]:
         y0, x0, y1, x1 = field.box(int(row), int(col), in_h, in_w)

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from rlviz.features._common import check_unit
 from rlviz.ops import gaussian_blur
 from rlviz.policy import PolicyOutput
 
@@ -110,9 +111,7 @@ def as_objective(obj: Objective | Callable[[Context], torch.Tensor]) -> Objectiv
 
 def _act(ctx: Context, layer: str, c: int) -> torch.Tensor:
     act = ctx.acts[layer]
-    if act.ndim < 2 or not 0 <= c < act.shape[1]:
-        size = act.shape[1] if act.ndim >= 2 else 0
-        raise ValueError(f"layer {layer!r} has {size} channels (0..{size - 1}); got channel {c}")
+    check_unit(act, layer, c)
     return act[:, c]
 
 
