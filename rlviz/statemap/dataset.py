@@ -43,11 +43,8 @@ def rlviz_version() -> str:
 
 
 def read_npz(path: Path, what: str) -> dict[str, np.ndarray]:
-    """All arrays of the ``.npz`` at ``path``, refusing anything that would need unpickling.
-
-    Returns:
-        name -> array. Raises ``ValueError`` saying which kind of file ``what`` was expected.
-    """
+    """name -> array of the ``.npz`` at ``path``, refusing anything that would need unpickling
+    (``ValueError`` saying which kind of file, ``what``, was expected)."""
     if not zipfile.is_zipfile(path):
         raise ValueError(f"{path}: not a readable .npz {what} (not a zip archive)")
     try:
@@ -77,10 +74,8 @@ def _forward_batches(
             out = adapter.outputs(adapter.preprocess(obs[start : start + batch_size]))
             feats.append(pool_activation(acts[layer], pool).float().cpu().numpy())
             probs.append(out.probs.float().cpu().numpy())
-            n = out.logits.shape[0]
-            values.append(
-                out.value.float().cpu().numpy() if out.value is not None else np.full(n, np.nan)
-            )
+            no_value = np.full(out.logits.shape[0], np.nan)
+            values.append(no_value if out.value is None else out.value.float().cpu().numpy())
     return (
         np.concatenate(feats).astype(np.float32),
         np.concatenate(probs).astype(np.float32),
@@ -103,8 +98,7 @@ def layer_features(
         feats = layer_features(adapter, rollout.obs, emb.meta["layer"], pool=emb.meta["pool"])
         xy = emb.transform(feats)  # [T, 2]
 
-    Returns:
-        float32 [N, D]: flattened (or, ``pool="avg"``, channel-averaged) layer outputs.
+    Returns float32 [N, D]: flattened (or, ``pool="avg"``, channel-averaged) layer outputs.
     """
     if pool not in POOLS:
         raise ValueError(f"pool={pool!r} is not one of {POOLS}")
@@ -245,9 +239,6 @@ class StateDataset:
             info_keys: ground-truth infos to keep; default every numeric info of at most
                 ``SMALL_INFO`` values per state (flags, poses), so masks only when named.
             meta: extra metadata (``env_id``, ``checkpoint``, ...), stored as JSON.
-
-        Returns:
-            The dataset, ``N = sum(len(r) for r in rollouts)`` rows.
         """
         rollouts = list(rollouts)
         if not rollouts:
@@ -314,11 +305,7 @@ class StateDataset:
         if not isinstance(index, slice):
             index = np.asarray(index)
         arrays = {k: v[index] for k, v in self._arrays().items()}
-        info = {
-            k[len(_INFO_PREFIX) :]: arrays.pop(k)
-            for k in list(arrays)
-            if k.startswith(_INFO_PREFIX)
-        }
+        info = _pop_info(arrays)
         return StateDataset(**arrays, info=info, meta=dict(self.meta))
 
     # -- persistence ----------------------------------------------------------------------------
@@ -329,11 +316,7 @@ class StateDataset:
         return arrays
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Write the dataset to ``path`` (compressed ``.npz``, atomic).
-
-        Returns:
-            The path written.
-        """
+        """Write the dataset to ``path`` (compressed ``.npz``, atomic); returns the path."""
         meta = {**self.meta, "format": FORMAT}
         try:
             meta_json = json.dumps(meta)
@@ -343,11 +326,8 @@ class StateDataset:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> StateDataset:
-        """Read a dataset written by :meth:`save`, validating keys, shapes and dtypes.
-
-        Returns:
-            The dataset. Raises ``ValueError`` naming the offending entry when the file is not one.
-        """
+        """Read a dataset written by :meth:`save`, validating keys, shapes and dtypes (a
+        ``ValueError`` names the offending entry of a file that is not one)."""
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(
@@ -363,18 +343,11 @@ class StateDataset:
             meta = json.loads(str(arrays.pop("meta")))
         except json.JSONDecodeError as exc:
             raise ValueError(f"{path}: 'meta' is not valid JSON ({exc})") from None
-        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-            raise ValueError(
-                f"{path}: metadata format is "
-                f"{meta.get('format') if isinstance(meta, dict) else meta!r}, "
-                f"expected {FORMAT!r}"
-            )
+        found = meta.get("format") if isinstance(meta, dict) else meta
+        if not isinstance(meta, dict) or found != FORMAT:
+            raise ValueError(f"{path}: metadata format is {found!r}, expected {FORMAT!r}")
         _validate(arrays, source=str(path))
-        info = {
-            k[len(_INFO_PREFIX) :]: arrays.pop(k)
-            for k in list(arrays)
-            if k.startswith(_INFO_PREFIX)
-        }
+        info = _pop_info(arrays)
         unknown = sorted(set(arrays) - set(_FIELDS))
         if unknown:
             raise ValueError(
@@ -382,6 +355,12 @@ class StateDataset:
             )
         meta.pop("format")
         return cls(**{k: arrays[k] for k in _FIELDS}, info=info, meta=meta)
+
+
+def _pop_info(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Take the ``info.*`` entries out of ``arrays``, by their names without the prefix."""
+    keys = [k for k in arrays if k.startswith(_INFO_PREFIX)]
+    return {k[len(_INFO_PREFIX) :]: arrays.pop(k) for k in keys}
 
 
 # name -> (allowed dtype kinds, ndim, description of the expected shape)

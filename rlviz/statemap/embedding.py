@@ -25,6 +25,7 @@ features.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -40,6 +41,8 @@ from rlviz.io import atomic_savez
 from rlviz.statemap.dataset import read_npz, rlviz_version
 
 METHODS = ("tsne", "pca")
+#: The constructor's settings, saved with a map and given back to it on load.
+_PARAMS = "method perplexity seed n_jobs pca_dims standardize n_neighbors fast_perplexity n_iter"
 FORMAT = "rlviz.StateEmbedding/1"
 _POINT_PREFIX = "point."
 
@@ -88,19 +91,19 @@ def _quiet_opentsne():
         logger.setLevel(level)
 
 
-_BLAS = {}
+@functools.cache
+def _blas_controller():
+    """threadpoolctl's controller (it scans the libraries once: ~ms), None without it."""
+    try:
+        from threadpoolctl import ThreadpoolController
+    except ImportError:  # threadpoolctl comes with scikit-learn; tolerate its absence
+        return None
+    return ThreadpoolController()
 
 
 def _single_blas_thread():
     """Context limiting numpy's BLAS to one thread (a no-op without threadpoolctl)."""
-    if "controller" not in _BLAS:
-        try:
-            from threadpoolctl import ThreadpoolController
-
-            _BLAS["controller"] = ThreadpoolController()  # scanning libraries once: ~ms
-        except ImportError:  # threadpoolctl comes with scikit-learn; tolerate its absence
-            _BLAS["controller"] = None
-    controller = _BLAS["controller"]
+    controller = _blas_controller()
     return nullcontext() if controller is None else controller.limit(limits=1, user_api="blas")
 
 
@@ -201,16 +204,11 @@ class StateEmbedding:
         meta: Mapping[str, Any] | None = None,
         progress: bool = False,
     ) -> StateEmbedding:
-        """Fit the map on ``features`` [N, D].
+        """Fit the map on ``features`` [N, D]; returns self, with ``embedding_`` float32 [N, 2].
 
-        Args:
-            point_data: optional per-state arrays [N] kept with the map (e.g. ``value`` for a
-                background coloured by value) and saved with it.
-            meta: optional JSON-able metadata saved with the map.
-            progress: a tqdm bar (stderr) over the t-SNE iterations (seconds for thousands).
-
-        Returns:
-            self, with ``embedding_`` float32 [N, 2].
+        ``point_data``: per-state arrays [N] kept and saved with the map (e.g. ``value`` for a
+        background coloured by value); ``meta``: JSON-able metadata saved with it; ``progress``:
+        a tqdm bar (stderr) over the t-SNE iterations (seconds for thousands of states).
         """
         x = as_features(features)
         n, d = x.shape
@@ -296,9 +294,7 @@ class StateEmbedding:
         )
 
     @staticmethod
-    def _check_point_data(
-        point_data: Mapping[str, np.ndarray] | None, n: int
-    ) -> dict[str, np.ndarray]:
+    def _check_point_data(point_data: Mapping | None, n: int) -> dict[str, np.ndarray]:
         out = {}
         for name, arr in (point_data or {}).items():
             arr = np.asarray(arr)
@@ -319,11 +315,7 @@ class StateEmbedding:
             )
 
     def reduce(self, features: np.ndarray) -> np.ndarray:
-        """Standardised, PCA-reduced features.
-
-        Returns:
-            float32 [M, P] in the space the map was fitted in.
-        """
+        """Standardised, PCA-reduced features: float32 [M, P], the space the map was fitted in."""
         self._require_fit()
         x = as_features(features)
         if x.shape[1] != self.mean_.shape[0]:
@@ -336,17 +328,10 @@ class StateEmbedding:
     def transform(
         self, features: np.ndarray, fast: bool = True, batch_size: int = 1024
     ) -> np.ndarray:
-        """Place new states on the fitted map.
-
-        Args:
-            features: [M, D], the same layer and pooling as the fitted states.
-            fast: k-NN inverse-distance interpolation (True) or openTSNE's ``transform()`` (False).
-                For ``method="pca"`` both are the exact linear projection.
-            batch_size: queries per batch on the fast path (bounds memory at batch x N floats).
-
-        Returns:
-            float32 [M, 2] map positions.
-        """
+        """Map positions float32 [M, 2] of new states' ``features`` [M, D] (the fitted states'
+        layer and pooling): by k-NN interpolation (``fast``) or openTSNE's ``transform()``; for
+        ``method="pca"`` both are the exact linear projection. ``batch_size``: queries per batch
+        on the fast path (bounds memory at batch x N floats)."""
         if not fast and self.method == "tsne":
             return self._transform_accurate(self.reduce(features))
         # One BLAS thread: these products are too small to gain from threads, and on a shared
@@ -429,13 +414,8 @@ class StateEmbedding:
         return np.stack([(xy[:, 0] - x0) / (x1 - x0), (xy[:, 1] - y0) / (y1 - y0)], axis=1)
 
     def background(self, values: np.ndarray | None = None) -> dict[str, Any]:
-        """What a panel draws behind a trail.
-
-        Returns:
-            dict with ``xy`` float32 [N, 2] (the fitted map), ``values`` [N] or None (``values`` if
-            given, else the stored ``point_data["value"]`` when present) and ``bounds``
-            (xmin, xmax, ymin, ymax).
-        """
+        """What a panel draws behind a trail: ``xy`` float32 [N, 2] (the fitted map), ``values``
+        [N] or None (as given, else the stored ``point_data["value"]``) and ``bounds``."""
         self._require_fit()
         if values is None:
             values = self.point_data.get("value")
@@ -448,29 +428,12 @@ class StateEmbedding:
 
     # -- persistence -------------------------------------------------------------------------------
 
-    def _params(self) -> dict[str, Any]:
-        return {
-            "method": self.method,
-            "perplexity": self.perplexity,
-            "seed": self.seed,
-            "n_jobs": self.n_jobs,
-            "pca_dims": self.pca_dims,
-            "standardize": self.standardize,
-            "n_neighbors": self.n_neighbors,
-            "fast_perplexity": self.fast_perplexity,
-            "n_iter": self.n_iter,
-        }
-
     def save(self, path: str | os.PathLike) -> Path:
-        """Write the fitted map to ``path`` (``.npz`` of arrays + JSON metadata; atomic, no pickle).
-
-        Returns:
-            The path written.
-        """
+        """Write the fitted map to ``path`` (``.npz`` of arrays + JSON metadata; atomic, no pickle)."""
         self._require_fit()
         header = {
             "format": FORMAT,
-            "params": self._params(),
+            "params": {name: getattr(self, name) for name in _PARAMS.split()},
             "effective_perplexity": self.effective_perplexity_,
             "rlviz_version": rlviz_version(),
             "meta": self.meta,
@@ -488,11 +451,8 @@ class StateEmbedding:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> StateEmbedding:
-        """Read a map written by :meth:`save`, checking its entries.
-
-        Returns:
-            The fitted embedding; ``transform(fast=False)`` rebuilds openTSNE's index on first use.
-        """
+        """Read a map written by :meth:`save`, checking its entries (``transform(fast=False)``
+        rebuilds openTSNE's neighbour index on first use)."""
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"no state embedding at {path}; fit one and call .save(path)")

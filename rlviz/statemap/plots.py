@@ -40,11 +40,7 @@ COLORS: dict[str, tuple[str, str, str]] = {
 
 
 def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = 120) -> Path:
-    """Write ``fig`` as PNG to ``path`` atomically and close it.
-
-    Returns:
-        The path written.
-    """
+    """Write ``fig`` as PNG to ``path`` atomically, close it and return the path."""
     path = Path(path)
     try:
         with atomic_path(path, suffix=".png") as tmp:
@@ -57,12 +53,8 @@ def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = 120) -> Path:
 def color_values(
     dataset: StateDataset, color: str
 ) -> tuple[np.ndarray, str, str, list[str] | None]:
-    """The per-state array behind a colour name.
-
-    Returns:
-        ``(values [N], label, kind, category_names)``; ``kind`` is ``"continuous"`` or
-        ``"categorical"``; ``category_names`` label the categories 0..K-1 (None if continuous).
-    """
+    """The per-state array behind a colour name: ``(values [N], label, kind, category_names)``,
+    ``kind`` ``"continuous"`` or ``"categorical"`` (whose categories 0..K-1 the names label)."""
     if color not in COLORS:
         raise ValueError(f"unknown colour {color!r}; choose one of {', '.join(COLORS)}")
     label, kind, _ = COLORS[color]
@@ -87,13 +79,10 @@ def color_values(
             have = ", ".join(sorted(dataset.info)) or "none"
             raise ValueError(
                 "colour 'box_visible' needs the env's ground truth (info 'box_visible'); "
-                "this dataset "
-                f"has infos: {have}. Collect with ground_truth=True"
+                f"this dataset has infos: {have}. Collect with ground_truth=True"
             )
-        values, names = (
-            dataset.info["box_visible"].reshape(len(dataset), -1)[:, 0].astype(int),
-            ["no", "yes"],
-        )
+        values = dataset.info["box_visible"].reshape(len(dataset), -1)[:, 0].astype(int)
+        names = ["no", "yes"]
     elif color == "step":
         values = dataset.steps
     elif color == "episode":
@@ -122,10 +111,7 @@ def scatter_map(
 
     Continuous values get a colour bar labelled ``label`` (NaN drawn as small grey points, e.g.
     time to goal in failed episodes); categorical ones (ints 0..K-1) a legend with
-    ``category_names``.
-
-    Returns:
-        The figure (the caller saves it, e.g. with :func:`save_figure`).
+    ``category_names``. The caller saves the figure (e.g. with :func:`save_figure`).
     """
     xy = np.asarray(xy)
     values = np.asarray(values)
@@ -193,19 +179,12 @@ def plot_state_map(
     quality: Mapping[str, float] | None = None,
 ) -> Path:
     """Write a scatter of the dataset's states at ``xy`` [N, 2] coloured by ``color`` (a name in
-    :data:`COLORS`) to the PNG ``path``, with the quality numbers in the subtitle.
-
-    Returns:
-        The path written.
-    """
+    :data:`COLORS`) to the PNG ``path``, with the quality numbers in the subtitle."""
     values, label, kind, names = color_values(dataset, color)
     if len(xy) != len(dataset):
         raise ValueError(f"xy has {len(xy)} rows but the dataset has {len(dataset)} states")
     layer = dataset.meta.get("layer", "?")
     title = title or f"States by {label} (layer {layer}, {len(dataset)} states)"
-    subtitle = None
-    if quality is not None:
-        subtitle = format_quality(quality)
     fig = scatter_map(
         xy,
         values,
@@ -213,7 +192,7 @@ def plot_state_map(
         label=label,
         category_names=names,
         title=title,
-        subtitle=subtitle,
+        subtitle=None if quality is None else format_quality(quality),
         cmap=COLORS[color][2],
         missing_label="no goal ahead (episode failed)" if color == "time_to_goal" else "n/a",
     )
@@ -226,12 +205,8 @@ def _thumbnail(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 def mosaic_cells(xy: np.ndarray, grid: tuple[int, int]) -> dict[tuple[int, int], int]:
-    """Snap points to a ``(rows, cols)`` grid over their bounding box.
-
-    Returns:
-        ``{(row, col): index}``: for every occupied cell, the point nearest the cell centre
-        (row 0 at the top, i.e. the largest y).
-    """
+    """Snap points to a ``(rows, cols)`` grid over their bounding box: ``{(row, col): index}``
+    of the point nearest each occupied cell's centre (row 0 at the top, i.e. the largest y)."""
     rows, cols = grid
     xy = np.asarray(xy, dtype=float)
     lo, hi = xy.min(0), xy.max(0)
@@ -263,12 +238,7 @@ def plot_mosaic(
     Points are snapped to a grid of ``cols`` columns (rows follow the map's aspect), one thumbnail
     per occupied cell (the state nearest the cell centre), so thumbnails never overlap. With
     ``labels`` (ints 0..K-1, e.g. actions) each thumbnail gets a coloured border and a legend.
-
-    Args:
-        xy: [N, 2] map positions. obs: uint8 [N, H, W, C] observations.
-
-    Returns:
-        The path written.
+    ``xy``: [N, 2] map positions; ``obs``: uint8 [N, H, W, C] observations.
     """
     xy = np.asarray(xy)
     obs = np.asarray(obs)
@@ -279,8 +249,7 @@ def plot_mosaic(
     h, w = obs.shape[1:3]
     tw, th = thumb_width, max(1, round(thumb_width * h / w))
     span = np.ptp(xy, axis=0)
-    # Rows so that a cell's shape on the map matches a thumbnail's: the picture keeps the map's
-    # aspect.
+    # Rows so that a cell's shape on the map matches a thumbnail's: the picture keeps its aspect.
     rows = max(1, round(cols * (span[1] / max(span[0], 1e-12)) * tw / th))
     cells = mosaic_cells(xy, (rows, cols))
     canvas = np.full((rows * th, cols * tw, 3), 255, np.uint8)
