@@ -137,6 +137,19 @@ def _mean_se(values: np.ndarray) -> tuple[float, float]:
     return float(values.mean()), float(se)
 
 
+def _curve_summary(curves, auc, random_auc, gains) -> dict:
+    """A deletion or insertion curve's entry of a row: AUCs, mean gain over the random order
+    (``gains`` per frame) with its standard error, and the mean curve."""
+    gain, se = _mean_se(gains)
+    return {
+        "auc": float(auc.mean()),
+        "random_auc": float(random_auc.mean()),
+        "gain": gain,
+        "se": se,
+        "curve": curves.mean(0).tolist(),
+    }
+
+
 def _nan_as(values: np.ndarray, fill: float) -> float:
     """Mean over frames with an undefined value (a constant map) counted as ``fill``."""
     return float(np.where(np.isnan(values), fill, values).mean())
@@ -257,8 +270,6 @@ def score_row(
         d_rand, i_rand = baselines(fill, sigma)
     emprt = checks.efficient_mprt(maps, last)
     d_auc, i_auc = metrics.auc(d), metrics.auc(i)
-    del_gain, del_se = _mean_se(d_rand - d_auc)
-    ins_gain, ins_se = _mean_se(i_auc - i_rand)
     row = {
         "method": method.name,
         "target": target_name,
@@ -276,19 +287,9 @@ def score_row(
         "random_logit_rho": random_logit,
         "deletion": {
             "fill": fill if isinstance(fill, (str, int, float)) else "tensor",
-            "auc": float(d_auc.mean()),
-            "random_auc": float(d_rand.mean()),
-            "gain": del_gain,
-            "se": del_se,
-            "curve": d.mean(0).tolist(),
+            **_curve_summary(d, d_auc, d_rand, d_rand - d_auc),
         },
-        "insertion": {
-            "auc": float(i_auc.mean()),
-            "random_auc": float(i_rand.mean()),
-            "gain": ins_gain,
-            "se": ins_se,
-            "curve": i.mean(0).tolist(),
-        },
+        "insertion": _curve_summary(i, i_auc, i_rand, i_auc - i_rand),
         "ground_truth": _ground_truth(maps, frames.masks, mask_key),
     }
     row["checks"] = judge(row)
