@@ -118,7 +118,7 @@ class RecordExplanationVideo(gym.Wrapper):
         self.video_paths: list[Path] = []
         check_writable(self.video_folder / f"{o.name_prefix}-episode-0{self.suffix}")
         self._job = VideoJob(o)  # explains and writes like render_video
-        self._record = EpisodeRecorder(INFO_KEYS, top_down_capture(env, self._job.panels()))
+        self._record = EpisodeRecorder(INFO_KEYS, self._job.capture(env))
         self._recording = False
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
@@ -168,7 +168,8 @@ class RecordExplanationVideo(gym.Wrapper):
             )
         env_id = getattr(getattr(self.env, "spec", None), "id", None)
         meta = episode_meta(self.options.agent_name, env_id, record.seed, self.episode_id)
-        episode = self._job.explain(self.env, self.policy, rollout, meta)
+        names = self.policy.action_names_for(rollout.action_count, self.env)
+        episode = self._job.explain(names, self.policy, rollout, meta)
         name = f"{self.options.name_prefix}-episode-{self.episode_id}{self.suffix}"
         path = self.video_folder / name
         self._job.write(episode, path)

@@ -19,17 +19,12 @@ from rlviz.maps import EpisodeScale, scale_block
 from rlviz.memory import MemoryReliance, has_memory, memory_reliance
 from rlviz.methods import check_methods, is_signed  # noqa: F401  (check_methods: re-exported)
 from rlviz.policy import PolicyAdapter, as_adapter
-from rlviz.rollout import Rollout
+from rlviz.rollout import Rollout, with_layout
 from rlviz.spool import Spool, blocks
 from rlviz.statemap.policy_states import place_states
 from rlviz.targets import ActionLogit, TakenAction
 from rlviz.video.episode import EpisodeExplanation
-from rlviz.video.timeline import (
-    TimeMaps,
-    episode_layout,
-    episode_states,
-    with_layout,
-)
+from rlviz.video.timeline import TimeMaps, episode_states
 
 #: The faithfulness table's choice (BENCHMARKS "Faithfulness"): occlusion puts 13x its pixel
 #: share of attribution on the goal box and points at it in 80% of frames, the best of the input
@@ -84,7 +79,8 @@ def explain_episode(
         An :class:`EpisodeExplanation` with maps float16 [T, H, W] in [0, 1].
     """
     adapter = as_adapter(policy)
-    layout = episode_layout(adapter, rollout)
+    # decided when the episode was recorded; a rollout built by hand reads as the adapter does
+    layout = rollout.layout if rollout.layout is not None else adapter.layout
     adapter = with_layout(adapter, layout)  # an env's stack layout reaches every method
     states = episode_states(adapter, rollout)
     n = len(rollout)
@@ -127,23 +123,15 @@ def explain_episode(
         out = _scaled(store, raw, groups, scales, normalize, signed, stack_key)
         for array in raw.values():
             array.discard()  # pass 2 is done with them
-        maps = {name: out[name] for name in methods}
-        frame_maps = {time_maps.method: out[_FRAMES]} if _FRAMES in out else {}
-        action_maps = {per_action: out[_ACTIONS]} if per_action else {}
-        if spool is None:  # the caller holds no spool: hand back arrays (short episodes)
-            maps = {k: np.asarray(v) for k, v in maps.items()}
-            frame_maps = {k: np.asarray(v) for k, v in frame_maps.items()}
-            action_maps = {k: np.asarray(v) for k, v in action_maps.items()}
+        # the caller holds no spool: hand back arrays (short episodes)
+        kept = np.asarray if spool is None else (lambda array: array)
+        maps = {name: kept(out[name]) for name in methods}
+        frame_maps = {time_maps.method: kept(out[_FRAMES])} if _FRAMES in out else {}
+        action_maps = {per_action: kept(out[_ACTIONS])} if per_action else {}
     ranges = {
         name: (-scales[name].high if signed[name] else 0.0, scales[name].high)
         for name in [*methods, *([_ACTIONS] if per_action else [])]
     }
-    newest = [j.method for j in jobs if j.per_frame and j.method in maps]
-    signs = {name: signed[name] for name in methods}
-    if time_maps.missing:
-        signs.setdefault(time_maps.method, signed[_STACK])
-    if per_action:
-        signs[per_action] = signed[_ACTIONS]
     xy = None
     if embedding is not None:
         xy = place_states(adapter, rollout.obs, embedding, embedding_layer, states)
@@ -154,7 +142,7 @@ def explain_episode(
         rollout=rollout,
         maps=maps,
         map_ranges=ranges,
-        map_signed=signs,
+        map_signed={job.method: is_signed(job.method) for job in jobs},
         action_names=tuple(action_names or adapter.action_names or ()),
         normalize=normalize,
         action_maps=action_maps,
@@ -166,7 +154,7 @@ def explain_episode(
         frame_maps=frame_maps,
         frame_shares=np.concatenate(shares) if shares else None,
         memory=memory,
-        newest_maps=tuple(newest),
+        newest_maps=tuple(j.method for j in jobs if j.per_frame and j.method in maps),
     )
 
 
@@ -189,14 +177,9 @@ def _scaled(store, raw, groups, scales, mode, signed, stack_key) -> dict:
                 block = np.stack(blocks, axis=1)  # [n, A, H, W]: one scale over every action
             else:
                 block = blocks[0]
-            if block.ndim == 4:  # the N maps of a step share its scale in "frame" mode
-                n = len(block)
-                scaled = scale_block(
-                    block.reshape(n, -1, block.shape[-1]), mode, signed[group], high
-                )
-                scaled = scaled.reshape(block.shape)
-            else:
-                scaled = scale_block(block, mode, signed[group], high)
+            # [n, N, H, W]: the N maps of a step share its scale in "frame" mode
+            flat = block.reshape(len(block), -1, block.shape[-1]) if block.ndim == 4 else block
+            scaled = scale_block(flat, mode, signed[group], high).reshape(block.shape)
             if group == _ACTIONS:
                 _put(out, store, _ACTIONS, scaled)
             elif scaled.ndim == 4:

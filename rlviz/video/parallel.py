@@ -12,10 +12,8 @@ no shared output folder. Same rollouts, same maps, same frames: the files equal 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import tempfile
 import time
-from collections.abc import Sequence
 from pathlib import Path
 
 from rlviz.io import atomic_write_bytes
@@ -25,33 +23,18 @@ from rlviz.parallel.executor import Executor
 from rlviz.policy import PolicyAdapter
 from rlviz.rollout import Rollout
 from rlviz.spool import release_freed_memory
-from rlviz.video.pipeline import VideoJob, VideoSummary, prepare_job, top_down_capture
+from rlviz.video.pipeline import VideoJob, VideoSummary, prepare_job
 
 __all__ = ["render_video_parallel"]
 
 
-class _ActionNames:
-    """What a worker knows of the env: the action names resolved here (``env.unwrapped``'s)."""
-
-    def __init__(self, names: Sequence[str]):
-        self.action_names = tuple(names)
-
-    @property
-    def unwrapped(self) -> _ActionNames:
-        return self
-
-
-def _capture(job: VideoJob, env):
-    """A task's capture of its env's top-down map, as the job's panels show it (or None)."""
-    return top_down_capture(env, job.panels())
-
-
 def render_task(
-    job: VideoJob, adapter: PolicyAdapter, env: _ActionNames, rollout: Rollout, meta: dict, suffix
+    job: VideoJob, adapter: PolicyAdapter, rollout: Rollout, names, meta: dict, suffix
 ) -> tuple[bytes, list[str], dict[str, float]]:
-    """One episode's video: ``(file bytes, panel class names, stage seconds)``."""
+    """One episode's video: ``(file bytes, panel class names, stage seconds)``; ``names``: the
+    action names, resolved on the driver (the worker has no env)."""
     t0 = time.perf_counter()
-    episode = job.explain(env, adapter, rollout, meta)
+    episode = job.explain(names, adapter, rollout, meta)
     release_freed_memory()  # raw maps and attribution buffers are gone
     t1 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="rlviz-video-") as folder:
@@ -59,7 +42,7 @@ def render_task(
         used = job.write(episode, path)
         data = path.read_bytes()
     stages = {"explain": t1 - t0, "compose_encode": time.perf_counter() - t1}
-    return data, [type(p).__name__ for p in used], stages
+    return data, used, stages
 
 
 def render_video_parallel(
@@ -90,26 +73,22 @@ def render_video_parallel(
         adapter,
         executor,
         options.episodes,
-        seed=options.seed,
-        deterministic=options.deterministic,
-        max_steps=options.max_steps,
-        info_keys=options.info_keys,
-        capture=functools.partial(_capture, job),
+        capture=job.capture,
+        **job.play_options(),
     )
-    played = time.perf_counter() - start
+    summary = VideoSummary()
+    summary.timings["rollout"] = time.perf_counter() - start
     env_name = getattr(getattr(env, "spec", None), "id", None)
-    names = _ActionNames(adapter.action_names_for(rollouts[0].probs.shape[1], env))
     calls = {}
     for i, rollout in enumerate(rollouts):
         shown = job.window(rollout)  # --from-step/--to-step
         meta = video_episode_meta(options, env_name, i, len(rollout), len(shown))
-        calls[i] = (shown, meta, paths[i].suffix)
-    results = executor.map(render_task, calls, (job, adapter, names), desc="videos")
-    summary = VideoSummary(timings={"rollout": played, "explain": 0.0, "compose_encode": 0.0})
+        names = adapter.action_names_for(shown.action_count, env)
+        calls[i] = (shown, names, meta, paths[i].suffix)
+    results = executor.map(render_task, calls, (job, adapter), desc="videos")
     for i, path in enumerate(paths):
         data, used, stages = results[i]
         atomic_write_bytes(path, data)
-        summary.add(path, rollouts[i], [], stages)
-        summary.panels = used
+        summary.add(path, rollouts[i], used, stages)
     summary.seconds = time.perf_counter() - start
     return summary

@@ -57,7 +57,9 @@ class VideoSummary:
     seconds: float = 0.0
     returns: list[float] = field(default_factory=list)
     lengths: list[int] = field(default_factory=list)
-    timings: dict[str, float] = field(default_factory=dict)
+    timings: dict[str, float] = field(
+        default_factory=lambda: {"rollout": 0.0, "explain": 0.0, "compose_encode": 0.0}
+    )
     panels: list[str] = field(default_factory=list)
 
     @property
@@ -65,9 +67,10 @@ class VideoSummary:
         """Frames written per second of wall time, end to end."""
         return self.frames / self.seconds if self.seconds > 0 else 0.0
 
-    def add(self, path: Path, rollout: Rollout, panels: Sequence, timings: dict[str, float]):
-        """Count one written episode: its file, rollout, the panels shown and stage times."""
-        self.panels = [type(p).__name__ for p in panels]
+    def add(self, path: Path, rollout: Rollout, panels: list[str], timings: dict[str, float]):
+        """Count one written episode: its file, rollout, the panels shown (class names) and stage
+        times."""
+        self.panels = panels
         for stage, seconds in timings.items():
             self.timings[stage] = self.timings.get(stage, 0.0) + seconds
         self.paths.append(path)
@@ -246,7 +249,7 @@ class VideoJob:
 
     def run(self, env, adapter: PolicyAdapter, paths: list[Path], env_name: str | None):
         """Play, explain and write one episode per path; returns the :class:`VideoSummary`."""
-        summary = VideoSummary(timings={"rollout": 0.0, "explain": 0.0, "compose_encode": 0.0})
+        summary = VideoSummary()
         start = time.perf_counter()
         threads = self.options.threads
         with (
@@ -254,7 +257,7 @@ class VideoJob:
             torch_threads(threads) if threads else nullcontext(),
         ):
             map_large_blocks()  # chunk-sized arrays unmapped when freed: a flat heap
-            capture = top_down_capture(env, self.panels())
+            capture = self.capture(env)
             for i, path in enumerate(paths):
                 # per-step data (observations, masks, views, maps) lives in chunk files on disk
                 # for the episode's life: memory stays flat however long it runs
@@ -264,7 +267,8 @@ class VideoJob:
                     rollout = self.window(played)
                     t1 = time.perf_counter()
                     meta = video_episode_meta(self.options, env_name, i, len(played), len(rollout))
-                    episode = self.explain(env, adapter, rollout, meta, spool)
+                    names = adapter.action_names_for(rollout.action_count, env)
+                    episode = self.explain(names, adapter, rollout, meta, spool)
                     release_freed_memory()  # raw maps and attribution buffers are gone
                     t2 = time.perf_counter()
                     used = self.write(episode, path, bar)
@@ -275,22 +279,23 @@ class VideoJob:
         summary.seconds = time.perf_counter() - start
         return summary
 
+    def capture(self, env) -> Callable[[], np.ndarray] | None:
+        """What records ``env``'s top-down map for these panels (:func:`top_down_capture`)."""
+        return top_down_capture(env, self.panels())
+
+    def play_options(self) -> dict[str, Any]:
+        """How :func:`rlviz.rollout.collect` plays the episodes (seeds, greedy, length, infos)."""
+        o = self.options
+        return dict(
+            seed=o.seed, deterministic=o.deterministic, max_steps=o.max_steps, info_keys=o.info_keys
+        )
+
     def play(self, env, adapter: PolicyAdapter, i: int, capture, spool=None) -> Rollout:
         """Episode ``i`` (reset with ``seed + i``, as :func:`rlviz.rollout.collect` plays it)."""
-        o = self.options
-        episodes = collect(
-            env,
-            adapter,
-            1,
-            seed=o.seed,
-            deterministic=o.deterministic,
-            max_steps=o.max_steps,
-            info_keys=o.info_keys,
-            capture=capture,
-            first_episode=i,
-            spool=spool,
+        options = self.play_options()
+        return next(
+            collect(env, adapter, 1, capture=capture, first_episode=i, spool=spool, **options)
         )
-        return next(episodes)
 
     def window(self, rollout: Rollout) -> Rollout:
         """The steps to explain and draw: ``from_step`` .. ``to_step`` (all by default)."""
@@ -304,7 +309,9 @@ class VideoJob:
             )
         return rollout.window(first, stop)
 
-    def explain(self, env, adapter: PolicyAdapter, rollout: Rollout, meta: dict, spool=None):
+    def explain(
+        self, action_names, adapter: PolicyAdapter, rollout: Rollout, meta: dict, spool=None
+    ):
         """The :class:`EpisodeExplanation` of one played episode."""
         o = self.options
         return explain_episode(
@@ -316,19 +323,19 @@ class VideoJob:
             per_action=o.per_action,
             embedding=o.embedding,
             top_down=rollout.views,
-            action_names=adapter.action_names_for(rollout.action_count, env),
+            action_names=action_names,
             batch_size=o.batch_size or device_batch(adapter.device),
             meta=meta,
             spool=spool,
         )
 
-    def write(self, episode: EpisodeExplanation, path: Path, bar=None) -> list:
-        """Stream the episode's video to ``path``; returns the panels used."""
+    def write(self, episode: EpisodeExplanation, path: Path, bar=None) -> list[str]:
+        """Stream the episode's video to ``path``; returns the class names of the panels used."""
         if bar is not None:
             bar.total += len(episode)
             bar.set_postfix_str(f"episode {episode.meta['episode']}")
             bar.refresh()
-        return render_episode(
+        used = render_episode(
             episode,
             path,
             self.panels(),
@@ -337,6 +344,7 @@ class VideoJob:
             preset=self.options.preset,
             on_frame=(lambda _t: bar.update(1)) if bar is not None else None,
         )
+        return [type(p).__name__ for p in used]
 
 
 def prepare_job(

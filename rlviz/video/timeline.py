@@ -17,18 +17,11 @@ from rlviz.layout import ObservationLayout
 from rlviz.maps import normalize_stack
 from rlviz.memory import per_frame_mode, stack_method
 from rlviz.policy import PolicyAdapter
-from rlviz.rollout import Rollout, with_layout
+from rlviz.rollout import Rollout
 
 State = tuple[torch.Tensor, ...]
 
-__all__ = ["TimeMaps", "episode_layout", "episode_states", "with_layout"]
-
-def episode_layout(adapter: PolicyAdapter, rollout: Rollout) -> ObservationLayout | None:
-    """The layout of an episode's observations: the one decided when it was recorded
-    (:func:`rlviz.rollout.rollout_layout`: the adapter's, else its env's), else, for a rollout
-    built by hand, the adapter's."""
-    played = getattr(rollout, "layout", None)
-    return played if played is not None else adapter.layout
+__all__ = ["TimeMaps", "episode_states"]
 
 
 def episode_states(adapter: PolicyAdapter, rollout: Rollout) -> State | None:
@@ -86,5 +79,3 @@ class TimeMaps:
             self.frame_maps[method] = scaled
             self.shares = frame_share(raw)
         return np.ascontiguousarray(scaled[:, -1]), ranges
-
-

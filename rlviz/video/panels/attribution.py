@@ -31,6 +31,10 @@ if TYPE_CHECKING:
     from rlviz.video.episode import EpisodeExplanation
 
 
+#: What a map panel's footer says of the colour scale, per ``episode.normalize``.
+_SCALE_NOTES = {"episode": "scale: whole episode", "running": "scale: episode so far"}
+
+
 def stack_note(episode: EpisodeExplanation, method: str) -> str:
     """What a map panel of a stacked episode shows: the newest frame's own map, or (occlusion,
     perturbation) the map of a patch covering every frame; '' for single frames."""
@@ -62,17 +66,28 @@ def scale_bar(
 
 
 class OverlayPanel(Panel):
-    """A panel of one method's maps over the frame: the colour maps, opacity and dimming it uses."""
+    """A panel of one method's maps over the frame.
+
+    Args:
+        method: the attribution method of the maps.
+        cmap: colour map (matplotlib name or uint8 [256, 3] table) for the overlay and the bar;
+            the default's hues (cyan to white) occur nowhere in the BoxReach room.
+        signed_cmap: the diverging colour map used when the method's maps are signed.
+        alpha: opacity of the colour layer where the map is at its maximum (opacity follows the
+            map, so unimportant pixels show the frame as it is).
+        dim: brightness of the frame under the map (1: as it is), so the map reads on any colour.
+    """
 
     def __init__(
         self,
         size: tuple[int, int],
         title: str,
         method: str,
-        cmap: str | np.ndarray,
-        signed_cmap: str | np.ndarray,
-        alpha: float,
-        dim: float,
+        *,
+        cmap: str | np.ndarray = ATTRIBUTION_LUT,
+        signed_cmap: str | np.ndarray = SIGNED_LUT,
+        alpha: float = 0.85,
+        dim: float = 0.6,
     ) -> None:
         super().__init__(size, title)
         self.method = method
@@ -82,8 +97,10 @@ class OverlayPanel(Panel):
         self.dim = float(dim)
         self._scale = 1
 
-    def _cmap(self, signed: bool) -> str | np.ndarray:
-        return self.signed_cmap if signed else self.cmap
+    def _colours(self, episode: EpisodeExplanation) -> tuple[bool, str | np.ndarray]:
+        """Whether the method's maps are signed, and the colour map they are drawn in."""
+        signed = episode.map_signed.get(self.method, False)
+        return signed, self.signed_cmap if signed else self.cmap
 
 
 class MapPanel(OverlayPanel):
@@ -91,29 +108,20 @@ class MapPanel(OverlayPanel):
 
     Args:
         method: key of ``episode.maps`` (``"gradient"``, ``"gradcam"``, ...).
-        cmap: colour map (matplotlib name or uint8 [256, 3] table) for the overlay and the bar;
-            the default's hues (cyan to white) occur nowhere in the BoxReach room.
-        signed_cmap: the diverging colour map used when the method's maps are signed.
-        alpha: opacity of the colour layer where the map is at its maximum (opacity follows the
-            map, so unimportant pixels show the frame as it is).
-        dim: brightness of the frame under the map (1: as it is), so the map reads on any colour.
         outline: draw a white border round the map's top mass (>= half the scale); None: none.
+        **style: ``cmap``, ``signed_cmap``, ``alpha``, ``dim`` (see :class:`OverlayPanel`).
     """
 
     def __init__(
         self,
         method: str = "gradient",
         *,
-        cmap: str | np.ndarray = ATTRIBUTION_LUT,
-        signed_cmap: str | np.ndarray = SIGNED_LUT,
-        alpha: float = 0.85,
-        dim: float = 0.6,
         outline: tuple[int, int, int] | None = OUTLINE,
         size: tuple[int, int] = TILE,
         title: str | None = None,
+        **style,
     ) -> None:
-        title = method_title(method) if title is None else title
-        super().__init__(size, title, method, cmap, signed_cmap, alpha, dim)
+        super().__init__(size, method_title(method) if title is None else title, method, **style)
         self.base_title = self.title
         self.outline = outline
         self._origin = (0, 0)
@@ -136,13 +144,9 @@ class MapPanel(OverlayPanel):
         self._origin = (y0, x0)
         bar_h = min(img_h, self.size[0] - HEADER - 8)
         bar_x = min(x0 + img_w + 8, self.size[1] - bar_w + 4)
-        signed = episode.map_signed.get(self.method, False)
-        scale_bar(tile, episode, self.method, self._cmap(signed), signed, (y0, bar_x), bar_h)
-        scale_note = (
-            "scale: whole episode" if episode.normalize == "episode" else "scale: each frame"
-        )
-        if episode.normalize == "running":
-            scale_note = "scale: episode so far"
+        signed, cmap = self._colours(episode)
+        scale_bar(tile, episode, self.method, cmap, signed, (y0, bar_x), bar_h)
+        scale_note = _SCALE_NOTES.get(episode.normalize, "scale: each frame")
         target = episode.target_name or ""
         note = f"{scale_note}   target: {target}" if target else scale_note
         put_text(tile, note, (6, self.size[0] - 4), size=10, color=MUTED, anchor="lb")
@@ -152,9 +156,9 @@ class MapPanel(OverlayPanel):
         tile = self._require_prepared().copy()
         frame = episode.frame(t)
         heat = episode.maps[self.method][t]
-        signed = episode.map_signed.get(self.method, False)
+        signed, cmap = self._colours(episode)
         shown = map_over_frame(
-            frame, heat, self._cmap(signed), self.alpha, signed, self.dim, self.outline, self._scale
+            frame, heat, cmap, self.alpha, signed, self.dim, self.outline, self._scale
         )
         paste(tile, shown, *self._origin)
         return tile
@@ -216,29 +220,14 @@ class PerActionPanel(OverlayPanel):
     Args:
         method: the attribution method of the maps.
         height: target height of each map in px (integer nearest upscale of the observation).
+        **style: ``cmap``, ``signed_cmap``, ``alpha``, ``dim`` (see :class:`OverlayPanel`).
     """
 
     wide = True
 
-    def __init__(
-        self,
-        method: str = "gradient",
-        *,
-        cmap: str | np.ndarray = ATTRIBUTION_LUT,
-        signed_cmap: str | np.ndarray = SIGNED_LUT,
-        alpha: float = 0.85,
-        dim: float = 0.6,
-        height: int = 120,
-    ) -> None:
-        super().__init__(
-            (HEADER + 18 + height + 6, 640),
-            f"Per action: {method_title(method)} of each action's logit",
-            method,
-            cmap,
-            signed_cmap,
-            alpha,
-            dim,
-        )
+    def __init__(self, method: str = "gradient", *, height: int = 120, **style) -> None:
+        title = f"Per action: {method_title(method)} of each action's logit"
+        super().__init__((HEADER + 18 + height + 6, 640), title, method, **style)
         self.height = int(height)
         self._xs: list[int] = []
 
@@ -257,19 +246,17 @@ class PerActionPanel(OverlayPanel):
         self.size = (HEADER + 18 + img_h + 8, width + width % 2)
         self._xs = [8 + k * cell_w for k in range(len(names))]
         tile = self._header_tile()
-        signed = episode.map_signed.get(self.method, False)
+        signed, cmap = self._colours(episode)
         corner = (HEADER + 18, 8 + len(names) * cell_w)
-        scale_bar(tile, episode, "action:", self._cmap(signed), signed, corner, img_h)
+        scale_bar(tile, episode, "action:", cmap, signed, corner, img_h)
         self._base = tile
 
     def render(self, t: int, episode: EpisodeExplanation) -> np.ndarray:
         tile = self._require_prepared().copy()
         maps = episode.action_maps[self.method][t]  # [A, H, W]
         frame = episode.frame(t)
-        signed = episode.map_signed.get(self.method, False)
-        shown = [
-            map_over_frame(frame, m, self._cmap(signed), self.alpha, signed, self.dim) for m in maps
-        ]
+        signed, cmap = self._colours(episode)
+        shown = [map_over_frame(frame, m, cmap, self.alpha, signed, self.dim) for m in maps]
         taken = int(episode.rollout.actions[t])
         probs = episode.rollout.probs[t]
         for k, x in enumerate(self._xs):
