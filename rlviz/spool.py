@@ -183,6 +183,10 @@ class _StepReads:
             out = self._gather(index)
         return _rest(out, rest, False)
 
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
     def __array__(self, dtype=None, copy=None):
         whole = self._run(0, len(self))
         return whole if dtype is None else whole.astype(dtype, copy=False)
@@ -280,10 +284,6 @@ class StepArray(_StepReads):
         return self._item[1] if self._item is not None else np.dtype(np.float32)
 
     @property
-    def ndim(self) -> int:
-        return 1 + len(self.item_shape)
-
-    @property
     def nbytes(self) -> int:
         return len(self) * int(np.prod(self.item_shape, dtype=np.int64)) * self.dtype.itemsize
 
@@ -345,10 +345,6 @@ class StepWindow(_StepReads):
     @property
     def dtype(self) -> np.dtype:
         return self.base.dtype
-
-    @property
-    def ndim(self) -> int:
-        return self.base.ndim
 
     def chunks(self, start: int = 0, stop: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
         stop = len(self) if stop is None else min(stop, len(self))

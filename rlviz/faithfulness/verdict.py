@@ -20,21 +20,19 @@ THRESHOLDS = {
 def judge(row: dict, thresholds: dict | None = None) -> dict[str, bool | None]:
     """Pass / fail per check of a row (None: not applicable)."""
     t = thresholds or THRESHOLDS
-    r = row["randomisation"]
-    gt = row["ground_truth"]
-    d, i = row["deletion"], row["insertion"]
+    r, gt, logit = row["randomisation"], row["ground_truth"], row["random_logit_rho"]
+
+    def gained(part: str) -> bool:  # above zero and above gain_se standard errors
+        return row[part]["gain"] > 0 and row[part]["gain"] > t["gain_se"] * row[part]["se"]
+
     return {
         "randomisation": r["rho_output"] < t["rho"]
         and r["rho_full"] < t["rho"]
         and r["emprt"] > t["emprt"],
-        "random_logit": None
-        if row["random_logit_rho"] is None
-        else row["random_logit_rho"] < t["rho"],
-        "deletion": d["gain"] > 0 and d["gain"] > t["gain_se"] * d["se"],
-        "insertion": i["gain"] > 0 and i["gain"] > t["gain_se"] * i["se"],
-        "ground_truth": None
-        if not gt or not gt.get("frames")
-        else gt["mass_ratio"] >= t["mass_ratio"],
+        "random_logit": None if logit is None else logit < t["rho"],
+        "deletion": gained("deletion"),
+        "insertion": gained("insertion"),
+        "ground_truth": gt["mass_ratio"] >= t["mass_ratio"] if gt and gt.get("frames") else None,
     }
 
 

@@ -64,8 +64,7 @@ def build_rows(
             if previous is not None:
                 drift = float(np.nanmean(spearman(previous["maps"][m], a["maps"][m])))
             row[f"drift_{m}"] = drift
-        for layer, count in a["detectors"].items():
-            row[f"detectors_{layer}"] = count
+        row.update({f"detectors_{layer}": count for layer, count in a["detectors"].items()})
         row["detectors_total"] = sum(a["detectors"].values())
         rows.append(row)
         previous = a

@@ -23,9 +23,6 @@ class Terminal(Op):
         self.out_clean = self.full(h)
         return self.out_clean
 
-    def grow(self, box):
-        return box
-
     def delta(self, values, box, frames) -> torch.Tensor:
         """New minus clean values inside the box, [N, C, h, w]."""
         return values - compose(self.map_nhwc, frames, box.rows, box.cols, box.size)
