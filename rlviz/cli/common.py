@@ -12,7 +12,8 @@ import errno
 import functools
 import os
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -37,6 +38,17 @@ ENV_HELP = "Gymnasium id (default: the checkpoint's env, else rlviz/BoxReach-v0)
 
 class CliError(Exception):
     """Bad input: printed as the one line ``rlviz COMMAND: error: MESSAGE``, exit status 2."""
+
+
+@contextmanager
+def bad_input(*types: type[Exception], prefix: str = "") -> Iterator[None]:
+    """An exception of ``types`` (default ValueError) raised inside becomes a :class:`CliError`
+    with ``prefix`` and its message: what the user gave is wrong, not the code."""
+    caught = types or (ValueError,)
+    try:
+        yield
+    except caught as exc:
+        raise CliError(f"{prefix}{exc}") from None
 
 
 # OS errors that are the user's machine, not a bug: one line and exit status 1, no traceback.
@@ -372,10 +384,8 @@ def load_policy(
             f"playing a checkpoint needs the envs/ and agents/ packages of the rlviz repository "
             f"({exc}); run from a clone with `pip install -e .`"
         ) from None
-    try:
+    with bad_input(FileNotFoundError, CheckpointError):
         policy = load(path, device=device, env_id=env_id, env_kwargs=env_kwargs)
-    except (FileNotFoundError, CheckpointError) as exc:
-        raise CliError(str(exc)) from None
     check_layers(policy.model, [layer for layer in layers if layer])
     return policy
 
@@ -384,10 +394,14 @@ def resolve_device(name: str):
     """The torch device ``--device NAME`` asks for (``auto``: cuda when there is one)."""
     from rlviz.agents.config import resolve_device as resolve
 
-    try:
+    with bad_input():
         return resolve(name)
-    except ValueError as exc:
-        raise CliError(str(exc)) from None
+
+
+def policy_from_args(args: argparse.Namespace, layers: Iterable[str | None] = ()) -> LoadedPolicy:
+    """:func:`load_policy` of ``--checkpoint`` on ``--device``, to play in ``--env``."""
+    device = resolve_device(args.device)
+    return load_policy(args.checkpoint, env_id=args.env, device=device, layers=layers)
 
 
 def make_env(env_id: str, **kwargs: Any):
@@ -420,7 +434,7 @@ def policy_env(policy: LoadedPolicy, **overrides: Any):
 
     if policy.env_id.startswith("rlviz/"):
         overrides.setdefault("ground_truth", True)
-    try:
+    with bad_input(ValueError, TypeError, prefix=f"--env {policy.env_id}: "):
         try:
             env = policy.make_env(**overrides)
         except TypeError as exc:
@@ -430,14 +444,17 @@ def policy_env(policy: LoadedPolicy, **overrides: Any):
             overrides.pop("ground_truth")
             kwargs = {k: v for k, v in policy.env_kwargs.items() if k != "ground_truth"}
             env = policy._replace(env_kwargs=kwargs).make_env(**overrides)
-    except (ValueError, TypeError) as exc:
-        raise CliError(f"--env {policy.env_id}: {exc}") from None
     try:  # before any episode: a model and an env that do not fit fail here, in one line
         check_env_fits(policy.model, env)
     except ValueError as exc:
         env.close()
         raise CliError(f"--env {policy.env_id}: {exc}") from None
     return env
+
+
+def play_env(policy: LoadedPolicy, **overrides: Any) -> closing:
+    """:func:`policy_env`, closed on leaving ``with play_env(policy) as env:``."""
+    return closing(policy_env(policy, **overrides))
 
 
 def check_layers(model, layers: Iterable[str]) -> list[str]:
@@ -447,11 +464,18 @@ def check_layers(model, layers: Iterable[str]) -> list[str]:
 
     layers = list(layers)
     for layer in layers:
-        try:
+        with bad_input():
             get_layer(model, layer)
-        except ValueError as exc:
-            raise CliError(str(exc)) from None
     return layers
+
+
+def check_method_names(names: Sequence[str]) -> list[str]:
+    """``--methods`` as a list once each names a registered method, else a :class:`CliError`
+    listing the valid ones."""
+    from rlviz.methods.registry import check_methods
+
+    with bad_input():
+        return check_methods(names, "--methods")
 
 
 def print_paths(paths: Iterable[str | Path]) -> None:

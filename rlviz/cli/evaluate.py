@@ -11,6 +11,7 @@ Example::
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 import time
@@ -21,6 +22,7 @@ from rlviz.cli.common import (
     CliError,
     add_shared,
     at_least,
+    bad_input,
     check_out_dir,
     command,
     load_policy,
@@ -28,7 +30,7 @@ from rlviz.cli.common import (
     progress_on,
     resolve_device,
 )
-from rlviz.cli.workers import add_worker_flags, parallel_executor
+from rlviz.cli.workers import add_worker_flags, parallel
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -80,21 +82,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _play(model, env_id: str, seeds: list[int], args, env_kwargs, executor) -> dict:
-    """``evaluate`` here, or as tasks on ``executor`` (``--workers``), with identical results."""
-    from rlviz.agents.evaluate import evaluate
-
-    return evaluate(
-        model,
-        env_id,
-        seeds,
-        deterministic=args.deterministic,
-        env_kwargs=env_kwargs,
-        progress=progress_on(args),
-        executor=executor,
-    )
-
-
 def _summary(name: str, r: dict) -> str:
     return (
         f"{name:<22} success {100 * r['success_rate']:5.1f}%  mean steps {r['mean_steps']:6.1f}  "
@@ -122,12 +109,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """``rlviz evaluate``: print success rate, mean steps and return on held-out seeds."""
     import torch
 
-    from rlviz.agents.evaluate import held_out_seeds
+    from rlviz.agents.evaluate import evaluate, held_out_seeds
     from rlviz.io import save_json
 
     args = build_parser().parse_args(argv)
-    if args.episodes < 1:
-        raise CliError(f"--episodes {args.episodes}; expected >= 1")
     if args.json:  # before playing: a bad path must not cost the whole evaluation
         check_out_dir(Path(args.json).parent, "--json's folder")
     policy = load_policy(
@@ -136,12 +121,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         device=resolve_device(args.device),
         env_kwargs=_env_kwargs(args.env_kwargs),
     )
-    model, config, env_id, env_kwargs = (
-        policy.model,
-        policy.config,
-        policy.env_id,
-        policy.env_kwargs,
-    )
+    config, env_id, env_kwargs = policy.config, policy.env_id, policy.env_kwargs
     seeds = held_out_seeds(args.episodes, args.seed_start)
     torch.set_num_threads(1)
     out: dict = {"checkpoint": args.checkpoint, "env_id": env_id, "env_kwargs": env_kwargs}
@@ -150,37 +130,40 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"(seed {config.get('seed', '?')})"
     )
     mode = "greedy" if args.deterministic else "sampled"
-    executor = parallel_executor(args, progress=progress_on(args))
-    try:
+    progress = progress_on(args)
+    # A ValueError while playing: the env does not fit the model.
+    with parallel(args, progress) as executor, bad_input():
+        # Here, or as tasks on the executor (--workers), with identical results.
+        play = functools.partial(
+            evaluate,
+            policy.model,
+            env_id,
+            deterministic=args.deterministic,
+            env_kwargs=env_kwargs,
+            progress=progress,
+            executor=executor,
+        )
         t0 = time.perf_counter()
-        out["held_out"] = held = _play(model, env_id, seeds, args, env_kwargs, executor)
+        out["held_out"] = held = play(seeds)
         print(
             _summary(f"held-out ({mode})", held) + f"  seeds {seeds[0]}..{seeds[-1]}, "
             f"{time.perf_counter() - t0:.0f} s"
         )
         if args.train_gap:
-            out["train"] = _train_gap(model, config, env_id, env_kwargs, held, args, mode, executor)
+            out["train"] = _train_gap(play, config, args.episodes, held, mode)
         if args.oracle:
-            out["oracle"] = _oracle(env_id, seeds, env_kwargs, held, executor, progress_on(args))
-    except ValueError as exc:  # the env does not fit the model
-        raise CliError(str(exc)) from None
-    finally:
-        if executor is not None:
-            executor.close()
+            out["oracle"] = _oracle(env_id, seeds, env_kwargs, held, executor, progress)
     if args.json:
         save_json(out, args.json)
     return 0
 
 
-def _train_gap(
-    model, config: dict, env_id, env_kwargs, held: dict, args, mode: str, executor=None
-) -> dict:
-    """Play as many seeds as the run trained on; print them and the gap to ``held``."""
+def _train_gap(play, config: dict, episodes: int, held: dict, mode: str) -> dict:
+    """``play`` as many seeds as the run trained on; print them and the gap to ``held``."""
     from rlviz.agents.evaluate import training_seeds
 
     tc = config.get("train_config", {})
-    seeds = training_seeds(args.episodes, int(config.get("seed", 1)), int(tc.get("num_envs", 16)))
-    tr = _play(model, env_id, seeds, args, env_kwargs, executor)
+    tr = play(training_seeds(episodes, int(config.get("seed", 1)), int(tc.get("num_envs", 16))))
     print(_summary(f"train seeds ({mode})", tr))
     print(
         f"{'gap (train - held-out)':<22} success "

@@ -20,23 +20,22 @@ from rlviz.cli.common import (
     CliError,
     add_shared,
     at_least,
+    check_method_names,
     check_out_dir,
     command,
     in_range,
-    load_policy,
-    new_parser,
     output_name,
-    policy_env,
+    play_env,
+    policy_from_args,
     progress_on,
     require_at_least,
     require_checkpoint,
-    resolve_device,
 )
-from rlviz.cli.steps import add_window_flags, window_args
-from rlviz.cli.trust import add_methods_from, methods_from_option
-from rlviz.cli.workers import add_worker_flags, parallel_executor
+from rlviz.cli.episodes import add_window_flags, episode_parser, window_args
+from rlviz.cli.trust import methods_from_option
+from rlviz.cli.workers import add_worker_flags, parallel
 from rlviz.explorer.sprites import MAP_CODECS
-from rlviz.options import ExploreOptions, add_option_flags, comma_separated
+from rlviz.options import ExploreOptions, comma_separated
 
 #: The ExploreOptions fields that are ``rlviz explore`` flags as they are (default, help there).
 OPTION_FLAGS = (
@@ -47,31 +46,12 @@ OPTION_FLAGS = (
 
 def build_parser() -> argparse.ArgumentParser:
     """The command's argument parser."""
-    p = new_parser("explore", "Write an interactive HTML report (explorer) of a checkpoint.")
-    add_shared(
-        p,
-        "checkpoint",
-        "env",
-        "out",
-        checkpoint=dict(required=True, default=None, help="agent checkpoint (.safetensors)"),
-        out=dict(
-            type=str,
-            default=None,
-            help="report folder (default explorer/NAME/, NAME from the checkpoint)",
-        ),
-    )
-    add_option_flags(
-        p, ExploreOptions, "methods", methods=dict(type=comma_separated, metavar="A,B")
-    )
-    add_methods_from(p)
-    add_option_flags(
-        p,
+    p = episode_parser(
+        "explore",
+        "Write an interactive HTML report (explorer) of a checkpoint.",
         ExploreOptions,
-        *OPTION_FLAGS,
-        "nmf_features",
-        "units_per_layer",
-        episodes=dict(type=at_least(1)),
-        seed=dict(type=at_least(0)),
+        "report folder (default explorer/NAME/, NAME from the checkpoint)",
+        (*OPTION_FLAGS, "nmf_features", "units_per_layer"),
         targets=dict(type=comma_separated, metavar="A,B"),
         gamma=dict(type=in_range(0, 1)),
         lam=dict(type=in_range(0, 1)),
@@ -79,8 +59,6 @@ def build_parser() -> argparse.ArgumentParser:
         units_per_layer=dict(flag="--units", metavar="N", note="0: no network tab."),
         nmf_target=dict(note="Here: value or taken."),
         optvis_steps=dict(type=at_least(0)),
-        deterministic=dict(action="store_true"),
-        max_steps=dict(type=at_least(1)),
         map_codec=dict(choices=MAP_CODECS),
     )
     p.add_argument(
@@ -120,12 +98,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from rlviz.explorer import explore
     from rlviz.explorer.episode import TARGETS
     from rlviz.io import allow_overwrite
-    from rlviz.methods.registry import check_methods
 
     args = build_parser().parse_args(argv)
     methods = methods_from_option(args) or args.methods
     targets = args.targets
-    require_at_least("--episodes", args.episodes, 1)
     require_at_least("--nmf-features", args.nmf_features, 0)
     require_at_least("--units", args.units_per_layer, 0)
     if not methods:
@@ -135,21 +111,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise CliError(f"unknown --targets {unknown}; valid: {', '.join(TARGETS)}")
     if args.nmf_target not in ("value", "taken"):
         raise CliError(f"--nmf-target must be value or taken, got {args.nmf_target!r}")
-    try:
-        check_methods(methods, "--methods")
-    except ValueError as exc:
-        raise CliError(str(exc)) from None
+    check_method_names(methods)
     require_checkpoint(args.checkpoint)
     args.out = _report_folder(args)
     check_out_dir(args.out)
     window = window_args(args)
-    device = resolve_device(args.device)
-    policy = load_policy(
-        args.checkpoint, env_id=args.env, device=device, layers=[args.layer, args.nmf_layer]
-    )
-    env = policy_env(policy)
-    executor = parallel_executor(args, progress=progress_on(args))
-    try:
+    policy = policy_from_args(args, layers=[args.layer, args.nmf_layer])
+    progress = progress_on(args)
+    with play_env(policy) as env, parallel(args, progress) as executor:
         with allow_overwrite():  # the folder was chosen above; its files refer to each other
             options = ExploreOptions(
                 **{name: getattr(args, name) for name in OPTION_FLAGS},
@@ -162,13 +131,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 network=args.units_per_layer > 0,
                 units_per_layer=max(1, args.units_per_layer),
                 title=f"rlviz explorer \u00b7 {args.checkpoint.name} \u00b7 {policy.env_id}",
-                progress=progress_on(args),
+                progress=progress,
             )
             summary = explore(env, policy.adapter, out=args.out, options=options, executor=executor)
-    finally:
-        env.close()
-        if executor is not None:
-            executor.close()
     print(summary)
     print(f"open file://{summary.path.resolve()}")
     return 0

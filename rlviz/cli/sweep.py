@@ -24,6 +24,8 @@ from rlviz.cli.common import (
     CliError,
     add_shared,
     at_least,
+    bad_input,
+    check_method_names,
     check_out_dir,
     command,
     load_policy,
@@ -32,6 +34,7 @@ from rlviz.cli.common import (
     print_paths,
     resolve_device,
 )
+from rlviz.cli.workers import WORKER_SETUP, add_worker_flags
 
 #: Probe episodes start here: above the held-out evaluation seeds (1e6..), never trained on.
 PROBE_SEED_START = 2_000_000
@@ -60,15 +63,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--seed-start", type=at_least(0), default=HELD_OUT_START, help="first held-out seed"
     )
-    p.add_argument("--block-size", type=int, default=10, help="episodes per task")
+    p.add_argument("--block-size", type=at_least(1), default=10, help="episodes per task")
     p.add_argument("--methods", nargs="+", default=["gradient", "gradcam"], help="saliency methods")
     p.add_argument(
-        "--probe-frames", type=int, default=64, help="fixed frames explained per snapshot"
+        "--probe-frames", type=at_least(2), default=64, help="fixed frames explained per snapshot"
     )
     p.add_argument(
-        "--probe-episodes", type=int, default=4, help="oracle episodes the probe frames come from"
+        "--probe-episodes",
+        type=at_least(1),
+        default=4,
+        help="oracle episodes the probe frames come from",
     )
-    p.add_argument("--top-k", type=int, default=3, help="top box detectors to ablate (0: none)")
+    p.add_argument(
+        "--top-k", type=at_least(0), default=3, help="top box detectors to ablate (0: none)"
+    )
     p.add_argument("--iou-threshold", type=float, default=0.04, help="IoU of a box detector")
     p.add_argument(
         "--init-checkpoint",
@@ -78,10 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--no-init", action="store_true", help="no before/after unit comparison")
     add_shared(p, "deterministic", "max_steps", "env", "device")
-    p.add_argument(
-        "--workers", type=int, default=1, help="1: serial; N: Ray tasks on N cores; 0: all"
-    )
-    p.add_argument("--address", default=None, help="Ray cluster to run on (e.g. auto, HOST:PORT)")
+    add_worker_flags(p, "snapshots x blocks of episodes")
     add_shared(p, "out", "no_progress", out=dict(help="output folder (default RUN/sweep)"))
     return p
 
@@ -193,29 +198,8 @@ def _read_config(path: Path) -> dict:
     """The config of checkpoint ``path``; a corrupt or missing one is a :class:`CliError`."""
     from rlviz.agents.checkpoint import CheckpointError, read_config
 
-    try:
+    with bad_input(FileNotFoundError, CheckpointError):
         return read_config(path)
-    except (FileNotFoundError, CheckpointError) as exc:
-        raise CliError(str(exc)) from None
-
-
-def _check(args) -> None:
-    for flag, value, low in (
-        ("--episodes", args.episodes, 1),
-        ("--block-size", args.block_size, 1),
-        ("--probe-frames", args.probe_frames, 2),
-        ("--probe-episodes", args.probe_episodes, 1),
-        ("--top-k", args.top_k, 0),
-        ("--workers", args.workers, 0),
-    ):
-        if value < low:
-            raise CliError(f"{flag} {value}; expected >= {low}")
-    from rlviz.methods.registry import check_methods
-
-    try:
-        check_methods(args.methods, "--methods")
-    except ValueError as exc:
-        raise CliError(str(exc)) from None
 
 
 def _fmt(value) -> str:
@@ -251,12 +235,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     """``rlviz sweep``: write RUN/sweep/sweep.{csv,json,png} and print the table."""
     from rlviz.agents.checkpoint import checkpoint_env
     from rlviz.agents.evaluate import held_out_seeds
-    from rlviz.cli.sweep_tasks import WORKER_SETUP, build_spec, frame_stack
+    from rlviz.cli.sweep_tasks import build_spec, frame_stack
     from rlviz.parallel import make_executor, parallelism_hint
     from rlviz.sweep import run_sweep
 
     args = build_parser().parse_args(argv)
-    _check(args)
+    check_method_names(args.methods)
     device = str(resolve_device(args.device))  # a name: it travels to the workers
     if args.run:
         checkpoints = [c for run in args.run for c in run_snapshots(run)]
@@ -292,12 +276,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         init = next((c for c in checkpoints if c.resolve() == init.resolve()), init)
     out = args.out or (args.run[-1] / "sweep" if args.run else checkpoints[-1].parent / "sweep")
     check_out_dir(out)
-    try:
+    with bad_input(RuntimeError, ValueError):
         executor = make_executor(
             args.workers, args.address, setup=WORKER_SETUP, progress=not args.no_progress
         )
-    except (RuntimeError, ValueError) as exc:
-        raise CliError(str(exc)) from None
     if args.workers == 1 and args.address is None:
         parallelism_hint()
     n = len(checkpoints) + (init is not None and init not in checkpoints)

@@ -23,14 +23,16 @@ from rlviz.cli.common import (
     CliError,
     add_shared,
     at_least,
+    bad_input,
+    check_method_names,
     check_out_dir,
     command,
-    load_policy,
     new_parser,
-    policy_env,
+    play_env,
+    policy_from_args,
     require_checkpoint,
-    resolve_device,
 )
+from rlviz.options import comma_separated
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -101,34 +103,23 @@ def methods_from_option(args: argparse.Namespace) -> list[str] | None:
         return None
     from rlviz.faithfulness.report import methods_from
 
-    try:
+    with bad_input(prefix="--methods-from: "):
         return methods_from(args.methods_from)
-    except ValueError as exc:
-        raise CliError(f"--methods-from: {exc}") from None
-
-
-def _split(text: str) -> list[str]:
-    return [part.strip() for part in text.split(",") if part.strip()]
 
 
 def _methods(text: str | None) -> list[str] | None:
-    from rlviz.methods.registry import check_methods
-
     if text is None:
         return None
-    names = _split(text)
+    names = comma_separated(text)
     if not names:
         raise CliError("--methods is empty; name at least one, e.g. --methods occlusion,gradcam")
-    try:
-        return check_methods(names, "--methods")
-    except ValueError as exc:
-        raise CliError(str(exc)) from None
+    return check_method_names(names)
 
 
 def _targets(text: str) -> list[str]:
     from rlviz.faithfulness.run import TARGETS
 
-    names = _split(text)
+    names = comma_separated(text)
     bad = [n for n in names if n not in TARGETS]
     if bad or not names:
         raise CliError(
@@ -160,24 +151,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         stem = Path(args.checkpoint).name.split(".")[0]
         args.out = f"trust/{stem}{'-random-init' if args.random_init else ''}/"
     out = check_out_dir(args.out)
-    loaded = load_policy(args.checkpoint, args.env, device=resolve_device(args.device))
+    loaded = policy_from_args(args)
     if args.random_init:
         loaded = _random_init(loaded, args.seed)
-    env = policy_env(loaded)
-    mask_key = None if args.mask_key == "none" else args.mask_key
-    if mask_key not in (None, "auto"):
-        _, info = env.reset(seed=args.seed)
-        if mask_key not in info:
-            raise CliError(
-                f"--mask-key {mask_key!r} is not in {loaded.env_id}'s info; keys there: "
-                f"{', '.join(sorted(info)) or '(none)'}; pass one of them or --mask-key none"
-            )
     import rlviz
 
     def say(message: str) -> None:
         print(message, file=sys.stderr, flush=True)
 
-    try:
+    mask_key = None if args.mask_key == "none" else args.mask_key
+    with play_env(loaded) as env:
+        if mask_key not in (None, "auto"):
+            _, info = env.reset(seed=args.seed)
+            if mask_key not in info:
+                raise CliError(
+                    f"--mask-key {mask_key!r} is not in {loaded.env_id}'s info; keys there: "
+                    f"{', '.join(sorted(info)) or '(none)'}; pass one of them or --mask-key none"
+                )
         report = rlviz.trust(
             loaded.adapter,
             env,
@@ -193,8 +183,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             out=out,
             progress=say,
         )
-    finally:
-        env.close()
     s = report.settings
     print(
         f"{s['frames']} frames of {s['episodes']} episodes ({s['steps_recorded']} steps), "

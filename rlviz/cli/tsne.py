@@ -28,18 +28,17 @@ import numpy as np
 from rlviz.cli.common import (
     CliError,
     add_shared,
+    bad_input,
     check_out_dir,
     command,
-    load_policy,
     new_parser,
     output_name,
-    policy_env,
+    play_env,
+    policy_from_args,
     progress_on,
-    require_at_least,
     require_checkpoint,
-    resolve_device,
 )
-from rlviz.cli.workers import add_worker_flags, parallel_executor
+from rlviz.cli.workers import add_worker_flags, parallel
 
 DEFAULT_COLORS = ("value", "action", "time_to_goal", "box_visible", "step")
 
@@ -121,21 +120,14 @@ def collect_dataset(args: argparse.Namespace):
     episodes) and return the :class:`StateDataset` of its states."""
     from rlviz.statemap import StateDataset
 
-    device = resolve_device(args.device)
-    policy = load_policy(args.checkpoint, env_id=args.env, device=device, layers=[args.layer])
+    policy = policy_from_args(args, layers=[args.layer])
     kwargs = dict(policy.env_kwargs)
     if not args.no_ground_truth:
         kwargs["ground_truth"] = True  # asked of any env, so the dataset records it
     elif policy.env_id.startswith("rlviz/"):
         kwargs["ground_truth"] = False  # make_env turns it on for rlviz ids otherwise
-    env = policy_env(policy, **kwargs)
-    executor = parallel_executor(args)
-    try:
+    with play_env(policy, **kwargs) as env, parallel(args) as executor:
         rollouts = _play(env, policy, args, executor)
-    finally:
-        env.close()
-        if executor is not None:
-            executor.close()
     return StateDataset.from_rollouts(
         rollouts,
         policy.adapter,
@@ -280,13 +272,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             "give exactly one of --checkpoint PATH (play and map) "
             "or --dataset PATH (map saved states)"
         )
-    require_at_least("--episodes", args.episodes, 1)
     if args.checkpoint is not None:
         require_checkpoint(args.checkpoint)
     if args.out is None:
         args.out = Path("runs/tsne") / output_name(args.checkpoint or args.dataset)
     check_out_dir(args.out)
-    try:
+    with bad_input(FileNotFoundError, ValueError):
         if args.dataset is not None:
             from rlviz.statemap import StateDataset
 
@@ -294,8 +285,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             dataset = collect_dataset(args)
         result = map_dataset(dataset, args)
-    except (FileNotFoundError, ValueError) as exc:
-        raise CliError(str(exc)) from None
     from rlviz.io import written_path
 
     print("wrote:")

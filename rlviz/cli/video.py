@@ -21,32 +21,21 @@ from rlviz.cli.common import (
     CliError,
     add_shared,
     at_least,
+    bad_input,
+    check_method_names,
     command,
-    load_policy,
-    new_parser,
     output_name,
-    policy_env,
-    require_at_least,
+    play_env,
+    policy_from_args,
     require_checkpoint,
-    resolve_device,
     track_new_folders,
 )
-from rlviz.cli.steps import add_window_flags, window_args
-from rlviz.cli.trust import add_methods_from, methods_from_option
-from rlviz.cli.workers import add_worker_flags, parallel_executor
-from rlviz.options import VideoOptions, add_option_flags, comma_separated
+from rlviz.cli.episodes import add_window_flags, episode_parser, window_args
+from rlviz.cli.trust import methods_from_option
+from rlviz.cli.workers import add_worker_flags, parallel
+from rlviz.options import VideoOptions
 
-X264_PRESETS = (
-    "ultrafast",
-    "superfast",
-    "veryfast",
-    "faster",
-    "fast",
-    "medium",
-    "slow",
-    "slower",
-    "veryslow",
-)
+X264_PRESETS = tuple("ultrafast superfast veryfast faster fast medium slow slower veryslow".split())
 
 
 #: The VideoOptions fields that are ``rlviz video`` flags as they are (default and help there).
@@ -58,32 +47,15 @@ OPTION_FLAGS = (
 
 def build_parser() -> argparse.ArgumentParser:
     """The command's argument parser."""
-    p = new_parser("video", "Render annotated explanation videos of a checkpoint.")
-    add_shared(
-        p,
-        "checkpoint",
-        "env",
-        "out",
-        checkpoint=dict(required=True, default=None, help="agent checkpoint (.safetensors)"),
-        out=dict(
-            type=str,
-            default=None,
-            help="a folder, or a .mp4/.gif file (default videos/NAME/, NAME from the checkpoint)",
-        ),
-    )
-    add_option_flags(p, VideoOptions, "methods", methods=dict(type=comma_separated, metavar="A,B"))
-    add_methods_from(p)
-    add_option_flags(
-        p,
+    p = episode_parser(
+        "video",
+        "Render annotated explanation videos of a checkpoint.",
         VideoOptions,
-        *OPTION_FLAGS,
-        episodes=dict(type=at_least(1)),
-        seed=dict(type=at_least(0)),
+        "a folder, or a .mp4/.gif file (default videos/NAME/, NAME from the checkpoint)",
+        OPTION_FLAGS,
         gif=dict(action="store_true"),
-        deterministic=dict(action="store_true"),
         normalize=dict(choices=("episode", "frame")),
         per_action=dict(metavar="METHOD"),
-        max_steps=dict(type=at_least(1)),
         crf=dict(choices=range(52), metavar="0..51"),
         preset=dict(choices=X264_PRESETS),
     )
@@ -107,26 +79,15 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _check_methods(names: Sequence[str]) -> None:
-    from rlviz.methods.registry import check_methods
-
-    try:
-        check_methods(names, "--methods")
-    except ValueError as exc:
-        raise CliError(str(exc)) from None
-
-
 def _check_outputs(args: argparse.Namespace) -> None:
     from rlviz.video import check_writable, output_paths
 
-    try:
+    with bad_input(ValueError, OSError):
         for path in output_paths(
             args.out, args.episodes, gif=args.gif, name_prefix=args.name_prefix
         ):
             track_new_folders(path.parent)
             check_writable(path)
-    except (ValueError, OSError) as exc:
-        raise CliError(str(exc)) from None
 
 
 def _state_map(env, adapter, args: argparse.Namespace):
@@ -138,10 +99,8 @@ def _state_map(env, adapter, args: argparse.Namespace):
     if args.embedding != "fit":
         from rlviz.statemap import StateEmbedding
 
-        try:
+        with bad_input(FileNotFoundError, ValueError):
             return StateEmbedding.load(args.embedding)
-        except (FileNotFoundError, ValueError) as exc:
-            raise CliError(str(exc)) from None
     start = time.perf_counter()
     embedding = fit_state_embedding(
         env,
@@ -178,21 +137,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command; returns the exit status (0 ok, 2 bad input)."""
     args = build_parser().parse_args(argv)
     methods = methods_from_option(args) or args.methods
-    require_at_least("--episodes", args.episodes, 1)
     if args.fps <= 0:
         raise CliError(f"--fps must be > 0, got {args.fps}")
     # Cheap checks first: a typo must not cost a checkpoint load and an env start.
     require_checkpoint(args.checkpoint)
     if args.out is None:
         args.out = f"videos/{output_name(args.checkpoint)}/"
-    _check_methods(methods + ([args.per_action] if args.per_action else []))
+    check_method_names(methods + ([args.per_action] if args.per_action else []))
     _check_outputs(args)
     window = window_args(args)
-    device = resolve_device(args.device)
-    policy = load_policy(args.checkpoint, env_id=args.env, device=device, layers=[args.layer])
-    env = policy_env(policy)
-    executor = parallel_executor(args, progress=not args.no_progress)
-    try:
+    policy = policy_from_args(args, layers=[args.layer])
+    with play_env(policy) as env, parallel(args, progress=not args.no_progress) as executor:
         options = VideoOptions(
             **{name: getattr(args, name) for name in OPTION_FLAGS},
             methods=methods,
@@ -202,10 +157,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             progress=not args.no_progress,
         )
         summary = _render(executor)(env, policy.adapter, out=args.out, options=options)
-    finally:
-        env.close()
-        if executor is not None:
-            executor.close()
     print(summary)
     return 0
 

@@ -4,8 +4,10 @@ executor they ask for (:func:`rlviz.sweep.make_executor`, set up for headless Mi
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterator
+from contextlib import contextmanager
 
-from rlviz.cli.common import CliError, at_least
+from rlviz.cli.common import at_least, bad_input
 
 #: Run in every worker before its first task: headless EGL, torch._dynamo before MiniWorld.
 WORKER_SETUP = "rlviz.envs.headless:prepare"
@@ -29,7 +31,16 @@ def parallel_executor(args: argparse.Namespace, progress: bool = True):
         return None
     from rlviz.parallel import make_executor
 
-    try:
+    with bad_input(RuntimeError, ValueError):  # --address without Ray, --workers < 0
         return make_executor(args.workers, args.address, setup=WORKER_SETUP, progress=progress)
-    except (RuntimeError, ValueError) as exc:  # --address without Ray, --workers < 0
-        raise CliError(str(exc)) from None
+
+
+@contextmanager
+def parallel(args: argparse.Namespace, progress: bool = True) -> Iterator:
+    """:func:`parallel_executor`, closed on leaving ``with parallel(args) as executor:``."""
+    executor = parallel_executor(args, progress)
+    try:
+        yield executor
+    finally:
+        if executor is not None:
+            executor.close()

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
-from contextlib import closing
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -14,13 +13,12 @@ import numpy as np
 from rlviz.cli.common import (
     CliError,
     add_shared,
+    check_layers,
     check_out_dir,
-    load_policy,
     new_parser,
     output_name,
-    policy_env,
+    policy_from_args,
     require_checkpoint,
-    resolve_device,
 )
 
 if TYPE_CHECKING:
@@ -61,13 +59,7 @@ def load(args: argparse.Namespace, layers: Sequence[str | None] = ()) -> LoadedP
     if args.out is None:
         args.out = DEFAULT_OUT / output_name(args.checkpoint)
     check_out_dir(args.out)
-    device = resolve_device(args.device)
-    return load_policy(args.checkpoint, env_id=args.env, device=device, layers=layers)
-
-
-def play_env(policy: LoadedPolicy) -> closing:
-    """The env ``policy`` plays in, closed on leaving ``with play_env(policy) as env:``."""
-    return closing(policy_env(policy))
+    return policy_from_args(args, layers)
 
 
 def collect_dataset(
@@ -172,7 +164,6 @@ def pick_frame(
 
 def layers_arg(model, layers: Sequence[str] | None) -> list[str]:
     """``--layers`` checked against ``model``, default every conv block."""
-    from rlviz.cli.common import check_layers
     from rlviz.hooks import default_layers
 
     return check_layers(model, layers or default_layers(model))

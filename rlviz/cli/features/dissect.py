@@ -8,8 +8,16 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from rlviz.cli.common import CliError, add_shared, at_least, command, in_range, print_paths
-from rlviz.cli.features.common import feature_parser, layers_arg, load, play_env, play_states
+from rlviz.cli.common import (
+    CliError,
+    add_shared,
+    at_least,
+    command,
+    in_range,
+    play_env,
+    print_paths,
+)
+from rlviz.cli.features.common import feature_parser, layers_arg, load, play_states
 
 
 def build_parser() -> argparse.ArgumentParser:

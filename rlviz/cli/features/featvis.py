@@ -13,13 +13,12 @@ from pathlib import Path
 
 import numpy as np
 
-from rlviz.cli.common import CliError, add_shared, at_least, command, print_paths
+from rlviz.cli.common import CliError, add_shared, at_least, command, play_env, print_paths
 from rlviz.cli.features.common import (
     feature_parser,
     layers_arg,
     load,
     pick_frame,
-    play_env,
     play_states,
 )
 from rlviz.cli.features.texture import add_arguments as add_texture_arguments

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from rlviz.cli.common import command, print_paths, progress_on
-from rlviz.cli.features.common import feature_parser, layers_arg, load, pick_frame, play_env
+from rlviz.cli.common import command, play_env, print_paths, progress_on
+from rlviz.cli.features.common import feature_parser, layers_arg, load, pick_frame
 
 
 def build_parser():

@@ -8,11 +8,18 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from rlviz.cli.common import CliError, add_shared, at_least, check_layers, command, print_paths
+from rlviz.cli.common import (
+    CliError,
+    add_shared,
+    at_least,
+    check_layers,
+    command,
+    play_env,
+    print_paths,
+)
 from rlviz.cli.features.common import (
     feature_parser,
     load,
-    play_env,
     play_states,
     showcase_index,
 )
