@@ -71,10 +71,6 @@ class CompressedFrames:
                 packed = f.read(length)
         return np.frombuffer(zlib.decompress(packed), dtype=np.uint8).reshape(self._shapes[t])
 
-    def truncate(self, n: int) -> None:
-        """Keep only the first ``n`` images."""
-        del self._data[n:], self._spans[n:], self._shapes[n:]
-
     @property
     def nbytes(self) -> int:
         """Compressed bytes held in memory (none when kept in a file)."""
@@ -258,10 +254,8 @@ def action_stats(
 def act(
     policy: PolicyAdapter, obs, state: State | None = None
 ) -> tuple[PolicyOutput, State | None]:
-    """pi/V for one observation and, for a recurrent policy, the state after it (no gradients).
-
-    ``state`` is the state entering the step (recurrent policies only; batch of 1).
-    """
+    """pi/V for one observation and, for a recurrent policy, the state after it from the
+    entering ``state`` (batch of 1; no gradients)."""
     if not policy.recurrent:
         return policy(obs), None
     with torch.no_grad():
@@ -280,12 +274,9 @@ def episode_outputs(
     adapter: PolicyAdapter, obs: np.ndarray, batch_size: int = 256
 ) -> tuple[np.ndarray, np.ndarray | None, State | None]:
     """pi(.|s) [T, A], V(s) [T] (or None) and the entering states (or None) of one episode's
-    observations [T, ...].
-
-    A recurrent policy replays the episode from its initial state, one step at a time (its state
-    depends on the observations only, so whoever chose the actions, this is the state it had);
-    any other policy is evaluated in batches (:func:`policy_outputs`).
-    """
+    observations [T, ...]. A recurrent policy replays the episode from its initial state, one
+    step at a time (its state depends on the observations only, so whoever chose the actions,
+    this is the state it had); any other policy is evaluated in batches."""
     if not adapter.recurrent:
         return (*policy_outputs(adapter, obs, batch_size), None)
     probs, values, states, _ = carry_state(adapter, obs, adapter.initial_state(1))
@@ -309,11 +300,8 @@ def carry_state(
 
 def with_layout(policy: PolicyAdapter, layout: ObservationLayout | None) -> PolicyAdapter:
     """``policy`` reading observations in ``layout``: itself when it declares one (or ``layout``
-    is a single frame), else a shallow copy with the layout set (the caller's stays as it was).
-
-    One observation of a stack such as ``[K, H, W, C]`` reads as a batch of K frames by its shape
-    alone; the env's layout says what it is.
-    """
+    is a single frame), else a shallow copy with the layout set (the caller's stays as it was):
+    by its shape alone, one stacked observation ``[K, H, W, C]`` reads as a batch of K frames."""
     if policy.layout is not None or layout is None or not layout.stacked:
         return policy
     reading = copy.copy(policy)
@@ -477,11 +465,9 @@ class EpisodeRecorder:
         action_mean: np.ndarray | None = None,
         action_std: np.ndarray | None = None,
     ) -> Rollout:
-        """The states recorded so far with pi/V (and other actions or rewards, when given).
-
-        Without ``actions``, only states that have an action are included (T = actions taken).
-        ``states`` (a recurrent policy's, [T, ...] each) and ``layout`` are stored as given;
-        ``action_mean`` / ``action_std`` [T, D] make it a continuous policy's rollout.
+        """The states recorded so far with pi/V (and other actions or rewards, when given;
+        without ``actions``, only the states that have one). ``states`` and ``layout`` are
+        stored as given; ``action_mean`` / ``action_std`` [T, D] make it a Box policy's rollout.
         """
         n = len(self.obs) if actions is not None else len(self.actions)
         taken = self.actions if actions is None else actions
@@ -521,15 +507,11 @@ def run_episode(
     capture: Callable[[], np.ndarray] | None = None,
     spool: Spool | None = None,
 ) -> Rollout:
-    """Play one episode of ``policy`` in ``env`` (a Gymnasium env) and return it as a
-    :class:`Rollout`.
+    """Play one episode of ``policy`` in ``env`` (a Gymnasium env) as a :class:`Rollout`.
 
     A stochastic policy samples a_t ~ pi(.|s_t) with ``generator``; ``deterministic`` takes
-    argmax. ``info_keys`` limits which ``info`` entries are kept (all by default; glob patterns
-    allowed); ``capture`` records an image per state into ``Rollout.views`` (see
-    :class:`EpisodeRecorder`). A recurrent policy starts from its initial state and carries it
-    along; ``Rollout.states`` keeps the state entering each step. With ``spool``, per-step
-    images go to disk as they are recorded (see :class:`EpisodeRecorder`).
+    argmax. ``info_keys``, ``capture`` and ``spool``: see :class:`EpisodeRecorder`. A recurrent
+    policy starts from its initial state and carries it along (``Rollout.states``).
     """
     record = EpisodeRecorder(info_keys, capture, spool)
     obs, info = env.reset(seed=seed)
@@ -544,12 +526,9 @@ def run_episode(
         out, state = act(policy, obs, state)
         if out.discrete:
             pi = out.probs[0].float().cpu()
-            if deterministic:
-                action = int(pi.argmax())
-            else:
-                action = int(torch.multinomial(pi, 1, generator=generator))
+            pick = pi.argmax() if deterministic else torch.multinomial(pi, 1, generator=generator)
+            action = to_env = int(pick)
             probs.append(pi.numpy())
-            to_env = action
         else:
             # a Box policy: its own action is recorded (what TakenAction explains), the env
             # gets it rescaled or clipped to the Box
