@@ -133,11 +133,7 @@ class ExplanationVideoCallback(BaseCallback):
 
     # -- SB3 hooks ------------------------------------------------------------------------
     def _init_callback(self) -> None:
-        # made from an id or a factory here: closed here (a given env or VecEnv is the caller's)
-        self._owned = isinstance(self.env_spec, str) or (
-            callable(self.env_spec) and not hasattr(self.env_spec, "step")
-        )
-        self._env = _as_gym_env(self.env_spec, owns=self._owned)
+        self._env, self._owned = _as_gym_env(self.env_spec)
         self._next_due = self.model.num_timesteps + self.every_n_steps
 
     def _on_training_start(self) -> None:
@@ -211,22 +207,21 @@ class ExplanationVideoCallback(BaseCallback):
         self.logger.record("rlviz/video_step", step, exclude=("stdout",))
 
 
-def _as_gym_env(spec: EnvSpec, owns: bool = False):
-    """The explanation env as a Gymnasium env (made from an id or factory, or a VecEnv wrapped;
-    ``owns``: closing it closes that VecEnv)."""
+def _as_gym_env(spec: EnvSpec) -> tuple[Any, bool]:
+    """The explanation env as a Gymnasium env (a VecEnv wrapped), and whether the callback made
+    it (from an id or a factory: closed at the end; a given env or VecEnv is the caller's)."""
     if isinstance(spec, str):
-        return gym.make(spec)
-    env = spec
-    if callable(spec) and not isinstance(spec, gym.Env) and not hasattr(spec, "step"):
-        env = spec()
+        return gym.make(spec), True
+    made = callable(spec) and not hasattr(spec, "step")
+    env = spec() if made else spec
     if hasattr(env, "num_envs") and hasattr(env, "step_async"):
-        return as_gym_env(env, what="the explanation env", owns=owns)
+        return as_gym_env(env, what="the explanation env", owns=made), made
     if not isinstance(env, gym.Env):
         raise TypeError(
             f"env must be a Gymnasium env, an env id, a function returning one, or an SB3 VecEnv "
             f"with one env; got {type(env).__name__}"
         )
-    return env
+    return env, made
 
 
 def read_video(path: str | os.PathLike, max_frames: int | None = None) -> np.ndarray:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import ast
 import dataclasses
+import functools
 import inspect
 import json
 import types
@@ -204,6 +205,7 @@ def video_episode_meta(
 # -- command-line flags from dataclass fields ---------------------------------------------------
 
 
+@functools.cache
 def field_docs(cls: type) -> dict[str, str]:
     """The docstring under each dataclass field (CleanRL/tyro style), base classes' first."""
     docs: dict[str, str] = {}
@@ -262,14 +264,14 @@ def _shown(default: Any) -> str:
     return str(default)
 
 
-def field_argument(cls: type, name: str, docs: dict[str, str] | None = None) -> dict[str, Any]:
+def field_argument(cls: type, name: str) -> dict[str, Any]:
     """argparse keyword arguments of field ``name`` of dataclass ``cls``: its default, a type
     read from its annotation (``X | None`` also takes ``none``; bools get ``--no-flag``) and its
     docstring as the help."""
     f = {f.name: f for f in dataclasses.fields(cls)}[name]
     tp = typing.get_type_hints(cls)[name]
     default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
-    doc = (docs if docs is not None else field_docs(cls)).get(name, "")
+    doc = field_docs(cls).get(name, "")
     kwargs: dict = {"dest": name, "default": default}
     shown = "" if default is None or default is False else f" (default: {_shown(default)})"
     kwargs["help"] = f"{doc}{shown}".replace("%", "%%")
@@ -294,15 +296,12 @@ def add_dataclass_arguments(
     suppress_defaults: bool = False,
     aliases: dict[str, list[str]] | None = None,
 ) -> None:
-    """Add one ``--flag`` per field of dataclass ``cls`` (:func:`field_argument`);
+    """Add one ``--flag`` per field of dataclass ``cls`` (:func:`add_option_flags`);
     ``aliases`` maps a field name to extra flags (``{"env_id": ["--env"]}``)."""
-    docs = field_docs(cls)
-    for f in dataclasses.fields(cls):
-        kwargs = field_argument(cls, f.name, docs)
-        if suppress_defaults:
-            kwargs["default"] = argparse.SUPPRESS
-        flag = "--" + f.name.replace("_", "-")
-        parser.add_argument(flag, *(aliases or {}).get(f.name, []), **kwargs)
+    default = {"default": argparse.SUPPRESS} if suppress_defaults else {}
+    names = [f.name for f in dataclasses.fields(cls)]
+    changes = {name: {**default, "aliases": (aliases or {}).get(name, [])} for name in names}
+    add_option_flags(parser, cls, *names, **changes)
 
 
 def add_option_flags(
@@ -313,18 +312,18 @@ def add_option_flags(
 ) -> None:
     """Add ``--flags`` for the fields ``names`` of options class ``cls``, default and help from
     the field (:func:`field_argument`); ``changes[name]`` updates that flag's keyword arguments
-    (``type``, ``choices``, ``metavar``, ``action``; ``flag`` renames it; ``note`` adds to the
-    help what the command makes of a value)."""
+    (``type``, ``choices``, ``metavar``, ``action``; ``flag`` renames it, ``aliases`` adds flags;
+    ``note`` adds to the help what the command makes of a value)."""
     unknown = sorted(set(changes) - set(names))
     if unknown:
         raise ValueError(f"changes for flags not added: {unknown}; added: {list(names)}")
-    docs = field_docs(cls)
     for name in names:
-        kwargs = {**field_argument(cls, name, docs), **changes.get(name, {})}
+        kwargs = {**field_argument(cls, name), **changes.get(name, {})}
         flag = kwargs.pop("flag", "--" + name.replace("_", "-"))
+        aliases = kwargs.pop("aliases", [])
         if "note" in kwargs:  # before the default, if one is shown
             doc, cut, default = kwargs["help"].partition(" (default: ")
             kwargs["help"] = f"{doc} {kwargs.pop('note')}{cut}{default}"
         if kwargs.get("action") in ("store_true", "store_false"):
             kwargs.pop("type", None)
-        parser.add_argument(flag, **kwargs)
+        parser.add_argument(flag, *aliases, **kwargs)

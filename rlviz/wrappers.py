@@ -16,7 +16,7 @@ Importing this module imports gymnasium (``import rlviz`` alone does not).
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +47,7 @@ from rlviz.video.episode import EpisodeExplanation
 from rlviz.video.events import INFO_KEYS
 from rlviz.video.explain import check_methods
 from rlviz.video.grid import Composer
-from rlviz.video.pipeline import VideoJob, panel_factory, top_down_capture
+from rlviz.video.pipeline import VideoJob
 from rlviz.video.timeline import TimeMaps
 from rlviz.video.writer import check_writable
 
@@ -73,7 +73,25 @@ def capped_cubic_video_schedule(episode_id: int) -> bool:
     return episode_id % 1000 == 0
 
 
-class RecordExplanationVideo(gym.Wrapper):
+class _ExplainingWrapper(gym.Wrapper):
+    """What both wrappers hold: the policy, its options (the ``allowed`` fields of
+    :class:`VideoOptions`), the job that explains like render_video and the episode's recorder."""
+
+    def __init__(self, env, policy, options, fields: dict[str, Any], allowed: Sequence[str]):
+        super().__init__(env)
+        self.policy = as_adapter(policy)
+        o = merge_options(VideoOptions, options, fields, type(self).__name__, allowed)
+        self.options = o
+        check_methods(o.methods + ([o.per_action] if o.per_action else []))
+        self._job = VideoJob(o)
+        self._record = EpisodeRecorder(INFO_KEYS, self._job.capture(env))
+
+    def _meta(self, seed: int | None, episode: Any = None, **more: Any) -> dict[str, Any]:
+        env_id = getattr(getattr(self.env, "spec", None), "id", None)
+        return episode_meta(self.options.agent_name, env_id, seed, episode, **more)
+
+
+class RecordExplanationVideo(_ExplainingWrapper):
     """Record annotated explanation videos of the triggered episodes (RecordVideo's conventions).
 
     Args:
@@ -103,22 +121,17 @@ class RecordExplanationVideo(gym.Wrapper):
         options: VideoOptions | None = None,
         **fields: Any,
     ) -> None:
-        super().__init__(env)
-        self.policy = as_adapter(policy)
         if name_prefix is not None:
             fields["name_prefix"] = name_prefix
         # fps: the options' 15, not the env's render_fps: annotated frames need time to read
-        o = merge_options(VideoOptions, options, fields, "RecordExplanationVideo", RECORD_FIELDS)
-        self.options = o
-        check_methods(o.methods + ([o.per_action] if o.per_action else []))
+        super().__init__(env, policy, options, fields, RECORD_FIELDS)
+        o = self.options
         self.video_folder = Path(video_folder)
         self.episode_trigger = episode_trigger or capped_cubic_video_schedule
         self.suffix = ".gif" if o.gif else ".mp4"
         self.episode_id = -1
         self.video_paths: list[Path] = []
         check_writable(self.video_folder / f"{o.name_prefix}-episode-0{self.suffix}")
-        self._job = VideoJob(o)  # explains and writes like render_video
-        self._record = EpisodeRecorder(INFO_KEYS, self._job.capture(env))
         self._recording = False
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
@@ -166,9 +179,8 @@ class RecordExplanationVideo(gym.Wrapper):
             rollout.actions = policy_action(
                 rollout.actions, self.policy.output, self.env.action_space
             )
-        env_id = getattr(getattr(self.env, "spec", None), "id", None)
-        meta = episode_meta(self.options.agent_name, env_id, record.seed, self.episode_id)
         names = self.policy.action_names_for(rollout.action_count, self.env)
+        meta = self._meta(record.seed, self.episode_id)
         episode = self._job.explain(names, self.policy, rollout, meta)
         name = f"{self.options.name_prefix}-episode-{self.episode_id}{self.suffix}"
         path = self.video_folder / name
@@ -184,7 +196,7 @@ class RecordExplanationVideo(gym.Wrapper):
             super().close()
 
 
-class ExplanationRender(gym.Wrapper):
+class ExplanationRender(_ExplainingWrapper):
     """``render()`` returns the annotated frame (uint8 [H, W, 3]) of the current state.
 
     Use it under Gymnasium's ``RecordVideo`` or any rgb_array consumer. Each call explains the
@@ -207,15 +219,9 @@ class ExplanationRender(gym.Wrapper):
         options: VideoOptions | None = None,
         **fields: Any,
     ) -> None:
-        super().__init__(env)
-        self.policy = as_adapter(policy)
-        self.options = merge_options(
-            VideoOptions, options, fields, "ExplanationRender", RENDER_FIELDS
-        )
+        super().__init__(env, policy, options, fields, RENDER_FIELDS)
         self.methods = self.options.methods  # shown (time panels may compute another)
-        check_methods(self.methods)
-        self._panels = panel_factory(self.options.panels, self.methods)()
-        self._record = EpisodeRecorder(INFO_KEYS, top_down_capture(env, self._panels))
+        self._panels = self._job.panels()
         self.metadata = {**getattr(env, "metadata", {}), "render_modes": ["rgb_array"]}
         self.metadata.setdefault("render_fps", 15)
         self._reset_history()
@@ -327,9 +333,9 @@ class ExplanationRender(gym.Wrapper):
                 shown = normalize_maps(raw, "episode", signs[name])
             if name in self.methods:
                 maps[name], ranges[name] = shown
-        memory = None
-        if self._memory:
-            memory = MemoryReliance(np.asarray(self._kl), np.asarray(self._share))
+        memory = (
+            MemoryReliance(np.asarray(self._kl), np.asarray(self._share)) if self._memory else None
+        )
         return EpisodeExplanation(
             rollout=rollout,
             maps=maps,
@@ -341,12 +347,7 @@ class ExplanationRender(gym.Wrapper):
             embedding=self.options.embedding if self._xy else None,
             embedding_xy=np.stack(self._xy) if self._xy else None,
             top_down=rollout.views if rollout.views is not None and len(rollout.views) else None,
-            meta=episode_meta(
-                self.options.agent_name,
-                getattr(getattr(self.env, "spec", None), "id", None),
-                record.seed,
-                action_label="most likely",
-            ),
+            meta=self._meta(record.seed, action_label="most likely"),
             horizon=_horizon(self.env, n),
             layout=self._layout,
             frame_maps=time_maps.frame_maps,
