@@ -220,21 +220,14 @@ def plan(policy, input_shape, box=(8, 8), stride=None, threshold: float = FULL_F
             the plan accounts for.
         threshold: the box share of a map from which that layer and the rest run full.
     """
+    from rlviz.methods.incremental.occlusion import window_boxes  # it runs on this module
+
     adapter = as_adapter(policy)
     like = torch.zeros(1, *input_shape, device=adapter.device)
     structure = _structure(adapter, like)
-    rows, cols = _starts(input_shape[1:], box, stride or box, adapter.device)
-    in_box = Box(rows, cols, tuple(box), tuple(input_shape[1:]))
-    return _decide(structure, tuple(input_shape[1:]), in_box, threshold)[0]
-
-
-def _starts(size, box, stride, device):
-    axes = []
-    for n, b, s in zip(size, box, stride, strict=True):
-        count = -(-(n - b) // s) + 1
-        axes.append(torch.tensor([min(k * s, n - b) for k in range(count)], device=device))
-    rows, cols = axes
-    return rows.repeat_interleave(len(cols)), cols.repeat(len(rows))
+    size = tuple(input_shape[1:])
+    rows, cols = (a.to(adapter.device) for a in window_boxes(size, box, stride or box))
+    return _decide(structure, size, Box(rows, cols, tuple(box), size), threshold)[0]
 
 
 class IncrementalRunner:
