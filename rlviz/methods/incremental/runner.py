@@ -177,16 +177,9 @@ def _decide(structure: _Structure, in_size, box: Box, threshold: float):
             boxes.append(grown)
             work_box = boxes[-2].size if op.terminal else grown.size
             cost_inc += op.work(size if op.terminal else out_size, work_box)
-            mode, reason = (
-                "incremental",
-                (
-                    "clean output + the box's change (linear)"
-                    if op.terminal
-                    else "box grown by the layer's window"
-                ),
-            )
-            shown = grown.size
+            mode, reason, shown = "incremental", "box grown by the layer's window", grown.size
             if op.terminal:
+                reason = "clean output + the box's change (linear)"
                 stop, head = i + 1, True
         else:
             cost_inc += op.work(size if op.terminal else out_size, None)
