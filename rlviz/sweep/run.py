@@ -37,24 +37,15 @@ def plan(
 
 @dataclass
 class SweepResult:
-    """What :func:`run_sweep` returns: the table rows and everything behind them.
+    """What :func:`run_sweep` returns: the table rows and everything behind them."""
 
-    Attributes:
-        rows: one flat dict per checkpoint (the CSV's rows), in sweep order.
-        analyses: checkpoint -> its analysis task's result (maps included).
-        episodes: checkpoint -> its episode blocks' results, in block order.
-        probe: the probe set.
-        comparison: before/after unit comparison (init vs last snapshot), or None.
-        info: executor, seeds, block size, timings.
-    """
-
-    rows: list[dict]
-    analyses: dict[str, dict]
-    episodes: dict[str, list[dict]]
+    rows: list[dict]  # one flat dict per checkpoint (the CSV's rows), in sweep order
+    analyses: dict[str, dict]  # checkpoint -> its analysis task's result (maps included)
+    episodes: dict[str, list[dict]]  # checkpoint -> its episode blocks' results, in block order
     probe: ProbeSet
     methods: tuple[str, ...]
-    comparison: dict | None = None
-    info: dict = field(default_factory=dict)
+    comparison: dict | None = None  # before/after unit comparison (init vs last snapshot)
+    info: dict = field(default_factory=dict)  # executor, seeds, block size, timings
 
     def report(self) -> dict:
         """The JSON report: rows, unit comparison, probe-set facts and run info (no maps)."""
@@ -92,23 +83,16 @@ def run_sweep(
     init: str | None = None,
     step_offsets: Mapping[str, int] | None = None,
 ) -> SweepResult:
-    """Evaluate every checkpoint on the same held-out ``seeds`` and the same probe frames.
+    """Evaluate every checkpoint (in training order: rows and drift follow it) on the same
+    held-out ``seeds`` and the same probe frames, ``block_size`` seeds per episode task, on
+    ``executor`` (default: serial in this process). Rows are labelled ``labels`` (default: the
+    checkpoint file names without extension).
 
-    Args:
-        checkpoints: in training order (rows and drift follow it).
-        spec: what to measure and how to load / play (see :class:`SweepSpec`).
-        seeds: held-out episode seeds, the same for every checkpoint.
-        executor: where tasks run (default: serial in this process).
-        block_size: seeds per episode task.
-        labels: row labels (default: the checkpoint file names without extension).
-        init: the checkpoint a fine-tune started from: swept first (row ``init``, steps 0) and
-            compared unit by unit with the last checkpoint. Already among ``checkpoints`` (a
-            pre-training run swept with its fine-tune): not swept twice, only compared.
-        step_offsets: checkpoint -> training steps before its run began (a fine-tune's init
-            checkpoint's steps in all); each row's ``steps_in_all`` adds it to ``steps``.
-
-    Returns:
-        :class:`SweepResult`.
+    ``init``: the checkpoint a fine-tune started from: swept first (row ``init``, steps 0) and
+    compared unit by unit with the last checkpoint; already among ``checkpoints`` (a
+    pre-training run swept with its fine-tune), it is not swept twice, only compared.
+    ``step_offsets``: checkpoint -> training steps before its run began (a fine-tune's init
+    checkpoint's steps in all); each row's ``steps_in_all`` adds it to ``steps``.
     """
     executor = executor or SerialExecutor(spec.setup)
     checkpoints = [str(c) for c in checkpoints]

@@ -40,19 +40,12 @@ Units = dict[str, list[int]]
 
 @dataclass(frozen=True)
 class Snapshot:
-    """A loaded checkpoint, as :attr:`SweepSpec.load` returns it.
+    """A loaded checkpoint, as :attr:`SweepSpec.load` returns it."""
 
-    Attributes:
-        adapter: the policy (its ``model`` is what ablation hooks).
-        steps: training steps of the checkpoint (the sweep's x axis).
-        layers: conv layers to dissect, in network order.
-        config: the checkpoint's JSON config (anything the spec's functions need).
-    """
-
-    adapter: PolicyAdapter
-    steps: int
-    layers: tuple[str, ...]
-    config: dict = field(default_factory=dict)
+    adapter: PolicyAdapter  # the policy (its ``model`` is what ablation hooks)
+    steps: int  # training steps of the checkpoint (the sweep's x axis)
+    layers: tuple[str, ...]  # conv layers to dissect, in network order
+    config: dict = field(default_factory=dict)  # the checkpoint's JSON config
 
 
 @dataclass(frozen=True)
