@@ -109,8 +109,7 @@ def capture(model: nn.Module, layers: str | Sequence[str]) -> Iterator[Captured]
     downstream (``ReLU(inplace=True)``) cannot overwrite what was recorded. Hooks are removed on exit,
     also when the block raises.
 
-    Yields:
-        dict name -> Tensor, overwritten by each forward pass.
+    Yields a dict name -> Tensor, overwritten by each forward pass.
     """
     names = [layers] if isinstance(layers, str) else list(layers)
     modules = [get_layer(model, name) for name in names]
@@ -162,18 +161,13 @@ def activations(
     forward: Callable[[torch.Tensor], object] | None = None,
     stop_early: bool = False,
 ) -> dict[str, torch.Tensor]:
-    """Outputs of ``layers`` for one forward pass of the network input ``x`` (graph kept).
+    """Outputs of ``layers`` of ``model`` (one dotted name or several) for one forward pass of
+    the network input ``x`` [B, C, H, W], graph kept: name -> [B, C, h, w] (conv) or [B, D].
 
     Args:
-        model: the module that owns the layers.
-        x: the network input, e.g. preprocessed frames [B, C, H, W].
-        layers: one dotted name or several.
         forward: what runs the network (``adapter.outputs``); defaults to ``model(x)``.
         stop_early: stop the pass once every layer has run: saves the head's compute and lets a
             conv layer read inputs of any size (a fully connected head would reject them).
-
-    Returns:
-        dict layer name -> activation ([B, C, h, w] for a conv layer, [B, D] for a linear one).
     """
     names = [layers] if isinstance(layers, str) else list(layers)
     run = forward if forward is not None else model
@@ -234,18 +228,14 @@ def layer_activations(
     pool: str | None = None,
     stop_early: bool = False,
 ) -> dict[str, torch.Tensor]:
-    """Outputs of ``layers`` for raw observations ``obs`` [N, ...], in batches, without gradients.
+    """Outputs of ``layers`` for a batch of raw observations ``obs`` [N, ...], run through
+    ``policy``'s ``preprocess`` and ``outputs`` in batches without gradients: name -> float32
+    CPU tensor [N, ...].
 
     Args:
-        policy: a :class:`rlviz.PolicyAdapter` (``preprocess`` and ``outputs`` run the network).
-        obs: raw observations, a batch (index 0 is the frame axis).
-        layers: one dotted name or several.
         batch_size: observations per forward pass (memory knob; results do not depend on it).
         pool: ``None`` (each layer's own shape), ``"flatten"`` or ``"avg"``; see :data:`POOLS`.
         stop_early: see :func:`activations`.
-
-    Returns:
-        dict layer name -> float32 CPU tensor [N, ...].
     """
     names = [layers] if isinstance(layers, str) else list(layers)
     if len(obs) == 0:

@@ -115,9 +115,6 @@ def action_change(
 ) -> ActionChange:
     """Compare pi(.|s) with and without ``units`` on raw observations ``obs`` (frames
     [N, H, W, C], or stacks in the adapter's layout).
-
-    Returns:
-        :class:`ActionChange` (per-frame KL, TV distance, greedy-action flips).
     """
     obs, _ = observations(adapter, obs)
     intact, ablated = [], []
@@ -191,9 +188,6 @@ def success_rate(
 
     Episode i resets with ``seed + i`` and action sampling is seeded from ``seed``, so runs with
     and without ablation face the same rooms and the same random numbers (a paired comparison).
-
-    Returns:
-        :class:`SuccessRate`.
     """
     if episodes < 1:
         raise ValueError(f"episodes must be at least 1, got {episodes}")
@@ -305,9 +299,6 @@ def ablation_study(
     Args:
         channels: layer -> number of units, to draw random units from.
         obs: optional frames [N, H, W, C] to also measure the action-distribution change on.
-
-    Returns:
-        :class:`AblationStudy`.
     """
     from tqdm.auto import tqdm
 

@@ -151,9 +151,6 @@ def minimal_perturbation(
         pgd_steps / search_steps: PGD iterations per epsilon and binary-search steps
             (precision eps_max / 2**search_steps).
         clip: valid range of the network input (perturbed inputs are clamped to it).
-
-    Returns:
-        :class:`Adversarial`: epsilon [N] (inf if none up to ``eps_max``) and the examples.
     """
     obs = check_frames(obs)
     if method not in ("fgsm", "pgd"):

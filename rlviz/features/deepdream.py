@@ -81,9 +81,6 @@ def deepdream(
             small for the objective's layer are skipped (see ``Dream.sizes``).
         steps: gradient steps per octave; step_size: size of one normalised step (input units).
         jitter: random shift in pixels per step (undone after the step).
-
-    Returns:
-        :class:`Dream` with the uint8 image [H, W, C] and the objective trace.
     """
     from tqdm.auto import tqdm
 

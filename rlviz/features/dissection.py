@@ -196,9 +196,6 @@ def dissect(
         upsample: ``"field"`` places units at their receptive-field centres (falling back to
             bilinear, with a warning, for a layer of unknown geometry); ``"bilinear"`` spreads them
             evenly over the frame (Bau et al.'s plain upsampling).
-
-    Returns:
-        :class:`Dissection` with IoU, precision and recall per unit and concept.
     """
     obs, _ = observations(adapter, obs)
     if not 0.0 < quantile < 1.0:
@@ -258,11 +255,8 @@ def unit_segmentation(
     threshold: float,
     upsample: str = "field",
 ) -> np.ndarray:
-    """Where unit (``layer``, ``unit``) is on (above ``threshold``) in each frame, at frame size.
-
-    Returns:
-        bool [N, H, W].
-    """
+    """Where unit (``layer``, ``unit``) is on (above ``threshold``) in each frame, at frame
+    size: bool [N, H, W]."""
     obs, layout = observations(adapter, obs)
     acts = layer_activations(adapter, obs, layer, batch_size=BATCH, stop_early=True)
     a = acts[layer][:, unit : unit + 1]

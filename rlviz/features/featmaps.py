@@ -18,11 +18,7 @@ def feature_maps(
     adapter: PolicyAdapter, frame: np.ndarray | torch.Tensor, layer: str
 ) -> np.ndarray:
     """Activations of every channel of ``layer`` for one raw observation (a frame [H, W, C],
-    or a stack in the adapter's layout).
-
-    Returns:
-        float32 [C, h, w] (the layer's own resolution).
-    """
+    or a stack in the adapter's layout): float32 [C, h, w], the layer's own resolution."""
     frame, layout = observations(adapter, frame, "frame")
     if len(frame) != 1:
         raise ValueError(f"feature_maps takes one observation ({layout}), got {len(frame)} of them")

@@ -63,13 +63,10 @@ def conv_weight(model: nn.Module, layer: str) -> np.ndarray:
 
 
 def normalise_kernels(weight: np.ndarray, mode: str = "minmax") -> np.ndarray:
-    """Scale each kernel (leading axis) into [0, 1] independently.
+    """Each kernel (leading axis) scaled into [0, 1] on its own, float32 of ``weight``'s shape.
 
     ``"minmax"`` stretches each kernel's range to [0, 1]; ``"symmetric"`` maps 0 to grey (0.5) and
     the largest magnitude to 0 or 1, so the sign of a weight stays readable.
-
-    Returns:
-        float32 array of the same shape as ``weight``.
     """
     w = np.asarray(weight, dtype=np.float32)
     flat = w.reshape(len(w), -1)
@@ -85,11 +82,8 @@ def normalise_kernels(weight: np.ndarray, mode: str = "minmax") -> np.ndarray:
 
 
 def rgb_filters(model: nn.Module, layer: str | None = None, mode: str = "minmax") -> np.ndarray:
-    """First-layer kernels as RGB tiles, each normalised on its own.
-
-    Returns:
-        float32 [C_out, kh, kw, 3] in [0, 1].
-    """
+    """First-layer kernels as RGB tiles, each normalised on its own: float32 [C_out, kh, kw, 3]
+    in [0, 1]."""
     layer = layer or first_conv_layer(model)
     weight = conv_weight(model, layer)
     if weight.shape[1] == 1:
@@ -109,14 +103,12 @@ def frame_filters(
     layer: str | None = None,
     mode: str = "minmax",
 ) -> np.ndarray:
-    """First-layer kernels over a stack of K frames, one RGB tile per (unit, frame).
+    """First-layer kernels over a stack of K frames, one RGB tile per (unit, frame): float32
+    [C_out, K, kh, kw, 3] in [0, 1] (gray frames repeated to RGB).
 
     The kernel of a unit reading K*C channels (frame-major, oldest first, as the layout's network
     input) is split into K slices of C channels. Each unit is normalised over all its K slices
     together, so a frame the unit ignores shows as a flat tile (grey with ``"symmetric"``).
-
-    Returns:
-        float32 [C_out, K, kh, kw, 3] in [0, 1] (gray frames repeated to RGB).
     """
     layout = resolve_layout(layout, None)
     layer = layer or first_conv_layer(model)
@@ -129,22 +121,14 @@ def frame_filters(
         )
     out, _, kh, kw = weight.shape
     tiles = normalise_kernels(weight, mode).reshape(out, k, c, kh, kw).transpose(0, 1, 3, 4, 2)
-    if c == 1:
-        return np.repeat(tiles, 3, axis=-1)
-    if c != 3:
-        return np.repeat(tiles[..., :1], 3, axis=-1) if c < 3 else tiles[..., :3]
-    return tiles
+    return np.repeat(tiles[..., :1], 3, axis=-1) if c < 3 else tiles[..., :3]
 
 
 def filter_grid(
     model: nn.Module, layer: str, max_out: int = 32, max_in: int = 16, mode: str = "symmetric"
 ) -> np.ndarray:
-    """Per-channel kernels of ``layer``: one 2-D kernel per (output, input) channel pair, each
-    normalised on its own.
-
-    Returns:
-        float32 [min(C_out, max_out), min(C_in, max_in), kh, kw] in [0, 1].
-    """
+    """Per-channel kernels of ``layer``, each 2-D kernel normalised on its own: float32
+    [min(C_out, max_out), min(C_in, max_in), kh, kw] in [0, 1]."""
     weight = conv_weight(model, layer)[:max_out, :max_in]
     out, inp, kh, kw = weight.shape
     return normalise_kernels(weight.reshape(out * inp, kh, kw), mode).reshape(out, inp, kh, kw)
@@ -153,11 +137,8 @@ def filter_grid(
 def apply_kernels(
     frame: np.ndarray, kernels: dict[str, np.ndarray] | None = None
 ) -> dict[str, np.ndarray]:
-    """Convolve the luminance of one frame [H, W, C] with each hand kernel (reflect padding).
-
-    Returns:
-        dict kernel name -> float32 response [H, W].
-    """
+    """The luminance of one frame [H, W, C] convolved with each hand kernel (reflect padding):
+    kernel name -> float32 response [H, W]."""
     frame = check_frames(frame, "frame")[0]
     kernels = HAND_KERNELS if kernels is None else kernels
     rgb = torch.as_tensor(display_rgb(frame), dtype=torch.float32) / 255.0
@@ -189,19 +170,9 @@ def plot_rgb_filters(
     if layout is not None and resolve_layout(layout, None).stacked:
         return plot_frame_filters(model, layout, path, layer, mode)
     tiles = rgb_filters(model, layer, mode)
-    rows, cols = grid_shape(len(tiles), max_cols=16)
-    fig = new_figure(0.75 * cols + 0.4, 0.75 * rows + 0.6)
-    axes = fig.subplots(rows, cols, squeeze=False).ravel()
-    for ax in axes:
-        ax.set_axis_off()
-    for i, (ax, tile) in enumerate(zip(axes, tiles, strict=False)):
-        ax.imshow(tile, interpolation="nearest")
-        ax.set_title(str(i), fontsize=6)
     kh, kw = tiles.shape[1:3]
-    fig.suptitle(
-        f"{layer!r}: {len(tiles)} RGB kernels {kh}x{kw} (each {mode}-normalised)", fontsize=9
-    )
-    return save_figure(fig, path)
+    title = f"{layer!r}: {len(tiles)} RGB kernels {kh}x{kw} (each {mode}-normalised)"
+    return save_figure(_tile_figure(tiles, 16, 0.75, 0.6, title), path)
 
 
 def plot_frame_filters(
@@ -213,25 +184,29 @@ def plot_frame_filters(
 ) -> Path:
     """Draw a first layer over K stack frames: per unit, K small tiles (oldest -> newest);
     returns the PNG path."""
-    layout = resolve_layout(layout, None)
     layer = layer or first_conv_layer(model)
     tiles = frame_filters(model, layout, layer, mode)
     n, k, kh, kw = tiles.shape[:4]
-    rows, cols = grid_shape(n, max_cols=max(1, 16 // k))
-    fig = new_figure((0.5 * k + 0.25) * cols + 0.4, 0.75 * rows + 0.7)
+    strips = [frames_strip((unit * 255.0 + 0.5).astype(np.uint8), gap=1) for unit in tiles]
+    title = (
+        f"{layer!r}: {n} kernels {kh}x{kw} over {k} stack frames (oldest -> newest; each unit "
+        f"{mode}-normalised over its frames)"
+    )
+    return save_figure(_tile_figure(strips, max(1, 16 // k), 0.5 * k + 0.25, 0.7, title), path)
+
+
+def _tile_figure(tiles, max_cols: int, tile_width: float, margin: float, title: str):
+    """Images on a near-square grid, each titled by its index; ``margin``: inches for titles."""
+    rows, cols = grid_shape(len(tiles), max_cols=max_cols)
+    fig = new_figure(tile_width * cols + 0.4, 0.75 * rows + margin)
     axes = fig.subplots(rows, cols, squeeze=False).ravel()
     for ax in axes:
         ax.set_axis_off()
-    for i, (ax, unit) in enumerate(zip(axes, tiles, strict=False)):
-        strip = frames_strip((unit * 255.0 + 0.5).astype(np.uint8), gap=1)
-        ax.imshow(strip, interpolation="nearest")
+    for i, (ax, tile) in enumerate(zip(axes, tiles, strict=False)):
+        ax.imshow(tile, interpolation="nearest")
         ax.set_title(str(i), fontsize=6)
-    fig.suptitle(
-        f"{layer!r}: {n} kernels {kh}x{kw} over {k} stack frames (oldest -> newest; each unit "
-        f"{mode}-normalised over its frames)",
-        fontsize=9,
-    )
-    return save_figure(fig, path)
+    fig.suptitle(title, fontsize=9)
+    return fig
 
 
 def plot_filter_grid(
@@ -293,9 +268,8 @@ def plot_kernel_comparison(
     frame = layout.newest_frame(obs[:1])[0]  # hand kernels read the frame the agent acts on
     hand = apply_kernels(frame, kernels)
     learned = feature_maps(adapter, obs[:1], layer)
-    strongest = np.argsort(-np.abs(learned).reshape(len(learned), -1).mean(1), kind="stable")[
-        :n_learned
-    ]
+    energy = np.abs(learned).reshape(len(learned), -1).mean(1)
+    strongest = np.argsort(-energy, kind="stable")[:n_learned]
     cols = max(len(hand), len(strongest)) + 1
     fig = new_figure(1.7 * cols, 3.9)
     axes = fig.subplots(2, cols, squeeze=False)
@@ -305,9 +279,7 @@ def plot_kernel_comparison(
         axes[row, 0].imshow(display_rgb(frame))
         axes[row, 0].set_title("observation", fontsize=8)
     for ax, (name, response) in zip(axes[0, 1:], hand.items(), strict=False):
-        if (
-            name.startswith("blur") or name == "sharpen"
-        ):  # still an image: same grey scale as the frame
+        if name.startswith("blur") or name == "sharpen":  # still an image: the frame's grey scale
             ax.imshow(response, cmap="gray", vmin=0.0, vmax=1.0)
         else:
             lim = float(np.abs(response).max()) or 1.0

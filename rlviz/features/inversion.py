@@ -66,9 +66,6 @@ def invert(
         l2_weight: weight of a pull towards mid-grey.
         param: ``"pixels"`` or ``"fourier"`` parameterisation of the reconstruction, from noise
             (or any :class:`~rlviz.features.optvis.ImageParam`).
-
-    Returns:
-        :class:`Inversion` (uint8 image [H, W, C], trace, feature distance before and after).
     """
     frame = check_frames(frame, "frame")
     if len(frame) != 1:

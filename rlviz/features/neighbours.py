@@ -67,9 +67,6 @@ def nearest_neighbours(
         exclude: dataset indices to skip (the query itself, or its neighbours in time).
         features: precomputed :func:`rlviz.statemap.layer_features` of ``obs`` [N, D] (numpy or
             torch), to reuse across queries.
-
-    Returns:
-        :class:`Neighbours` (indices and distances, nearest first).
     """
     obs, _ = observations(adapter, obs)
     if k < 1:

@@ -42,15 +42,9 @@ def action_log_probs(adapter: PolicyAdapter, obs, *, batch_size: int = 256) -> t
 def action_kl(
     adapter: PolicyAdapter, original, perturbed, *, batch_size: int = 256
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Per frame KL(pi(.|original) || pi(.|perturbed)) in nats, and whether the greedy action flips.
-
-    Args:
-        original, perturbed: observations [N, ...] in the same order (frame i of one is frame i
-            of the other, perturbed).
-
-    Returns:
-        (kl float32 [N], flipped bool [N]).
-    """
+    """Per frame KL(pi(.|original) || pi(.|perturbed)) in nats (float32 [N]), and whether the
+    greedy action flips (bool [N]). Frame i of ``perturbed`` [N, ...] is frame i of ``original``,
+    perturbed."""
     if len(original) != len(perturbed):
         raise ValueError(
             f"original has {len(original)} frames, perturbed has {len(perturbed)}; pair them 1:1"

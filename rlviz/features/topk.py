@@ -276,9 +276,6 @@ def top_k_examples(
             rollout's near-identical consecutive frames do not fill every slot.
         field: the layer's receptive field; computed with :func:`receptive_field` if not given
             (the whole frame, with a warning, if the stack has a layer of unknown geometry).
-
-    Returns:
-        :class:`TopExamples` with indices, peak scores, peak positions and receptive-field boxes.
     """
     obs, layout = observations(adapter, obs)
     if k < 1:

@@ -50,14 +50,11 @@ class Adam:
 
 
 def evaluate(adapter: PolicyAdapter, objective: Objective, image: torch.Tensor) -> torch.Tensor:
-    """The objective on an image [B, C, H, W] (network input space), keeping the graph.
+    """The objective on an image [B, C, H, W] (network input space), float [B], graph kept.
 
     Only the layers the objective reads are hooked (released on exit); the forward pass stops
     after them unless the objective needs the policy's outputs. A recurrent policy reads the
     image with its initial state.
-
-    Returns:
-        float [B].
     """
     if adapter.recurrent:
         # A recurrent policy sees the image entering its initial state (an episode's start).
@@ -141,9 +138,6 @@ def optimize(
         frames: for a policy whose layout stacks K frames (``adapter.layout``), the default
             parameterisation is a :func:`~rlviz.features.optvis.stack.stack` that optimises
             ``"all"`` frames or only the ``"newest"`` (past frames mid grey).
-
-    Returns:
-        :class:`Visualisation`: uint8 images [B, H, W, C], objective trace, start and end values.
     """
     from tqdm.auto import tqdm
 

@@ -21,11 +21,8 @@ IMAGENET_COLOR_SQRT = np.array(
 
 def color_correlation(frames: np.ndarray) -> np.ndarray:
     """Square root of the colour covariance of ``frames`` uint8 [N, H, W, 3], via its
-    eigen-decomposition, scaled so its largest column norm is 1.
-
-    Returns:
-        float32 [3, 3]: multiplying decorrelated channels by it gives correlated RGB.
-    """
+    eigen-decomposition, scaled so its largest column norm is 1: float32 [3, 3] that turns
+    decorrelated channels into correlated RGB."""
     frames = np.asarray(frames)
     if frames.ndim < 2 or frames.shape[-1] != 3:
         raise ValueError(f"color_correlation needs RGB frames [..., 3], got shape {frames.shape}")

@@ -182,9 +182,6 @@ def synthesize_texture(
         param: ``"pixels"`` (noise of std 0.5 before the sigmoid) or ``"fourier"``, both of the
             target's size and count, or any :class:`ImageParam` (e.g. a bigger canvas).
         tv_weight: weight of a total-variation prior (0: none, the raw texture).
-
-    Returns:
-        :class:`TextureResult` with the Gram distance before and after.
     """
     layers = [layers] if isinstance(layers, str) else list(layers)
     x = _network_input(adapter, target).detach()
@@ -223,9 +220,6 @@ def style_transfer(
         content_image: raw frames [N, H, W, C] (or one) or network input [N, C, H, W].
         style_image: one style source (another frame, or a texture image of any size) used for
             every content frame, or N of them, one per frame.
-
-    Returns:
-        :class:`TextureResult` with style and content distances before and after.
     """
     style_layers = [style_layers] if isinstance(style_layers, str) else list(style_layers)
     x0 = _network_input(adapter, content_image).detach()
