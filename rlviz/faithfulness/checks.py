@@ -110,18 +110,13 @@ def mprt(
     keep_last: bool = False,
     absolute: bool = True,
 ) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
-    """Cascading model-parameter randomisation of the model ``explain()`` explains.
+    """Cascading randomisation of ``model``'s layers (:func:`cascade`; restored afterwards),
+    comparing ``explain()``, maps [B, H, W] of the model as it is then, with the trained model's
+    ``reference`` maps: ({layer name: Spearman per frame float64 [B]} in randomisation order, the
+    fully randomised model's maps when ``keep_last`` (for :func:`efficient_mprt`), else None).
 
-    Args:
-        model: the module whose layers are reset (the adapter's model; restored afterwards).
-        explain: maps [B, H, W] of the model as it is at the time of the call.
-        reference: the trained model's maps [B, H, W].
-        keep_last: also return the fully randomised model's maps (for :func:`efficient_mprt`).
-        absolute: correlate |maps| (Quantus's default ``abs=True``): a sign flip of a signed
-            map (a randomised head turning "for" into "against") is no change of where it looks.
-
-    Returns:
-        ({layer name: Spearman per frame float64 [B]} in randomisation order, last maps or None).
+    ``absolute``: correlate |maps| (Quantus's default ``abs=True``): a sign flip of a signed map
+    (a randomised head turning "for" into "against") is no change of where it looks.
     """
     scores, last = {}, None
     prepare = np.abs if absolute else np.asarray

@@ -108,20 +108,14 @@ def freeze_target(
 @dataclass(frozen=True)
 class MapRequest:
     """What a method's ``_maps`` is given besides the frames and the target: everything else the
-    maps depend on, passed in the open (no context variable, no state held on the adapter).
+    maps depend on, passed in the open (no context variable, no state held on the adapter)."""
 
-    Attributes:
-        pass_size: most images per network pass.
-        layer: the layer the caller named (CAM family), None for the method's default.
-        per_frame: in a per-frame call, the layout whose stack frames the maps are split into
-            (``[b, K, ...]`` maps); None for one map per observation.
-        states: a recurrent policy's state entering each frame of the chunk, rows [b, ...];
-            every forward of the chunk's frames reads it (``adapter.outputs(x, states, rows)``).
-    """
-
-    pass_size: int
-    layer: str | None = None
+    pass_size: int  # most images per network pass
+    layer: str | None = None  # the layer the caller named (CAM family), None: the default
+    # In a per-frame call, the layout whose stack frames the maps are split into ([b, K, ...]).
     per_frame: ObservationLayout | None = None
+    # A recurrent policy's state entering each frame of the chunk, rows [b, ...]: every forward
+    # of the chunk's frames reads it (``adapter.outputs(x, states, rows)``).
     states: State | None = None
 
     def reduce_input(self, attr: torch.Tensor, how: str) -> torch.Tensor:

@@ -100,13 +100,9 @@ def block_target(target: Target, frames: slice, jobs: int) -> Target:
 
 @dataclass(frozen=True)
 class Block:
-    """One network pass of a chunk: jobs ``jobs`` of each frame in ``frames``.
-
-    Attributes:
-        frames, jobs: the (frame slice, job slice) of :func:`job_blocks`.
-        images: a contiguous buffer view [frames, jobs, C, H, W] to fill (``out=``) and hand to
-            the network as ``.flatten(0, 1)``.
-    """
+    """One network pass of a chunk: jobs ``jobs`` of each frame in ``frames`` (the slices of
+    :func:`job_blocks`), built in ``images``, a contiguous buffer view [frames, jobs, C, H, W] to
+    fill (``out=``) and hand to the network as ``.flatten(0, 1)``."""
 
     frames: slice
     jobs: slice

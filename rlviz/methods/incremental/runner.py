@@ -203,16 +203,9 @@ def _decide(structure: _Structure, in_size, box: Box, threshold: float):
 
 
 def plan(policy, input_shape, box=(8, 8), stride=None, threshold: float = FULL_FRACTION) -> Plan:
-    """Per-layer decisions of incremental inference for input [C, H, W] and a patch box.
-
-    Args:
-        policy: a PolicyAdapter or nn.Module.
-        input_shape: (C, H, W) of the network input.
-        box: (height, width) of the changed box at the input.
-        stride: offsets between boxes (defaults to the box size); sets the box alignments
-            the plan accounts for.
-        threshold: the box share of a map from which that layer and the rest run full.
-    """
+    """Per-layer decisions of incremental inference for a network input ``input_shape`` (C, H,
+    W) and a changed ``box`` (height, width) placed every ``stride`` pixels (default: the box
+    size); from the layer where the box covers ``threshold`` of the map on, all runs full."""
     from rlviz.methods.incremental.occlusion import window_boxes  # it runs on this module
 
     adapter = as_adapter(policy)
@@ -224,15 +217,9 @@ def plan(policy, input_shape, box=(8, 8), stride=None, threshold: float = FULL_F
 
 
 class IncrementalRunner:
-    """Outputs of a policy on clean frames with one box per patch replaced, recomputed layer by
-    layer inside the box.
-
-    Args:
-        policy: a PolicyAdapter or nn.Module.
-        x: the clean frames [B, C, H, W] (preprocessed network input).
-        rows, cols: [P] top-left of each patch's box at the input (inside the frame).
-        box: (height, width) of the boxes.
-        threshold: see :func:`plan`.
+    """Outputs of a policy on clean frames ``x`` [B, C, H, W] (preprocessed) with one ``box``
+    (height, width) per patch replaced, recomputed layer by layer inside the box; ``rows``,
+    ``cols`` [P]: each patch's top-left at the input (inside the frame).
 
     ``plan`` says what runs incrementally; ``plan.fallback`` is set (and :meth:`outputs` does
     full passes) when the model cannot be handled.
