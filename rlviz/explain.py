@@ -111,15 +111,10 @@ EPISODE_CHUNK = 256
 
 @dataclass(frozen=True)
 class MapJob:
-    """One map row of an episode: ``method`` explaining ``target`` at every step.
-
-    Attributes:
-        key: the name the caller files it under (e.g. ``"gradient|value"``).
-        method: an attribution method name.
-        target: anything :func:`explain` takes; per-step targets (``TakenAction(actions)``) are
-            cut to each pass's rows.
-        per_frame: one map per stack frame ([K, H, W] a step).
-    """
+    """One map row of an episode, filed under ``key`` (e.g. ``"gradient|value"``): ``method``
+    explaining ``target`` (anything :func:`explain` takes; per-step targets such as
+    ``TakenAction(actions)`` are cut to each pass's rows) at every step, ``per_frame``: one map
+    per stack frame ([K, H, W] a step)."""
 
     key: str
     method: str
@@ -149,10 +144,8 @@ def explain_rollout(
     (the video and the explorer differ only in what they do with the maps).
 
     Args:
-        policy: the policy that played it (a recurrent one with ``states`` held per step).
         obs: observations [T, ...] in the policy's layout: an array or an
             :class:`rlviz.spool.StepArray` (only one chunk of it is read at a time).
-        jobs: the :class:`MapJob` rows to compute.
         batch_size: frames per forward/backward pass; passes start at multiples of it, so the
             maps are those of one pass over the episode in ``batch_size`` batches.
         states: a recurrent policy's state entering each step (tuple of [T, ...] tensors).

@@ -1,13 +1,7 @@
-"""Explanation videos: episode data, drawing, panels, events (from the env's info), panel layout,
-the streaming writer and the pipeline that ties them together (:func:`render_video`).
-
-Modules, in the order they build on each other: :mod:`~rlviz.video.draw` (text, colours,
-images), :mod:`~rlviz.video.episode` (what panels read), :mod:`~rlviz.video.events` (captions from
-ground truth), :mod:`~rlviz.video.panels` (tiles, one module per thing drawn),
-:mod:`~rlviz.video.grid` (layout), :mod:`~rlviz.video.writer` (ffmpeg, atomic),
-:mod:`~rlviz.video.explain` (maps of an episode) and :mod:`~rlviz.video.pipeline`
-(:func:`render_video`). The state-map panel's map is fitted by
-:func:`rlviz.statemap.policy_states.fit_state_embedding`, re-exported here.
+"""Explanation videos: :func:`render_video` plays episodes, explains each in batches
+(:mod:`~rlviz.video.explain`), lays out the panels (:mod:`~rlviz.video.panels`, one module per thing
+drawn) and streams the frames to ffmpeg (:mod:`~rlviz.video.writer`). The state-map panel's map is
+fitted by :func:`rlviz.statemap.policy_states.fit_state_embedding`, re-exported here.
 """
 
 from rlviz.rollout import CompressedFrames

@@ -51,29 +51,20 @@ def explain_episode(
     """Explain a whole episode in batches (never frame by frame) for the video panels.
 
     Args:
-        policy: the policy that played ``rollout``.
-        methods: attribution methods (``rlviz.methods`` names); each explains log pi(a_t|s_t) of
-            the action taken.
-        layer: layer for CAM-type methods (default: the method's, usually the last conv).
+        methods: attribution methods; each explains log pi(a_t|s_t) of the action taken.
         normalize: ``"episode"`` (one fixed colour scale) or ``"frame"``.
         per_action: a method name to also compute one map per action (PerActionPanel).
-        embedding: a fitted ``StateEmbedding``; states are placed on it (``transform(fast=True)``).
-        embedding_layer: the layer its features come from (default: ``embedding.meta["layer"]``).
-        top_down: per-step top-down images of the episode, if any.
+        embedding: a fitted ``StateEmbedding`` the states are placed on (from ``embedding_layer``,
+            default ``embedding.meta["layer"]``).
         batch_size: images per forward/backward pass (memory knob; None: the method's default).
         spool: keep the maps in this :class:`rlviz.spool.Spool` (disk-backed, flat memory for
             long episodes); None: numpy arrays.
 
-    Two passes over the episode, chunk by chunk (:func:`rlviz.explain.explain_rollout`): the
-    first explains every step once, keeps the raw maps on disk and gathers each colour scale
-    exactly (:class:`rlviz.maps.EpisodeScale`); the second scales them. Only one chunk's
-    maps are ever in memory.
-
-    A policy with memory gets more: a recurrent one is explained step by step with the state
-    entering each step held fixed (``rollout.states``), and a memory-reliance trace
-    (:func:`rlviz.memory.memory_reliance`: one extra forward and backward pass per step). A stack
-    of K frames gets per-frame maps of the first input-space method (the stack panel) and their
-    frame shares; its map panels show the newest frame's own map (see :class:`TimeMaps`).
+    Two passes, chunk by chunk (:func:`rlviz.explain.explain_rollout`): the first keeps the raw
+    maps on disk and gathers each colour scale exactly (:class:`rlviz.maps.EpisodeScale`), the
+    second scales them. A recurrent policy is explained with the state entering each step held
+    fixed (``rollout.states``); a policy with memory also gets a memory-reliance trace, a stack
+    of K frames per-frame maps of one input-space method and their shares (:class:`TimeMaps`).
 
     Returns:
         An :class:`EpisodeExplanation` with maps float16 [T, H, W] in [0, 1].

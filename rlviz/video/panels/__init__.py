@@ -1,14 +1,5 @@
-"""The video's panels, one module per thing drawn; :func:`default_panels` puts them together.
-
-* :mod:`~rlviz.video.panels.base`: the panel contract (:class:`Panel`, tile size, header).
-* :mod:`~rlviz.video.panels.attribution`: the observation, bare or under attribution maps (one
-  method's, or one per action).
-* :mod:`~rlviz.video.panels.frame_stack`: the frame stack with a map per frame.
-* :mod:`~rlviz.video.panels.policy`: pi(a | s) bars (or a Box policy's mean and std).
-* :mod:`~rlviz.video.panels.curves`: value and reward, memory reliance, over the episode.
-* :mod:`~rlviz.video.panels.state_map`, :mod:`~rlviz.video.panels.top_down`,
-  :mod:`~rlviz.video.panels.captions`: the state map, the env's top-down view, the caption strip.
-"""
+"""The video's panels, one module per thing drawn (:mod:`~rlviz.video.panels.base`: the panel
+contract); :func:`default_panels` puts them together."""
 
 from __future__ import annotations
 

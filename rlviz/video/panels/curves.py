@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 
 SHARE_COLOUR = (255, 170, 60)
 KL_COLOUR = (120, 200, 255)
+VALUE_COLOUR = (110, 180, 255)
 #: Nats at the top of the KL axis at least (KL below ~0.1 nats hardly changes the action).
 KL_FLOOR = 0.1
 
@@ -25,7 +26,8 @@ class TimePlot(Panel):
     faded, and the values at t written under the plot (:meth:`caption`).
 
     ``prepare`` draws the whole plot into the area ``self._plot`` = (x0, x1, y0, y1) for
-    ``self._horizon`` steps and hands the tile to :meth:`_keep`.
+    ``self._horizon`` steps: a frame (:meth:`_frame`), its curves, then labels and legend
+    (:meth:`_finish`, which keeps the tile).
     """
 
     def __init__(self, size: tuple[int, int], title: str) -> None:
@@ -33,6 +35,26 @@ class TimePlot(Panel):
         self._dim: np.ndarray | None = None
         self._plot = (0, 0, 0, 0)
         self._horizon = 2
+
+    def _frame(self, guide_y: float) -> tuple[Image.Image, ImageDraw.ImageDraw]:
+        """The header tile as an image to draw on: the plot's frame, a guide line at ``guide_y``."""
+        x0, x1, y0, y1 = self._plot
+        img = Image.fromarray(self._header_tile())
+        draw = ImageDraw.Draw(img)
+        draw.rectangle([x0, y0, x1, y1], outline=GRID)
+        draw.line([(x0, guide_y), (x1, guide_y)], fill=GRID)
+        return img, draw
+
+    def _finish(self, img: Image.Image, labels: list, legend: list) -> None:
+        """Write the ``labels`` ((text, (x, y), anchor): small, muted) and the ``legend`` ((text,
+        colour), right to left in the header) on the drawn tile, and keep it."""
+        bright = np.asarray(img).copy()
+        for text, xy, anchor in labels:
+            put_text(bright, text, xy, size=10, color=MUTED, anchor=anchor)
+        x = self.size[1] - 8
+        for text, colour in legend:
+            x = put_text(bright, text, (x, HEADER // 2), size=11, color=colour, anchor="rm")[0] - 10
+        self._keep(bright)
 
     def _keep(self, bright: np.ndarray) -> None:
         """Keep the drawn tile and a copy with the plot area faded: how the future looks."""
@@ -89,14 +111,10 @@ class ValuePanel(TimePlot):
             ys = y1 - (y1 - y0) * (v - lo) / (hi - lo)
             return list(zip(xs.tolist(), ys.tolist(), strict=True))
 
-        img = Image.fromarray(self._header_tile())
-        draw = ImageDraw.Draw(img)
-        draw.rectangle([x0, y0, x1, y1], outline=GRID)
-        zero_y = px(np.array([0.0]), np.array([0.0]))[0][1]
-        draw.line([(x0, zero_y), (x1, zero_y)], fill=GRID)
+        img, draw = self._frame(px(np.array([0.0]), np.array([0.0]))[0][1])
         steps = np.arange(len(rollout), dtype=np.float64)
         if values is not None and len(values) > 1:
-            draw.line(px(steps, values.astype(np.float64)), fill=(110, 180, 255), width=2)
+            draw.line(px(steps, values.astype(np.float64)), fill=VALUE_COLOUR, width=2)
         for t in np.flatnonzero(rewards != 0):
             (x, y), (_, yz) = px(np.array([t, t]), np.array([rewards[t], 0.0]))
             color = GOOD if rewards[t] > 0 else BAD
@@ -105,32 +123,15 @@ class ValuePanel(TimePlot):
         for step in (0, (horizon - 1) // 2, horizon - 1):  # the time axis: steps
             x = px(np.array([float(step)]), np.array([0.0]))[0][0]
             draw.line([(x, y1), (x, y1 + 3)], fill=MUTED)
-        bright = np.asarray(img).copy()
-        put_text(bright, format_number(hi - pad), (x0 - 4, y0), size=10, color=MUTED, anchor="rt")
-        put_text(bright, format_number(lo + pad), (x0 - 4, y1), size=10, color=MUTED, anchor="rb")
-        if labelled:
-            put_text(bright, "0", (x0, y1 + 4), size=10, color=MUTED, anchor="lt")
-            mid_x = px(np.array([float((horizon - 1) // 2)]), np.array([0.0]))[0][0]
-            put_text(
-                bright,
-                f"step {(horizon - 1) // 2}",
-                (mid_x, y1 + 4),
-                size=10,
-                color=MUTED,
-                anchor="mt",
-            )
-            put_text(bright, str(horizon - 1), (x1, y1 + 4), size=10, color=MUTED, anchor="rt")
-        legend = put_text(bright, "reward", (w - 8, HEADER // 2), size=11, color=GOOD, anchor="rm")
-        if values is not None:
-            put_text(
-                bright,
-                "V(s)",
-                (legend[0] - 10, HEADER // 2),
-                size=11,
-                color=(110, 180, 255),
-                anchor="rm",
-            )
-        self._keep(bright)
+        labels = [(format_number(hi - pad), (x0 - 4, y0), "rt")]
+        labels.append((format_number(lo + pad), (x0 - 4, y1), "rb"))
+        if labelled:  # the time axis's steps
+            mid = (horizon - 1) // 2
+            mid_x = px(np.array([float(mid)]), np.array([0.0]))[0][0]
+            labels += [("0", (x0, y1 + 4), "lt"), (f"step {mid}", (mid_x, y1 + 4), "mt")]
+            labels.append((str(horizon - 1), (x1, y1 + 4), "rt"))
+        legend = [("reward", GOOD)] + ([("V(s)", VALUE_COLOUR)] if values is not None else [])
+        self._finish(img, labels, legend)
 
     def caption(self, t: int, episode: EpisodeExplanation) -> str:
         rollout = episode.rollout
@@ -171,24 +172,13 @@ class MemoryPanel(TimePlot):
             ys = y1 - (y1 - y0) * np.clip(v, 0.0, 1.0)
             return list(zip(xs.tolist(), ys.tolist(), strict=True))
 
-        img = Image.fromarray(self._header_tile())
-        draw = ImageDraw.Draw(img)
-        draw.rectangle([x0, y0, x1, y1], outline=GRID)
-        draw.line([(x0, (y0 + y1) / 2), (x1, (y0 + y1) / 2)], fill=GRID)
+        img, draw = self._frame((y0 + y1) / 2)
         if len(memory) > 1:
             draw.line(px(memory.kl.astype(np.float64) / self._kl_top), fill=KL_COLOUR, width=2)
             draw.line(px(memory.share.astype(np.float64)), fill=SHARE_COLOUR, width=2)
-        bright = np.asarray(img).copy()
-        put_text(bright, "1", (x0 - 4, y0), size=10, color=MUTED, anchor="rt")
-        put_text(bright, "0", (x0 - 4, y1), size=10, color=MUTED, anchor="rb")
+        labels = [("1", (x0 - 4, y0), "rt"), ("0", (x0 - 4, y1), "rb")]
         kl_label = f"KL (top {format_number(self._kl_top)} nats)"
-        legend = put_text(
-            bright, kl_label, (w - 8, HEADER // 2), size=11, color=KL_COLOUR, anchor="rm"
-        )
-        put_text(
-            bright, "share", (legend[0] - 10, HEADER // 2), size=11, color=SHARE_COLOUR, anchor="rm"
-        )
-        self._keep(bright)
+        self._finish(img, labels, [(kl_label, KL_COLOUR), ("share", SHARE_COLOUR)])
 
     def caption(self, t: int, episode: EpisodeExplanation) -> str:
         memory = episode.memory
