@@ -17,7 +17,11 @@ import torch
 from torch import nn
 
 from rlviz.layout import LayoutError, ObservationLayout, resolve_layout
+from rlviz.policy.callable import callable_module
+from rlviz.policy.cleanrl import cleanrl_parts
+from rlviz.policy.frameworks import rllib_parts, skrl_parts, tianshou_parts, torchrl_parts
 from rlviz.policy.output import OUTPUT_KINDS, PolicyOutput, read_output
+from rlviz.policy.sb3 import sb3_parts
 
 Preprocess = Callable[[torch.Tensor], torch.Tensor]
 ForwardFn = Callable[[torch.Tensor], "torch.Tensor | tuple | PolicyOutput"]
@@ -164,8 +168,6 @@ class PolicyAdapter:
         channels first or last, as ``model.predict`` takes them; the number of stacked frames is
         read from the algorithm's ``VecFrameStack`` or given as ``layout=`` (e.g. ``"4x1:CHW"``).
         """
-        from rlviz.policy.sb3 import sb3_parts  # lazy: sb3.py never imports this module back
-
         parts = sb3_parts(model, layout=layout)
         return cls(parts.module, action_names=action_names, **parts.adapter_kwargs())
 
@@ -182,8 +184,6 @@ class PolicyAdapter:
         """Tianshou ``DiscreteActor`` (its ``softmax_output`` read), Q-network (``DQNet``:
         Q-values) or policy/algorithm, with an optional ``DiscreteCritic``; ``layout`` of the
         env's observations, e.g. ``"4x1:CHW"``. See :func:`rlviz.policy.frameworks.tianshou_parts`."""
-        from rlviz.policy.frameworks import tianshou_parts
-
         parts = tianshou_parts(actor, critic, layout=layout, output=output)
         return cls(parts.module, action_names=action_names, **parts.adapter_kwargs())
 
@@ -200,8 +200,6 @@ class PolicyAdapter:
     ) -> PolicyAdapter:
         """skrl policy model (Categorical/Gaussian/Deterministic mixin) and optional value model
         (the same object for a shared model); see :func:`rlviz.policy.frameworks.skrl_parts`."""
-        from rlviz.policy.frameworks import skrl_parts
-
         parts = skrl_parts(policy, value, layout=layout, role=role, value_role=value_role)
         return cls(parts.module, action_names=action_names, **parts.adapter_kwargs())
 
@@ -219,8 +217,6 @@ class PolicyAdapter:
         """TorchRL ``ProbabilisticActor`` (+ ``ValueOperator``) or ``ActorValueOperator``; the
         layout read from ``env``'s transforms or given; see
         :func:`rlviz.policy.frameworks.torchrl_parts`."""
-        from rlviz.policy.frameworks import torchrl_parts
-
         parts = torchrl_parts(actor, value, layout=layout, in_key=in_key, env=env)
         return cls(parts.module, action_names=action_names, **parts.adapter_kwargs())
 
@@ -234,8 +230,6 @@ class PolicyAdapter:
     ) -> PolicyAdapter:
         """RLlib new-stack ``RLModule`` (``algo.get_module()``), e.g. ``DefaultPPOTorchRLModule``;
         see :func:`rlviz.policy.frameworks.rllib_parts`."""
-        from rlviz.policy.frameworks import rllib_parts
-
         parts = rllib_parts(module, layout=layout)
         return cls(parts.module, action_names=action_names, **parts.adapter_kwargs())
 
@@ -247,8 +241,6 @@ class PolicyAdapter:
         action_names: Sequence[str] | None = None,
     ) -> PolicyAdapter:
         """CleanRL-style agent; see :func:`rlviz.policy.cleanrl.cleanrl_parts`."""
-        from rlviz.policy.cleanrl import cleanrl_parts
-
         parts = cleanrl_parts(agent, n_actions=n_actions)
         return cls(parts.module, action_names=action_names, **parts.adapter_kwargs())
 
@@ -258,8 +250,6 @@ class PolicyAdapter:
     ) -> PolicyAdapter:
         """``nn.Module`` or plain function mapping the network input to logits or
         ``(logits, value)``. A plain function has no layers, so CAM-family methods need a module."""
-        from rlviz.policy.callable import callable_module
-
         return cls(callable_module(fn), preprocess=preprocess, action_names=action_names)
 
     @property
