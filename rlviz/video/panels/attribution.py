@@ -10,12 +10,10 @@ import numpy as np
 from rlviz.maps import overlay, upsample
 from rlviz.methods import method_title
 from rlviz.video.draw import (
-    ACCENT,
     ATTRIBUTION_LUT,
     MUTED,
     OUTLINE,
     SIGNED_LUT,
-    TEXT,
     colorbar,
     darken,
     format_number,
@@ -25,7 +23,7 @@ from rlviz.video.draw import (
     text_width,
     upscale,
 )
-from rlviz.video.panels.base import HEADER, TILE, Panel
+from rlviz.video.panels.base import HEADER, TILE, Panel, draw_row
 
 if TYPE_CHECKING:
     from rlviz.video.episode import EpisodeExplanation
@@ -257,17 +255,9 @@ class PerActionPanel(OverlayPanel):
         frame = episode.frame(t)
         signed, cmap = self._colours(episode)
         shown = [map_over_frame(frame, m, cmap, self.alpha, signed, self.dim) for m in maps]
-        taken = int(episode.rollout.actions[t])
         probs = episode.rollout.probs[t]
-        for k, x in enumerate(self._xs):
-            color = ACCENT if k == taken else TEXT
-            put_text(
-                tile,
-                f"{episode.action_names[k]}  \u03c0={probs[k]:.2f}",
-                (x, HEADER + 2),
-                size=11,
-                color=color,
-                bold=k == taken,
-            )
-            paste(tile, upscale(shown[k], self._scale), HEADER + 18, x)
-        return tile
+        labels = [
+            f"{name}  \u03c0={p:.2f}" for name, p in zip(episode.action_names, probs, strict=True)
+        ]
+        taken = int(episode.rollout.actions[t])
+        return draw_row(tile, labels, shown, self._xs, self._scale, taken)

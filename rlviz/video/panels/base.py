@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from rlviz.video.draw import PANEL_BG, blank, put_text
+from rlviz.video.draw import ACCENT, PANEL_BG, TEXT, blank, paste, put_text, upscale
 
 if TYPE_CHECKING:
     from rlviz.video.episode import EpisodeExplanation
@@ -64,3 +64,13 @@ class Panel:
                 f"{type(self).__name__}.prepare(episode) must be called before render"
             )
         return self._base
+
+
+def draw_row(tile: np.ndarray, labels, images, xs, scale: int, highlight: int) -> np.ndarray:
+    """A full-width row of cells in ``tile``: each image upscaled ``scale`` times at x in ``xs``
+    under its label (the ``highlight``-th label in the accent colour, bold)."""
+    for k, (label, image, x) in enumerate(zip(labels, images, xs, strict=True)):
+        color = ACCENT if k == highlight else TEXT
+        put_text(tile, label, (x, HEADER + 2), size=11, color=color, bold=k == highlight)
+        paste(tile, upscale(image, scale), HEADER + 18, x)
+    return tile

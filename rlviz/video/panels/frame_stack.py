@@ -9,8 +9,8 @@ import numpy as np
 
 from rlviz.maps import overlay
 from rlviz.methods import method_title
-from rlviz.video.draw import ACCENT, TEXT, paste, put_text, text_width, upscale
-from rlviz.video.panels.base import HEADER, Panel
+from rlviz.video.draw import text_width
+from rlviz.video.panels.base import HEADER, Panel, draw_row
 
 if TYPE_CHECKING:
     from rlviz.video.episode import EpisodeExplanation
@@ -69,12 +69,10 @@ class StackPanel(Panel):
         obs_h, obs_w = episode.obs_shape[:2]
         self._scale = max(1, self.height // obs_h)
         cell_w = max(obs_w * self._scale, 64) + 12
-        width = frames * cell_w + 16
-        self.size = (HEADER + 18 + obs_h * self._scale + 8, width + width % 2)
         self._xs = [8 + k * cell_w for k in range(frames)]
         self.title = f"Frame stack, oldest \u2192 newest: {method_title(method)} per frame"
-        width = max(width, text_width(self.title, 13, True) + 16)
-        self.size = (self.size[0], width + width % 2)
+        width = max(frames * cell_w, text_width(self.title, 13, True)) + 16
+        self.size = (HEADER + 18 + obs_h * self._scale + 8, width + width % 2)
         self._base = self._header_tile()
 
     def render(self, t: int, episode: EpisodeExplanation) -> np.ndarray:
@@ -91,17 +89,8 @@ class StackPanel(Panel):
         )
         shares = episode.frame_shares[t] if episode.frame_shares is not None else None
         k_last = len(maps) - 1
-        for k, x in enumerate(self._xs):
+        labels = []
+        for k in range(len(self._xs)):
             age = "t" if k == k_last else f"t-{k_last - k}"
-            label = age if shares is None else f"{age}  {100 * float(shares[k]):.0f}%"
-            newest = k == k_last
-            put_text(
-                tile,
-                label,
-                (x, HEADER + 2),
-                size=11,
-                color=ACCENT if newest else TEXT,
-                bold=newest,
-            )
-            paste(tile, upscale(shown[k][..., :3], self._scale), HEADER + 18, x)
-        return tile
+            labels.append(age if shares is None else f"{age}  {100 * float(shares[k]):.0f}%")
+        return draw_row(tile, labels, shown[..., :3], self._xs, self._scale, k_last)
