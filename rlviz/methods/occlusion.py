@@ -15,7 +15,8 @@ from functools import lru_cache
 import torch
 
 from rlviz.methods.base import DEFAULT_PASS_ELEMENTS, ReplacementMethod, scalar_per_sample
-from rlviz.methods.incremental.occlusion import MODES, occlusion_drops, window_starts
+from rlviz.methods.incremental.occlusion import MODES, occlusion_drops
+from rlviz.methods.incremental.ops import window_starts
 from rlviz.methods.registry import register
 from rlviz.ops import fill_values
 

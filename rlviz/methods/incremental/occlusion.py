@@ -3,12 +3,10 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 
 from rlviz.methods.base import scalar_per_sample
-from rlviz.methods.incremental.ops import compose, nhwc
+from rlviz.methods.incremental.ops import compose, nhwc, window_boxes
 from rlviz.methods.incremental.runner import IncrementalRunner, warn_fallback
 from rlviz.methods.passes import block_target, job_blocks
 
@@ -17,27 +15,6 @@ MODES = ("auto", True, False)
 #: bigger batches make the small per-box products efficient (NatureCNN's linear head: 54 -> 35 us
 #: a patch from 300 to 1200 patches a pass).
 PASS_FACTOR = 4
-
-
-def window_starts(size: int, window: int, stride: int) -> list[int]:
-    """Start offsets of windows along an axis: every ``stride`` pixels until the window reaches the
-    end (the last one may hang over the edge and is clipped), as captum's Occlusion."""
-    if window > size:
-        raise ValueError(f"occlusion window {window} is larger than the input ({size} pixels)")
-    count = math.ceil((size - window) / stride) + 1
-    return [k * stride for k in range(count)]
-
-
-def window_boxes(size, window, stride) -> tuple[torch.Tensor, torch.Tensor]:
-    """Top-left [P] of every window's box in the order of ``window_masks``: the window itself,
-    moved inward where it hangs over the edge (the box only has to contain what changes)."""
-
-    axes = [
-        torch.tensor([min(s, n - w) for s in window_starts(n, w, st)])
-        for n, w, st in zip(size, window, stride, strict=True)
-    ]
-    rows, cols = axes
-    return rows.repeat_interleave(len(cols)), cols.repeat(len(rows))
 
 
 def occlusion_drops(

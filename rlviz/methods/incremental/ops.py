@@ -116,6 +116,27 @@ def _paste(out: torch.Tensor, values: torch.Tensor, dy: torch.Tensor, dx: torch.
     out.index_put_((index, r, c), values.permute(0, 2, 3, 1))
 
 
+def window_starts(size: int, window: int, stride: int) -> list[int]:
+    """Start offsets of windows along an axis: every ``stride`` pixels until the window reaches the
+    end (the last one may hang over the edge and is clipped), as captum's Occlusion."""
+    if window > size:
+        raise ValueError(f"occlusion window {window} is larger than the input ({size} pixels)")
+    count = math.ceil((size - window) / stride) + 1
+    return [k * stride for k in range(count)]
+
+
+def window_boxes(size, window, stride) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-left [P] of every window's box in the order of ``window_masks``: the window itself,
+    moved inward where it hangs over the edge (the box only has to contain what changes)."""
+
+    axes = [
+        torch.tensor([min(s, n - w) for s in window_starts(n, w, st)])
+        for n, w, st in zip(size, window, stride, strict=True)
+    ]
+    rows, cols = axes
+    return rows.repeat_interleave(len(cols)), cols.repeat(len(rows))
+
+
 class Op:
     """One step of the chain. ``macs`` estimates multiply-adds per output position (cost model)."""
 

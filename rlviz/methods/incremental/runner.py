@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from rlviz.methods.incremental.ops import Box, Op, Unsupported, compose, nhwc
+from rlviz.methods.incremental.ops import Box, Op, Unsupported, compose, nhwc, window_boxes
 from rlviz.methods.incremental.trace import Call, Chain, find_chain, prestage_fn, record, spliced
 from rlviz.policy.adapter import PolicyAdapter, PolicyOutput, as_adapter
 
@@ -206,8 +206,6 @@ def plan(policy, input_shape, box=(8, 8), stride=None, threshold: float = FULL_F
     """Per-layer decisions of incremental inference for a network input ``input_shape`` (C, H,
     W) and a changed ``box`` (height, width) placed every ``stride`` pixels (default: the box
     size); from the layer where the box covers ``threshold`` of the map on, all runs full."""
-    from rlviz.methods.incremental.occlusion import window_boxes  # it runs on this module
-
     adapter = as_adapter(policy)
     like = torch.zeros(1, *input_shape, device=adapter.device)
     structure = _structure(adapter, like)
