@@ -59,6 +59,16 @@ def play_episodes(
     return list(bar)
 
 
+def network_input(adapter: PolicyAdapter, images) -> torch.Tensor:
+    """Raw frames (uint8 [H, W, C] / [N, H, W, C]) preprocessed, or network input (float
+    [N, C, H, W]) as it is, on the adapter's device."""
+    if isinstance(images, torch.Tensor) and images.is_floating_point() and images.ndim == 4:
+        return images.to(adapter.device)
+    return adapter.preprocess(
+        np.asarray(images) if not isinstance(images, torch.Tensor) else images
+    )
+
+
 def check_frames(obs: np.ndarray, name: str = "obs") -> np.ndarray:
     """Validate raw frames: uint8 [N, H, W, 3]; returns them as a numpy array."""
     obs = np.asarray(obs)

@@ -350,13 +350,7 @@ def plot_ablation(study: AblationStudy, path: str | os.PathLike, title: str | No
     )
     # values written on the bars, so a zero success rate is visible too
     ax.bar_label(bars, labels=[f"{m:.2f}" for m in means], padding=2, fontsize=8)
-    ax.scatter(
-        np.full(len(rand), 2.0) + np.linspace(-0.15, 0.15, len(rand)),
-        rand,
-        color="black",
-        s=10,
-        zorder=3,
-    )
+    ax.scatter(2.0 + np.linspace(-0.15, 0.15, len(rand)), rand, color="black", s=10, zorder=3)
     n = len(study.baseline.successes)
     # No legend (it sat on the bar labels): the tick label says what the dots are.
     draws = f"dots: {len(rand)} draws" if len(rand) > 1 else "1 draw: no spread"

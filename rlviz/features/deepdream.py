@@ -139,15 +139,8 @@ def deepdream(
         start = float(evaluate(adapter, objective, base).mean())
         end = float(evaluate(adapter, objective, image.detach()).mean())
     final = image.detach()[0].float().cpu()
-    return Dream(
-        to_uint8(final),
-        final,
-        np.asarray(trace, dtype=np.float32),
-        sizes,
-        objective.name,
-        start,
-        end,
-    )
+    trace = np.asarray(trace, dtype=np.float32)
+    return Dream(to_uint8(final), final, trace, sizes, objective.name, start, end)
 
 
 def plot_dreams(

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
+from rlviz.features._common import network_input
 from rlviz.policy import PolicyAdapter
 
 #: The two kinds of family; the reliance ratio compares their mean KL.
@@ -30,11 +31,7 @@ def action_log_probs(adapter: PolicyAdapter, obs, *, batch_size: int = 256) -> t
         raise ValueError("got 0 observations; pass a non-empty batch [N, H, W, C]")
     parts = []
     for start in range(0, len(obs), batch_size):
-        chunk = obs[start : start + batch_size]
-        if isinstance(chunk, torch.Tensor) and chunk.is_floating_point() and chunk.ndim == 4:
-            x = chunk.to(adapter.device)
-        else:
-            x = adapter.preprocess(chunk)
+        x = network_input(adapter, obs[start : start + batch_size])
         parts.append(adapter.outputs(x).log_probs.float().cpu())
     return torch.cat(parts)
 

@@ -314,19 +314,13 @@ def top_k_examples(
         )
     in_h, in_w = int(input_hw[0]), int(input_hw[1])
     frame_h, frame_w = layout.image_size(tuple(obs.shape[1:]))
+    # Network input and frame can differ in size when preprocess resizes: scale the box.
+    sy, sx = frame_h / in_h, frame_w / in_w
     boxes = []
     for row, col in positions[chosen_arr]:
         y0, x0, y1, x1 = field.box(int(row), int(col), in_h, in_w)
-        # Network input and frame can differ in size when preprocess resizes: scale the box.
-        sy, sx = frame_h / in_h, frame_w / in_w
-        boxes.append(
-            (
-                int(np.floor(y0 * sy)),
-                int(np.floor(x0 * sx)),
-                int(np.ceil(y1 * sy)),
-                int(np.ceil(x1 * sx)),
-            )
-        )
+        top_left = int(np.floor(y0 * sy)), int(np.floor(x0 * sx))
+        boxes.append((*top_left, int(np.ceil(y1 * sy)), int(np.ceil(x1 * sx))))
     return TopExamples(
         layer=layer,
         channel=channel,

@@ -151,33 +151,31 @@ def _output(ctx: Context) -> PolicyOutput:
     return ctx.out
 
 
-def _action(k: int, ctx: Context, values: torch.Tensor) -> torch.Tensor:
-    if not 0 <= k < values.shape[-1]:
-        raise ValueError(f"action {k} out of range: the policy has {values.shape[-1]} actions")
-    return values[:, k]
+def _action(k: int, field: str) -> Objective:
+    """The policy output ``field`` ("logits", "probs", "log_probs") of action ``k``."""
+
+    def fn(ctx: Context) -> torch.Tensor:
+        values = getattr(_output(ctx), field)
+        if not 0 <= k < values.shape[-1]:
+            raise ValueError(f"action {k} out of range: the policy has {values.shape[-1]} actions")
+        return values[:, k]
+
+    return Objective(fn, f"action_{field[:-1]}({k})", needs_output=True)
 
 
 def action_logit(k: int) -> Objective:
     """The logit of action ``k``."""
-    return Objective(
-        lambda ctx: _action(k, ctx, _output(ctx).logits), f"action_logit({k})", needs_output=True
-    )
+    return _action(k, "logits")
 
 
 def action_prob(k: int) -> Objective:
     """pi(k | image). Saturates near 1; :func:`action_log_prob` keeps a useful gradient there."""
-    return Objective(
-        lambda ctx: _action(k, ctx, _output(ctx).probs), f"action_prob({k})", needs_output=True
-    )
+    return _action(k, "probs")
 
 
 def action_log_prob(k: int) -> Objective:
     """log pi(k | image)."""
-    return Objective(
-        lambda ctx: _action(k, ctx, _output(ctx).log_probs),
-        f"action_log_prob({k})",
-        needs_output=True,
-    )
+    return _action(k, "log_probs")
 
 
 def value() -> Objective:

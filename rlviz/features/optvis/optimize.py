@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,21 +57,17 @@ def evaluate(adapter: PolicyAdapter, objective: Objective, image: torch.Tensor) 
     after them unless the objective needs the policy's outputs. A recurrent policy reads the
     image with its initial state.
     """
-    if adapter.recurrent:
-        # A recurrent policy sees the image entering its initial state (an episode's start).
-        with adapter.holding_state(adapter.initial_state(image.shape[0])):
-            return _evaluate(adapter, objective, image)
-    return _evaluate(adapter, objective, image)
-
-
-def _evaluate(adapter: PolicyAdapter, objective: Objective, image: torch.Tensor) -> torch.Tensor:
+    state = nullcontext()
+    if adapter.recurrent:  # the image enters the initial state, as at an episode's start
+        state = adapter.holding_state(adapter.initial_state(image.shape[0]))
     layers = sorted(objective.layers)
-    if objective.needs_output:
-        with capture(adapter.model, layers) as acts:
-            out = adapter.outputs(image)
-            return objective(Context(dict(acts), out, image))
-    acts = forward_to_layers(adapter, image, layers) if layers else {}
-    return objective(Context(acts, None, image))
+    with state:
+        if objective.needs_output:
+            with capture(adapter.model, layers) as acts:
+                out = adapter.outputs(image)
+                return objective(Context(dict(acts), out, image))
+        acts = forward_to_layers(adapter, image, layers) if layers else {}
+        return objective(Context(acts, None, image))
 
 
 @dataclass

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from rlviz.features._common import forward_to_layers
+from rlviz.features._common import forward_to_layers, network_input
 from rlviz.features.optvis.objectives import Objective, feature_distance, total_variation
 from rlviz.features.optvis.optimize import optimize_and_measure
 from rlviz.features.optvis.param import ImageParam, noise_image, pixels
@@ -105,21 +105,12 @@ def gram_direction(layer: str, direction: int | Sequence[float] | torch.Tensor) 
     return Objective(fn, f"gram_direction({layer!r}, {what})", frozenset([layer]))
 
 
-def _network_input(adapter: PolicyAdapter, images) -> torch.Tensor:
-    """Raw frames (uint8 [H, W, C] / [N, H, W, C]) or network input (float [N, C, H, W])."""
-    if isinstance(images, torch.Tensor) and images.is_floating_point() and images.ndim == 4:
-        return images.to(adapter.device)
-    return adapter.preprocess(
-        np.asarray(images) if not isinstance(images, torch.Tensor) else images
-    )
-
-
 @torch.no_grad()
 def layer_targets(
     adapter: PolicyAdapter, images, layers: str | Sequence[str]
 ) -> dict[str, torch.Tensor]:
     """Activations of ``layers`` for ``images`` (raw frames or network input), graph-free."""
-    x = _network_input(adapter, images)
+    x = network_input(adapter, images)
     return {k: v.detach() for k, v in forward_to_layers(adapter, x, layers).items()}
 
 
@@ -184,7 +175,7 @@ def synthesize_texture(
         tv_weight: weight of a total-variation prior (0: none, the raw texture).
     """
     layers = [layers] if isinstance(layers, str) else list(layers)
-    x = _network_input(adapter, target).detach()
+    x = network_input(adapter, target).detach()
     style_obj = style_loss(layer_targets(adapter, x, layers))
     loss = style_obj + tv_weight * total_variation() if tv_weight else style_obj
     run = dict(steps=steps, lr=lr, transforms=transforms, seed=seed, progress=progress)
@@ -222,7 +213,7 @@ def style_transfer(
             every content frame, or N of them, one per frame.
     """
     style_layers = [style_layers] if isinstance(style_layers, str) else list(style_layers)
-    x0 = _network_input(adapter, content_image).detach()
+    x0 = network_input(adapter, content_image).detach()
     n = len(x0)
     c_target = layer_targets(adapter, x0, content_layer)[content_layer]
     s_targets = layer_targets(adapter, style_image, style_layers)
