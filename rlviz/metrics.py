@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from rlviz.methods.passes import block_rows, block_target, job_blocks, pass_buffer
+from rlviz.methods.base import MapRequest
 from rlviz.ops import fill_values
 from rlviz.policy import PolicyAdapter, as_adapter
 from rlviz.targets import ActionProb, MostLikelyAction, as_target
@@ -113,23 +113,19 @@ def _curves(
     rank.scatter_(1, order, torch.arange(h * w, device=x.device).expand(b, -1))
     counts = torch.round(torch.linspace(0, h * w, steps + 1, device=x.device)).long()
     curves = torch.zeros(b, steps + 1, dtype=torch.float64)
-    with torch.no_grad():
-        with pass_buffer(x, b, steps + 1, batch_size) as buffer:
-            for frames, ks in job_blocks(b, steps + 1, batch_size):
-                n_k = ks.stop - ks.start
-                chosen = (rank[frames, None] < counts[None, ks, None]).view(-1, n_k, 1, h, w)
-                # Deletion: chosen pixels become the canvas. Insertion: chosen pixels come from x.
-                keep, other = (x, canvas) if insertion else (canvas, x)
-                images = torch.where(
-                    chosen,
-                    keep[frames, None],
-                    other[frames, None],
-                    out=buffer.block(frames.stop - frames.start, n_k),
-                ).flatten(0, 1)
-                # rows: a recurrent policy reads each image's frame's held state
-                out = adapter.outputs(images, rows=block_rows(frames, n_k))
-                values = block_target(score, frames, n_k)(out)
-                curves[frames, ks] = values.detach().double().cpu().view(-1, n_k)
+    # Deletion: chosen pixels become the canvas. Insertion: chosen pixels come from x.
+    keep, other = (x, canvas) if insertion else (canvas, x)
+    with torch.no_grad(), MapRequest(batch_size).passes(x, steps + 1) as blocks:
+        for block in blocks:
+            frames, n_k = block.frames, block.jobs_per_frame
+            chosen = (rank[frames, None] < counts[None, block.jobs, None]).view(-1, n_k, 1, h, w)
+            images = torch.where(
+                chosen, keep[frames, None], other[frames, None], out=block.images
+            ).flatten(0, 1)
+            # rows: a recurrent policy reads each image's frame's held state
+            out = adapter.outputs(images, rows=block.rows)
+            values = block.target(score)(out)
+            curves[frames, block.jobs] = values.detach().double().cpu().view(-1, n_k)
     return curves.numpy()
 
 
