@@ -1,6 +1,6 @@
 """Policies for explanation: :class:`PolicyAdapter` over any network, and constructors for others'.
 
-``sb3``, ``cleanrl`` and ``callable`` build the parts (module, forward, preprocess) the adapter is
+``sb3``, ``cleanrl`` and ``frameworks`` build the parts (module, forward, preprocess) the adapter is
 made of; they never import the adapter, so imports flow one way.
 """
 

@@ -17,7 +17,6 @@ import torch
 from torch import nn
 
 from rlviz.layout import LayoutError, ObservationLayout, resolve_layout
-from rlviz.policy.callable import callable_module
 from rlviz.policy.cleanrl import cleanrl_parts
 from rlviz.policy.frameworks import rllib_parts, skrl_parts, tianshou_parts, torchrl_parts
 from rlviz.policy.output import OUTPUT_KINDS, PolicyOutput, read_output
@@ -66,6 +65,17 @@ def _floating(obs: object) -> bool:
     if isinstance(dtype, torch.dtype):
         return dtype.is_floating_point
     return dtype is not None and np.issubdtype(dtype, np.floating)
+
+
+class _FunctionModule(nn.Module):
+    """Holds a plain function where an ``nn.Module`` is expected (no addressable layers)."""
+
+    def __init__(self, fn: Callable) -> None:
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, x: torch.Tensor):
+        return self.fn(x)
 
 
 #: A forward's raw result as a :class:`PolicyOutput` (the public name of
@@ -250,7 +260,8 @@ class PolicyAdapter:
     ) -> PolicyAdapter:
         """``nn.Module`` or plain function mapping the network input to logits or
         ``(logits, value)``. A plain function has no layers, so CAM-family methods need a module."""
-        return cls(callable_module(fn), preprocess=preprocess, action_names=action_names)
+        module = fn if isinstance(fn, nn.Module) else _FunctionModule(fn)
+        return cls(module, preprocess=preprocess, action_names=action_names)
 
     @property
     def device(self) -> torch.device:

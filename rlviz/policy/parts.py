@@ -1,6 +1,6 @@
 """PolicyParts: what a constructor for someone else's policy hands the adapter.
 
-``sb3``, ``cleanrl`` and ``callable`` return these instead of building a :class:`PolicyAdapter`,
+``sb3``, ``cleanrl`` and ``frameworks`` return these instead of building a :class:`PolicyAdapter`,
 so none of them imports the adapter and imports flow one way.
 """
 
