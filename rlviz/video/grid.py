@@ -135,12 +135,6 @@ class Composer:
                 )
             paste(canvas, tile, y, x)
         if self.title_height:
-            total = len(episode)
-            put_text(
-                canvas,
-                f"step {t + 1:>4d} / {total}",
-                (self._step_x, self.title_height // 2),
-                size=14,
-                anchor="rm",
-            )
+            step = f"step {t + 1:>4d} / {len(episode)}"
+            put_text(canvas, step, (self._step_x, self.title_height // 2), size=14, anchor="rm")
         return canvas

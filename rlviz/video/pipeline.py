@@ -35,8 +35,6 @@ from rlviz.video.grid import Composer
 from rlviz.video.panels import TopDownPanel, default_panels
 from rlviz.video.writer import FORMATS, VideoWriter, check_writable
 
-PanelsArg = Sequence | Callable[[], Sequence] | None
-
 
 @dataclass
 class VideoSummary:
@@ -113,20 +111,6 @@ def output_paths(
         )
     suffix = ".gif" if gif else ".mp4"
     return [out / f"{name_prefix}-episode-{i}{suffix}" for i in range(episodes)]
-
-
-def panel_factory(
-    panels: PanelsArg, methods: Sequence[str], per_action: str | None = None
-) -> Callable[[], list]:
-    """A function returning the panels to use: ``panels()`` when it is a factory, a list of the
-    given ones, or fresh :func:`rlviz.video.panels.default_panels`."""
-
-    def fresh() -> list:
-        if panels is None:
-            return default_panels(list(methods), per_action=per_action)
-        return list(panels() if callable(panels) else panels)
-
-    return fresh
 
 
 def top_down_capture(env, panels: Sequence) -> Callable[[], np.ndarray] | None:
@@ -215,45 +199,38 @@ def _check_image_env(env) -> None:
     if shape is not None and len(shape) not in (2, 3, 4):  # 4: a frame stack [K, H, W, C]
         raise ValueError(
             f"render_video needs image observations [H, W, C] (or a stack of them, [K, H, W, C]); "
-            f"this env's observation space is "
-            f"{env.observation_space}. Wrap it (e.g. gymnasium.wrappers.AddRenderObservation) "
-            "to get pixels"
+            f"this env's observation space is {env.observation_space}. Wrap it (e.g. "
+            "gymnasium.wrappers.AddRenderObservation) to get pixels"
         )
-
-
-@contextmanager
-def _progress(enabled: bool):
-    if not enabled:
-        yield None
-        return
-    from tqdm.auto import tqdm  # optional: only for the progress bar
-
-    bar = tqdm(total=0, unit="frame", desc="rendering", dynamic_ncols=True)
-    try:
-        yield bar
-    finally:
-        bar.close()
 
 
 @dataclass
 class VideoJob:
     """One :func:`render_video` call's settings (a :class:`VideoOptions`) and the loop that runs
-    it; ``panels()`` returns fresh panels of ``options.panels``."""
+    it."""
 
     options: VideoOptions
-    panels: Callable[[], list] = field(init=False)
 
-    def __post_init__(self) -> None:
+    def panels(self) -> list:
+        """Fresh panels: ``options.panels()`` when it is a factory, a list of the given ones, or
+        :func:`rlviz.video.panels.default_panels`."""
         o = self.options
-        self.panels = panel_factory(o.panels, o.methods, o.per_action)
+        if o.panels is None:
+            return default_panels(list(o.methods), per_action=o.per_action)
+        return list(o.panels() if callable(o.panels) else o.panels)
 
     def run(self, env, adapter: PolicyAdapter, paths: list[Path], env_name: str | None):
         """Play, explain and write one episode per path; returns the :class:`VideoSummary`."""
         summary = VideoSummary()
         start = time.perf_counter()
         threads = self.options.threads
+        bar = None
+        if self.options.progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=0, unit="frame", desc="rendering", dynamic_ncols=True)
         with (
-            _progress(self.options.progress) as bar,
+            nullcontext() if bar is None else bar,
             torch_threads(threads) if threads else nullcontext(),
         ):
             map_large_blocks()  # chunk-sized arrays unmapped when freed: a flat heap

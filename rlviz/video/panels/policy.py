@@ -46,17 +46,11 @@ class ActionPanel(Panel):
         x0, x1, bar_h = self._bar
         for k, y in enumerate(self._rows):
             p = float(probs[k])
-            w = int(round(p * (x1 - x0)))
-            color = ACCENT if k == taken else BAR
-            tile[y : y + bar_h, x0 : x0 + w] = color
+            chosen = k == taken
+            tile[y : y + bar_h, x0 : x0 + int(round(p * (x1 - x0)))] = ACCENT if chosen else BAR
+            at = (x1 + 6, y + bar_h // 2)
             put_text(
-                tile,
-                f"{p:.2f}",
-                (x1 + 6, y + bar_h // 2),
-                size=12,
-                color=ACCENT if k == taken else TEXT,
-                bold=k == taken,
-                anchor="lm",
+                tile, f"{p:.2f}", at, color=ACCENT if chosen else TEXT, bold=chosen, anchor="lm"
             )
         p = np.clip(probs.astype(np.float64), 1e-12, 1.0)
         entropy = float(-(p * np.log(p)).sum())
