@@ -12,43 +12,28 @@ from __future__ import annotations
 import importlib
 import sys
 
-# name -> (module:function, one-line help)
+# name -> (module:function under rlviz.cli, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "train": ("rlviz.cli.train:main", "train a PPO agent on a BoxReach env"),
-    "evaluate": (
-        "rlviz.cli.evaluate:main",
-        "success rate and steps of a checkpoint on held-out seeds",
-    ),
+    "train": ("train:main", "train a PPO agent on a BoxReach env"),
+    "evaluate": ("evaluate:main", "success rate and steps of a checkpoint on held-out seeds"),
     "sweep": (
-        "rlviz.cli.sweep:main",
+        "sweep:main",
         "metrics of every snapshot of a run vs training steps (serial or on Ray)",
     ),
-    "video": ("rlviz.cli.video:main", "render annotated explanation videos of a checkpoint"),
-    "explore": (
-        "rlviz.cli.explore:main",
-        "interactive HTML report (explorer) of a checkpoint's episodes",
-    ),
-    "tsne": ("rlviz.cli.tsne:main", "t-SNE / PCA map of the states an agent visits"),
+    "video": ("video:main", "render annotated explanation videos of a checkpoint"),
+    "explore": ("explore:main", "interactive HTML report (explorer) of a checkpoint's episodes"),
+    "tsne": ("tsne:main", "t-SNE / PCA map of the states an agent visits"),
     "trust": (
-        "rlviz.cli.trust:main",
+        "trust:main",
         "which attribution map to trust: sanity checks, deletion/insertion, ground truth",
     ),
-    "filters": (
-        "rlviz.cli.features:filters_main",
-        "first-layer kernels and per-layer filter grids",
-    ),
+    "filters": ("features:filters_main", "first-layer kernels and per-layer filter grids"),
     "featvis": (
-        "rlviz.cli.features:featvis_main",
+        "features:featvis_main",
         "activation maximisation: what image drives a unit/action",
     ),
-    "topk": (
-        "rlviz.cli.features:topk_main",
-        "top-activating states and receptive-field patches of a unit",
-    ),
-    "dissect": (
-        "rlviz.cli.features:dissect_main",
-        "unit-vs-goal-box IoU (network dissection) and ablation",
-    ),
+    "topk": ("features:topk_main", "top-activating states and receptive-field patches of a unit"),
+    "dissect": ("features:dissect_main", "unit-vs-goal-box IoU (network dissection) and ablation"),
 }
 
 
@@ -79,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     module_name, func_name = COMMANDS[name][0].split(":")
     try:
-        command = getattr(importlib.import_module(module_name), func_name)
+        command = getattr(importlib.import_module(f"rlviz.cli.{module_name}"), func_name)
     except (ImportError, AttributeError) as exc:
         print(f"rlviz {name}: error: not available in this install ({exc})", file=sys.stderr)
         return 2

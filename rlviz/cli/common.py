@@ -97,16 +97,21 @@ def _remove_empty_created() -> None:
     _CREATED.clear()
 
 
+def warn(name: str, message: str) -> None:
+    """``rlviz NAME: MESSAGE`` on stderr: something the user should know; the command goes on."""
+    print(f"rlviz {name}: {message}", file=sys.stderr)
+
+
 def _say_kept(name: str, renamed: dict[Path, Path]) -> None:
     """One line on stderr: which existing outputs were kept and what this run's are called."""
     if not renamed:
         return
     (asked, new), more = next(iter(renamed.items())), len(renamed) - 1
     others = f" and {more} more, likewise" if more else ""
-    print(
-        f"rlviz {name}: kept the existing {asked.name} in {str(asked.parent)!r}; wrote "
-        f"{new.name}{others} (pass --overwrite to replace them)",
-        file=sys.stderr,
+    warn(
+        name,
+        f"kept the existing {asked.name} in {str(asked.parent)!r}; wrote {new.name}{others} "
+        "(pass --overwrite to replace them)",
     )
 
 
@@ -294,12 +299,6 @@ def add_shared(
         parser.add_argument(*flags, **kwargs)
 
 
-def require_at_least(flag: str, value: float, minimum: float) -> None:
-    """Raise :class:`CliError` unless ``value >= minimum``."""
-    if value < minimum:
-        raise CliError(f"{flag} must be >= {minimum:g}, got {value}")
-
-
 def check_out_dir(path: str | Path, flag: str = "--out") -> Path:
     """``path`` as a folder that exists (created if needed) and takes a new file, else a
     :class:`CliError` saying why; run it before the work, so a bad ``--out`` costs nothing."""
@@ -476,6 +475,11 @@ def check_method_names(names: Sequence[str]) -> list[str]:
 
     with bad_input():
         return check_methods(names, "--methods")
+
+
+def picked(args: argparse.Namespace, *names: str) -> dict[str, Any]:
+    """The flags ``names`` of ``args``, as keyword arguments of the same names."""
+    return {name: getattr(args, name) for name in names}
 
 
 def print_paths(paths: Iterable[str | Path]) -> None:

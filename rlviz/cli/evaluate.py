@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -198,7 +197,3 @@ def _oracle(
         )
     print(f"{'camera limit / oracle':<22} {camera['mean_steps'] / orc['mean_steps']:.3f}")
     return {**orc, "camera": {p.removeprefix("camera-"): results[p] for p in SCRIPTED[1:]}}
-
-
-if __name__ == "__main__":
-    sys.exit(main())

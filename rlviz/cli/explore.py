@@ -12,7 +12,6 @@ Example::
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -28,8 +27,8 @@ from rlviz.cli.common import (
     play_env,
     policy_from_args,
     progress_on,
-    require_at_least,
     require_checkpoint,
+    warn,
 )
 from rlviz.cli.episodes import add_window_flags, episode_parser, window_args
 from rlviz.cli.trust import methods_from_option
@@ -55,8 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
         targets=dict(type=comma_separated, metavar="A,B"),
         gamma=dict(type=in_range(0, 1)),
         lam=dict(type=in_range(0, 1)),
-        nmf_features=dict(note="0: no NMF."),
-        units_per_layer=dict(flag="--units", metavar="N", note="0: no network tab."),
+        nmf_features=dict(type=at_least(0), note="0: no NMF."),
+        units_per_layer=dict(
+            type=at_least(0), flag="--units", metavar="N", note="0: no network tab."
+        ),
         nmf_target=dict(note="Here: value or taken."),
         optvis_steps=dict(type=at_least(0)),
         map_codec=dict(choices=MAP_CODECS),
@@ -84,10 +85,9 @@ def _report_folder(args: argparse.Namespace) -> Path:
     while (out.with_name(f"{out.name}-{n}") / "index.html").exists():
         n += 1
     new = out.with_name(f"{out.name}-{n}")
-    print(
-        f"rlviz explore: kept the report in {str(out)!r}; writing {str(new)!r} "
-        "(pass --overwrite to replace it)",
-        file=sys.stderr,
+    warn(
+        "explore",
+        f"kept the report in {str(out)!r}; writing {str(new)!r} (pass --overwrite to replace it)",
     )
     return new
 
@@ -102,8 +102,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     methods = methods_from_option(args) or args.methods
     targets = args.targets
-    require_at_least("--nmf-features", args.nmf_features, 0)
-    require_at_least("--units", args.units_per_layer, 0)
     if not methods:
         raise CliError("--methods is empty; name at least one, e.g. --methods gradient")
     unknown = sorted(set(targets) - set(TARGETS))

@@ -30,9 +30,11 @@ from rlviz.cli.common import (
     command,
     load_policy,
     new_parser,
+    picked,
     policy_env,
     print_paths,
     resolve_device,
+    warn,
 )
 from rlviz.cli.workers import WORKER_SETUP, add_worker_flags
 
@@ -117,10 +119,9 @@ def steps_before(path: Path, seen: frozenset = frozenset()) -> int:
     init, seen = Path(init), seen | {path.resolve()}
     if not init.exists() or init.resolve() in seen:
         why = "which is gone" if not init.exists() else "which has been overwritten since"
-        print(
-            f"rlviz sweep: {str(path)!r} was fine-tuned from {str(init)!r}, {why}; its steps "
-            "are counted from 0",
-            file=sys.stderr,
+        warn(
+            "sweep",
+            f"{str(path)!r} was fine-tuned from {str(init)!r}, {why}; its steps are counted from 0",
         )
         return 0
     return int(_read_config(init).get("steps", 0)) + steps_before(init, seen)
@@ -136,21 +137,20 @@ def init_checkpoint(args, last_config: dict) -> Path | None:
     if path is None:
         return None
     if not path.exists():
-        print(
-            f"rlviz sweep: init checkpoint {str(path)!r} not found; no unit comparison "
-            "(pass --init-checkpoint)",
-            file=sys.stderr,
+        warn(
+            "sweep",
+            f"init checkpoint {str(path)!r} not found; no unit comparison (pass --init-checkpoint)",
         )
         return None
     if given is None and "init_from_steps" in last_config:
         from rlviz.agents.checkpoint import read_config
 
         if int(read_config(path).get("steps", -1)) != int(last_config["init_from_steps"]):
-            print(
-                f"rlviz sweep: {str(path)!r} is no longer the checkpoint the run started from "
-                f"(its steps differ from init_from_steps {last_config['init_from_steps']}); no "
-                "unit comparison (pass --init-checkpoint)",
-                file=sys.stderr,
+            warn(
+                "sweep",
+                f"{str(path)!r} is no longer the checkpoint the run started from (its steps "
+                f"differ from init_from_steps {last_config['init_from_steps']}); no unit "
+                "comparison (pass --init-checkpoint)",
             )
             return None
     return path
@@ -260,11 +260,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         env_id=env_id,
         env_kwargs=env_kwargs,
         probe_seeds=range(PROBE_SEED_START, PROBE_SEED_START + args.probe_episodes),
-        probe_frames=args.probe_frames,
-        methods=args.methods,
-        top_k=args.top_k,
-        iou_threshold=args.iou_threshold,
-        deterministic=args.deterministic,
+        **picked(args, "probe_frames", "methods", "top_k", "iou_threshold", "deterministic"),
         max_steps=args.max_steps,
         env_override=args.env is not None,
         device=device,
@@ -313,7 +309,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     title = f"rlviz sweep: {where} ({env_id})"
     print_paths(result.write(out, title))
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from rlviz.cli.common import CliError, command, new_parser
+from rlviz.cli.common import CliError, bad_input, command, new_parser
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -118,10 +118,8 @@ def _check_init_from(cfg) -> None:
     path = Path(cfg.init_from)
     if not path.exists():
         raise CliError(f"--init-from {str(path)!r} does not exist; pass a checkpoint .safetensors")
-    try:
+    with bad_input(FileNotFoundError, CheckpointError):
         arch = read_config(path).get("architecture") or {}
-    except (FileNotFoundError, CheckpointError) as exc:
-        raise CliError(str(exc)) from None
     wanted = {
         "--head": ("head", cfg.head),
         "--channels": ("channels", list(cfg.channels)),
@@ -187,7 +185,3 @@ def _remove_if_unused(run_dir: Path) -> None:
 
     if run_dir.is_dir() and not any(run_dir.rglob("*.safetensors")):
         shutil.rmtree(run_dir, ignore_errors=True)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

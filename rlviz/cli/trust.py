@@ -15,6 +15,7 @@ Example::
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -28,6 +29,7 @@ from rlviz.cli.common import (
     check_out_dir,
     command,
     new_parser,
+    picked,
     play_env,
     policy_from_args,
     require_checkpoint,
@@ -156,9 +158,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         loaded = _random_init(loaded, args.seed)
     import rlviz
 
-    def say(message: str) -> None:
-        print(message, file=sys.stderr, flush=True)
-
     mask_key = None if args.mask_key == "none" else args.mask_key
     with play_env(loaded) as env:
         if mask_key not in (None, "auto"):
@@ -172,16 +171,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             loaded.adapter,
             env,
             methods,
-            episodes=args.episodes,
-            frames=args.frames,
-            seed=args.seed,
             mask_key=mask_key,
             targets=targets,
-            steps=args.steps,
-            deterministic=args.deterministic,
-            max_steps=args.max_steps,
             out=out,
-            progress=say,
+            progress=functools.partial(print, file=sys.stderr, flush=True),
+            **picked(args, "episodes", "frames", "seed", "steps", "deterministic", "max_steps"),
         )
     s = report.settings
     print(
@@ -195,7 +189,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     for path in report.paths:
         print(path)
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

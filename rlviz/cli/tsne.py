@@ -18,7 +18,6 @@ Example::
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -33,6 +32,7 @@ from rlviz.cli.common import (
     command,
     new_parser,
     output_name,
+    picked,
     play_env,
     policy_from_args,
     progress_on,
@@ -200,11 +200,7 @@ def fit_map(dataset, args: argparse.Namespace):
     )
     t0 = time.perf_counter()
     embedding = StateEmbedding(
-        args.method,
-        perplexity=args.perplexity,
-        seed=args.seed,
-        n_jobs=args.n_jobs,
-        pca_dims=args.pca_dims,
+        args.method, **picked(args, "perplexity", "seed", "n_jobs", "pca_dims")
     )
     point_data = {
         "value": dataset.values,
@@ -291,7 +287,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     for path in result["files"]:
         print(f"  {written_path(path)}")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

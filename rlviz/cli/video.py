@@ -13,7 +13,6 @@ Example::
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from collections.abc import Sequence
 
@@ -159,7 +158,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         summary = _render(executor)(env, policy.adapter, out=args.out, options=options)
     print(summary)
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -14,12 +14,7 @@ Every command plays the checkpoint in its env (``--env``, default the one it was
 get observations, and writes PNG figures (plus JSON for ``dissect``) into ``--out``.
 """
 
-from rlviz.cli.features.common import (
-    DEFAULT_OUT,
-    collect_dataset,
-    pick_frame,
-    showcase_index,
-)
+from rlviz.cli.features.common import DEFAULT_OUT, collect_dataset, pick_frame, showcase_index
 from rlviz.cli.features.dissect import dissect_main
 from rlviz.cli.features.featvis import featvis_main, parse_objective
 from rlviz.cli.features.filters import filters_main

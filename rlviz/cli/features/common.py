@@ -17,6 +17,7 @@ from rlviz.cli.common import (
     check_out_dir,
     new_parser,
     output_name,
+    picked,
     policy_from_args,
     require_checkpoint,
 )
@@ -75,28 +76,19 @@ def collect_dataset(
 ):
     """Play ``episodes`` episodes; returns (obs uint8 [N, H, W, C], goal masks bool [N, H, W] or
     None where the env gives none, list of rollouts). ``ground_truth``: fail without masks."""
-    from tqdm.auto import tqdm
-
-    from rlviz.rollout import collect
+    from rlviz.features import play_episodes
 
     if episodes < 1:
         raise CliError(f"--episodes must be >= 1, got {episodes}")
-    rollouts = list(
-        tqdm(
-            collect(
-                env,
-                adapter,
-                episodes,
-                seed=seed,
-                deterministic=deterministic,
-                info_keys=("success", "goal_mask"),
-                max_steps=max_steps,
-            ),
-            total=episodes,
-            desc="playing episodes",
-            disable=not progress,
-            leave=False,
-        )
+    rollouts = play_episodes(
+        env,
+        adapter,
+        episodes,
+        seed=seed,
+        deterministic=deterministic,
+        max_steps=max_steps,
+        info_keys=("success", "goal_mask"),
+        progress=progress,
     )
     obs = np.concatenate([r.obs for r in rollouts])
     masks = None
@@ -113,15 +105,10 @@ def collect_dataset(
 def play_states(args: argparse.Namespace, env, adapter, *, ground_truth: bool = False):
     """:func:`collect_dataset` with the command's ``--episodes``, ``--seed``,
     ``--deterministic``, ``--max-steps`` and ``--no-progress``."""
+    played = picked(args, "seed", "deterministic", "max_steps")
+    progress = not args.no_progress
     return collect_dataset(
-        env,
-        adapter,
-        args.episodes,
-        seed=args.seed,
-        deterministic=args.deterministic,
-        max_steps=args.max_steps,
-        ground_truth=ground_truth,
-        progress=not args.no_progress,
+        env, adapter, args.episodes, **played, ground_truth=ground_truth, progress=progress
     )
 
 

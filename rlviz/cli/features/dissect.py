@@ -5,7 +5,6 @@ detectors off."""
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Sequence
 
 from rlviz.cli.common import (
@@ -16,6 +15,7 @@ from rlviz.cli.common import (
     in_range,
     play_env,
     print_paths,
+    warn,
 )
 from rlviz.cli.features.common import feature_parser, layers_arg, load, play_states
 
@@ -113,10 +113,10 @@ def _ablate(env, adapter, result, layers: list[str], obs, args: argparse.Namespa
         f"{summary['random_mean']:.2f} {spread}"
     )
     if n < SMALL_SAMPLE:
-        print(
-            f"rlviz dissect: warning: {n} episodes per condition is a small sample (each rate "
+        warn(
+            "dissect",
+            f"warning: {n} episodes per condition is a small sample (each rate "
             f"+-{binomial_margin(n):.2f} at 95%); pass --ablate-episodes {SMALL_SAMPLE} or more",
-            file=sys.stderr,
         )
     return study
 

@@ -13,14 +13,16 @@ from pathlib import Path
 
 import numpy as np
 
-from rlviz.cli.common import CliError, add_shared, at_least, command, play_env, print_paths
-from rlviz.cli.features.common import (
-    feature_parser,
-    layers_arg,
-    load,
-    pick_frame,
-    play_states,
+from rlviz.cli.common import (
+    CliError,
+    add_shared,
+    at_least,
+    bad_input,
+    command,
+    play_env,
+    print_paths,
 )
+from rlviz.cli.features.common import feature_parser, layers_arg, load, pick_frame, play_states
 from rlviz.cli.features.texture import add_arguments as add_texture_arguments
 from rlviz.cli.features.texture import style, texture
 
@@ -183,7 +185,7 @@ def maximise(args: argparse.Namespace, scene: Scene) -> list[Path]:
             param = optvis.fourier(size, channels=channels, decorrelate=colours, seed=args.seed)
         else:
             param = optvis.pixels(size, channels=channels, seed=args.seed)
-        try:
+        with bad_input(ValueError, KeyError, prefix=f"objective {spec!r}: "):
             result = optvis.optimize(
                 adapter,
                 objective,
@@ -194,8 +196,6 @@ def maximise(args: argparse.Namespace, scene: Scene) -> list[Path]:
                 seed=args.seed,
                 progress=not args.no_progress,
             )
-        except (ValueError, KeyError) as exc:
-            raise CliError(f"objective {spec!r}: {exc}") from None
         results.append(result)
         print(f"{spec}: objective {result.initial[0]:.3f} -> {result.final[0]:.3f}")
     suptitle = (

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rlviz.cli.common import CliError
+from rlviz.cli.common import CliError, bad_input
 from rlviz.cli.features.common import layers_arg
 
 DEFAULT_STYLE = "brick_wall"
@@ -48,7 +48,7 @@ def texture(args: argparse.Namespace, scene) -> list[Path]:
     layers = layers_arg(adapter.model, args.layers)
     steps, tv = args.steps or 150, 0.05 if args.tv is None else args.tv
     if args.channel is not None:
-        try:
+        with bad_input(prefix=f"--channel {args.channel}: "):
             vis = [
                 optvis.optimize(
                     adapter,
@@ -61,8 +61,6 @@ def texture(args: argparse.Namespace, scene) -> list[Path]:
                 )
                 for layer in layers
             ]
-        except ValueError as exc:
-            raise CliError(f"--channel {args.channel}: {exc}") from None
         titles = [f"{layer} channel {args.channel}: share of Gram trace" for layer in layers]
         title = "Texture of a channel direction (d^T G d / tr G); dotted: random start"
         path = args.out / "texture_channel.png"

@@ -17,12 +17,7 @@ from rlviz.cli.common import (
     play_env,
     print_paths,
 )
-from rlviz.cli.features.common import (
-    feature_parser,
-    load,
-    play_states,
-    showcase_index,
-)
+from rlviz.cli.features.common import feature_parser, load, play_states, showcase_index
 
 
 def build_parser() -> argparse.ArgumentParser:
