@@ -164,7 +164,7 @@ def explain_rollout(
         block = np.asarray(obs[first:last])
         out: dict[str, np.ndarray] = {}
         for job, target in jobs:
-            raw = None
+            parts = []
             for s in range(first, last, step):
                 rows = slice(s, min(s + step, last))
                 part = explain(
@@ -175,11 +175,9 @@ def explain_rollout(
                     target=subset_target(target, rows),
                     per_frame=job.per_frame,
                     states=None if states is None else tuple(x[rows] for x in states),
-                )[job.method]
-                if raw is None:
-                    raw = np.empty((last - first, *part.shape[1:]), np.float32)
-                raw[s - first : s - first + len(part)] = part
-            out[job.key] = raw
+                )
+                parts.append(part[job.method])
+            out[job.key] = np.concatenate(parts).astype(np.float32, copy=False)
         yield first, out
 
 
@@ -196,16 +194,9 @@ def attribute_episode(
 ) -> np.ndarray:
     """Raw maps float32 [T, H, W] ([T, K, H, W] ``per_frame``) of one method and target over a
     whole episode: :func:`explain_rollout` of one job, gathered into one array."""
-    out = None
     job = MapJob("maps", method, target, per_frame)
-    for first, part in explain_rollout(
-        policy, obs, [job], layer=layer, batch_size=batch_size, states=states
-    ):
-        raw = part["maps"]
-        if out is None:
-            out = np.empty((len(obs), *raw.shape[1:]), np.float32)
-        out[first : first + len(raw)] = raw
-    return out
+    chunks = explain_rollout(policy, obs, [job], layer=layer, batch_size=batch_size, states=states)
+    return np.concatenate([part["maps"] for _, part in chunks])
 
 
 #: Frames per attribution pass on a GPU: a CUDA card keeps 256 84x84x4 frames' activations and
