@@ -140,6 +140,15 @@ def new_figure(width: float, height: float):
     return Figure(figsize=(width, height), dpi=100, layout="constrained")
 
 
+def image_grid(width: float, height: float, rows: int, cols: int):
+    """A :func:`new_figure` and its axes [rows, cols] with frames and ticks hidden, for images."""
+    fig = new_figure(width, height)
+    axes = fig.subplots(rows, cols, squeeze=False)
+    for ax in axes.ravel():
+        ax.set_axis_off()
+    return fig, axes
+
+
 def grid_shape(n: int, max_cols: int = 8) -> tuple[int, int]:
     """(rows, cols) of a near-square grid holding ``n`` tiles, at most ``max_cols`` wide."""
     cols = max(1, min(max_cols, int(np.ceil(np.sqrt(n * 4 / 3)))))

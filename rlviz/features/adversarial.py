@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rlviz.features._common import check_frames, display_rgb, new_figure, to_uint8
+from rlviz.features._common import check_frames, display_rgb, image_grid, new_figure, to_uint8
 from rlviz.io import save_figure
 from rlviz.policy import PolicyAdapter
 
@@ -157,8 +157,7 @@ def minimal_perturbation(
         raise ValueError(f"method must be 'fgsm' or 'pgd', got {method!r}")
     if eps_max <= 0:
         raise ValueError(f"eps_max must be positive, got {eps_max}")
-    generator = torch.Generator()
-    generator.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
     lo_clip, hi_clip = clip
     eps_all, adv_all, clean_all, pred_all = [], [], [], []
     for start in range(0, len(obs), batch_size):
@@ -241,10 +240,7 @@ def plot_adversarial_example(
     adv = to_uint8(result.adversarial[index])
     delta = adv.astype(np.float32) - clean.astype(np.float32)
     lim = max(1.0, float(np.abs(delta).max()))
-    fig = new_figure(8.0, 2.8)
-    axes = fig.subplots(1, 3)
-    for ax in axes:
-        ax.set_axis_off()
+    fig, (axes,) = image_grid(8.0, 2.8, 1, 3)
     axes[0].imshow(display_rgb(clean))
     axes[0].set_title(f"frame #{index}: {names[result.clean_action[index]]}", fontsize=8)
     axes[1].imshow(display_rgb(adv))

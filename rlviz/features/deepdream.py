@@ -102,8 +102,7 @@ def deepdream(
     if not sizes or sizes[-1] != (h, w):
         raise ValueError(f"objective {objective.name} cannot be computed on the {h}x{w} frame")
 
-    generator = torch.Generator()
-    generator.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
     detail = torch.zeros(1, channels, *sizes[0], device=base.device)
     trace = []
     bar = tqdm(
@@ -128,9 +127,8 @@ def deepdream(
             (grad,) = torch.autograd.grad(value.sum(), shifted)
             grad = torch.roll(grad, (-dy, -dx), dims=(-2, -1))
             with torch.no_grad():
-                image = (image + step_size * grad / grad.abs().mean().clamp_min(1e-12)).clamp(
-                    0.0, 1.0
-                )
+                step = step_size * grad / grad.abs().mean().clamp_min(1e-12)
+                image = (image + step).clamp(0.0, 1.0)
             trace.append(float(value.detach().mean()))
             bar.update(1)
         detail = image - octave_base

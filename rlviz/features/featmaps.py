@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rlviz.features._common import BATCH, grid_shape, new_figure, observations
+from rlviz.features._common import BATCH, grid_shape, image_grid, observations
 from rlviz.hooks import layer_activations
 from rlviz.io import save_figure
 from rlviz.policy import PolicyAdapter
@@ -56,10 +56,8 @@ def plot_feature_maps(
         channels = np.argsort(-maps.reshape(len(maps), -1).mean(1), kind="stable")
     channels = channels[:max_channels]
     rows, cols = grid_shape(len(channels) + 1, max_cols=10)
-    fig = new_figure(1.6 * cols, 1.35 * rows + 0.5)
-    axes = fig.subplots(rows, cols, squeeze=False).ravel()
-    for ax in axes:
-        ax.set_axis_off()
+    fig, axes = image_grid(1.6 * cols, 1.35 * rows + 0.5, rows, cols)
+    axes = axes.ravel()
     frame, layout = observations(adapter, frame, "frame")
     axes[0].imshow(layout.newest_frame(frame)[0])
     axes[0].set_title("observation" + (" (newest frame)" if layout.stacked else ""), fontsize=8)

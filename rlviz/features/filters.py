@@ -21,6 +21,7 @@ from rlviz.features._common import (
     display_rgb,
     frames_strip,
     grid_shape,
+    image_grid,
     new_figure,
     observations,
 )
@@ -198,10 +199,8 @@ def plot_frame_filters(
 def _tile_figure(tiles, max_cols: int, tile_width: float, margin: float, title: str):
     """Images on a near-square grid, each titled by its index; ``margin``: inches for titles."""
     rows, cols = grid_shape(len(tiles), max_cols=max_cols)
-    fig = new_figure(tile_width * cols + 0.4, 0.75 * rows + margin)
-    axes = fig.subplots(rows, cols, squeeze=False).ravel()
-    for ax in axes:
-        ax.set_axis_off()
+    fig, axes = image_grid(tile_width * cols + 0.4, 0.75 * rows + margin, rows, cols)
+    axes = axes.ravel()
     for i, (ax, tile) in enumerate(zip(axes, tiles, strict=False)):
         ax.imshow(tile, interpolation="nearest")
         ax.set_title(str(i), fontsize=6)
@@ -271,10 +270,7 @@ def plot_kernel_comparison(
     energy = np.abs(learned).reshape(len(learned), -1).mean(1)
     strongest = np.argsort(-energy, kind="stable")[:n_learned]
     cols = max(len(hand), len(strongest)) + 1
-    fig = new_figure(1.7 * cols, 3.9)
-    axes = fig.subplots(2, cols, squeeze=False)
-    for ax in axes.ravel():
-        ax.set_axis_off()
+    fig, axes = image_grid(1.7 * cols, 3.9, 2, cols)
     for row in range(2):
         axes[row, 0].imshow(display_rgb(frame))
         axes[row, 0].set_title("observation", fontsize=8)

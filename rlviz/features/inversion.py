@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rlviz.features._common import check_frames, display_rgb, new_figure
+from rlviz.features._common import check_frames, display_rgb, image_grid
 from rlviz.features.optvis.objectives import feature_distance, l2, total_variation
 from rlviz.features.optvis.optimize import optimize_and_measure
 from rlviz.features.optvis.param import ImageParam, noise_image
@@ -88,10 +88,7 @@ def plot_inversions(
     if not inversions:
         raise ValueError("plot_inversions needs at least one Inversion")
     cols = 1 + len(inversions)
-    fig = new_figure(2.4 * cols, 2.5)
-    axes = fig.subplots(1, cols, squeeze=False)[0]
-    for ax in axes:
-        ax.set_axis_off()
+    fig, (axes,) = image_grid(2.4 * cols, 2.5, 1, cols)
     axes[0].imshow(display_rgb(check_frames(frame, "frame")[0]))
     axes[0].set_title("observation", fontsize=8)
     for ax, inv in zip(axes[1:], inversions, strict=False):

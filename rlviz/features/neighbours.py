@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rlviz.features._common import BATCH, check_frames, display_rgb, new_figure, observations
+from rlviz.features._common import BATCH, check_frames, display_rgb, image_grid, observations
 from rlviz.io import save_figure
 from rlviz.policy import PolicyAdapter
 from rlviz.statemap.dataset import layer_features
@@ -119,10 +119,7 @@ def plot_neighbours(
     obs = check_frames(obs)
     rows = [rows] if isinstance(rows, Neighbours) else list(rows)
     cols = 1 + max(len(r.indices) for r in rows)
-    fig = new_figure(1.45 * cols, 1.55 * len(rows) + 0.45)
-    axes = fig.subplots(len(rows), cols, squeeze=False)
-    for ax in axes.ravel():
-        ax.set_axis_off()
+    fig, axes = image_grid(1.45 * cols, 1.55 * len(rows) + 0.45, len(rows), cols)
     for r, found in enumerate(rows):
         axes[r, 0].imshow(display_rgb(check_frames(query, "query")[0]))
         axes[r, 0].set_title("query", fontsize=8, fontweight="bold")

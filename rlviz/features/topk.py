@@ -20,7 +20,7 @@ from rlviz.features._common import (
     check_unit,
     forward_to_layers,
     frames_strip,
-    new_figure,
+    image_grid,
     observations,
 )
 from rlviz.hooks import get_layer, list_layers
@@ -363,10 +363,8 @@ def plot_top_k(
     layout.image_size(tuple(obs.shape[1:]))  # the dataset the examples came from
     cols = max(len(u.indices) for u in units)
     wide = layout.frames if frames == "all" else 1
-    fig = new_figure(1.55 * cols * (1 + 0.8 * (wide - 1)) + 0.3, 2.55 * len(units) + 0.4)
-    axes = fig.subplots(2 * len(units), cols, squeeze=False)
-    for ax in axes.ravel():
-        ax.set_axis_off()
+    width = 1.55 * cols * (1 + 0.8 * (wide - 1)) + 0.3
+    fig, axes = image_grid(width, 2.55 * len(units) + 0.4, 2 * len(units), cols)
     for u, unit in enumerate(units):
         for j, (index, score, box) in enumerate(
             zip(unit.indices, unit.scores, unit.boxes, strict=False)

@@ -131,7 +131,6 @@ def optimize(
         steps: optimisation steps; lr: Adam step size.
         seed: seeds the default parameterisation's start and the transforms' randomness.
         size / batch: image size (H, W) and count for the default parameterisation.
-        progress: show a progress bar.
         frames: for a policy whose layout stacks K frames (``adapter.layout``), the default
             parameterisation is a :func:`~rlviz.features.optvis.stack.stack` that optimises
             ``"all"`` frames or only the ``"newest"`` (past frames mid grey).
@@ -148,8 +147,7 @@ def optimize(
         else:
             param = fourier(size, batch, seed=seed)
     transform = compose(*(standard_transforms() if transforms is None else transforms))
-    generator = torch.Generator()
-    generator.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
     device = adapter.device
     for p in param.params:
         p.data = p.data.to(device)

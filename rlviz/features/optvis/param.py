@@ -55,9 +55,7 @@ def _color_matrix(decorrelate: bool | np.ndarray, channels: int) -> torch.Tensor
 def _generator(seed: int | torch.Generator | None) -> torch.Generator:
     if isinstance(seed, torch.Generator):
         return seed
-    gen = torch.Generator()
-    gen.manual_seed(0 if seed is None else int(seed))
-    return gen
+    return torch.Generator().manual_seed(0 if seed is None else int(seed))
 
 
 class ImageParam:

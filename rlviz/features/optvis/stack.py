@@ -24,13 +24,11 @@ class StackImage(ImageParam):
 
     Args:
         layout: the policy's observation layout (K frames, C channels per frame).
-        size: (H, W) of each frame.
-        batch: images optimised at once.
+        size / batch: (H, W) of each frame, and how many images are optimised at once.
         frames: ``"all"`` optimises every frame; ``"newest"`` only the newest, the past frames
             fixed to ``context``'s (or mid grey).
         base: per-frame parameterisation, ``"fourier"`` (default) or ``"pixels"``.
         context: a raw observation in ``layout`` whose past frames are kept (``frames="newest"``).
-        seed: seeds the start.
         **options: passed to the per-frame parameterisation (``sd``, ``decorrelate``, ...).
     """
 
