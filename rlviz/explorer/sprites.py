@@ -54,8 +54,8 @@ def data_url(image: bytes, kind: str = "png") -> str:
 MAP_CODECS = ("auto", "png", "webp")
 
 #: WebP quality of lossy map sheets. A noisy gradient map (an untrained Atari CNN's: 7.3 bits a
-#: pixel of entropy, which no lossless format beats) takes 3.1x fewer bytes than PNG at a mean
-#: error of 3.4 / 255 (BENCHMARKS.md, "Long episodes").
+#: pixel of entropy, which no lossless format beats) takes ~3.2x fewer bytes than PNG at a mean
+#: error of ~4 / 255 (BENCHMARKS.md, "Long episodes": benchmarks/long_episode.py --codec-error).
 WEBP_QUALITY = 60
 
 
@@ -67,8 +67,9 @@ def map_url(maps: np.ndarray, cols: int, lossy: bool) -> str:
     from PIL import Image
 
     buffer = io.BytesIO()
+    # method 4 (libwebp's default effort): as fast as PNG here; 6 saves 3% at 3x the time
     Image.fromarray(np.ascontiguousarray(grid)).save(
-        buffer, format="WEBP", quality=WEBP_QUALITY, method=6
+        buffer, format="WEBP", quality=WEBP_QUALITY, method=4
     )
     return data_url(buffer.getvalue(), "webp")
 
