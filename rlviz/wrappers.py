@@ -45,10 +45,9 @@ from rlviz.statemap.policy_states import place_states
 from rlviz.targets import MostLikelyAction
 from rlviz.video.episode import EpisodeExplanation
 from rlviz.video.events import INFO_KEYS
-from rlviz.video.explain import check_methods
+from rlviz.video.explain import TimeMaps, check_methods
 from rlviz.video.grid import Composer
 from rlviz.video.pipeline import VideoJob
-from rlviz.video.timeline import TimeMaps
 from rlviz.video.writer import check_writable
 
 __all__ = ["ExplanationRender", "RecordExplanationVideo", "capped_cubic_video_schedule"]

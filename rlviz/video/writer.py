@@ -61,13 +61,8 @@ def check_writable(path: str | os.PathLike) -> Path:
         raise IsADirectoryError(
             f"cannot write a video to {str(path)!r}: it is a folder; give a file name inside it"
         )
-    _probe_folder(folder)
-    return path
-
-
-def _probe_folder(folder: Path) -> None:
-    """Create and remove a file in ``folder``: root passes ``os.access`` on read-only mounts and
-    /proc, where ffmpeg would fail only after the whole episode is explained."""
+    # Create and remove a file: root passes os.access on read-only mounts and /proc, where
+    # ffmpeg would fail only after the whole episode is explained.
     try:
         with tempfile.TemporaryFile(dir=folder):
             pass
@@ -76,6 +71,7 @@ def _probe_folder(folder: Path) -> None:
             f"the output folder {str(folder)!r} is not writable ({exc.strerror}); choose a "
             "writable --out location"
         ) from None
+    return path
 
 
 class _Discarded(Exception):
@@ -118,12 +114,6 @@ class VideoWriter:
         self._closed = False
         self._atomic: AbstractContextManager[Path] | None = None  # entered at the first frame
         self._tmp: Path | None = None
-
-    @property
-    def temp_path(self) -> Path | None:
-        """Where the video is being written until :meth:`close` renames it (None before the
-        first frame)."""
-        return self._tmp
 
     def _command(self, height: int, width: int) -> list[str]:
         out_h, out_w = height + self._pad[0], width + self._pad[1]
