@@ -217,11 +217,9 @@ def random_units_like(
         if layer not in channels:
             get_layer(model, layer)  # raises with the list of valid names if misspelled
             raise ValueError(f"no unit count for layer {layer!r}; pass channels={{'{layer}': C}}")
-        pool = (
-            np.setdiff1d(np.arange(channels[layer]), chosen)
-            if exclude
-            else np.arange(channels[layer])
-        )
+        pool = np.arange(channels[layer])
+        if exclude:
+            pool = np.setdiff1d(pool, chosen)
         if len(pool) < len(chosen):
             raise ValueError(
                 f"layer {layer!r} has only {len(pool)} other units; cannot draw {len(chosen)} random ones"
@@ -341,12 +339,9 @@ def plot_ablation(study: AblationStudy, path: str | os.PathLike, title: str | No
     ax = axes[0]
     rand = np.array([r.rate for r in study.random])
     means = [study.baseline.rate, study.targeted.rate, rand.mean() if len(rand) else np.nan]
+    spread = [0, 0, rand.std() if len(rand) else 0]
     bars = ax.bar(
-        [0, 1, 2],
-        means,
-        yerr=[0, 0, rand.std() if len(rand) else 0],
-        capsize=4,
-        color=["tab:grey", "tab:red", "tab:blue"],
+        [0, 1, 2], means, yerr=spread, capsize=4, color=["tab:grey", "tab:red", "tab:blue"]
     )
     # values written on the bars, so a zero success rate is visible too
     ax.bar_label(bars, labels=[f"{m:.2f}" for m in means], padding=2, fontsize=8)
@@ -376,13 +371,8 @@ def plot_ablation(study: AblationStudy, path: str | os.PathLike, title: str | No
             float(study.action_targeted.kl.mean()),
             float(np.mean(kl_rand)) if kl_rand else np.nan,
         ]
-        bars = ax.bar(
-            [0, 1],
-            kls,
-            yerr=[0, np.std(kl_rand) if kl_rand else 0],
-            capsize=4,
-            color=["tab:red", "tab:blue"],
-        )
+        spread = [0, np.std(kl_rand) if kl_rand else 0]
+        bars = ax.bar([0, 1], kls, yerr=spread, capsize=4, color=["tab:red", "tab:blue"])
         ax.bar_label(bars, labels=[f"{k:.3f}" for k in kls], padding=2, fontsize=8)
         ax.set_xticks([0, 1], ["detectors off", "random off"])
         ax.set_ylabel("mean KL(intact || ablated) per frame")
