@@ -19,6 +19,7 @@ This module imports Stable-Baselines3 and Gymnasium; ``import rlviz`` never load
 
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
 from collections.abc import Callable, Sequence
@@ -157,10 +158,8 @@ class ExplanationVideoCallback(BaseCallback):
         adapter = PolicyAdapter.from_sb3(self.model)
         # The env's own layout: the network input is the same [B, K*C, H, W] either way. A
         # shape the env cannot name (a bare [84, 84, 4]) keeps the VecFrameStack's reading.
-        try:
+        with contextlib.suppress(LayoutError):
             adapter.layout = ObservationLayout.from_env(self._env)
-        except LayoutError:
-            pass
         return adapter
 
     def record(self) -> list[Path]:

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from rlviz.methods import AttributionMethod, get_method, method_options
+from rlviz.ops import resolve_device
 from rlviz.policy import PolicyAdapter, as_adapter
 from rlviz.targets import as_target, subset_target
 
@@ -72,18 +73,11 @@ def explain(
             f"option(s) {unused} are not accepted by any of the methods {names}; pass per-method "
             "options as name={...}"
         )
-    results: dict[str, np.ndarray] = {}
-    for name, method in zip(names, built, strict=True):
-        results[name] = method.attribute(
-            adapter,
-            obs,
-            target,
-            layer=layer,
-            batch_size=batch_size,
-            per_frame=per_frame,
-            states=states,
-        ).numpy()
-    return results
+    how = dict(layer=layer, batch_size=batch_size, per_frame=per_frame, states=states)
+    return {
+        name: method.attribute(adapter, obs, target, **how).numpy()
+        for name, method in zip(names, built, strict=True)
+    }
 
 
 def frame_share(maps: np.ndarray) -> np.ndarray:
@@ -213,8 +207,6 @@ def device_batch(device) -> int:
 def on_device(policy: PolicyAdapter | nn.Module, device) -> PolicyAdapter:
     """``policy`` as an adapter with its model moved to ``device`` (``"cpu"``, ``"cuda"``,
     ``"auto"``; see :func:`rlviz.ops.resolve_device` for the error when CUDA is absent)."""
-    from rlviz.ops import resolve_device
-
     adapter = as_adapter(policy)
     adapter.model.to(resolve_device(device))
     return adapter

@@ -73,20 +73,17 @@ class EpisodeExplanation:
         n = len(self.rollout)
         if self.layout is None:
             self.layout = getattr(self.rollout, "layout", None)
-        for name, m in self.frame_maps.items():
-            if len(m) != n or m.ndim != 4:
-                raise ValueError(
-                    f"frame_maps[{name!r}] must be [T={n}, K, H, W]; got {list(m.shape)}"
-                )
-        if self.memory is not None and len(self.memory) != n:
-            raise ValueError(f"memory has {len(self.memory)} steps for an episode of {n}")
         if not self.action_names:
             self.action_names = tuple(f"a{k}" for k in range(self.rollout.action_count))
-        for name, m in self.maps.items():
-            if len(m) != n:
-                raise ValueError(f"maps[{name!r}] has {len(m)} frames for an episode of {n} steps")
-        if self.embedding_xy is not None and len(self.embedding_xy) != n:
-            raise ValueError(f"embedding_xy has {len(self.embedding_xy)} rows for {n} steps")
+        per_step = {f"maps[{k!r}]": m for k, m in self.maps.items()}
+        per_step.update({f"frame_maps[{k!r}]": m for k, m in self.frame_maps.items()})
+        per_step.update(embedding_xy=self.embedding_xy, memory=self.memory)
+        for name, value in per_step.items():
+            if value is not None and len(value) != n:
+                raise ValueError(f"{name} has {len(value)} steps for an episode of {n}")
+        for name, m in self.frame_maps.items():
+            if m.ndim != 4:
+                raise ValueError(f"frame_maps[{name!r}] must be [T, K, H, W]; got {list(m.shape)}")
         if self.top_down is not None and len(self.top_down) < n:
             raise ValueError(f"top_down has {len(self.top_down)} frames for {n} steps")
 

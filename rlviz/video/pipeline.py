@@ -79,15 +79,12 @@ class VideoSummary:
         self.lengths.append(len(rollout))
 
     def __str__(self) -> str:
-        lines = [
+        head = (
             f"episodes: {self.episodes}   success: {self.successes}/{self.episodes}   "
-            f"frames: {self.frames}   seconds: {self.seconds:.1f} ({self.fps:.0f} frames/s)",
-        ]
-        lines += [
-            f"  {p}  ({n} steps, return {r:.2f})"
-            for p, n, r in zip(self.paths, self.lengths, self.returns, strict=True)
-        ]
-        return "\n".join(lines)
+            f"frames: {self.frames}   seconds: {self.seconds:.1f} ({self.fps:.0f} frames/s)"
+        )
+        rows = zip(self.paths, self.lengths, self.returns, strict=True)
+        return "\n".join([head, *(f"  {p}  ({n} steps, return {r:.2f})" for p, n, r in rows)])
 
 
 def output_paths(
