@@ -224,11 +224,7 @@ class ObservationLayout:
     # -- inferring -------------------------------------------------------------------------
     @classmethod
     def from_shape(
-        cls,
-        obs_shape: tuple[int, ...],
-        *,
-        batched: bool | None = None,
-        floating: bool = False,
+        cls, obs_shape: tuple[int, ...], *, batched: bool | None = None, floating: bool = False
     ) -> ObservationLayout:
         """The layout of an observation shape, when only one layout fits.
 
@@ -320,9 +316,7 @@ class ObservationLayout:
                 transposed = True
             elif kind == "VecFrameStack" and stack is None:
                 stack = inner
-            if not hasattr(inner, "venv"):
-                break
-            inner = inner.venv
+            inner = getattr(inner, "venv", None)
         if stack is None:
             return replace(cls.from_space(venv.observation_space), source="sb3")
         k = int(stack.stacked_obs.n_stack)

@@ -65,31 +65,23 @@ def without_past_frames(x: torch.Tensor, layout: ObservationLayout) -> torch.Ten
     return frames[:, -1:].expand_as(frames).reshape(x.shape)
 
 
-def _stack_reliance(adapter, x, target, layout) -> tuple[torch.Tensor, torch.Tensor]:
+def _reliance(adapter, x, target, layout, state=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(kl, share) per row of a stack's past frames, or (``state`` given) of a recurrent state."""
     x = x.detach().requires_grad_(True)
-    out = adapter.outputs(x)
+    memory = () if state is None else tuple(s.detach().requires_grad_(True) for s in state)
+    out = adapter.outputs(x, state=memory or None)
     target = target if not isinstance(target, MostLikelyAction) else _greedy(out)
-    (grad,) = torch.autograd.grad(target(out).sum(), x)
+    grads = torch.autograd.grad(target(out).sum(), (x, *memory), allow_unused=True)
     with torch.no_grad():
-        kl = kl_divergence(out, adapter.outputs(without_past_frames(x, layout)))
-        per_frame = layout.split_input(grad * x).abs().sum(dim=(2, 3, 4))  # [B, K]
-        share = per_frame[:, :-1].sum(1) / per_frame.sum(1).clamp_min(1e-12)
-    return kl, share
-
-
-def _recurrent_reliance(adapter, x, state, target) -> tuple[torch.Tensor, torch.Tensor]:
-    x = x.detach().requires_grad_(True)
-    state = tuple(s.detach().requires_grad_(True) for s in state)
-    out = adapter.outputs(x, state=state)
-    target = target if not isinstance(target, MostLikelyAction) else _greedy(out)
-    grads = torch.autograd.grad(target(out).sum(), (x, *state), allow_unused=True)
-    with torch.no_grad():
+        if not memory:
+            kl = kl_divergence(out, adapter.outputs(without_past_frames(x, layout)))
+            per_frame = layout.split_input(grads[0] * x).abs().sum(dim=(2, 3, 4))  # [B, K]
+            return kl, per_frame[:, :-1].sum(1) / per_frame.sum(1).clamp_min(1e-12)
         reset = adapter.initial_state(x.shape[0])
         kl = kl_divergence(out, adapter.outputs(x, state=reset))
         frame_part = _abs_sum(grads[0], x)
-        memory_part = sum(_abs_sum(g, s) for g, s in zip(grads[1:], state, strict=True))
-        share = memory_part / (memory_part + frame_part).clamp_min(1e-12)
-    return kl, share
+        memory_part = sum(_abs_sum(g, s) for g, s in zip(grads[1:], memory, strict=True))
+        return kl, memory_part / (memory_part + frame_part).clamp_min(1e-12)
 
 
 def _abs_sum(grad: torch.Tensor | None, value: torch.Tensor) -> torch.Tensor:
@@ -116,21 +108,13 @@ def memory_reliance(
     layout: ObservationLayout | None = None,
     batch_size: int = DEFAULT_BATCH,
 ) -> MemoryReliance:
-    """Memory reliance of each step of ``obs`` (one episode or any batch of steps).
+    """Memory reliance (``kl`` and ``share``, float32 [T]) of each step of ``obs``, raw
+    observations [T, ...] of an ``adapter`` with memory (a stacked layout or a recurrent state).
 
-    Args:
-        adapter: a :class:`rlviz.PolicyAdapter` with memory (a stacked layout or recurrent state).
-        obs: raw observations [T, ...] in the adapter's layout, or a :class:`rlviz.rollout.Rollout`
-            (then its ``states`` and ``layout`` are the defaults, and the target defaults to the
-            actions it took).
-        target: what the share explains (default: the greedy action's log-prob); see
-            :meth:`rlviz.AttributionMethod.attribute`.
-        states: for a recurrent adapter, the state entering each step: a tuple of tensors [T, ...].
-        layout: the observation layout (default: the adapter's).
-        batch_size: steps per pass.
-
-    Returns:
-        :class:`MemoryReliance` with ``kl`` and ``share``, float32 [T].
+    ``obs`` may be a :class:`rlviz.rollout.Rollout`, whose ``states``, ``layout`` and taken actions
+    are then the defaults. ``target``: what the share explains (default: the greedy action's
+    log-prob; see :meth:`rlviz.AttributionMethod.attribute`); ``states``: a recurrent adapter's
+    state entering each step, tensors [T, ...]; ``layout``: default the adapter's.
     """
     if isinstance(obs, Rollout):
         states = obs.states if states is None else states
@@ -156,11 +140,9 @@ def memory_reliance(
         rows = slice(start, start + batch_size)
         part = subset_target(target, rows)
         x = adapter.preprocess(obs[rows])  # a pass at a time: never all of a long episode
+        held = tuple(s[rows] for s in states) if recurrent else None
         with torch.enable_grad():
-            if recurrent:
-                kl, share = _recurrent_reliance(adapter, x, tuple(s[rows] for s in states), part)
-            else:
-                kl, share = _stack_reliance(adapter, x, part, layout)
+            kl, share = _reliance(adapter, x, part, layout, held)
         kls.append(kl.float().cpu())
         shares.append(share.float().cpu())
     return MemoryReliance(kl=torch.cat(kls).numpy(), share=torch.cat(shares).numpy())

@@ -146,9 +146,6 @@ class Rollout:
                 f"0 <= from_step < to_step <= {n}"
             )
         rows = slice(start, stop)
-        views = self.views
-        if views is not None:
-            views = _Window(views, start, stop)
         return Rollout(
             obs=window(self.obs, start, stop),
             actions=self.actions[rows],
@@ -159,7 +156,7 @@ class Rollout:
             terminated=self.terminated and stop == n,
             truncated=self.truncated or stop < n,
             seed=self.seed,
-            views=views,
+            views=None if self.views is None else _Window(self.views, start, stop),
             states=None if self.states is None else tuple(s[rows] for s in self.states),
             layout=self.layout,
             action_mean=None if self.action_mean is None else self.action_mean[rows],

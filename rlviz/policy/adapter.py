@@ -90,28 +90,25 @@ class PolicyAdapter:
         model: the ``nn.Module`` that owns the layers (hooks and dotted layer names refer to it).
         forward: maps the preprocessed input [B, C, H, W] to what ``output`` declares (e.g. logits
             [B, A] or ``(logits, value)``), or a :class:`PolicyOutput`. Defaults to ``model(x)``.
-        output: what the forward returns, one of :data:`rlviz.policy.output.OUTPUT_KINDS`
-            (``"logits"``, ``"probs"``, ``"q_values"``, ``"gaussian"``, ``"squashed_gaussian"``,
-            ``"deterministic"``). Undeclared, only unambiguous results are read (logits [B, A]
-            or (logits, value [B])); rows that already sum to 1 and pairs that could be a
-            Gaussian's (mean, log_std) or an (output, state) raise, asking for ``output=``.
+        output: what the forward returns, one of :data:`rlviz.policy.output.OUTPUT_KINDS`.
+            Undeclared, only unambiguous results are read (logits [B, A] or (logits, value
+            [B])); anything else (rows that already sum to 1, a pair that could be a Gaussian's
+            (mean, log_std) or an (output, state)) raises, asking for ``output=``.
         preprocess: raw observations (batched tensor) -> network input. Defaults to
             :func:`default_preprocess` (uint8 HWC -> float CHW / 255).
         action_names: labels for the action axis, used by panels and plots.
         layout: how one observation holds its frames (:class:`rlviz.ObservationLayout` or a
             string such as ``"4:KHW"``). Without it the layout is read off each batch's shape,
             which raises when the shape is ambiguous (``[H, W, 6]``: two RGB frames?).
-        state_forward: for recurrent policies, ``(x, state) -> (outputs, next_state)`` with the
-            state a tuple of batch-first tensors; methods then explain each step with its
-            incoming state held fixed.
-        initial_state: for recurrent policies, ``batch -> state`` at an episode start.
+        state_forward, initial_state: a recurrent policy's ``(x, state) -> (outputs,
+            next_state)`` (the state a tuple of batch-first tensors; methods explain each step
+            with its entering state held fixed) and ``batch -> state`` at an episode start.
         scale: the input value that maps to 1.0 when the layout names none (default: 255 for
             uint8, floats unscaled); CleanRL agents, which scale inside, use 1.0. On the first
             uint8 batch the adapter checks that the network's first layer does not see pixels
             scaled twice (max <= 1/255: the model divides by 255 too) and raises if it does.
-        accepts: other layouts the raw observations may come in (e.g. SB3's channels-last frames
-            beside the channels-first ones its policy was built for); each must give the same
-            network input.
+        accepts: other layouts the raw observations may come in, each giving the same network
+            input (SB3's channels-last frames beside its policy's channels-first ones).
         action_space: the env's action space (a Gymnasium ``Box`` for continuous policies), so
             players can map the policy's actions to the env's bounds.
         cam_layer: the layer CAM methods use when none is named (default: the model's
@@ -397,10 +394,7 @@ class PolicyAdapter:
             self._held_state = previous
 
     def outputs(
-        self,
-        x: torch.Tensor,
-        state: State | None = None,
-        rows: torch.Tensor | slice | None = None,
+        self, x: torch.Tensor, state: State | None = None, rows: torch.Tensor | slice | None = None
     ) -> PolicyOutput:
         """Network outputs for a preprocessed batch ``x`` [B, C, H, W] (keeps the autograd graph).
 
@@ -413,10 +407,7 @@ class PolicyAdapter:
         return read_output(self.step(x, state, rows)[0], self.output)
 
     def step(
-        self,
-        x: torch.Tensor,
-        state: State | None = None,
-        rows: torch.Tensor | slice | None = None,
+        self, x: torch.Tensor, state: State | None = None, rows: torch.Tensor | slice | None = None
     ) -> tuple[object, State]:
         """A recurrent policy's (raw outputs, next state) for input ``x`` entering ``state`` (or
         the held one), input i reading state row ``rows[i]`` when ``rows`` is given."""

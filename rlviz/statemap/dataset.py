@@ -225,20 +225,14 @@ class StateDataset:
         info_keys: Sequence[str] | None = None,
         meta: Mapping[str, Any] | None = None,
     ) -> StateDataset:
-        """Build a dataset from rollouts of any policy, with ``adapter``'s features at ``layer``.
+        """A dataset of ``rollouts`` (any policy may have played them) with the features of
+        ``adapter``'s layer ``layer`` (a dotted name), computed in batches of ``batch_size`` under
+        ``torch.no_grad`` in whatever train/eval mode the caller left the model.
 
-        Features, probabilities and values are computed in batches of ``batch_size`` under
-        ``torch.no_grad`` with the model in whatever train/eval mode the caller left it.
-
-        Args:
-            rollouts: episodes, e.g. from :func:`rlviz.rollout.collect` (any policy may have
-                played them).
-            adapter: the network to map; ``layer`` is one of its dotted layer names.
-            pool: ``"flatten"`` keeps every unit of a conv map (where things are matters to a
-                policy); ``"avg"`` global-average-pools [B, C, h, w] to [B, C].
-            info_keys: ground-truth infos to keep; default every numeric info of at most
-                ``SMALL_INFO`` values per state (flags, poses), so masks only when named.
-            meta: extra metadata (``env_id``, ``checkpoint``, ...), stored as JSON.
+        ``pool``: ``"flatten"`` keeps every unit of a conv map (where things are matters to a
+        policy); ``"avg"`` global-average-pools [B, C, h, w] to [B, C]. ``info_keys``: infos to
+        keep; default every numeric info of at most ``SMALL_INFO`` values per state (flags,
+        poses), so masks only when named. ``meta``: extra metadata (``env_id``, ...), as JSON.
         """
         rollouts = list(rollouts)
         if not rollouts:

@@ -16,11 +16,7 @@ principal components. New frames are placed on the fitted map in one of two ways
 Saved maps hold arrays only (fitted positions, reduced points, PCA matrices), never the openTSNE
 object. After :meth:`StateEmbedding.load` the accurate path still works: the first ``fast=False``
 call rebuilds openTSNE's neighbour index over the stored reduced points (seconds for 10k states) and
-reuses the stored layout; nothing is refitted.
-
-:func:`rlviz.statemap.quality.embedding_quality` gives the numbers printed with each map: trustworthiness (Venna & Kaski
-2001) and how well the action can be predicted from a state's neighbours on the map vs in the raw
-features.
+reuses the stored layout; nothing is refitted. How good a map is: :mod:`rlviz.statemap.quality`.
 """
 
 from __future__ import annotations
@@ -429,7 +425,7 @@ class StateEmbedding:
     # -- persistence -------------------------------------------------------------------------------
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Write the fitted map to ``path`` (``.npz`` of arrays + JSON metadata; atomic, no pickle)."""
+        """Write the fitted map to ``path`` (an ``.npz`` of arrays and JSON; atomic, no pickle)."""
         self._require_fit()
         header = {
             "format": FORMAT,
@@ -472,17 +468,13 @@ class StateEmbedding:
         emb, red = arrays["embedding"], arrays["reduced"]
         mean, scale, comp = arrays["mean"], arrays["scale"], arrays["components"]
         n, d = emb.shape[0], mean.shape[0] if mean.ndim == 1 else -1
+        p = red.shape[1] if red.ndim == 2 else -1
         checks = [
             ("embedding", emb, emb.ndim == 2 and emb.shape[1] == 2, "[N, 2]"),
             ("reduced", red, red.ndim == 2 and red.shape[0] == n, f"[N={n}, P]"),
             ("mean", mean, mean.ndim == 1, "[D]"),
             ("scale", scale, scale.shape == (d,), f"[D={d}]"),
-            (
-                "components",
-                comp,
-                comp.ndim == 2 and comp.shape == (red.shape[1], d),
-                f"[P={red.shape[1]}, D={d}]",
-            ),
+            ("components", comp, comp.shape == (p, d), f"[P={p}, D={d}]"),
         ]
         for name, arr, ok, expected in checks:
             if not ok or arr.dtype.kind != "f":

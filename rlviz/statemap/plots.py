@@ -121,10 +121,7 @@ def scatter_map(
         raise ValueError(f"values must be [N={len(xy)}], got {values.shape}")
     if kind not in ("continuous", "categorical"):
         raise ValueError(f"kind must be 'continuous' or 'categorical', got {kind!r}")
-    if ax is None:
-        fig, ax = plt.subplots(figsize=(7, 6))
-    else:
-        fig = ax.figure
+    fig, ax = plt.subplots(figsize=(7, 6)) if ax is None else (ax.figure, ax)
     size = float(np.clip(3000 / max(len(xy), 1), 2, 30))
     if kind == "continuous":
         v = values.astype(float)

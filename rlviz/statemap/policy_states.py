@@ -36,13 +36,10 @@ def fit_state_embedding(
     max_steps: int | None = None,
     progress: bool = False,
 ) -> StateEmbedding:
-    """Play ``episodes`` episodes and fit a state map on ``layer``'s features of every state.
-
-    The map's ``point_data["value"]`` holds V(s) (the panel colours the background by it) and its
-    ``meta`` the layer and pooling, so :func:`place_states` can place new states on it.
-
-    Returns:
-        A fitted :class:`rlviz.statemap.StateEmbedding` (``embedding_`` [N, 2]).
+    """A :class:`rlviz.statemap.StateEmbedding` fitted on ``layer``'s features of every state of
+    ``episodes`` played episodes. Its ``point_data["value"]`` holds V(s) (the panel colours the
+    background by it) and its ``meta`` the layer and pooling, so :func:`place_states` can place
+    new states on it.
     """
     adapter = as_adapter(policy)
     # the model's CAM layer (what `rlviz tsne` maps by default), else the last nn.Conv2d

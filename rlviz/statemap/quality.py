@@ -24,12 +24,9 @@ def embedding_quality(
     Trustworthiness (sklearn) penalises map neighbours that were far apart in feature space; the
     k-NN accuracies are leave-one-out majority votes of the ``k`` nearest neighbours, on the map and
     in the raw features. Both cost O(n^2), so at most ``max_points`` states (a seeded random subset)
-    are scored.
-
-    Returns:
-        dict with ``trustworthiness``, and when ``labels`` are given ``knn_accuracy_map``,
-        ``knn_accuracy_features`` and ``majority_baseline`` (share of the most common label);
-        plus ``n`` (states scored) and ``k``.
+    are scored. Returns ``trustworthiness``, ``n`` (states scored) and ``k``, and with ``labels``
+    ``knn_accuracy_map``, ``knn_accuracy_features`` and ``majority_baseline`` (share of the most
+    common label).
     """
     from sklearn.manifold import trustworthiness
 
