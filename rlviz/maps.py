@@ -35,11 +35,8 @@ def _as_batch(maps: ArrayLike, what: str = "maps") -> tuple[ArrayLike, bool]:
 
 
 def upsample(maps: ArrayLike, size: tuple[int, int]) -> ArrayLike:
-    """Bilinear resize (half-pixel centres, as OpenCV/PIL) of maps [B, h, w] (or [h, w]).
-
-    Returns:
-        float32 maps [B, *size] (or [*size]), numpy or torch like the input.
-    """
+    """Bilinear resize (half-pixel centres, as OpenCV/PIL) of maps [B, h, w] (or [h, w]) to
+    float32 [B, *size] (or [*size]), numpy or torch like the input."""
     size = (int(size[0]), int(size[1]))
     batched, single = _as_batch(maps)
     is_numpy = isinstance(maps, np.ndarray)
@@ -65,7 +62,6 @@ def normalize(
 
     Args:
         maps: [B, H, W] (or [H, W]) attributions.
-        mode: ``"episode"`` or ``"frame"``.
         signed: keep the sign: result in [-1, 1]. Otherwise negative values become 0: [0, 1].
         percentile: robust maximum (100 = the max); a few extreme pixels do not darken the rest.
         scale: the value mapped to 1, given instead of computed (``mode`` and ``percentile`` are
@@ -134,11 +130,8 @@ def colormap_lut(cmap: str | np.ndarray) -> np.ndarray:
 def colorize(
     maps: ArrayLike, cmap: str | np.ndarray = "inferno", signed: bool = False
 ) -> np.ndarray:
-    """Colour maps in [0, 1] (or [-1, 1] with ``signed``, for diverging colormaps like 'RdBu_r').
-
-    Returns:
-        uint8 [B, H, W, 3] (or [H, W, 3]) RGB images.
-    """
+    """Colour maps in [0, 1] (or [-1, 1] with ``signed``, for diverging colormaps like 'RdBu_r'):
+    uint8 [B, H, W, 3] (or [H, W, 3]) RGB images."""
     array = maps.detach().cpu().numpy() if isinstance(maps, torch.Tensor) else np.asarray(maps)
     if array.ndim not in (2, 3):
         raise ValueError(f"maps must be [B, H, W] or [H, W], got shape {array.shape}")
@@ -210,16 +203,10 @@ def overlay(
 def normalize_maps(
     raw: np.ndarray, mode: str, signed: bool = False, percentile: float = 99.5, chunk: int = 128
 ) -> tuple[np.ndarray, tuple[float, float]]:
-    """Maps [T, ...] scaled by :func:`rlviz.maps.normalize`, chunk by chunk.
-
-    ``"episode"``: one scale, the ``percentile`` of the episode's magnitudes (as ``normalize``
-    computes it), applied to ``chunk`` frames at a time so that normalising a long episode needs
-    no whole-episode temporaries beyond one magnitude copy.
-
-    Returns:
-        (maps in ``MAP_DTYPE`` [T, ...] in [0, 1] ([-1, 1] if signed), the raw values at the ends
-        of the episode's colour scale).
-    """
+    """Maps [T, ...] scaled by :func:`normalize` ``chunk`` frames at a time (``"episode"``: on
+    one scale, the ``percentile`` of the episode's magnitudes), so a long episode needs no
+    whole-episode temporaries beyond one magnitude copy. Returns (maps in ``MAP_DTYPE`` [T, ...],
+    the raw values at the ends of the colour scale)."""
     if mode not in NORMALIZE_MODES:
         raise ValueError(f"normalize={mode!r}; expected one of {NORMALIZE_MODES}")
     raw = np.asarray(raw, dtype=np.float32)

@@ -29,14 +29,9 @@ AWAY_MARGIN = 0.1
 
 @dataclass(frozen=True)
 class GoalTruth:
-    """What the env said about its goal over an episode (each field None when not reported).
-
-    Attributes:
-        name: what captions call the goal.
-        visible: bool [T], goal in view.
-        mask: bool [T, H, W], the goal's pixels.
-        success: bool [T], goal reached by the step's action.
-    """
+    """What the env said about its goal over an episode (each field None when not reported):
+    its ``name`` in captions, ``visible`` bool [T] (in view), ``mask`` bool [T, H, W] (its
+    pixels), ``success`` bool [T] (reached by the step's action)."""
 
     name: str = "goal"
     visible: np.ndarray | None = None

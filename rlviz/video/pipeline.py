@@ -161,10 +161,8 @@ def render_episode(
 
 
 def make_env(env_id: str, **kwargs: Any):
-    """``gymnasium.make(env_id, **kwargs)``, with an error that says what to do for unknown ids.
-
-    Ids an application registers (rlviz's BoxReach: ``import rlviz.envs``) must be registered first.
-    """
+    """``gymnasium.make(env_id, **kwargs)``, with an error that says what to do for unknown ids
+    (an application's ids, rlviz's BoxReach: ``import rlviz.envs``, must be registered first)."""
     import gymnasium as gym  # only when an id is given: `import rlviz` loads no gymnasium
 
     try:
@@ -237,7 +235,8 @@ class VideoJob:
                 # for the episode's life: memory stays flat however long it runs
                 with Spool() as spool:
                     t0 = time.perf_counter()
-                    played = self.play(env, adapter, i, capture, spool)
+                    how = dict(capture=capture, first_episode=i, spool=spool, **self.play_options())
+                    played = next(collect(env, adapter, 1, **how))  # episode i: seed + i
                     rollout = self.window(played)
                     t1 = time.perf_counter()
                     meta = video_episode_meta(self.options, env_name, i, len(played), len(rollout))
@@ -262,13 +261,6 @@ class VideoJob:
         o = self.options
         return dict(
             seed=o.seed, deterministic=o.deterministic, max_steps=o.max_steps, info_keys=o.info_keys
-        )
-
-    def play(self, env, adapter: PolicyAdapter, i: int, capture, spool=None) -> Rollout:
-        """Episode ``i`` (reset with ``seed + i``, as :func:`rlviz.rollout.collect` plays it)."""
-        options = self.play_options()
-        return next(
-            collect(env, adapter, 1, capture=capture, first_episode=i, spool=spool, **options)
         )
 
     def window(self, rollout: Rollout) -> Rollout:
