@@ -131,21 +131,16 @@ def method_fill(method) -> tuple[object, float]:
     return 0.0, 5.0
 
 
-def _mean_se(values: np.ndarray) -> tuple[float, float]:
-    values = np.asarray(values, dtype=np.float64)
-    se = values.std(ddof=1) / np.sqrt(len(values)) if len(values) > 1 else float("inf")
-    return float(values.mean()), float(se)
-
-
 def _curve_summary(curves, auc, random_auc, gains) -> dict:
     """A deletion or insertion curve's entry of a row: AUCs, mean gain over the random order
     (``gains`` per frame) with its standard error, and the mean curve."""
-    gain, se = _mean_se(gains)
+    gains = np.asarray(gains, dtype=np.float64)
+    se = gains.std(ddof=1) / np.sqrt(len(gains)) if len(gains) > 1 else float("inf")
     return {
         "auc": float(auc.mean()),
         "random_auc": float(random_auc.mean()),
-        "gain": gain,
-        "se": se,
+        "gain": float(gains.mean()),
+        "se": float(se),
         "curve": curves.mean(0).tolist(),
     }
 
@@ -203,11 +198,6 @@ def _ground_truth(maps: np.ndarray, masks: np.ndarray | None, key: str | None) -
     }
 
 
-def _policy_moved(adapter, x: torch.Tensor, clean: torch.Tensor) -> bool:
-    with torch.no_grad():
-        return not torch.equal(adapter.outputs(x, rows=torch.arange(len(x))).logits, clean)
-
-
 def _label(name: str, target_name: str) -> str:
     return name if target_name == "taken" else f"{name}[{target_name}]"
 
@@ -245,12 +235,15 @@ def score_row(
         # Cascading randomisation, output layer first; note which reset first moves pi (the
         # output layer for the policy: resetting a value head leaves pi and its maps unchanged).
         x = adapter.preprocess(frames.obs[: min(len(maps), 16)])
-        with torch.no_grad():
-            clean = adapter.outputs(x, rows=torch.arange(len(x))).logits
-        moved = []
+
+        @torch.no_grad()
+        def logits() -> torch.Tensor:
+            return adapter.outputs(x, rows=torch.arange(len(x))).logits
+
+        clean, moved = logits(), []
 
         def randomised() -> np.ndarray:
-            moved.append(_policy_moved(adapter, x, clean))
+            moved.append(not torch.equal(logits(), clean))
             return explain()
 
         # Maps are compared as |map| (Quantus's MPRT default): a randomised head that flips the
