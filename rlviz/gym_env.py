@@ -20,10 +20,6 @@ _HOW = (
 )
 
 
-def _is_vec_env(env) -> bool:
-    return all(hasattr(env, name) for name in ("num_envs", "step_async", "step_wait"))
-
-
 def _image_keys(space) -> list[str]:
     return [
         key
@@ -126,7 +122,7 @@ def as_gym_env(env, obs_key: str | None = None, what: str = "rlviz", owns: bool 
     Raises one line for a VecEnv of several envs, an env of another kind, a ``Dict`` observation
     without ``obs_key`` (naming its image keys) and ``obs_key`` without a ``Dict`` observation.
     """
-    if _is_vec_env(env):
+    if all(hasattr(env, name) for name in ("num_envs", "step_async", "step_wait")):  # a VecEnv
         if int(env.num_envs) != 1:
             raise ValueError(
                 f"{what} plays one env; got a VecEnv of {env.num_envs}. Pass a one-env VecEnv "

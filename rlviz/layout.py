@@ -152,18 +152,14 @@ class ObservationLayout:
     def frame_stack(self, obs: torch.Tensor) -> torch.Tensor:
         """A batch [B, *obs_shape] as frames [B, K, C, H, W] (same dtype, oldest frame first)."""
         b, k, c = obs.shape[0], self.frames, self.channels
-        if self.order == "HWC":
-            h, w = obs.shape[1:3]
-            return obs.reshape(b, h, w, k, c).permute(0, 3, 4, 1, 2)
-        if self.order == "CHW":
-            return obs.reshape(b, k, c, *obs.shape[2:])
-        if self.order == "KHWC":
-            return obs.permute(0, 1, 4, 2, 3)
-        if self.order == "KCHW":
-            return obs
-        if self.order == "KHW":
-            return obs.unsqueeze(2)
-        return obs.reshape(b, 1, 1, *obs.shape[1:])  # HW
+        return {
+            "HWC": lambda: obs.reshape(b, *obs.shape[1:3], k, c).permute(0, 3, 4, 1, 2),
+            "CHW": lambda: obs.reshape(b, k, c, *obs.shape[2:]),
+            "KHWC": lambda: obs.permute(0, 1, 4, 2, 3),
+            "KCHW": lambda: obs,
+            "KHW": lambda: obs.unsqueeze(2),
+            "HW": lambda: obs.reshape(b, 1, 1, *obs.shape[1:]),
+        }[self.order]()
 
     def to_network(self, obs: Any, device: torch.device | str | None = None) -> torch.Tensor:
         """Raw observations -> the canonical network input float32 [B, K*C, H, W]."""

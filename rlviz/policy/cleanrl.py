@@ -100,9 +100,8 @@ def cleanrl_parts(agent: nn.Module, n_actions: int | None = None) -> PolicyParts
     """
     # CleanRL's Atari agents read [B, 4, 84, 84] stacks in 0..255 and scale inside.
     parts = PolicyParts(agent, scale=1.0)
-    if isinstance(getattr(agent, "lstm", None), nn.LSTM) and callable(
-        getattr(agent, "get_states", None)
-    ):
+    lstm = getattr(agent, "lstm", None)
+    if isinstance(lstm, nn.LSTM) and callable(getattr(agent, "get_states", None)):
         parts.state_forward, parts.initial_state = _recurrent_parts(agent)
         return parts
     for needed in ("get_action_and_value", "get_value"):
@@ -112,9 +111,7 @@ def cleanrl_parts(agent: nn.Module, n_actions: int | None = None) -> PolicyParts
             )
     generic = _generic_forward(agent, n_actions)
     candidates = []
-    if isinstance(getattr(agent, "actor", None), nn.Module) and isinstance(
-        getattr(agent, "critic", None), nn.Module
-    ):
+    if all(isinstance(getattr(agent, head, None), nn.Module) for head in ("actor", "critic")):
         candidates = [_direct_forward(agent, 1 / 255.0), _direct_forward(agent, 1.0)]
     chosen: list[Forward] = []
 
