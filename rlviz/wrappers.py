@@ -266,7 +266,11 @@ class ExplanationRender(_ExplainingWrapper):
         if self._explained == len(states):
             return
         new = np.stack(states[self._explained :])
-        probs, values, held = self._outputs(new)
+        held = None  # a recurrent policy's state entering each new step, carried along
+        if self._state is None:
+            probs, values = policy_outputs(self._reader, new)
+        else:
+            probs, values, held, self._state = carry_state(self._reader, new, self._state)
         self._probs += list(probs)
         self._values += [] if values is None else list(values)
         for name in self._raw:
@@ -290,14 +294,6 @@ class ExplanationRender(_ExplainingWrapper):
             self._kl += list(memory.kl)
             self._share += list(memory.share)
         self._explained = len(states)
-
-    def _outputs(self, new: np.ndarray):
-        """pi, V and (recurrent) the entering states of the new observations; a recurrent
-        policy's state is carried along the episode."""
-        if self._state is None:
-            return (*policy_outputs(self._reader, new), None)
-        probs, values, entering, self._state = carry_state(self._reader, new, self._state)
-        return probs, values, entering
 
     def render(self) -> np.ndarray:
         """The annotated frame of the current state: uint8 [H, W, 3]."""

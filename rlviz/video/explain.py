@@ -21,6 +21,7 @@ import torch
 from rlviz.explain import EXPLAIN_BATCH, MapJob, episode_chunk, explain_rollout, frame_share
 from rlviz.layout import ObservationLayout
 from rlviz.maps import EpisodeScale, normalize_stack, scale_block
+from rlviz.memory import DEFAULT_BATCH as MEMORY_BATCH
 from rlviz.memory import MemoryReliance, has_memory, memory_reliance, per_frame_mode, stack_method
 from rlviz.methods import check_methods, is_signed  # noqa: F401  (check_methods: re-exported)
 from rlviz.policy import PolicyAdapter, as_adapter
@@ -253,18 +254,11 @@ def _put(out: dict, store, key: str, block: np.ndarray) -> None:
 def episode_memory(adapter, rollout: Rollout, states, layout):
     """Memory reliance of the taken actions, a block of steps at a time (the blocks of
     :func:`rlviz.memory.memory_reliance`'s own passes, so the same numbers)."""
-    from rlviz.memory import DEFAULT_BATCH
-
-    kl, share = [], []
-    for first, obs in blocks(rollout.obs, DEFAULT_BATCH):
+    parts = []
+    for first, obs in blocks(rollout.obs, MEMORY_BATCH):
         rows = slice(first, first + len(obs))
-        part = memory_reliance(
-            adapter,
-            obs,
-            TakenAction(rollout.actions[rows]),
-            states=None if states is None else tuple(s[rows] for s in states),
-            layout=layout,
-        )
-        kl.append(part.kl)
-        share.append(part.share)
-    return MemoryReliance(kl=np.concatenate(kl), share=np.concatenate(share))
+        held = None if states is None else tuple(s[rows] for s in states)
+        taken = TakenAction(rollout.actions[rows])
+        parts.append(memory_reliance(adapter, obs, taken, states=held, layout=layout))
+    kl = np.concatenate([part.kl for part in parts])
+    return MemoryReliance(kl=kl, share=np.concatenate([part.share for part in parts]))

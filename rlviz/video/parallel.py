@@ -1,12 +1,8 @@
-""":func:`rlviz.video.render_video` with the episodes played in blocks and each episode's
-explaining and encoding one task.
-
-Every episode samples its actions from a generator of its own (:func:`rlviz.rollout.collect`),
-so blocks of episodes play as tasks, each in its worker's copy of the env
-(:func:`rlviz.parallel.episodes.play_parallel`). What costs the time (attribution over the episode,
-composing and encoding every frame) depends only on the rollout, so each episode is then one
-task; its video comes back as bytes and is written here atomically, so a cluster's workers need
-no shared output folder. Same rollouts, same maps, same frames: the files equal the serial run's.
+""":func:`rlviz.video.render_video` with the episodes played in blocks as tasks
+(:func:`rlviz.parallel.episodes.play_parallel`; each samples from a generator of its own), then
+each episode explained and encoded as one task (that depends only on its rollout). Videos come
+back as bytes and are written here atomically, so workers need no shared output folder; the
+files equal the serial run's.
 """
 
 from __future__ import annotations

@@ -139,14 +139,9 @@ def render_episode(
     crf: int = 23,
     preset: str = "veryfast",
 ) -> list:
-    """Write the video of one explained episode to ``out`` (``.mp4`` or ``.gif``), frame by frame.
-
-    Panels the episode cannot feed are left out. The file appears atomically: nothing is at
-    ``out`` if rendering fails.
-
-    Returns:
-        The panels used, in layout order.
-    """
+    """Write the video of one explained episode to ``out`` (``.mp4`` or ``.gif``) frame by frame,
+    atomically (nothing is at ``out`` if rendering fails), leaving out the panels the episode
+    cannot feed; returns the panels used, in layout order."""
     chosen = select_panels(
         panels if panels is not None else default_panels(list(episode.maps)), episode
     )

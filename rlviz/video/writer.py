@@ -8,6 +8,7 @@ no (broken) file at the output path.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import tempfile
@@ -204,10 +205,8 @@ class VideoWriter:
     def _cleanup(self, publish: bool = False) -> None:
         """Release ffmpeg's pipes; move the temp file to ``path`` (``publish``) or delete it."""
         if self._proc is not None and self._proc.stdin and not self._proc.stdin.closed:
-            try:
+            with contextlib.suppress(OSError):
                 self._proc.stdin.close()
-            except OSError:
-                pass
         if self._stderr is not None:
             self._stderr.close()
             self._stderr = None
