@@ -98,13 +98,11 @@ class Rollout:
         states: for a recurrent policy, the state entering each step (reset at the episode's
             start): a tuple of CPU tensors [T, ...], as ``states=`` of the methods takes it.
         layout: the :class:`rlviz.ObservationLayout` of ``obs``, decided once as the episode
-            is recorded (:func:`rollout_layout`: the policy's, else the env's, else the one the
-            shape implies) and read by whatever shows or explains it; None when none fits.
+            is recorded (:func:`rollout_layout`) and read by whatever shows or explains it.
         action_mean / action_std: a continuous policy's mean action and standard deviation per
             dimension, float32 [T, D] (std None when deterministic); None for a discrete one.
-        reward_sum: the rewards as the env gave them, summed in step order in double precision
-            (``rewards`` rounds them to float32): the return evaluation reports. None for a
-            window, or when the rewards were given afterwards.
+        reward_sum: the env's rewards summed in step order in double precision (``rewards``
+            rounds them to float32), as evaluation reports; None for a window or given rewards.
     """
 
     obs: np.ndarray

@@ -226,13 +226,9 @@ def _actor_cam_layer(policy: nn.Module, prefix: str) -> str | None:
 
 
 def sb3_parts(model, layout=None) -> PolicyParts:
-    """The adapter's parts for any SB3 / sb3-contrib policy with image observations (see the
-    module docstring for what each algorithm's forward is declared as).
-
-    The module is ``model.policy``, whose dotted names address the layers. Given the algorithm
-    (not only its policy), a frame stack in its VecEnv chain (``VecFrameStack``) sets the layout;
-    ``layout=`` says it otherwise.
-    """
+    """The adapter's parts for any SB3 / sb3-contrib policy with image observations: the module
+    is ``model.policy``; the layout comes from the algorithm's ``VecFrameStack`` or ``layout=``
+    (see the module docstring for what each algorithm's forward is declared as)."""
     policy = _sb3_policy(model)
     parts = PolicyParts(policy, scale=_sb3_scale(policy), action_space=policy.action_space)
     parts.layout, parts.accepts = _sb3_layouts(model, policy, layout)
