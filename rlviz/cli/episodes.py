@@ -48,25 +48,13 @@ def episode_parser(
 
 def add_window_flags(p: argparse.ArgumentParser) -> None:
     """Add ``--from-step`` and ``--to-step`` to a command that explains episodes."""
-    p.add_argument(
-        "--from-step",
-        type=int,
-        default=0,
-        metavar="T",
-        help="explain and draw steps from T on (the episode is still played from its start)",
-    )
-    p.add_argument(
-        "--to-step",
-        type=int,
-        default=None,
-        metavar="T",
-        help="explain and draw steps before T only (default: to the episode's end)",
-    )
+    window = dict(from_step=dict(metavar="T"), to_step=dict(metavar="T"))
+    add_option_flags(p, EpisodeOptions, "from_step", "to_step", **window)
 
 
 def window_args(args: argparse.Namespace) -> dict:
-    """``from_step`` / ``to_step`` for the API, checked (a one-line error for an empty window);
-    empty when the whole episode is asked for."""
+    """``from_step`` / ``to_step`` for the options, checked (a one-line error for an empty
+    window)."""
     from rlviz.explain import check_window
 
     try:
@@ -78,6 +66,4 @@ def window_args(args: argparse.Namespace) -> dict:
             .replace("to_step", "--to-step")
             .replace("max_steps", "--max-steps")
         ) from None
-    if args.from_step == 0 and args.to_step is None:
-        return {}
     return {"from_step": args.from_step, "to_step": args.to_step}

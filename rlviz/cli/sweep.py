@@ -242,10 +242,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     check_method_names(args.methods)
     device = str(resolve_device(args.device))  # a name: it travels to the workers
-    if args.run:
-        checkpoints = [c for run in args.run for c in run_snapshots(run)]
-    else:
-        checkpoints = list(args.checkpoints)
+    checkpoints = (
+        [c for run in args.run for c in run_snapshots(run)] if args.run else list(args.checkpoints)
+    )
     for path in checkpoints:
         if not path.exists():
             raise CliError(f"checkpoint {str(path)!r} does not exist")

@@ -52,6 +52,11 @@ def feature_parser(name: str, description: str) -> argparse.ArgumentParser:
     return p
 
 
+def add_layers_flag(p: argparse.ArgumentParser, what: str) -> None:
+    """``--layers``, several, read by :func:`layers_arg`; ``what``: what they are for."""
+    p.add_argument("--layers", nargs="+", default=None, help=f"{what} (default: every conv block)")
+
+
 def load(args: argparse.Namespace, layers: Sequence[str | None] = ()) -> LoadedPolicy:
     """The ``--checkpoint``, to play in ``--env`` (default: the env it trained in), once it
     exists, ``--out`` (default: a folder named by the checkpoint) is writable and ``layers``
@@ -109,6 +114,14 @@ def play_states(args: argparse.Namespace, env, adapter, *, ground_truth: bool = 
     progress = not args.no_progress
     return collect_dataset(
         env, adapter, args.episodes, **played, ground_truth=ground_truth, progress=progress
+    )
+
+
+def optimisation(args: argparse.Namespace, steps: int) -> dict:
+    """What an image optimisation takes from the flags: ``--steps`` (default ``steps``, the
+    method's own), ``--lr``, ``--seed`` and the progress bar."""
+    return dict(
+        steps=args.steps or steps, lr=args.lr, seed=args.seed, progress=not args.no_progress
     )
 
 

@@ -13,11 +13,12 @@ from rlviz.cli.common import (
     at_least,
     command,
     in_range,
+    picked,
     play_env,
     print_paths,
     warn,
 )
-from rlviz.cli.features.common import feature_parser, layers_arg, load, play_states
+from rlviz.cli.features.common import add_layers_flag, feature_parser, layers_arg, load, play_states
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,9 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Network dissection against the goal-box mask (Bau et al. 2017), and "
         "optionally the success-rate cost of switching the best detectors off.",
     )
-    p.add_argument(
-        "--layers", nargs="+", default=None, help="layers to dissect (default: every conv block)"
-    )
+    add_layers_flag(p, "layers to dissect")
     add_shared(
         p,
         "episodes",
@@ -90,12 +89,10 @@ def _ablate(env, adapter, result, layers: list[str], obs, args: argparse.Namespa
         result.top(args.ablate),
         channels,
         episodes=args.ablate_episodes,
-        random_draws=args.random_draws,
         seed=args.seed + args.episodes,
-        deterministic=args.deterministic,
         obs=obs,
-        max_steps=args.max_steps,
         progress=not args.no_progress,
+        **picked(args, "random_draws", "deterministic", "max_steps"),
     )
     from rlviz.features.ablation import SMALL_SAMPLE, binomial_margin, format_units
 

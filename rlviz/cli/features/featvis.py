@@ -22,7 +22,15 @@ from rlviz.cli.common import (
     play_env,
     print_paths,
 )
-from rlviz.cli.features.common import feature_parser, layers_arg, load, pick_frame, play_states
+from rlviz.cli.features.common import (
+    add_layers_flag,
+    feature_parser,
+    layers_arg,
+    load,
+    optimisation,
+    pick_frame,
+    play_states,
+)
 from rlviz.cli.features.texture import add_arguments as add_texture_arguments
 from rlviz.cli.features.texture import style, texture
 
@@ -77,12 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--no-transforms", action="store_true", help="maximise: no jitter / scale / rotate"
     )
-    p.add_argument(
-        "--layers",
-        nargs="+",
-        default=None,
-        help="deepdream / invert: layers (default: every conv block)",
-    )
+    add_layers_flag(p, "deepdream / invert: layers")
     p.add_argument(
         "--channel",
         type=int,
@@ -186,16 +189,9 @@ def maximise(args: argparse.Namespace, scene: Scene) -> list[Path]:
         else:
             param = optvis.pixels(size, channels=channels, seed=args.seed)
         with bad_input(ValueError, KeyError, prefix=f"objective {spec!r}: "):
-            result = optvis.optimize(
-                adapter,
-                objective,
-                param=param,
-                transforms=[] if args.no_transforms else None,
-                steps=steps,
-                lr=args.lr,
-                seed=args.seed,
-                progress=not args.no_progress,
-            )
+            transforms = [] if args.no_transforms else None
+            run = optimisation(args, steps)
+            result = optvis.optimize(adapter, objective, param=param, transforms=transforms, **run)
         results.append(result)
         print(f"{spec}: objective {result.initial[0]:.3f} -> {result.final[0]:.3f}")
     suptitle = (
@@ -233,17 +229,9 @@ def invert(args: argparse.Namespace, scene: Scene) -> list[Path]:
 
     inversions = []
     for layer in layers_arg(scene.adapter.model, args.layers):
-        inv = invert_layer(
-            scene.adapter,
-            scene.frame,
-            layer,
-            steps=args.steps or 400,
-            lr=args.lr,
-            param=args.param,
-            tv_weight=0.5 if args.tv is None else args.tv,
-            seed=args.seed,
-            progress=not args.no_progress,
-        )
+        tv = 0.5 if args.tv is None else args.tv
+        run = optimisation(args, 400)
+        inv = invert_layer(scene.adapter, scene.frame, layer, param=args.param, tv_weight=tv, **run)
         print(
             f"{layer}: relative feature distance {inv.initial_distance:.3f} -> "
             f"{inv.final_distance:.4f}"

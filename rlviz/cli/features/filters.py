@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from rlviz.cli.common import command, play_env, print_paths, progress_on
-from rlviz.cli.features.common import feature_parser, layers_arg, load, pick_frame
+from rlviz.cli.features.common import add_layers_flag, feature_parser, layers_arg, load, pick_frame
 
 
 def build_parser():
@@ -16,12 +16,7 @@ def build_parser():
         "First-layer kernels, deeper filter grids, hand kernels vs learned "
         "responses, and every feature map of chosen layers for one frame.",
     )
-    p.add_argument(
-        "--layers",
-        nargs="+",
-        default=None,
-        help="layers whose feature maps to draw (default: every conv block)",
-    )
+    add_layers_flag(p, "layers whose feature maps to draw")
     return p
 
 

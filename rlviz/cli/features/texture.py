@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from rlviz.cli.common import CliError, bad_input
-from rlviz.cli.features.common import layers_arg
+from rlviz.cli.features.common import layers_arg, optimisation
 
 DEFAULT_STYLE = "brick_wall"
 
@@ -54,10 +54,7 @@ def texture(args: argparse.Namespace, scene) -> list[Path]:
                     adapter,
                     optvis.gram_direction(layer, args.channel) - tv * optvis.total_variation(),
                     param=optvis.fourier(frame.shape[:2], channels=frame.shape[-1], seed=args.seed),
-                    steps=steps,
-                    lr=args.lr,
-                    seed=args.seed,
-                    progress=not args.no_progress,
+                    **optimisation(args, steps),
                 )
                 for layer in layers
             ]
@@ -69,9 +66,8 @@ def texture(args: argparse.Namespace, scene) -> list[Path]:
     results = []
     for layer_set in sets:
         r = optvis.synthesize_texture(
-            adapter, frame, layer_set, steps=steps, lr=args.lr, param=args.param,
-            tv_weight=tv, seed=args.seed, progress=not args.no_progress,
-        )  # fmt: skip
+            adapter, frame, layer_set, param=args.param, tv_weight=tv, **optimisation(args, steps)
+        )
         print(
             f"{'+'.join(layer_set)}: Gram distance {r.style_start[0]:.3f} -> {r.style_end[0]:.4f}"
         )
@@ -120,7 +116,7 @@ def style(args: argparse.Namespace, scene) -> list[Path]:
     r = optvis.style_transfer(
         adapter, frame, source, content_layer=content_layer, style_layers=style_layers,
         style_weight=args.style_weight, tv_weight=0.05 if args.tv is None else args.tv,
-        steps=args.steps or 150, lr=args.lr, seed=args.seed, progress=not args.no_progress,
+        **optimisation(args, 150),
     )  # fmt: skip
     print(
         f"style distance {r.style_start[0]:.3f} -> {r.style_end[0]:.4f}; content distance "
