@@ -194,10 +194,8 @@ def video_episode_meta(
 ) -> dict[str, Any]:
     """:func:`episode_meta` of episode ``i`` of a :func:`rlviz.render_video` call: seed + i,
     ``"i+1/episodes"``, and which steps a window shows (``shown`` of the ``played`` steps)."""
-    more = {}
-    if shown < played:
-        first = options.from_step
-        more["steps"] = f"{first}-{first + shown - 1} of {played}"
+    first = options.from_step
+    more = {"steps": f"{first}-{first + shown - 1} of {played}"} if shown < played else {}
     seed = None if options.seed is None else options.seed + i
     return episode_meta(options.agent_name, env, seed, f"{i + 1}/{options.episodes}", **more)
 

@@ -1,14 +1,7 @@
-"""Gymnasium wrappers that make explanation videos from any training or evaluation loop.
-
-* :class:`RecordExplanationVideo` follows ``gymnasium.wrappers.RecordVideo``'s conventions (video
-  folder, ``name_prefix``, ``episode_trigger`` defaulting to the capped cubic schedule, files named
-  ``{name_prefix}-episode-{i}.mp4``). It keeps only the triggered episode's observations and
-  actions (a few KB a step) and renders the whole annotated video when the episode ends, with maps
-  computed in batches and frames streamed to disk.
-* :class:`ExplanationRender` makes ``env.render()`` return the annotated frame of the current state
-  (``render_mode="rgb_array"``), so Gymnasium's own ``RecordVideo`` (or any viewer) works unchanged.
-  Rendering is online, so maps explain the most likely next action and are scaled over the episode
-  so far.
+"""Gymnasium wrappers that make explanation videos from any training or evaluation loop:
+:class:`RecordExplanationVideo` writes whole annotated videos of the triggered episodes (Gymnasium
+RecordVideo's conventions), :class:`ExplanationRender` makes ``env.render()`` return the annotated
+frame of the current state, so RecordVideo (or any viewer) works unchanged.
 
 Importing this module imports gymnasium (``import rlviz`` alone does not).
 """
@@ -92,6 +85,9 @@ class _ExplainingWrapper(gym.Wrapper):
 
 class RecordExplanationVideo(_ExplainingWrapper):
     """Record annotated explanation videos of the triggered episodes (RecordVideo's conventions).
+
+    Only a triggered episode's observations and actions are kept (a few KB a step); its video is
+    rendered when it ends, maps computed in batches and frames streamed to disk.
 
     Args:
         env: the env whose observations ``policy`` reads (image observations).

@@ -226,10 +226,8 @@ def _scaled(store, raw, groups, scales, mode, signed, stack_key) -> dict:
         streams = [raw[key].chunks() for key in keys]
         for parts in zip(*streams, strict=True):
             blocks = [block for _, block in parts]
-            if group == _ACTIONS:
-                block = np.stack(blocks, axis=1)  # [n, A, H, W]: one scale over every action
-            else:
-                block = blocks[0]
+            # per action: [n, A, H, W], one scale over every action
+            block = np.stack(blocks, axis=1) if group == _ACTIONS else blocks[0]
             # [n, N, H, W]: the N maps of a step share its scale in "frame" mode
             flat = block.reshape(len(block), -1, block.shape[-1]) if block.ndim == 4 else block
             scaled = scale_block(flat, mode, signed[group], high).reshape(block.shape)
