@@ -152,8 +152,8 @@ def skrl_parts(policy, value=None, *, layout=None, role: str = "policy", value_r
         log_std = extra["log_std"] if kind == "gaussian" else None
         if log_std is not None and clip_log_std:  # as GaussianMixin.act
             log_std = log_std.clamp(*log_std_range)
-        v = None if value is None else call(value, obs, value_role)[0].reshape(-1)
-        return _result(out, log_std, v)
+        state_value = None if value is None else call(value, obs, value_role)[0].reshape(-1)
+        return _result(out, log_std, state_value)
 
     return PolicyParts(owner, forward=forward, layout=layout, scale=1.0, output=kind)
 
@@ -217,8 +217,8 @@ def torchrl_parts(actor, value=None, *, layout=None, in_key=None, env=None) -> P
         for module in det:
             td = module(td)
         log_std = td.get(keys[1]).log() if kind == "gaussian" else None
-        v = None if value is None else value(td).get(value.out_keys[0]).reshape(-1)
-        return _result(td.get(out_key), log_std, v)
+        state_value = None if value is None else value(td).get(value.out_keys[0]).reshape(-1)
+        return _result(td.get(out_key), log_std, state_value)
 
     # scale=None: uint8 frames / 255, as TorchRL's ToTensorImage; float frames as given.
     return PolicyParts(owner, forward=forward, layout=layout, scale=None, output=kind)
@@ -271,7 +271,8 @@ def rllib_parts(module, *, layout=None) -> PolicyParts:
         out = module.forward_train(batch)
         inputs = out["action_dist_inputs"]
         parts = inputs.chunk(2, dim=-1) if kind == "gaussian" else (inputs,)
-        v = module.compute_values(batch, embeddings=out.get("embeddings")) if has_values else None
-        return _result(*parts, v)
+        embeddings = out.get("embeddings")
+        values = module.compute_values(batch, embeddings=embeddings) if has_values else None
+        return _result(*parts, values)
 
     return PolicyParts(module, forward=forward, layout=layout, scale=1.0, output=kind)
