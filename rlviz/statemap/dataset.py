@@ -76,11 +76,7 @@ def _forward_batches(
             probs.append(out.probs.float().cpu().numpy())
             no_value = np.full(out.logits.shape[0], np.nan)
             values.append(no_value if out.value is None else out.value.float().cpu().numpy())
-    return (
-        np.concatenate(feats).astype(np.float32),
-        np.concatenate(probs).astype(np.float32),
-        np.concatenate(values).astype(np.float32),
-    )
+    return tuple(np.concatenate(parts).astype(np.float32) for parts in (feats, probs, values))
 
 
 def layer_features(
