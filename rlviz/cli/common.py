@@ -248,34 +248,22 @@ def new_parser(
     return parser
 
 
-# The options several commands share: flags and keyword arguments, tuned per command by
-# add_shared(parser, name=dict(default=..., help=...)).
-SHARED: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
-    "checkpoint": (
-        ("--checkpoint",),
-        dict(
-            type=Path,
-            default=DEFAULT_CHECKPOINT,
-            help=f"agent checkpoint (.safetensors; default {DEFAULT_CHECKPOINT})",
-        ),
+# The options several commands share, ``--max-steps`` for max_steps: keyword arguments, tuned per
+# command by add_shared(parser, name=dict(default=..., help=...)).
+SHARED: dict[str, dict[str, Any]] = {
+    "checkpoint": dict(
+        type=Path,
+        default=DEFAULT_CHECKPOINT,
+        help=f"agent checkpoint (.safetensors; default {DEFAULT_CHECKPOINT})",
     ),
-    "env": (("--env",), dict(default=None, help=ENV_HELP)),
-    "episodes": (("--episodes",), dict(type=at_least(1), default=1, help="episodes to play")),
-    "seed": (
-        ("--seed",),
-        dict(type=at_least(0), default=0, help="episode i is reset with seed + i (default 0)"),
-    ),
-    "out": (("--out",), dict(type=Path, help="output folder")),
-    "max_steps": (
-        ("--max-steps",),
-        dict(type=at_least(1), default=None, help="cut episodes after this many steps"),
-    ),
-    "deterministic": (
-        ("--deterministic",),
-        dict(action="store_true", help="greedy actions instead of sampling"),
-    ),
-    "device": (("--device",), dict(default="cpu", help="cpu, cuda or auto")),
-    "no_progress": (("--no-progress",), dict(action="store_true", help="no progress bars")),
+    "env": dict(default=None, help=ENV_HELP),
+    "episodes": dict(type=at_least(1), default=1, help="episodes to play"),
+    "seed": dict(type=at_least(0), default=0, help="episode i is reset with seed + i (default 0)"),
+    "out": dict(type=Path, help="output folder"),
+    "max_steps": dict(type=at_least(1), default=None, help="cut episodes after this many steps"),
+    "deterministic": dict(action="store_true", help="greedy actions instead of sampling"),
+    "device": dict(default="cpu", help="cpu, cuda or auto"),
+    "no_progress": dict(action="store_true", help="no progress bars"),
 }
 
 
@@ -293,9 +281,8 @@ def add_shared(
     if unknown:
         raise ValueError(f"changes for options not added: {unknown}; added: {list(names)}")
     for name in names:
-        flags, kwargs = SHARED[name]
-        kwargs = {**kwargs, **changes.get(name, {})}
-        flags = flags + tuple(kwargs.pop("flags", ()))
+        kwargs = {**SHARED[name], **changes.get(name, {})}
+        flags = ("--" + name.replace("_", "-"), *kwargs.pop("flags", ()))
         parser.add_argument(*flags, **kwargs)
 
 

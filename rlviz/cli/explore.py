@@ -24,6 +24,7 @@ from rlviz.cli.common import (
     command,
     in_range,
     output_name,
+    picked,
     play_env,
     policy_from_args,
     progress_on,
@@ -119,7 +120,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     with play_env(policy) as env, parallel(args, progress) as executor:
         with allow_overwrite():  # the folder was chosen above; its files refer to each other
             options = ExploreOptions(
-                **{name: getattr(args, name) for name in OPTION_FLAGS},
+                **picked(args, *OPTION_FLAGS),
                 methods=methods,
                 **window,
                 statemap=args.map != "none",

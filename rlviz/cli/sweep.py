@@ -33,6 +33,7 @@ from rlviz.cli.common import (
     picked,
     policy_env,
     print_paths,
+    require_checkpoint,
     resolve_device,
     warn,
 )
@@ -143,9 +144,7 @@ def init_checkpoint(args, last_config: dict) -> Path | None:
         )
         return None
     if given is None and "init_from_steps" in last_config:
-        from rlviz.agents.checkpoint import read_config
-
-        if int(read_config(path).get("steps", -1)) != int(last_config["init_from_steps"]):
+        if int(_read_config(path).get("steps", -1)) != int(last_config["init_from_steps"]):
             warn(
                 "sweep",
                 f"{str(path)!r} is no longer the checkpoint the run started from (its steps "
@@ -246,8 +245,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         [c for run in args.run for c in run_snapshots(run)] if args.run else list(args.checkpoints)
     )
     for path in checkpoints:
-        if not path.exists():
-            raise CliError(f"checkpoint {str(path)!r} does not exist")
+        require_checkpoint(path)
     if len(set(map(str, checkpoints))) != len(checkpoints):
         raise CliError("a checkpoint is given twice (--run or --checkpoints); give each run once")
     check_one_lineage(checkpoints)

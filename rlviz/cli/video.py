@@ -24,6 +24,7 @@ from rlviz.cli.common import (
     check_method_names,
     command,
     output_name,
+    picked,
     play_env,
     policy_from_args,
     require_checkpoint,
@@ -148,7 +149,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     policy = policy_from_args(args, layers=[args.layer])
     with play_env(policy) as env, parallel(args, progress=not args.no_progress) as executor:
         options = VideoOptions(
-            **{name: getattr(args, name) for name in OPTION_FLAGS},
+            **picked(args, *OPTION_FLAGS),
             methods=methods,
             embedding=_state_map(env, policy.adapter, args),
             **window,
