@@ -77,9 +77,7 @@ def _report_folder(args: argparse.Namespace) -> Path:
     """``--out`` (default explorer/NAME); a folder that already holds a report is kept, unless
     ``--overwrite``, and the report goes to the first free NAME-2, NAME-3, ... (said on stderr):
     its files refer to each other, so the whole folder is renamed, never single files."""
-    out = (
-        Path(args.out) if args.out is not None else Path("explorer") / output_name(args.checkpoint)
-    )
+    out = Path("explorer") / output_name(args.checkpoint) if args.out is None else Path(args.out)
     if args.overwrite or not (out / "index.html").exists():
         return out
     n = 2

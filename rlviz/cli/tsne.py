@@ -221,11 +221,8 @@ def fit_map(dataset, args: argparse.Namespace):
 
 
 def map_dataset(dataset, args: argparse.Namespace) -> dict:
-    """Fit the map of ``dataset``, write PNGs / npz / quality.json under ``args.out``.
-
-    Returns:
-        dict with ``quality`` (numbers), ``files`` (paths written) and the ``embedding``.
-    """
+    """Fit the map of ``dataset``, write PNGs / npz / quality.json under ``args.out``; returns
+    its ``quality`` (numbers), ``files`` (paths written) and ``embedding``."""
     from rlviz.io import save_json
     from rlviz.statemap.plots import plot_mosaic, plot_state_map
 
