@@ -404,17 +404,7 @@ class _Job:
             offset += n
             atomic_write_bytes(data_dir / f"frames_{d.index}.png", png_bytes(sheet(d.frames)))
             write_script(data_dir / f"episode_{d.index}.js", f"episodes[{d.index}]", record)
-            episodes.append(
-                {
-                    "i": d.index,
-                    "T": n,
-                    "return": d.record["return"],
-                    "success": d.record["success"],
-                    "seed": d.record["seed"],
-                    "file": f"data/episode_{d.index}.js",
-                    "frames": f"data/frames_{d.index}.png",
-                }
-            )
+            episodes.append(_manifest_entry(d, frames=f"data/frames_{d.index}.png"))
         if self.vis_images:
             atomic_write_bytes(data_dir / "vis.png", png_bytes(sheet(np.stack(self.vis_images), 8)))
         h, w = self.data[0].frames.shape[1:3]
@@ -476,16 +466,7 @@ class _Job:
             stack.setdefault("targets", sorted(d.stack_maps))
             record["stack"] = stack
         write_script(data_dir / f"episode_{d.index}.js", f"episodes[{d.index}]", record)
-        return {
-            "i": d.index,
-            "T": n,
-            "return": d.record["return"],
-            "success": d.record["success"],
-            "seed": d.record["seed"],
-            "file": f"data/episode_{d.index}.js",
-            "dir": f"data/ep{d.index}",
-            "chunk": PART_STEPS,
-        }
+        return _manifest_entry(d, dir=f"data/ep{d.index}", chunk=PART_STEPS)
 
     @staticmethod
     def _write_stack(d: EpisodeData, data_dir: Path, lossy: bool) -> dict:
@@ -504,6 +485,20 @@ class _Job:
             for key, m in d.stack_maps.items()
         }
         return info
+
+
+def _manifest_entry(d: EpisodeData, **where) -> dict:
+    """An episode's line in the manifest: its scalars' file and ``where`` its sheets are."""
+    record = d.record
+    return {
+        "i": d.index,
+        "T": record["T"],
+        "return": record["return"],
+        "success": record["success"],
+        "seed": record["seed"],
+        "file": f"data/episode_{d.index}.js",
+        **where,
+    }
 
 
 def _method_info(name: str) -> dict:

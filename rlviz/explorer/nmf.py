@@ -184,16 +184,18 @@ def nmf_attribution(
     layer = layer or default_layer(adapter.model)
     raw = layer_attribution(adapter, obs, layer, target, batch_size)
     maps, directions, error = factorize(raw, n_features, sign, seed)
+    result = _attribution(layer, target, maps, directions, error, percentile)
+    result.raw = raw if keep_raw else None
+    return result
+
+
+def _attribution(layer, target, maps, directions, error, percentile) -> NMFAttribution:
+    """The :class:`NMFAttribution` of ``maps`` [N, F, h, w], each feature's colour scale its
+    ``percentile`` over every frame."""
     flat = maps.transpose(1, 0, 2, 3).reshape(maps.shape[1], -1)
     scale = np.percentile(flat, percentile, axis=1).astype(np.float32) if flat.size else flat[:, 0]
     return NMFAttribution(
-        layer=layer,
-        target=_target_name(target),
-        maps=maps,
-        directions=directions,
-        reconstruction_error=error,
-        scale=np.maximum(scale, 1e-12),
-        raw=raw if keep_raw else None,
+        layer, _target_name(target), maps, directions, error, np.maximum(scale, 1e-12)
     )
 
 
@@ -270,17 +272,7 @@ def nmf_attribution_streamed(
             adapter, obs[start:stop], layer, subset_target(fn, slice(start, stop)), batch_size
         )
         maps.append(project(raw, directions, total, sign))
-    maps = np.concatenate(maps)
-    flat = maps.transpose(1, 0, 2, 3).reshape(maps.shape[1], -1)
-    scale = np.percentile(flat, percentile, axis=1).astype(np.float32)
-    return NMFAttribution(
-        layer=layer,
-        target=_target_name(target),
-        maps=maps,
-        directions=directions,
-        reconstruction_error=error,
-        scale=np.maximum(scale, 1e-12),
-    )
+    return _attribution(layer, target, np.concatenate(maps), directions, error, percentile)
 
 
 def direction_objective(layer: str, direction: Sequence[float] | np.ndarray):
