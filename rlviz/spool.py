@@ -213,7 +213,10 @@ class StepArray(_StepReads):
         self.folder.mkdir(parents=True, exist_ok=False)
         self.chunk = int(chunk)
         self._files = 0  # chunk files written
-        self._pending: list[np.ndarray] = []  # steps of the chunk being filled
+        # the chunk being filled: its first _filled rows. A new block after each flush, so a view
+        # read from the old one stays valid; reads of these steps are views, never a restack
+        self._block: np.ndarray | None = None
+        self._filled = 0
         self._item: tuple[tuple[int, ...], np.dtype] | None = None
         self._cache: tuple[int, np.ndarray] | None = None
 
@@ -232,8 +235,11 @@ class StepArray(_StepReads):
         """Add one step."""
         step = np.asarray(step)
         self._check_item(step.shape, step.dtype)
-        self._pending.append(np.array(step, copy=True))
-        if len(self._pending) == self.chunk:
+        if self._block is None:
+            self._block = np.empty((self.chunk, *step.shape), step.dtype)
+        self._block[self._filled] = step
+        self._filled += 1
+        if self._filled == self.chunk:
             self._flush()
 
     def extend(self, steps) -> None:
@@ -243,7 +249,7 @@ class StepArray(_StepReads):
             return
         self._check_item(steps.shape[1:], steps.dtype)
         i = 0
-        while i < len(steps) and self._pending:  # top up the chunk being filled
+        while i < len(steps) and self._filled:  # top up the chunk being filled
             self.append(steps[i])
             i += 1
         while len(steps) - i >= self.chunk:
@@ -253,8 +259,8 @@ class StepArray(_StepReads):
             self.append(step)
 
     def _flush(self) -> None:
-        self._write(np.stack(self._pending))
-        self._pending = []
+        self._write(self._block[: self._filled])
+        self._block, self._filled = None, 0
 
     def _write(self, block: np.ndarray) -> None:
         with open(self.folder / f"{self._files:06d}.npy", "wb") as f:
@@ -265,11 +271,11 @@ class StepArray(_StepReads):
         """Delete the chunk files now (the array is empty afterwards)."""
         shutil.rmtree(self.folder, ignore_errors=True)
         self.folder.mkdir(parents=True, exist_ok=True)
-        self._files, self._pending, self._cache = 0, [], None
+        self._files, self._block, self._filled, self._cache = 0, None, 0, None
 
     # ---------------------------------------------------------------------------- reading
     def __len__(self) -> int:
-        return self._files * self.chunk + len(self._pending)
+        return self._files * self.chunk + self._filled
 
     @property
     def item_shape(self) -> tuple[int, ...]:
@@ -289,7 +295,7 @@ class StepArray(_StepReads):
 
     def _chunk(self, c: int) -> np.ndarray:
         if c == self._files:
-            return np.stack(self._pending) if self._pending else self._empty(0)
+            return self._block[: self._filled] if self._filled else self._empty(0)
         if self._cache is not None and self._cache[0] == c:
             return self._cache[1]
         block = np.load(self.folder / f"{c:06d}.npy", allow_pickle=False)

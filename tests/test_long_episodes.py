@@ -449,3 +449,17 @@ def test_long_episode_map_sheets_are_lossy_webp_close_to_the_lossless_ones(tmp_p
     assert short["maps"]["gradient|taken"].startswith("data:image/png;")
     with pytest.raises(ValueError, match="map_codec='jpeg'; expected one of auto, png, webp"):
         report("jpeg", 40)
+
+
+def test_step_array_reads_of_the_chunk_being_filled_are_views_that_stay_valid(tmp_path):
+    rng = np.random.default_rng(0)
+    steps = rng.integers(0, 255, (10, 3, 4), dtype=np.uint8)
+    array = StepArray(tmp_path / "a", chunk=4)
+    array.extend(steps[:6])  # one chunk on disk, two steps being filled
+    early = array[4:6]
+    tail = array[5]
+    array.extend(steps[6:])  # fills and writes that chunk, starts the next
+    np.testing.assert_array_equal(early, steps[4:6])
+    np.testing.assert_array_equal(tail, steps[5])
+    np.testing.assert_array_equal(np.asarray(array), steps)
+    np.testing.assert_array_equal(array[8:], steps[8:])
