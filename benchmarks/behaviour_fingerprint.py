@@ -8,9 +8,13 @@ Runs, each in a fresh process through the CLI (the way a user meets them):
   sweep     `rlviz sweep` over that run's snapshots, serial, small               -> the table files
 
 Prints one sha256 per output file; `--save F` writes them as JSON, `--compare F` fails (exit 1)
-on any difference and names the files that changed.
+on any difference and names the files that changed. An older commit is fingerprinted from a
+worktree whose rlviz/envs and rlviz/agents link to its envs/ and agents/ (the editable install
+maps those names to this checkout):
 
-    .venv/bin/python benchmarks/behaviour_fingerprint.py --save /tmp/before.json
+    git worktree add /tmp/old REV && ln -s ../envs /tmp/old/rlviz/envs && ln -s ../agents /tmp/old/rlviz/agents
+    cp benchmarks/behaviour_fingerprint.py /tmp/old/benchmarks/
+    (cd /tmp/old && PYTHONPATH=/tmp/old ../main/.venv/bin/python benchmarks/behaviour_fingerprint.py --save /tmp/before.json)
     .venv/bin/python benchmarks/behaviour_fingerprint.py --compare /tmp/before.json
 """
 
@@ -45,97 +49,26 @@ TIMED_KEYS = {
 
 
 def commands(out: Path) -> dict[str, list[str]]:
-    return {
-        "train": RLVIZ
-        + [
-            "train",
-            "--total-steps",
-            "512",
-            "--num-envs",
-            "4",
-            "--num-steps",
-            "64",
-            "--num-minibatches",
-            "2",
-            "--update-epochs",
-            "1",
-            "--no-async-learner",
-            "--checkpoint-every",
-            "256",
-            "--snapshot-every",
-            "256",
-            "--seed",
-            "3",
-            "--runs-dir",
-            str(out / "runs"),
-            "--run-name",
-            "fp",
-            "--no-progress",
-        ],
-        "video": RLVIZ
-        + [
-            "video",
-            "--checkpoint",
-            AGENT,
-            "--episodes",
-            "1",
-            "--seed",
-            "0",
-            "--methods",
-            "gradient,gradcam",
-            "--out",
-            str(out / "video"),
-            "--no-progress",
-        ],
-        "explore": RLVIZ
-        + [
-            "explore",
-            "--checkpoint",
-            AGENT,
-            "--episodes",
-            "1",
-            "--seed",
-            "0",
-            "--out",
-            str(out / "explore"),
-            "--no-progress",
-        ],
-        "evaluate": RLVIZ
-        + [
-            "evaluate",
-            "--checkpoint",
-            AGENT,
-            "--episodes",
-            "6",
-            "--oracle",
-            "--json",
-            str(out / "evaluate/summary.json"),
-            "--no-progress",
-        ],
+    """Each output's command line; its files land under ``out / FOLDERS[name]``."""
+    lines = {
+        "train": "train --total-steps 512 --num-envs 4 --num-steps 64 --num-minibatches 2 "
+        "--update-epochs 1 --no-async-learner --checkpoint-every 256 --snapshot-every 256 "
+        f"--seed 3 --runs-dir {out / 'runs'} --run-name fp",
+        "video": f"video --checkpoint {AGENT} --episodes 1 --seed 0 --methods gradient,gradcam "
+        f"--out {out / 'video'}",
+        "explore": f"explore --checkpoint {AGENT} --episodes 1 --seed 0 --out {out / 'explore'}",
+        "evaluate": f"evaluate --checkpoint {AGENT} --episodes 6 --oracle "
+        f"--json {out / 'evaluate/summary.json'}",
         # the snapshots of the training run above
-        "sweep": RLVIZ
-        + [
-            "sweep",
-            "--run",
-            str(out / "runs/fp"),
-            "--episodes",
-            "2",
-            "--block-size",
-            "1",
-            "--probe-frames",
-            "8",
-            "--probe-episodes",
-            "1",
-            "--methods",
-            "gradient",
-            "--top-k",
-            "1",
-            "--no-init",
-            "--out",
-            str(out / "sweep"),
-            "--no-progress",
-        ],
+        "sweep": f"sweep --run {out / 'runs/fp'} --episodes 2 --block-size 1 --probe-frames 8 "
+        f"--probe-episodes 1 --methods gradient --top-k 1 --no-init --out {out / 'sweep'}",
     }
+    return {name: RLVIZ + line.split() + ["--no-progress"] for name, line in lines.items()}
+
+
+#: The folder each command writes under the output folder.
+FOLDERS = {"train": "runs", "video": "video", "explore": "explore", "evaluate": "evaluate",
+           "sweep": "sweep"}  # fmt: skip
 
 
 def _untimed(value):
@@ -192,19 +125,10 @@ def fingerprint(only: list[str] | None, keep: Path | None) -> dict[str, str]:
             )
             if run.returncode != 0:
                 raise SystemExit(f"{name} failed (rc {run.returncode}):\n{run.stderr[-3000:]}")
-            for f in sorted(out.rglob("*")):
-                rel = str(f.relative_to(out))
-                if (
-                    not f.is_file()
-                    or rel in found
-                    or not rel.startswith(name if name != "train" else "runs")
-                ):
-                    continue
-                found[rel] = digest(f, out)
-            print(
-                f"{name}: {sum(k.startswith(name) or (name == 'train' and k.startswith('runs')) for k in found)} files",
-                file=sys.stderr,
-            )
+            mine = [f for f in sorted((out / FOLDERS[name]).rglob("*")) if f.is_file()]
+            for f in mine:
+                found[str(f.relative_to(out))] = digest(f, out)
+            print(f"{name}: {len(mine)} files", file=sys.stderr)
     return found
 
 
@@ -213,7 +137,7 @@ def main() -> None:
     ap.add_argument("--save", type=Path)
     ap.add_argument("--compare", type=Path)
     ap.add_argument("--keep", type=Path, help="write the outputs here and keep them")
-    ap.add_argument("--only", nargs="+", choices=["video", "explore", "evaluate", "sweep", "train"])
+    ap.add_argument("--only", nargs="+", choices=list(FOLDERS), help="sweep needs train")
     args = ap.parse_args()
     now = fingerprint(args.only, args.keep)
     for rel, h in now.items():
@@ -222,12 +146,9 @@ def main() -> None:
         args.save.write_text(json.dumps(now, indent=1, sort_keys=True))
     if args.compare:
         before = json.loads(args.compare.read_text())
-        if args.only:
-            before = {
-                k: v
-                for k, v in before.items()
-                if any(k.startswith(n if n != "train" else "runs") for n in args.only)
-            }
+        if args.only:  # compare only what ran
+            folders = tuple(FOLDERS[name] + "/" for name in args.only)
+            before = {k: v for k, v in before.items() if k.startswith(folders)}
         changed = sorted(k for k in before.keys() | now.keys() if before.get(k) != now.get(k))
         if changed:
             print(f"{len(changed)} of {len(before)} outputs differ:", *changed, sep="\n  ")
