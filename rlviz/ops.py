@@ -135,6 +135,14 @@ def fill_values(x: torch.Tensor, fill: object, blur_sigma: float = 5.0) -> torch
     raise TypeError(f"fill must be a number, a name or a tensor, got {type(fill).__name__}")
 
 
+def evenly_spaced(n: int, most: int) -> np.ndarray:
+    """At most ``most`` step indices spread evenly over ``range(n)`` (first and last included;
+    all of them when ``n <= most``): the sample a fit on a long episode is made from."""
+    if n <= most:
+        return np.arange(n)
+    return np.unique(np.linspace(0, n - 1, most).round().astype(np.int64))
+
+
 def resolve_device(name: str | torch.device) -> torch.device:
     """The torch device ``name`` asks for (``"auto"``: cuda when there is one), with a one-line
     error when it is not a device or CUDA is asked for and absent."""

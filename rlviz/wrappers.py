@@ -20,7 +20,7 @@ import torch
 from rlviz.explain import explain
 from rlviz.maps import normalize_maps
 from rlviz.memory import MemoryReliance, has_memory, memory_reliance
-from rlviz.methods import is_signed
+from rlviz.methods import check_methods, is_signed
 from rlviz.ops import torch_threads
 from rlviz.options import VideoOptions, episode_meta, merge_options
 from rlviz.policy import PolicyAdapter, as_adapter
@@ -38,7 +38,7 @@ from rlviz.statemap.policy_states import place_states
 from rlviz.targets import MostLikelyAction
 from rlviz.video.episode import EpisodeExplanation
 from rlviz.video.events import INFO_KEYS
-from rlviz.video.explain import TimeMaps, check_methods
+from rlviz.video.explain import TimeMaps
 from rlviz.video.grid import Composer
 from rlviz.video.pipeline import VideoJob
 from rlviz.video.writer import check_writable

@@ -247,19 +247,25 @@ _LONG_RENDER = textwrap.dedent(
 )
 
 
-@pytest.mark.parametrize("how", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL])
-def test_an_interrupted_long_render_leaves_no_temp_files(tmp_path, how):
-    spools = tmp_path / "tmp"
-    spools.mkdir()
-    script = _LONG_RENDER.format(tests=str(ROOT / "tests"), out=str(tmp_path / "v.mp4"))
+def _run_script(template: str, out: Path, spools: Path) -> subprocess.Popen:
+    """Start ``template`` (filled with the tests folder and ``out``) in a fresh Python whose
+    spools go to ``spools``."""
+    script = template.format(tests=str(ROOT / "tests"), out=str(out))
     env = dict(os.environ, RLVIZ_TMPDIR=str(spools), OMP_NUM_THREADS="1")
-    proc = subprocess.Popen(
+    return subprocess.Popen(
         [sys.executable, "-c", script],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
+
+
+@pytest.mark.parametrize("how", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL])
+def test_an_interrupted_long_render_leaves_no_temp_files(tmp_path, how):
+    spools = tmp_path / "tmp"
+    spools.mkdir()
+    proc = _run_script(_LONG_RENDER, tmp_path / "v.mp4", spools)
     try:
         assert proc.stdout.readline().strip() == "recording", proc.stderr.read()
         deadline = time.time() + 60
@@ -301,12 +307,7 @@ _LONG_REPORT = textwrap.dedent(
 def test_an_interrupted_long_report_leaves_no_temp_files_and_no_report(tmp_path, how):
     spools = tmp_path / "tmp"
     spools.mkdir()
-    script = _LONG_REPORT.format(tests=str(ROOT / "tests"), out=str(tmp_path / "report"))
-    env = dict(os.environ, RLVIZ_TMPDIR=str(spools), OMP_NUM_THREADS="1")
-    proc = subprocess.Popen(
-        [sys.executable, "-c", script], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True,
-    )  # fmt: skip
+    proc = _run_script(_LONG_REPORT, tmp_path / "report", spools)
     try:
         assert proc.stdout.readline().strip() == "explained", proc.stderr.read()
         assert len(list(spools.rglob("*.npy"))) > 4  # observations and maps are on disk

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -79,15 +78,20 @@ def _layout(rollout) -> ObservationLayout:
     return ObservationLayout.from_shape(rollout.obs.shape[1:], batched=False)
 
 
-def _check(methods: Sequence[str], targets: Sequence[str], episodes: int) -> None:
-    from rlviz.video.explain import check_methods
+def _check(o: ExploreOptions) -> None:
+    from rlviz.methods import check_methods
 
-    if episodes < 1:
-        raise ValueError(f"episodes must be >= 1, got {episodes}")
-    check_methods(methods)
-    unknown = sorted(set(targets) - set(TARGETS))
+    if o.episodes < 1:
+        raise ValueError(f"episodes must be >= 1, got {o.episodes}")
+    check_methods(o.methods)
+    unknown = sorted(set(o.targets) - set(TARGETS))
     if unknown:
         raise ValueError(f"unknown target(s) {unknown}; valid: {', '.join(TARGETS)}")
+    if o.map_codec not in MAP_CODECS:
+        raise ValueError(
+            f"map_codec={o.map_codec!r}; expected one of {', '.join(MAP_CODECS)} "
+            "(png lossless, webp lossy and ~3x smaller, auto: webp for episodes over 256 steps)"
+        )
 
 
 def _nmf_target(spec, actions: np.ndarray):
@@ -130,12 +134,7 @@ def explore(
 
     o = merge_options(ExploreOptions, options, fields, "explore")
     map_large_blocks()  # chunk-sized arrays unmapped when freed: a flat heap
-    _check(o.methods, o.targets, o.episodes)
-    if o.map_codec not in MAP_CODECS:
-        raise ValueError(
-            f"map_codec={o.map_codec!r}; expected one of {', '.join(MAP_CODECS)} "
-            "(png lossless, webp lossy and ~3x smaller, auto: webp for episodes over 256 steps)"
-        )
+    _check(o)
     check_window(o.from_step, o.to_step, o.max_steps)
     if o.device is not None:
         policy = on_device(policy, o.device)
@@ -385,13 +384,13 @@ class _Job:
         episodes = []
         for d in self.data:
             n = d.record["T"]
-            if n > PART_STEPS:  # a long episode: its sheets in parts the page loads as needed
+            parts = n > PART_STEPS  # a long episode: its sheets in parts the page loads as needed
+            lossy = self.map_codec == "webp" or (self.map_codec == "auto" and parts)
+            if parts:
                 feats = None if self.nmf_maps is None else window(self.nmf_maps, offset, offset + n)
-                lossy = self.map_codec != "png"
                 episodes.append(self._write_parts(d, data_dir, feats, lossy))
                 offset += n
                 continue
-            lossy = self.map_codec == "webp"
             maps = {key: map_url(np.asarray(m), DEFAULT_COLS, lossy) for key, m in d.maps.items()}
             record = dict(d.record, maps=maps, signed=d.signed)
             if self.nmf_maps is not None:

@@ -12,13 +12,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from rlviz.hooks import default_layers, layer_activations
+from rlviz.ops import evenly_spaced
 from rlviz.policy import PolicyAdapter
-
-
-def _subsample(n: int, most: int) -> np.ndarray:
-    if n <= most:
-        return np.arange(n)
-    return np.unique(np.linspace(0, n - 1, most).round().astype(np.int64))
 
 
 def _pick_units(adapter, obs, layer: str, iou: np.ndarray | None, k: int) -> list[int]:
@@ -64,7 +59,7 @@ def network_units(
         frames = adapter.layout.frames if adapter.layout is not None else 1
 
     layers = list(layers) if layers is not None else default_layers(adapter.model)
-    keep = _subsample(len(obs), max_states)
+    keep = evenly_spaced(len(obs), max_states)
     obs, state_ids = obs[keep], np.asarray(state_ids)[keep]
     dissection = None
     if masks is not None and len(masks):

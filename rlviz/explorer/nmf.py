@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from rlviz.hooks import activations, default_layer
+from rlviz.ops import evenly_spaced
 from rlviz.policy import PolicyAdapter, as_adapter
 from rlviz.targets import as_target, subset_target
 
@@ -51,12 +52,16 @@ class NMFAttribution:
     def n_features(self) -> int:
         return int(self.directions.shape[0])
 
-    def upsampled(self, size: tuple[int, int]) -> np.ndarray:
-        """Feature maps at frame size: float32 [N, F, H, W] (bilinear)."""
+    def upsampled(
+        self, size: tuple[int, int], start: int = 0, stop: int | None = None
+    ) -> np.ndarray:
+        """Feature maps of frames [start, stop) at ``size``: float32 [n, F, H, W] (bilinear; a
+        long episode's are upsampled a block of frames at a time)."""
         from rlviz.maps import upsample
 
-        n, f, h, w = self.maps.shape
-        flat = upsample(self.maps.reshape(n * f, h, w), size)
+        maps = self.maps[start:stop]
+        n, f, h, w = maps.shape
+        flat = upsample(maps.reshape(n * f, h, w), size)
         return np.asarray(flat, dtype=np.float32).reshape(n, f, *size)
 
 
@@ -260,7 +265,7 @@ def nmf_attribution_streamed(
     x 7 floats a frame)."""
     n = len(obs)
     fn = as_target(target)
-    picked = np.unique(np.linspace(0, n - 1, min(fit_frames, n)).round().astype(np.int64))
+    picked = evenly_spaced(n, fit_frames)
     fit_raw = layer_attribution(adapter, obs[picked], layer, subset_target(fn, picked), batch_size)
     _, directions, error = factorize(fit_raw, n_features, sign, seed)
     total = float(np.linalg.norm(_signed_part(fit_raw, sign)))

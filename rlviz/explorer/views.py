@@ -15,6 +15,7 @@ from rlviz.explorer.nmf import (
     visualize_directions,
 )
 from rlviz.hooks import layer_activations
+from rlviz.ops import evenly_spaced
 from rlviz.policy import PolicyAdapter
 from rlviz.spool import Spool
 
@@ -68,8 +69,7 @@ def state_map(
     layer = layer or default_layer(adapter.model)
     # a long episode: the map is fitted on states spread evenly over it, and every state is then
     # placed on it a batch at a time (its features, ~12 KB a step for a conv layer, never all held)
-    fit = np.unique(np.linspace(0, len(obs) - 1, min(len(obs), STATEMAP_FIT_STATES)).round())
-    fit = fit.astype(np.int64)
+    fit = evenly_spaced(len(obs), STATEMAP_FIT_STATES)
     sampled = len(fit) < len(obs)
     fit_obs = obs[fit] if sampled else obs
     feats = layer_activations(adapter, fit_obs, layer, pool="flatten")[layer].numpy()
@@ -81,8 +81,7 @@ def state_map(
         meta = {"layer": layer, "pool": "flatten"}
         emb.fit(feats, point_data={"value": np.asarray(values)[fit]}, meta=meta)
     del feats
-    placed = place_states(adapter, obs, emb, layer).astype(np.float64) if sampled else None
-    xy = emb.to_unit(emb.embedding_ if placed is None else placed)
+    xy = emb.to_unit(place_states(adapter, obs, emb, layer) if sampled else emb.embedding_)
     return {"xy": np.round(xy, 4).tolist(), "layer": layer, "method": method}
 
 
@@ -119,16 +118,17 @@ def nmf_view(
         result = nmf_attribution_streamed(adapter, obs, layer, target, n_features, seed=seed)
     else:
         result = nmf_attribution(adapter, obs, layer, target, n_features=n_features, seed=seed)
-    maps = keep.array(keep.unique("nmf")) if keep is not None else []
-    for start in range(0, len(obs), SHEET_BLOCK):  # upsampled a block at a time: 4 floats a pixel
-        block = result.maps[start : start + SHEET_BLOCK]
-        part = NMFAttribution(result.layer, result.target, block, result.directions, 0.0)
-        up = part.upsampled(map_size or size) / result.scale[None, :, None, None]
-        (maps.extend if keep is not None else maps.append)(
-            np.clip(np.round(up * 255.0), 0, 255).astype(np.uint8)
-        )
-    if keep is None:
-        maps = np.concatenate(maps)
+    blocks = []  # upsampled a block of steps at a time: float32 at map size is 4 bytes a pixel
+    maps = keep.array(keep.unique("nmf")) if keep is not None else None
+    for start in range(0, len(obs), SHEET_BLOCK):
+        up = result.upsampled(map_size or size, start, start + SHEET_BLOCK)
+        block = np.clip(np.round(up / result.scale[None, :, None, None] * 255.0), 0, 255)
+        if maps is not None:
+            maps.extend(block.astype(np.uint8))
+        else:
+            blocks.append(block.astype(np.uint8))
+    if maps is None:
+        maps = np.concatenate(blocks)
     images = (
         visualize_directions(
             adapter, result, size, steps=vis_steps, seed=seed, frames=layout.frames

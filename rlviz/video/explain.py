@@ -23,7 +23,7 @@ from rlviz.layout import ObservationLayout
 from rlviz.maps import EpisodeScale, normalize_stack, scale_block
 from rlviz.memory import DEFAULT_BATCH as MEMORY_BATCH
 from rlviz.memory import MemoryReliance, has_memory, memory_reliance, per_frame_mode, stack_method
-from rlviz.methods import check_methods, is_signed  # noqa: F401  (check_methods: re-exported)
+from rlviz.methods import is_signed
 from rlviz.policy import PolicyAdapter, as_adapter
 from rlviz.rollout import Rollout, State, with_layout
 from rlviz.spool import Spool, blocks

@@ -24,13 +24,14 @@ import torch
 
 from rlviz.explain import check_window, device_batch, on_device
 from rlviz.gym_env import as_gym_env
+from rlviz.methods import check_methods
 from rlviz.ops import torch_threads
 from rlviz.options import VideoOptions, merge_options, video_episode_meta
 from rlviz.policy import PolicyAdapter, as_adapter
 from rlviz.rollout import Rollout, collect
 from rlviz.spool import Spool, map_large_blocks, release_freed_memory
 from rlviz.video.episode import EpisodeExplanation
-from rlviz.video.explain import check_methods, explain_episode
+from rlviz.video.explain import explain_episode
 from rlviz.video.grid import Composer
 from rlviz.video.panels import TopDownPanel, default_panels
 from rlviz.video.writer import FORMATS, VideoWriter, check_writable
